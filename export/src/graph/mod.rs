@@ -1,0 +1,1 @@
+//! ONNX graph builder (in progress).

@@ -1,0 +1,11 @@
+//! `loc3r-export`: turns a Loc3R-VLM checkpoint into a bundle of ONNX graphs.
+//!
+//! Modules follow the data: [`config`] (typed, validated model configs), [`names`]
+//! (the name map, as data from `models/`), [`checkpoint`] (memory-mapped safetensors
+//! with full validation), [`tiny`] (random checkpoints for tests), [`graph`] (the ONNX
+//! builder).
+
+pub mod graph;
+pub mod tensor;
+
+pub use tensor::{DType, TensorData};

@@ -1,0 +1,132 @@
+//! Element types and the interface between checkpoint tensors and graph initializers.
+//!
+//! The graph builder never holds weights in memory: an initializer is an
+//! `Arc<dyn TensorData>` that writes its bytes (converted to the requested dtype)
+//! straight into the graph's external-data file when the graph is saved.
+
+use std::fmt;
+use std::io;
+
+/// Element types of checkpoint tensors and graph values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    U8,
+    Bool,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::I64 => 8,
+            DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+    }
+
+    /// The safetensors spelling (`F32`, `BF16`, ...).
+    pub fn safetensors_name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::U8 => "U8",
+            DType::Bool => "BOOL",
+        }
+    }
+
+    pub fn from_safetensors_name(name: &str) -> Option<DType> {
+        Some(match name {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            "I64" => DType::I64,
+            "I32" => DType::I32,
+            "U8" => DType::U8,
+            "BOOL" => DType::Bool,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I64 => "i64",
+            DType::I32 => "i32",
+            DType::U8 => "u8",
+            DType::Bool => "bool",
+        })
+    }
+}
+
+/// Tensor contents that can be written on demand (a checkpoint tensor, or a constant
+/// computed by the exporter such as a pooling matrix or a RoPE table).
+pub trait TensorData: Send + Sync + fmt::Debug {
+    /// Dimensions, outermost first.
+    fn shape(&self) -> &[usize];
+    /// Writes all elements, little endian, converted to `dtype` (float tensors accept
+    /// f32/f16/bf16). Fails with `io::ErrorKind::InvalidInput` for an impossible conversion.
+    fn write_as(&self, dtype: DType, out: &mut dyn io::Write) -> io::Result<()>;
+
+    fn numel(&self) -> usize {
+        self.shape().iter().product()
+    }
+}
+
+/// A dense f32 tensor held in memory (exporter-computed constants, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub struct F32Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl F32Tensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "F32Tensor: shape and data length disagree");
+        F32Tensor { shape, data }
+    }
+}
+
+impl TensorData for F32Tensor {
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn write_as(&self, dtype: DType, out: &mut dyn io::Write) -> io::Result<()> {
+        write_f32s_as(&self.data, dtype, out)
+    }
+}
+
+/// Writes f32 values converted to `dtype`, in bounded chunks.
+pub fn write_f32s_as(values: &[f32], dtype: DType, out: &mut dyn io::Write) -> io::Result<()> {
+    const CHUNK: usize = 1 << 16;
+    let mut buf = Vec::with_capacity(CHUNK * 4);
+    for chunk in values.chunks(CHUNK) {
+        buf.clear();
+        match dtype {
+            DType::F32 => chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+            DType::F16 => chunk.iter().for_each(|v| buf.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+            DType::BF16 => chunk.iter().for_each(|v| buf.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
+            other => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("cannot write float values as {other}")));
+            }
+        }
+        out.write_all(&buf)?;
+    }
+    Ok(())
+}

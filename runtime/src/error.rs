@@ -1,0 +1,23 @@
+//! Typed errors of the `loc3r` runtime library.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("{0}")]
+    OrtMissing(String),
+    /// An ONNX Runtime call failed; `context` says what we were doing.
+    #[error("ONNX Runtime: {context}: {message}")]
+    Ort { context: String, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    pub fn ort(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Ort { context: context.into(), message: err.to_string() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,10 @@
+//! `loc3r`: the Loc3R-VLM runtime library.
+//!
+//! Runs a bundle written by `loc3r-export` on ONNX Runtime. This crate also owns
+//! loading of the ONNX Runtime shared library ([`ort_env`]), which every binary of
+//! the project goes through.
+
+pub mod error;
+pub mod ort_env;
+
+pub use error::{Error, Result};
