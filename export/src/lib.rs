@@ -9,3 +9,8 @@ pub mod graph;
 pub mod tensor;
 
 pub use tensor::{DType, TensorData};
+pub mod config;
+pub mod error;
+pub mod names;
+
+pub use error::{Error, Result};

@@ -1,0 +1,39 @@
+//! Typed errors of the exporter. Every message names the file or tensor at fault and,
+//! where there is one, what to do about it.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}: {message}")]
+    Config { file: String, message: String },
+    #[error("{file}: {message}")]
+    NameMap { file: String, message: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A safetensors file or index that cannot be read as such.
+    #[error("{}: {message}", path.display())]
+    Format { path: PathBuf, message: String },
+    #[error("tensor `{name}` (checkpoint name `{mapped}`) is missing; check the name map and the checkpoint")]
+    MissingTensor { name: String, mapped: String },
+    #[error("tensor `{mapped}` in {file}: expected shape {expected:?}, found {found:?}")]
+    Shape { mapped: String, file: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("tensor `{mapped}` in {file}: dtype {dtype} is not supported (use bf16, f16 or f32)")]
+    Dtype { mapped: String, file: String, dtype: String },
+    /// Several problems found at once (checkpoint validation reports all of them).
+    #[error("{} problem(s) in checkpoint {}:\n{}", problems.len(), dir.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Checkpoint { dir: PathBuf, problems: Vec<String> },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+    pub fn format(path: &Path, message: impl Into<String>) -> Self {
+        Error::Format { path: path.to_path_buf(), message: message.into() }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
