@@ -14,8 +14,8 @@ pub enum Error {
     /// A safetensors file or index that cannot be read as such.
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
-    #[error("tensor `{name}` (checkpoint name `{mapped}`) is missing; check the name map and the checkpoint")]
-    MissingTensor { name: String, mapped: String },
+    #[error("tensor `{mapped}` is missing from {file} (needed by the {family} graph); check the checkpoint and the name map")]
+    MissingTensor { mapped: String, file: String, family: String },
     #[error("tensor `{mapped}` in {file}: expected shape {expected:?}, found {found:?}")]
     Shape { mapped: String, file: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor `{mapped}` in {file}: dtype {dtype} is not supported (use bf16, f16 or f32)")]

@@ -9,8 +9,10 @@ pub mod graph;
 pub mod tensor;
 
 pub use tensor::{DType, TensorData};
+pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod names;
+pub mod tiny;
 
 pub use error::{Error, Result};
