@@ -255,7 +255,7 @@ impl Config {
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return Err("`rope_scaling` is not supported (LLaVA-Qwen forces it to null)".into());
         }
-        if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 || self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
             return Err("`rope_theta` and `rms_norm_eps` must be positive".into());
         }
         if self.mm_projector_type != "mlp2x_gelu" {
@@ -332,7 +332,7 @@ impl Config {
                 l.camera_token_dim, c.dec_embed_dim
             ));
         }
-        if !(l.orientation_sigma_deg > 0.0) {
+        if l.orientation_sigma_deg.is_nan() || l.orientation_sigma_deg <= 0.0 {
             return Err("`loc3r.orientation_sigma_deg` must be positive".into());
         }
         for (field, id) in [

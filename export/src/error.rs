@@ -20,8 +20,8 @@ pub enum Error {
     Shape { mapped: String, file: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor `{mapped}` in {file}: dtype {dtype} is not supported (use bf16, f16 or f32)")]
     Dtype { mapped: String, file: String, dtype: String },
-    /// Several problems found at once (checkpoint validation reports all of them).
-    #[error("{} problem(s) in checkpoint {}:\n{}", problems.len(), dir.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    /// All problems found while validating a checkpoint (one line each).
+    #[error("{}", checkpoint_message(dir, problems))]
     Checkpoint { dir: PathBuf, problems: Vec<String> },
     #[error("{0}")]
     Invalid(String),
@@ -33,6 +33,18 @@ impl Error {
     }
     pub fn format(path: &Path, message: impl Into<String>) -> Self {
         Error::Format { path: path.to_path_buf(), message: message.into() }
+    }
+}
+
+fn checkpoint_message(dir: &Path, problems: &[String]) -> String {
+    match problems {
+        [one] => format!("invalid checkpoint {}: {one}", dir.display()),
+        many => format!(
+            "invalid checkpoint {}: {} problems:\n{}",
+            dir.display(),
+            many.len(),
+            many.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+        ),
     }
 }
 

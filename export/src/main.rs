@@ -1,1 +1,164 @@
-fn main(){}
+//! `loc3r-export`: checkpoint -> ONNX bundle. Command-line parsing only; the work is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use loc3r_export::checkpoint::{Checkpoint, Requirements};
+use loc3r_export::tiny::{make_tiny, TinyOptions};
+use loc3r_export::DType;
+
+#[derive(Parser)]
+#[command(
+    name = "loc3r-export",
+    version,
+    about = "Turn a Loc3R-VLM checkpoint (safetensors) into ONNX graphs and TensorRT engines",
+    long_about = "Turn a Loc3R-VLM checkpoint (safetensors, HF/LLaVA + CUT3R names) into a bundle of ONNX graphs \
+                  that the loc3r runtime runs.\n\nExit codes: 0 success, 2 invalid input (checkpoint, config, arguments), 1 other failures."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a complete random checkpoint (config, sharded weights, CUT3R weights, tokenizer) for tests.
+    MakeTiny {
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed: the same seed writes the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Built-in config: `tiny` (every structural feature, seconds) or `small` (CPU benchmark size, ~0.6B parameters).
+        #[arg(long, default_value = "tiny")]
+        config: String,
+        /// Split the model weights into K shards with a model.safetensors.index.json.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Stored dtype of the weights: f32, f16 or bf16.
+        #[arg(long, default_value = "f32", value_parser = parse_dtype)]
+        dtype: DType,
+        /// Leave out lm_head.weight (tied to the token embeddings).
+        #[arg(long)]
+        tied_lm_head: bool,
+        /// Qwen2 tokenizer.json for configs with the real vocabulary (default: models/qwen2/tokenizer.json).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a checkpoint: every tensor the graphs need is present, well-shaped and of a usable dtype.
+    Check {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// A name map other than the built-in models/names.json.
+        #[arg(long)]
+        names: Option<PathBuf>,
+        /// Also require the CUT3R point-map heads (for --cut3r-points exports).
+        #[arg(long)]
+        cut3r_points: bool,
+        /// Print a JSON summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    match s {
+        "f32" | "fp32" | "float32" => Ok(DType::F32),
+        "f16" | "fp16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(format!("`{other}` is not one of f32, f16, bf16")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable message, no backtrace: the chain joined with ": ".
+            eprintln!("error: {e:#}");
+            let input_error = e.chain().any(|c| c.downcast_ref::<loc3r_export::Error>().is_some());
+            ExitCode::from(if input_error { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, quiet, json } => {
+            let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer };
+            let bar = progress_bar(quiet || json, "writing tensors");
+            let report = make_tiny(&out, &opts, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .with_context(|| format!("make-tiny --out {}", out.display()))?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "wrote {} ({} config, seed {}): {} tensors, {} parameters, {} in {} files",
+                    report.dir.display(),
+                    report.config,
+                    seed,
+                    report.tensors,
+                    report.parameters,
+                    human_bytes(report.bytes),
+                    report.files.len()
+                );
+            }
+        }
+        Command::Check { checkpoint, names, cut3r_points, json } => {
+            let ckpt = Checkpoint::open(&checkpoint, names.as_deref(), Requirements { cut3r_points })?;
+            let summary = ckpt.summary();
+            if json {
+                let v = serde_json::json!({"checkpoint": checkpoint, "ok": true, "families": summary});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("checkpoint {}: OK", checkpoint.display());
+                println!("{:<14} {:>8} {:>15} {:>12}  dtype", "family", "tensors", "parameters", "size");
+                for f in &summary {
+                    println!("{:<14} {:>8} {:>15} {:>12}  {}", f.family, f.tensors, f.parameters, human_bytes(f.bytes as u64), f.dtypes.join(","));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress_bar(hidden: bool, message: &'static str) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})").expect("valid template").progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

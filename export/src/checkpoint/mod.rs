@@ -76,6 +76,8 @@ impl Checkpoint {
         };
         let mut problems = Vec::new();
         let (model, broken_shards) = open_model_files(dir, &mut problems);
+        // Without any readable model file, per-tensor "missing" reports would only repeat that.
+        let model_unreadable = model.is_empty() && !problems.is_empty();
         let cut3r = match SafetensorsFile::open(&dir.join(CUT3R_FILE)) {
             Ok(f) => Some(f),
             Err(Error::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -93,7 +95,7 @@ impl Checkpoint {
                 continue;
             }
             for spec in &family.tensors {
-                if spec.file == SourceFile::Model && broken_shards.contains(&spec.checkpoint) {
+                if spec.file == SourceFile::Model && (model_unreadable || broken_shards.contains(&spec.checkpoint)) {
                     continue; // already reported with its shard
                 }
                 if spec.file == SourceFile::Cut3r && inner.cut3r.is_none() {
@@ -151,7 +153,7 @@ impl Checkpoint {
                 Some(FamilySummary {
                     family: family.name.clone(),
                     tensors: refs.len(),
-                    parameters: refs.iter().map(|r| crate::tensor::TensorData::numel(r)).sum(),
+                    parameters: refs.iter().map(crate::tensor::TensorData::numel).sum(),
                     bytes: refs.iter().map(|r| r.raw_bytes().len()).sum(),
                     dtypes: dtypes.into_iter().collect(),
                 })

@@ -130,13 +130,11 @@ pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
 /// Letters with an optional leading space, single digits, and runs of other characters.
 fn pre_split(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let mut start = 0;
     let chars: Vec<(usize, char)> = text.char_indices().collect();
     let class = |c: char| if c.is_alphabetic() { 0 } else if c.is_numeric() { 1 } else if c == ' ' { 2 } else { 3 };
     let mut i = 0;
     while i < chars.len() {
         let (pos, c) = chars[i];
-        start = start.min(pos);
         let mut j = i + 1;
         let k = class(c);
         if k == 2 && j < chars.len() && class(chars[j].1) == 0 {
@@ -152,7 +150,6 @@ fn pre_split(text: &str) -> Vec<&str> {
         let end = if j < chars.len() { chars[j].0 } else { text.len() };
         out.push(&text[pos..end]);
         i = j;
-        start = end;
     }
     out
 }
