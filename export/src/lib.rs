@@ -12,6 +12,7 @@ pub use tensor::{DType, TensorData};
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod models;
 pub mod names;
 pub mod tiny;
 

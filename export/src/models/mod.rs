@@ -1,0 +1,22 @@
+//! One module per graph family of the bundle (architecture.md §4). Each builds its
+//! graph(s) from a [`Checkpoint`](crate::checkpoint::Checkpoint) with the graph builder
+//! and returns them unsaved; the bundle writer saves them.
+
+pub mod cut3r;
+
+use crate::config::PoolMode;
+use crate::tensor::DType;
+
+/// Options shared by every graph family.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// Weight and activation precision at graph boundaries (f32 or f16). In f16 graphs,
+    /// norm statistics and softmax are still computed in f32.
+    pub precision: DType,
+    /// Spatial pooling of the vision grid (defaults to the config's).
+    pub pooling: PoolMode,
+    /// CUT3R input size `(width, height)`, multiples of the CUT3R patch size.
+    pub cut3r_size: (usize, usize),
+    /// Also export the CUT3R point-map heads (`cut3r_points.onnx`).
+    pub cut3r_points: bool,
+}
