@@ -10,7 +10,10 @@ pub enum Error {
     /// An ONNX Runtime call failed; `context` says what we were doing.
     #[error("ONNX Runtime: {context}: {message}")]
     Ort { context: String, message: String },
-    #[error("{path}: {source}")]
+    /// A bundle that is missing, corrupt or of another format version.
+    #[error("{0}")]
+    Bundle(String),
+    #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }
 

@@ -5,6 +5,7 @@
 //! the project goes through.
 
 pub mod error;
+pub mod manifest;
 pub mod ort_env;
 
 pub use error::{Error, Result};

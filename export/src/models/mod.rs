@@ -3,6 +3,11 @@
 //! and returns them unsaved; the bundle writer saves them.
 
 pub mod cut3r;
+pub mod embed;
+pub mod heads;
+pub mod layers;
+pub mod projector;
+pub mod siglip;
 
 use crate::config::PoolMode;
 use crate::tensor::DType;
