@@ -48,6 +48,16 @@ pub fn init() -> Result<&'static OrtInfo> {
     }
 }
 
+/// The process-wide ONNX Runtime environment (loading the library first if needed).
+/// ort allows one environment per process; every session of the project uses this one.
+pub fn environment() -> Result<&'static ort::environment::Environment> {
+    init()?;
+    match ENV.get() {
+        Some(Ok((_, env))) => Ok(env),
+        _ => unreachable!("init() succeeded, so the environment exists"),
+    }
+}
+
 /// The candidate paths, in search order (existing or not).
 pub fn candidate_paths() -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -1,15 +1,9 @@
 //! Test support: run saved graphs on ONNX Runtime (CPU) and compare with references.
 //!
-//! ort rc.15 needs an `Environment` to build a session, and allows one per process.
-//! `loc3r::ort_env` creates one but keeps it private, so this module loads the same
-//! library (`loc3r::ort_env::candidate_paths`, i.e. `ORT_DYLIB_PATH` or the project's
-//! `.venv/ort`) and owns the test binary's environment. Tests of this crate that need ORT
-//! should go through [`session`] so that only one environment is ever created.
-// TODO(lead): once `loc3r::ort_env` exposes its `Environment`, use it here instead.
+//! Sessions use the process-wide environment of `loc3r::ort_env` (ort allows one).
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use ndarray::ArrayD;
 use ort::environment::Environment;
@@ -17,19 +11,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
 fn env() -> &'static Environment {
-    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
-    let env = ENV.get_or_init(|| {
-        let lib = loc3r::ort_env::candidate_paths()
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or("ONNX Runtime library not found; run `make bootstrap` or set ORT_DYLIB_PATH")?;
-        ort::init_from(&lib)
-            .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
-            .with_name("loc3r-export-tests")
-            .build()
-            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
-    });
-    env.as_ref().unwrap_or_else(|e| panic!("{e}"))
+    loc3r::ort_env::environment().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A CPU session for the model at `path` (one intra-op thread: tests run in parallel).

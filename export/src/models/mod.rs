@@ -7,6 +7,7 @@ pub mod embed;
 pub mod heads;
 pub mod layers;
 pub mod projector;
+pub mod qwen2;
 pub mod siglip;
 
 use crate::config::PoolMode;

@@ -1,0 +1,266 @@
+//! `decoder.onnx`: one Qwen2 decoder step with a KV cache (specs/llava-video-qwen2.md
+//! §3.7, §7.1-§7.3; reference: HF `modeling_qwen2.py`, eager attention).
+//!
+//! One graph serves prefill (`P = 0`, `S` large) and decode (`S = 1`):
+//!
+//! ```text
+//! inputs_embeds [B,S,H] ─▶ L × { x + Attn(RMSNorm(x)); x + MLP(RMSNorm(x)) } ─▶ RMSNorm ─▶ hidden_states [B,S,H]
+//!                                                                                      └─ last position ─lm_head─▶ logits [B,1,V]
+//! past_key_values.{i}.key/.value [B,KVH,P,D] ─concat new─▶ present.{i}.key/.value [B,KVH,P+S,D]
+//! ```
+//! The mask is built in-graph from `attention_mask [B,P+S]`: key j is visible to query i
+//! iff `attention_mask[j] = 1` and `j ≤ P + i` (bottom-right aligned, so chunked prefill
+//! works). RoPE angles are computed in f32 from `position_ids`.
+
+use crate::checkpoint::{Checkpoint, Weights};
+use crate::config::Config;
+use crate::error::Result;
+use crate::graph::{Dim, GraphBuilder, Value};
+use crate::models::layers::{cast_to, linear, rms_norm, softmax_f32};
+use crate::models::ExportOptions;
+use crate::tensor::{DType, F32Tensor};
+
+pub const INPUTS_EMBEDS: &str = "inputs_embeds";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const POSITION_IDS: &str = "position_ids";
+pub const LOGITS: &str = "logits";
+pub const HIDDEN_STATES: &str = "hidden_states";
+
+pub fn past_key(i: usize) -> String {
+    format!("past_key_values.{i}.key")
+}
+pub fn past_value(i: usize) -> String {
+    format!("past_key_values.{i}.value")
+}
+pub fn present_key(i: usize) -> String {
+    format!("present.{i}.key")
+}
+pub fn present_value(i: usize) -> String {
+    format!("present.{i}.value")
+}
+
+/// Graph inputs shared by every layer.
+struct StepInputs {
+    /// `[B,1,S,D]` each, in the activation dtype.
+    cos: Value,
+    sin: Value,
+    /// `[B,1,1,S,T]` additive f32 mask (0 or f32::MIN).
+    mask: Value,
+}
+
+pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    let cfg = ckpt.config();
+    let dt = opts.precision;
+    let (h, kvh, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim());
+    let w = ckpt.weights("decoder")?;
+    let mut g = GraphBuilder::new("decoder");
+    g.set_doc("Qwen2 decoder step with KV cache (prefill and decode). Linear weights are stored transposed [in, out].");
+
+    let batch = || Dim::sym("batch");
+    let seq = || Dim::sym("sequence");
+    let past = || Dim::sym("past_sequence");
+    let total = || Dim::sym("past_sequence+sequence");
+    let embeds = g.input(INPUTS_EMBEDS, DType::F32, [batch(), seq(), h.into()]);
+    let mask = g.input(ATTENTION_MASK, DType::I64, [batch(), total()]);
+    let positions = g.input(POSITION_IDS, DType::I64, [batch(), seq()]);
+    let mut pasts = Vec::new();
+    for i in 0..cfg.num_hidden_layers {
+        let k = g.input(&past_key(i), dt, [batch(), kvh.into(), past(), d.into()]);
+        let v = g.input(&past_value(i), dt, [batch(), kvh.into(), past(), d.into()]);
+        pasts.push((k, v));
+    }
+
+    let (cos, sin) = rotary(&mut g, cfg, &positions, dt);
+    let mask = causal_mask(&mut g, &embeds, &mask);
+    let step = StepInputs { cos, sin, mask };
+
+    let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
+    for (i, (pk, pv)) in pasts.iter().enumerate() {
+        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, pk, pv, &step, dt)?;
+        g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
+        g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
+        x = y;
+    }
+    let x = rms_norm(&mut g, &w.pp("model").pp("norm"), &x, h, cfg.rms_norm_eps)?;
+    let hidden = cast_to(&mut g, "model.norm", "hidden_to_f32", &x, DType::F32);
+    g.output_with_shape(HIDDEN_STATES, &hidden, [batch(), seq(), h.into()]);
+
+    // lm_head on the last position only: prefill logits for every position would be
+    // S × V (≈ 2 GB at 7k tokens for the 7B model).
+    let last = g.scope("lm_head").slice("last_position", &x, [-1i64], [i64::MAX], &[1], &[1]);
+    let logits = linear(&mut g, &w.pp("lm_head"), &last, h, cfg.vocab_size, false, dt)?;
+    let logits = cast_to(&mut g, "lm_head", "logits_to_f32", &logits, DType::F32);
+    g.output_with_shape(LOGITS, &logits, [batch(), 1.into(), cfg.vocab_size.into()]);
+    Ok(g)
+}
+
+/// `inv_freq[k] = 1 / θ^(2k/D)` in f32, as HF computes it.
+pub fn inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|k| {
+            let exponent = (2 * k) as f32 / head_dim as f32;
+            (1.0 / theta.powf(exponent as f64)) as f32
+        })
+        .collect()
+}
+
+/// cos/sin tables for the given positions, duplicated halves, f32 angles.
+///
+/// ```text
+/// position_ids [B,S] ─Cast f32─▶ Unsqueeze ─▶ [B,S,1] ·inv_freq[D/2] ─▶ [B,S,D/2] ─Concat(self,self)─▶ [B,S,D]
+///   ─Cos/Sin─▶ ─Cast dt─▶ Unsqueeze(1) ─▶ cos, sin [B,1,S,D]
+/// ```
+fn rotary(g: &mut GraphBuilder, cfg: &Config, positions: &Value, dt: DType) -> (Value, Value) {
+    let d = cfg.head_dim();
+    let freqs = inv_freq(cfg.rope_theta, d);
+    let inv = g.initializer("const/rope_inv_freq", std::sync::Arc::new(F32Tensor::new(vec![d / 2], freqs)), DType::F32);
+    let mut s = g.scope("model.rotary_emb");
+    let p = s.cast("positions_to_f32", positions, DType::F32);
+    let p = s.unsqueeze("positions_column", &p, &[2]);
+    let angles = s.mul("angles", &p, &inv);
+    let emb = s.concat("duplicate_halves", &[&angles, &angles], -1);
+    let cos = s.cos("cos", &emb);
+    let sin = s.sin("sin", &emb);
+    let (cos, sin) = if dt == DType::F32 { (cos, sin) } else { (s.cast("cos_to_io", &cos, dt), s.cast("sin_to_io", &sin, dt)) };
+    (s.unsqueeze("cos_heads_axis", &cos, &[1]), s.unsqueeze("sin_heads_axis", &sin, &[1]))
+}
+
+/// Additive f32 mask `[B,1,1,S,T]` (broadcast over KV heads and the query heads of a group).
+///
+/// ```text
+/// T = len(attention_mask), S = len(inputs_embeds), P = T − S
+/// keys j ∈ Range(0,T) ─┐
+/// queries P+i ∈ Range(P,T) ─ j ≤ P+i ─▶ causal [S,T] ─And─ attention_mask[b,j]=1 ─▶ Where(0, f32::MIN)
+/// ```
+fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value) -> Value {
+    let mut s = g.scope("model.causal_mask");
+    let zero = s.scalar_i64(0);
+    let one = s.scalar_i64(1);
+    let mask_shape = s.shape("mask_shape", attention_mask);
+    let total = s.gather("total_length", &mask_shape, &one, 0);
+    let embeds_shape = s.shape("embeds_shape", embeds);
+    let seq = s.gather("sequence_length", &embeds_shape, &one, 0);
+    let past = s.sub("past_length", &total, &seq);
+    let keys = s.range("key_positions", &zero, &total, &one);
+    let queries = s.range("query_positions", &past, &total, &one);
+    let queries = s.unsqueeze("query_column", &queries, &[1]);
+    let causal = s.less_or_equal("causal", &keys, &queries);
+    let padding = s.cast("mask_to_bool", attention_mask, DType::Bool);
+    let padding = s.unsqueeze("mask_rows", &padding, &[1, 2, 3]);
+    let allowed = s.and("allowed", &causal, &padding);
+    let open = s.scalar_f32(0.0);
+    let closed = s.scalar_f32(f32::MIN);
+    let bias = s.where_("bias", &allowed, &open, &closed);
+    s.unsqueeze("group_axis", &bias, &[2]).clone()
+}
+
+/// One layer; returns (output, present key, present value).
+#[allow(clippy::too_many_arguments)]
+fn decoder_layer(
+    g: &mut GraphBuilder,
+    cfg: &Config,
+    w: &Weights,
+    x: &Value,
+    past_k: &Value,
+    past_v: &Value,
+    step: &StepInputs,
+    dt: DType,
+) -> Result<(Value, Value, Value)> {
+    let h = cfg.hidden_size;
+    let n = rms_norm(g, &w.pp("input_layernorm"), x, h, cfg.rms_norm_eps)?;
+    let (a, k, v) = attention(g, cfg, &w.pp("self_attn"), &n, past_k, past_v, step, dt)?;
+    let x = g.scope(w.path()).add("attn_residual", x, &a);
+    let n = rms_norm(g, &w.pp("post_attention_layernorm"), &x, h, cfg.rms_norm_eps)?;
+    let m = mlp(g, cfg, &w.pp("mlp"), &n, dt)?;
+    let y = g.scope(w.path()).add("mlp_residual", &x, &m);
+    Ok((y, k, v))
+}
+
+/// SwiGLU: `down(silu(gate(x)) · up(x))`.
+fn mlp(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, dt: DType) -> Result<Value> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let gate = linear(g, &w.pp("gate_proj"), x, h, i, false, dt)?;
+    let up = linear(g, &w.pp("up_proj"), x, h, i, false, dt)?;
+    let mut s = g.scope(w.path());
+    let sig = s.sigmoid("silu/sigmoid", &gate);
+    let act = s.mul("silu", &gate, &sig);
+    let prod = s.mul("gate_times_up", &act, &up);
+    drop(s);
+    linear(g, &w.pp("down_proj"), &prod, i, h, false, dt)
+}
+
+/// `v·cos + rotate_half(v)·sin`, rotate_half(v) = [−v[D/2:], v[:D/2]].
+///
+/// ```text
+/// v [B,h,S,D] ─Split(D/2,D/2)─▶ v1, v2 ─▶ Concat(−v2, v1) ─·sin─┐
+///             └───────────────────────────────────────·cos──────+─▶ v'
+/// ```
+fn apply_rope(g: &mut GraphBuilder, path: &str, v: &Value, step: &StepInputs, head_dim: usize) -> Value {
+    let mut s = g.scope(path);
+    let halves = s.split("split_halves", v, -1, &[head_dim / 2, head_dim / 2]);
+    let neg = s.neg("negate_second", &halves[1]);
+    let rotated = s.concat("rotate_half", &[&neg, &halves[0]], -1);
+    let a = s.mul("times_cos", v, &step.cos);
+    let b = s.mul("times_sin", &rotated, &step.sin);
+    s.add("output", &a, &b)
+}
+
+/// GQA attention with past; returns (output, present key, present value).
+///
+/// ```text
+/// q [B,S,nh·D] ─▶ [B,S,nh,D] ─T─▶ [B,nh,S,D] ─RoPE─▶ [B,KVH,n_rep,S,D]
+/// k, v [B,S,KVH·D] ─▶ [B,KVH,S,D] ─RoPE(k)─▶ Concat(past, ·) = present [B,KVH,T,D] ─Unsqueeze─▶ [B,KVH,1,T,D]
+/// scores = q·kᵀ/√D [B,KVH,n_rep,S,T] (f32) + mask ─Softmax─▶ ·v ─▶ [B,KVH,n_rep,S,D] ─▶ [B,S,nh·D] ─o_proj─▶
+/// ```
+/// Query head h uses KV head ⌊h / n_rep⌋: reshaping [nh] to [KVH, n_rep] groups them so,
+/// and the matmuls broadcast over n_rep instead of materialising expanded K/V.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    g: &mut GraphBuilder,
+    cfg: &Config,
+    w: &Weights,
+    x: &Value,
+    past_k: &Value,
+    past_v: &Value,
+    step: &StepInputs,
+    dt: DType,
+) -> Result<(Value, Value, Value)> {
+    let (h, nh, kvh, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
+    let n_rep = nh / kvh;
+    let q = linear(g, &w.pp("q_proj"), x, h, nh * d, true, dt)?;
+    let k = linear(g, &w.pp("k_proj"), x, h, kvh * d, true, dt)?;
+    let v = linear(g, &w.pp("v_proj"), x, h, kvh * d, true, dt)?;
+    let path = w.path();
+    let mut s = g.scope(path.as_str());
+    let q = s.reshape("q/split_heads", &q, [0, 0, nh as i64, d as i64]);
+    let q = s.transpose("q/heads_first", &q, &[0, 2, 1, 3]);
+    let k = s.reshape("k/split_heads", &k, [0, 0, kvh as i64, d as i64]);
+    let k = s.transpose("k/heads_first", &k, &[0, 2, 1, 3]);
+    let v = s.reshape("v/split_heads", &v, [0, 0, kvh as i64, d as i64]);
+    let v = s.transpose("v/heads_first", &v, &[0, 2, 1, 3]);
+    drop(s);
+    let q = apply_rope(g, &format!("{path}/rope_q"), &q, step, d);
+    let k = apply_rope(g, &format!("{path}/rope_k"), &k, step, d);
+    let mut s = g.scope(path.as_str());
+    let present_k = s.concat("present_key", &[past_k, &k], 2);
+    let present_v = s.concat("present_value", &[past_v, &v], 2);
+    let q = s.reshape("q/group", &q, [0, kvh as i64, n_rep as i64, -1, d as i64]);
+    let k5 = s.unsqueeze("k/group_axis", &present_k, &[2]);
+    let v5 = s.unsqueeze("v/group_axis", &present_v, &[2]);
+    let kt = s.transpose("k/transpose", &k5, &[0, 1, 2, 4, 3]);
+    let scores = s.matmul("scores", &q, &kt);
+    let scores = s.mul_scalar("scale", &scores, (d as f64).powf(-0.5));
+    let scores = if dt == DType::F32 { scores } else { s.cast("scores_to_f32", &scores, DType::F32) };
+    let scores = s.add("masked_scores", &scores, &step.mask);
+    drop(s);
+    let probs = softmax_f32(g, &path, &scores, -1);
+    let probs = cast_to(g, &path, "probs_to_io", &probs, dt);
+    let mut s = g.scope(path.as_str());
+    let ctx = s.matmul("context", &probs, &v5);
+    let ctx = s.reshape("ungroup", &ctx, [0, nh as i64, -1, d as i64]);
+    let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);
+    let ctx = s.reshape("merge", &ctx, [0, 0, (nh * d) as i64]);
+    drop(s);
+    let out = linear(g, &w.pp("o_proj"), &ctx, nh * d, h, false, dt)?;
+    Ok((out, present_k, present_v))
+}
