@@ -113,6 +113,22 @@ impl SafetensorsFile {
         Ok(Arc::new(SafetensorsFile { path: path.to_path_buf(), mmap, data_start: header_end, tensors }))
     }
 
+    /// The raw little-endian bytes of a tensor, whatever its dtype.
+    pub fn raw(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
+        let info = self.tensors.get(name)?;
+        Some((info, &self.mmap[self.data_start + info.start..self.data_start + info.end]))
+    }
+
+    /// The `__metadata__` string map of the header (empty if absent).
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let n = u64::from_le_bytes(self.mmap[..8].try_into().expect("8 bytes")) as usize;
+        serde_json::from_slice::<serde_json::Value>(&self.mmap[8..8 + n])
+            .ok()
+            .and_then(|v| v.get("__metadata__").cloned())
+            .and_then(|m| serde_json::from_value(m).ok())
+            .unwrap_or_default()
+    }
+
     pub fn file_name(&self) -> String {
         self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
