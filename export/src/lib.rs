@@ -6,9 +6,11 @@
 //! builder).
 
 pub mod graph;
+pub mod inspect;
 pub mod tensor;
 
 pub use tensor::{DType, TensorData};
+pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

@@ -7,6 +7,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
+use loc3r_export::bundle::{export_bundle, BundleOptions, Event};
+use loc3r_export::config::PoolMode;
+use loc3r_export::inspect::inspect;
 use loc3r_export::DType;
 
 #[derive(Parser)]
@@ -54,6 +57,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a checkpoint to a bundle of ONNX graphs + manifest.json + tokenizer.json.
+    Export {
+        /// Checkpoint directory (config.json, model safetensors, cut3r.safetensors, tokenizer.json).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Bundle directory to write (replaced atomically if it is already a bundle).
+        #[arg(long)]
+        out: PathBuf,
+        /// Weight/activation precision: fp32 or fp16 (norm statistics and softmax stay fp32).
+        #[arg(long, default_value = "fp32", value_parser = parse_dtype)]
+        precision: DType,
+        /// Comma-separated subset of graphs (default: all): siglip, projector, embed, decoder, heads.
+        #[arg(long, value_delimiter = ',')]
+        graphs: Option<Vec<String>>,
+        /// Vision pooling: bilinear (LLaVA-Video release, 210 tokens/frame) or average (182); default from config.json.
+        #[arg(long)]
+        pooling: Option<String>,
+        /// CUT3R input size WxH (multiples of the CUT3R patch size); default from config.json.
+        #[arg(long)]
+        cut3r_size: Option<String>,
+        /// Also export CUT3R point-map heads.
+        #[arg(long)]
+        cut3r_points: bool,
+        /// Overwrite --out even if it is a non-empty directory that is not a bundle.
+        #[arg(long)]
+        force: bool,
+        /// A name map other than the built-in models/names.json.
+        #[arg(long)]
+        names: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Print a JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a bundle's graphs and I/O, verify every sha256 and load each graph in ONNX Runtime.
+    Inspect {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// Skip loading the graphs in ONNX Runtime.
+        #[arg(long)]
+        no_load: bool,
+        /// Print a JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a checkpoint: every tensor the graphs need is present, well-shaped and of a usable dtype.
     Check {
         #[arg(long)]
@@ -79,7 +129,18 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
     }
 }
 
+fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
+    let bad = || loc3r_export::Error::Invalid(format!("--cut3r-size {s}: expected WIDTHxHEIGHT, e.g. 512x384"));
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?))
+}
+
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`loc3r-export inspect B | head`) instead of panicking.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +177,78 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     human_bytes(report.bytes),
                     report.files.len()
                 );
+            }
+        }
+        Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, force, names, quiet, json } => {
+            let pooling = match pooling.as_deref() {
+                None => None,
+                Some("bilinear") => Some(PoolMode::Bilinear),
+                Some("average") => Some(PoolMode::Average),
+                Some(other) => anyhow::bail!(loc3r_export::Error::Invalid(format!("--pooling {other}: use bilinear or average"))),
+            };
+            let cut3r_size = cut3r_size.as_deref().map(parse_size).transpose()?;
+            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, force, names };
+            let multi = indicatif::MultiProgress::new();
+            if quiet || json {
+                multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let mut bars: Vec<(String, indicatif::ProgressBar)> = Vec::new();
+            let style = indicatif::ProgressStyle::with_template("{spinner} {msg:<12} {elapsed}").expect("valid template");
+            let report = export_bundle(&checkpoint, &out, &opts, |event| match event {
+                Event::Plan(names) => {
+                    for n in names {
+                        let bar = multi.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_message(format!("{n} (queued)")));
+                        bars.push((n, bar));
+                    }
+                }
+                Event::Started(n) => {
+                    if let Some((_, bar)) = bars.iter().find(|(b, _)| *b == n) {
+                        bar.set_message(n.clone());
+                        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    }
+                }
+                Event::Finished(r) => {
+                    if let Some((_, bar)) = bars.iter().find(|(b, _)| *b == r.graph) {
+                        bar.finish_with_message(format!("{} done", r.graph));
+                    }
+                }
+            })
+            .with_context(|| format!("exporting {} to {}", checkpoint.display(), out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("bundle {} ({}):", report.bundle.display(), report.precision);
+                println!("{:<12} {:>14} {:>12} {:>9}", "graph", "parameters", "size", "seconds");
+                for g in &report.graphs {
+                    println!("{:<12} {:>14} {:>12} {:>9.2}", g.graph, g.parameters, human_bytes(g.bytes), g.seconds);
+                }
+                println!("{:<12} {:>14} {:>12}", "total", report.graphs.iter().map(|g| g.parameters).sum::<u64>(), human_bytes(report.total_bytes));
+            }
+        }
+        Command::Inspect { bundle, no_load, json } => {
+            let report = inspect(&bundle, !no_load).with_context(|| format!("inspecting {}", bundle.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("bundle {}: format {} by {}, precision {}", bundle.display(), report.format_version, report.producer, report.precision);
+                for g in &report.graphs {
+                    let status = match g.loads {
+                        Some(true) => "loads in ORT",
+                        Some(false) => "FAILS to load",
+                        None => "not loaded",
+                    };
+                    println!("\n{} ({}, {} parameters, {}; {status})", g.name, g.entry.file, g.entry.parameters, human_bytes(g.bytes));
+                    for (dir, list) in [("in ", &g.entry.inputs), ("out", &g.entry.outputs)] {
+                        for io in list {
+                            let shape: Vec<String> = io.shape.iter().map(|d| d.to_string().trim_matches('"').to_string()).collect();
+                            println!("  {dir} {:<32} {:<5} [{}]", io.name, io.dtype, shape.join(", "));
+                        }
+                    }
+                }
+                println!("\n{} files verified", report.files_checked);
+            }
+            if !report.problems.is_empty() {
+                anyhow::bail!(loc3r_export::Error::Invalid(format!("{} problem(s): {}", report.problems.len(), report.problems.join("; "))));
             }
         }
         Command::Check { checkpoint, names, cut3r_points, json } => {

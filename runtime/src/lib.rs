@@ -7,5 +7,6 @@
 pub mod error;
 pub mod manifest;
 pub mod ort_env;
+pub mod session;
 
 pub use error::{Error, Result};

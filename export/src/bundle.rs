@@ -1,0 +1,369 @@
+//! Writing a bundle (architecture.md §4): every graph, `tokenizer.json`, the CUT3R
+//! initial state and `manifest.json` with sha256 of every file.
+//!
+//! The bundle is assembled in a staging directory beside the target and renamed into
+//! place at the end, so an interrupted or failed export never leaves a half bundle.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use loc3r::manifest::{self, FileEntry, GraphEntry, IoSpec, Manifest, RuntimeParams};
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{Checkpoint, Requirements, TOKENIZER_FILE};
+use crate::config::{Config, PoolMode};
+use crate::error::{Error, Result};
+use crate::graph::{Dim, GraphBuilder, Value};
+use crate::models::{self, ExportOptions};
+use crate::tensor::DType;
+
+/// The VLM graphs, in export order.
+pub const VLM_GRAPHS: [&str; 5] = ["siglip", "projector", "embed", "decoder", "heads"];
+
+/// What to export.
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    pub precision: DType,
+    /// Subset of graphs (default: all).
+    pub graphs: Option<Vec<String>>,
+    /// Pooling override (default: the config's `mm_spatial_pool_mode`).
+    pub pooling: Option<PoolMode>,
+    /// CUT3R input size override `(width, height)` (default: the config's).
+    pub cut3r_size: Option<(usize, usize)>,
+    pub cut3r_points: bool,
+    /// Replace an existing directory that is not a bundle.
+    pub force: bool,
+    /// Name map other than the built-in one.
+    pub names: Option<PathBuf>,
+}
+
+impl Default for BundleOptions {
+    fn default() -> Self {
+        BundleOptions { precision: DType::F32, graphs: None, pooling: None, cut3r_size: None, cut3r_points: false, force: false, names: None }
+    }
+}
+
+/// Progress events for the CLI.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The graphs that will be written, in order.
+    Plan(Vec<String>),
+    Started(String),
+    Finished(GraphReport),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GraphReport {
+    pub graph: String,
+    pub parameters: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    pub bundle: PathBuf,
+    pub precision: String,
+    pub graphs: Vec<GraphReport>,
+    pub total_bytes: u64,
+}
+
+/// Every graph name the exporter knows.
+pub fn known_graphs() -> Vec<&'static str> {
+    VLM_GRAPHS.to_vec()
+}
+
+fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<String>> {
+    let known = known_graphs();
+    let wanted: Vec<String> = match &opts.graphs {
+        None => known.iter().map(|s| s.to_string()).collect(),
+        Some(list) => list.clone(),
+    };
+    if wanted.is_empty() {
+        return Err(Error::Invalid("--graphs is empty; name at least one graph".into()));
+    }
+    for g in &wanted {
+        if !known.contains(&g.as_str()) {
+            return Err(Error::Invalid(format!("unknown graph `{g}`; known graphs: {}", known.join(", "))));
+        }
+    }
+    // Keep the canonical order and drop duplicates.
+    Ok(known.iter().filter(|k| wanted.iter().any(|w| w == *k)).map(|s| s.to_string()).collect())
+}
+
+fn build(name: &str, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    match name {
+        "siglip" => models::siglip::graph(ckpt, opts),
+        "projector" => models::projector::graph(ckpt, opts),
+        "embed" => models::embed::graph(ckpt, opts),
+        "decoder" => models::qwen2::graph(ckpt, opts),
+        "heads" => models::heads::graph(ckpt, opts),
+        other => Err(Error::Invalid(format!("unknown graph `{other}`"))),
+    }
+}
+
+/// Exports `checkpoint` into the bundle directory `out`.
+pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut progress: impl FnMut(Event)) -> Result<ExportReport> {
+    if !matches!(opts.precision, DType::F32 | DType::F16) {
+        return Err(Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)));
+    }
+    let graphs = resolve_graphs(opts)?;
+    check_target(out, opts.force)?;
+    let ckpt = Checkpoint::open(checkpoint, opts.names.as_deref(), Requirements { cut3r_points: opts.cut3r_points })?;
+    let cfg = ckpt.config();
+    let export_opts = ExportOptions {
+        precision: opts.precision,
+        pooling: opts.pooling.unwrap_or(cfg.mm_spatial_pool_mode),
+        cut3r_size: opts.cut3r_size.unwrap_or((cfg.cut3r.input_size[0], cfg.cut3r.input_size[1])),
+        cut3r_points: opts.cut3r_points,
+    };
+    progress(Event::Plan(graphs.clone()));
+
+    let staging = staging_dir(out)?;
+    let result = write_bundle(&ckpt, &staging, &graphs, &export_opts, &mut progress);
+    let reports = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    if let Err(e) = swap_into_place(&staging, out) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let total_bytes = dir_size(out);
+    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision_name(opts.precision).into(), graphs: reports, total_bytes })
+}
+
+fn write_bundle(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    graphs: &[String],
+    opts: &ExportOptions,
+    progress: &mut impl FnMut(Event),
+) -> Result<Vec<GraphReport>> {
+    let mut entries = BTreeMap::new();
+    let mut reports = Vec::new();
+    for name in graphs {
+        progress(Event::Started(name.clone()));
+        let start = Instant::now();
+        let g = build(name, ckpt, opts)?;
+        let stats = g.save(dir).map_err(|e| Error::Invalid(format!("saving {name}.onnx: {e}")))?;
+        let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        entries.insert(
+            name.clone(),
+            GraphEntry {
+                file: file(&stats.onnx_path),
+                data: stats.data_path.as_deref().map(file),
+                inputs: g.inputs().iter().map(io_spec).collect(),
+                outputs: g.outputs().iter().map(io_spec).collect(),
+                parameters: stats.params as u64,
+            },
+        );
+        let report = GraphReport {
+            graph: name.clone(),
+            parameters: stats.params as u64,
+            bytes: stats.onnx_bytes + stats.data_bytes,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        progress(Event::Finished(report.clone()));
+        reports.push(report);
+    }
+    let tokenizer_src = ckpt.dir().join(TOKENIZER_FILE);
+    std::fs::copy(&tokenizer_src, dir.join(TOKENIZER_FILE)).map_err(|e| Error::io(&tokenizer_src, e))?;
+
+    let config_text = std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE))
+        .map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
+    let config_echo: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+    let tokenizer_size = tokenizer_size(&dir.join(TOKENIZER_FILE))?;
+    let manifest = Manifest {
+        format: manifest::FORMAT.into(),
+        format_version: manifest::FORMAT_VERSION,
+        producer: format!("loc3r-export {}", env!("CARGO_PKG_VERSION")),
+        precision: precision_name(opts.precision).into(),
+        config: config_echo,
+        graphs: entries,
+        files: hash_files(dir)?,
+        runtime: runtime_params(ckpt.config(), opts, tokenizer_size),
+    };
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+    let path = dir.join(manifest::MANIFEST_FILE);
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    Ok(reports)
+}
+
+fn precision_name(dt: DType) -> &'static str {
+    match dt {
+        DType::F16 => "f16",
+        _ => "f32",
+    }
+}
+
+fn io_spec(v: &Value) -> IoSpec {
+    IoSpec {
+        name: v.name().to_string(),
+        dtype: v.dtype().to_string(),
+        shape: v
+            .shape()
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => serde_json::json!(n),
+                Dim::Sym(s) => serde_json::json!(s),
+            })
+            .collect(),
+    }
+}
+
+fn tokenizer_size(path: &Path) -> Result<u32> {
+    let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Invalid(format!("{}: cannot load tokenizer: {e}", path.display())))?;
+    Ok(tok.get_vocab_size(true) as u32)
+}
+
+/// The runtime's parameters (specs/llava-video-qwen2.md §3-§4, cut3r.md §2).
+pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -> RuntimeParams {
+    let v = &cfg.vision_config;
+    let l = &cfg.loc3r;
+    let pooled = match opts.pooling {
+        PoolMode::Bilinear => cfg.vision_grid().div_ceil(2),
+        PoolMode::Average => cfg.vision_grid() / 2,
+    };
+    RuntimeParams {
+        frames: l.num_frames,
+        vision: manifest::VisionParams {
+            image_size: v.image_size,
+            patch_size: v.patch_size,
+            grid: cfg.vision_grid(),
+            pooling: match opts.pooling {
+                PoolMode::Bilinear => "bilinear".into(),
+                PoolMode::Average => "average".into(),
+            },
+            pooled_grid: pooled,
+            tokens_per_frame: pooled * (pooled + 1),
+            resample: "bicubic".into(),
+            rescale: 1.0 / 255.0,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        },
+        cut3r: manifest::Cut3rParams {
+            width: opts.cut3r_size.0,
+            height: opts.cut3r_size.1,
+            patch_size: cfg.cut3r.patch_size,
+            long_side: l.cut3r_long_side,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            state_tokens: cfg.cut3r.state_size,
+            memory_tokens: cfg.cut3r.local_mem_size,
+            dim: cfg.cut3r.dec_embed_dim,
+        },
+        llm: manifest::LlmParams {
+            hidden_size: cfg.hidden_size,
+            num_layers: cfg.num_hidden_layers,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: cfg.head_dim(),
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.tokenizer_model_max_length.unwrap_or(cfg.max_position_embeddings).min(cfg.max_position_embeddings),
+        },
+        prompt: manifest::PromptParams {
+            system: "You are a helpful assistant.".into(),
+            chat_template: "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n".into(),
+            user_template: "<image>\n{time}\n{situation}<Pos><Ori>{question}".into(),
+            image_placeholder: "<image>".into(),
+            add_time_instruction: cfg.add_time_instruction,
+            time_instruction: "The video lasts for {video_time} seconds, and {num_frames} frames are uniformly sampled from it. These frames are located at {timestamps}.Please answer the following questions related to this video.".into(),
+            default_situation: l.default_situation.clone(),
+        },
+        tokens: manifest::TokenIds {
+            endoftext: l.endoftext_token_id,
+            im_start: l.im_start_token_id,
+            im_end: l.im_end_token_id,
+            pos: l.pos_token_id,
+            ori: l.ori_token_id,
+            tokenizer_size,
+            stop: vec![l.im_end_token_id, l.endoftext_token_id],
+        },
+        orientation: manifest::OrientationParams { bins: l.orientation_bins, sigma_deg: l.orientation_sigma_deg },
+    }
+}
+
+/// sha256 and size of every file in `dir` (sorted by name).
+pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, FileEntry>> {
+    let mut out = BTreeMap::new();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != manifest::MANIFEST_FILE))
+        .collect();
+    names.sort();
+    for path in names {
+        let (sha256, bytes) = sha256_of(&path)?;
+        out.insert(path.file_name().expect("file").to_string_lossy().into_owned(), FileEntry { sha256, bytes });
+    }
+    Ok(out)
+}
+
+/// Streams a file through sha256.
+pub fn sha256_of(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// `out` may be absent, empty, or an existing bundle; anything else needs `--force`.
+fn check_target(out: &Path, force: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(Error::Invalid(format!("{}: exists and is not a directory; choose another --out", out.display())));
+    }
+    let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+    let is_bundle = out.join(manifest::MANIFEST_FILE).is_file();
+    if empty || is_bundle || force {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{}: exists and is not a loc3r bundle (no manifest.json); refusing to replace it (use --force to overwrite)",
+        out.display()
+    )))
+}
+
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let stem = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+    let staging = parent.join(format!(".{stem}.partial-{}", std::process::id()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    }
+    std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+    Ok(staging)
+}
+
+fn swap_into_place(staging: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        let old = staging.with_extension("old");
+        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    } else {
+        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum()).unwrap_or(0)
+}

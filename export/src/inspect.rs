@@ -1,0 +1,79 @@
+//! `loc3r-export inspect BUNDLE`: list graphs and I/O, re-verify every sha256, and load
+//! each graph in ONNX Runtime (CPU).
+
+use std::path::{Path, PathBuf};
+
+use loc3r::manifest::{GraphEntry, Manifest};
+
+use crate::bundle::sha256_of;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InspectReport {
+    pub bundle: PathBuf,
+    pub format_version: u32,
+    pub producer: String,
+    pub precision: String,
+    pub graphs: Vec<GraphInfo>,
+    pub files_checked: usize,
+    /// Empty when the bundle is healthy.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GraphInfo {
+    pub name: String,
+    #[serde(flatten)]
+    pub entry: GraphEntry,
+    pub bytes: u64,
+    /// Whether ONNX Runtime loaded the graph (when loading was requested).
+    pub loads: Option<bool>,
+}
+
+/// Inspects a bundle; `load` also creates an ORT session per graph.
+pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
+    let manifest = Manifest::read(bundle).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut problems = Vec::new();
+    for (name, entry) in &manifest.files {
+        let path = bundle.join(name);
+        if !path.is_file() {
+            problems.push(format!("{name}: listed in manifest.json but missing"));
+            continue;
+        }
+        match sha256_of(&path) {
+            Ok((sha, bytes)) if sha == entry.sha256 && bytes == entry.bytes => {}
+            Ok((sha, bytes)) => problems.push(format!(
+                "{name}: sha256 {sha} ({bytes} bytes) does not match the manifest ({} , {} bytes); the file is corrupt or was modified",
+                entry.sha256, entry.bytes
+            )),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut graphs = Vec::new();
+    for (name, entry) in &manifest.graphs {
+        let size = |f: &str| manifest.files.get(f).map_or(0, |e| e.bytes);
+        let bytes = size(&entry.file) + entry.data.as_deref().map_or(0, size);
+        let loads = if load {
+            let path = bundle.join(&entry.file);
+            match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1 }) {
+                Ok(_) => Some(true),
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    Some(false)
+                }
+            }
+        } else {
+            None
+        };
+        graphs.push(GraphInfo { name: name.clone(), entry: entry.clone(), bytes, loads });
+    }
+    Ok(InspectReport {
+        bundle: bundle.to_path_buf(),
+        format_version: manifest.format_version,
+        producer: manifest.producer,
+        precision: manifest.precision,
+        graphs,
+        files_checked: manifest.files.len(),
+        problems,
+    })
+}
