@@ -129,6 +129,20 @@ impl SafetensorsFile {
             .unwrap_or_default()
     }
 
+    /// Drops the pages of a byte range of the data section from this process's memory
+    /// (they stay in the OS page cache). Export streams many GB through the map; without
+    /// this, every page read would stay resident and count towards our RSS.
+    fn release(&self, start: usize, end: usize) {
+        const PAGE: usize = 4096;
+        let begin = (self.data_start + start) / PAGE * PAGE;
+        let end = (self.data_start + end).min(self.mmap.len());
+        if end > begin {
+            // SAFETY: the map is read-only and file-backed; after DONTNEED, later reads
+            // fault the same bytes back in from the file, so no data is lost.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, begin, end - begin) };
+        }
+    }
+
     pub fn file_name(&self) -> String {
         self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
@@ -171,6 +185,11 @@ impl TensorRef {
         &self.file.mmap[self.file.data_start + self.start..self.file.data_start + self.end]
     }
 
+    /// Lets the OS take back the pages of this tensor once it has been consumed.
+    pub fn release(&self) {
+        self.file.release(self.start, self.end);
+    }
+
     /// All elements as f32 (for constants the exporter computes from weights).
     pub fn to_f32(&self) -> Vec<f32> {
         let b = self.raw_bytes();
@@ -194,6 +213,7 @@ impl TensorData for TensorRef {
             for chunk in self.raw_bytes().chunks(1 << 20) {
                 out.write_all(chunk)?;
             }
+            self.release();
             return Ok(());
         }
         // Convert in bounded chunks so RAM stays flat for multi-GB tensors.
@@ -207,6 +227,7 @@ impl TensorData for TensorRef {
             };
             crate::tensor::write_f32s_as(&values, dtype, out)?;
         }
+        self.release();
         Ok(())
     }
 }

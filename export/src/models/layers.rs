@@ -68,6 +68,7 @@ impl TensorData for TransposedLinear {
             crate::tensor::write_f32s_as(&buf[..(c1 - c0) * outp], dtype, out)?;
             c0 = c1;
         }
+        self.inner.release();
         Ok(())
     }
 }

@@ -79,7 +79,8 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
         let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, pk, pv, &step, dt)?;
         g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
         g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
-        x = y;
+        // Name the shape again: inferred symbolic dims would otherwise nest deeper with every layer.
+        x = g.refine_shape(&y, [batch(), seq(), h.into()]);
     }
     let x = rms_norm(&mut g, &w.pp("model").pp("norm"), &x, h, cfg.rms_norm_eps)?;
     let hidden = cast_to(&mut g, "model.norm", "hidden_to_f32", &x, DType::F32);
@@ -142,7 +143,9 @@ fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value) -> 
     let seq = s.gather("sequence_length", &embeds_shape, &one, 0);
     let past = s.sub("past_length", &total, &seq);
     let keys = s.range("key_positions", &zero, &total, &one);
+    let keys = s.refine_shape(&keys, [Dim::sym("past_sequence+sequence")]);
     let queries = s.range("query_positions", &past, &total, &one);
+    let queries = s.refine_shape(&queries, [Dim::sym("sequence")]);
     let queries = s.unsqueeze("query_column", &queries, &[1]);
     let causal = s.less_or_equal("causal", &keys, &queries);
     let padding = s.cast("mask_to_bool", attention_mask, DType::Bool);
@@ -260,6 +263,7 @@ fn attention(
     let ctx = s.reshape("ungroup", &ctx, [0, nh as i64, -1, d as i64]);
     let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);
     let ctx = s.reshape("merge", &ctx, [0, 0, (nh * d) as i64]);
+    let ctx = s.refine_shape(&ctx, [Dim::sym("batch"), Dim::sym("sequence"), (nh * d).into()]);
     drop(s);
     let out = linear(g, &w.pp("o_proj"), &ctx, nh * d, h, false, dt)?;
     Ok((out, present_k, present_v))
