@@ -1,1 +1,501 @@
-//! CUT3R graphs: `cut3r_encoder` and the recurrent `cut3r_step` (specs/cut3r.md). In progress.
+//! CUT3R graphs (specs/cut3r.md; official code `CUT3R/CUT3R` `src/dust3r/model.py`):
+//!
+//! * `cut3r_encoder`: `image [F,3,H,W]` (RGB in [-1,1]) → `features [F,N,Ce]`: patch
+//!   embedding, `enc_depth` encoder blocks with RoPE-2D on the patch grid, `enc_norm`
+//!   (spec §4 stages 1-2).
+//! * `cut3r_step`: one recurrent frame (spec §4 stages 3-11): `features [1,N,Ce]`,
+//!   `state [1,S,Dc]`, `memory [1,M,2Dc]`, `is_first`, `update`, `reset` (`[1]`, float 0/1)
+//!   → `camera_token [1,Dc]`, `state_out`, `memory_out`, `camera_pose [1,7]`.
+//!   No control flow: the `is_first` choice and the update/reset gating are arithmetic blends
+//!   as in the official code.
+//! * [`initial_state`]: `state_init = decoder_embed_state(register_tokens.weight)` and
+//!   `mem_init = pose_retriever.mem` (spec §5), for `cut3r_init.safetensors`.
+//!
+//! H and W are fixed per export (`ExportOptions::cut3r_size`); the RoPE cos/sin tables of the
+//! patch grid, of the camera token at (-1,-1) and of the state grid are constants computed
+//! analytically (no int64 positions at run time).
+//!
+//! Dtypes at the graph boundary: `image`, `features` and `camera_token` use the export
+//! precision (f32 or f16); `state`, `memory`, `state_out`, `memory_out`, the three flags and
+//! `camera_pose` are always f32. In f16 graphs LayerNorm and softmax run in f32, the state and
+//! memory residual streams stay f32, and the pose post-processing (`expm1`, normalisation) is f32.
+//!
+//! Sizes at the release configuration (512×384): N = 24·32 = 768 image tokens, Ce = 1024,
+//! Dc = 768, S = 768 state tokens, M = 256 memory tokens of 2·Dc = 1536.
+
+mod blocks;
+
+use std::sync::Arc;
+
+use blocks::{cast_to, decoder_block, encoder_block, layer_norm, linear, mlp, param, rope_table, BlockDims, Precision, RopeTable};
+
+use crate::checkpoint::{Checkpoint, Weights};
+use crate::config::Cut3rConfig;
+use crate::dims;
+use crate::error::{Error, Result};
+use crate::graph::{ConvOptions, GraphBuilder, Value};
+use crate::models::ExportOptions;
+use crate::tensor::{DType, F32Tensor};
+
+/// Graph names (file stems in the bundle).
+pub const ENCODER_GRAPH: &str = "cut3r_encoder";
+pub const STEP_GRAPH: &str = "cut3r_step";
+
+/// Graph input and output names (architecture.md §4).
+pub mod io {
+    pub const IMAGE: &str = "image";
+    pub const FEATURES: &str = "features";
+    pub const STATE: &str = "state";
+    pub const MEMORY: &str = "memory";
+    pub const IS_FIRST: &str = "is_first";
+    pub const UPDATE: &str = "update";
+    pub const RESET: &str = "reset";
+    pub const CAMERA_TOKEN: &str = "camera_token";
+    pub const STATE_OUT: &str = "state_out";
+    pub const MEMORY_OUT: &str = "memory_out";
+    pub const CAMERA_POSE: &str = "camera_pose";
+}
+
+/// Names of the tensors in `cut3r_init.safetensors`.
+pub const STATE_INIT: &str = "state_init";
+pub const MEM_INIT: &str = "mem_init";
+
+/// Every size of one export, from the config and the input size.
+#[derive(Debug, Clone)]
+struct Dims {
+    /// Encoder width Ce, decoder width Dc, retriever width Cm = 2·Dc.
+    ce: usize,
+    dc: usize,
+    cm: usize,
+    patch: usize,
+    /// Input (W, H) and patch grid (w, h); N = h·w.
+    width: usize,
+    height: usize,
+    grid_w: usize,
+    grid_h: usize,
+    /// State tokens S and memory tokens M.
+    state: usize,
+    mem: usize,
+    rope_base: f64,
+}
+
+impl Dims {
+    fn new(c: &Cut3rConfig, (width, height): (usize, usize)) -> Result<Dims> {
+        check_input_size(c.patch_size, width, height)?;
+        let rope_base = c
+            .pos_embed
+            .strip_prefix("RoPE")
+            .and_then(|f| f.parse::<f64>().ok())
+            .ok_or_else(|| Error::Invalid(format!("cut3r.pos_embed = {:?}: expected RoPE<base>, e.g. RoPE100", c.pos_embed)))?;
+        for (what, dim, heads) in [
+            ("enc_embed_dim / enc_num_heads", c.enc_embed_dim, c.enc_num_heads),
+            ("dec_embed_dim / dec_num_heads", c.dec_embed_dim, c.dec_num_heads),
+            ("dec_embed_dim / state_dec_num_heads", c.dec_embed_dim, c.state_dec_num_heads),
+            ("2 * dec_embed_dim / dec_num_heads", 2 * c.dec_embed_dim, c.dec_num_heads),
+        ] {
+            if heads == 0 || dim % heads != 0 || (dim / heads) % 4 != 0 {
+                return Err(Error::Invalid(format!(
+                    "cut3r.{what} = {dim} / {heads}: the heads must divide the width into head sizes that are multiples of 4 (RoPE-2D)"
+                )));
+            }
+        }
+        Ok(Dims {
+            ce: c.enc_embed_dim,
+            dc: c.dec_embed_dim,
+            cm: 2 * c.dec_embed_dim,
+            patch: c.patch_size,
+            width,
+            height,
+            grid_w: width / c.patch_size,
+            grid_h: height / c.patch_size,
+            state: c.state_size,
+            mem: c.local_mem_size,
+            rope_base,
+        })
+    }
+
+    fn tokens(&self) -> usize {
+        self.grid_w * self.grid_h
+    }
+
+    /// Patch token n = r·w + c sits at (y, x) = (r, c) (row-major over the grid; spec §3).
+    fn grid_positions(&self) -> Vec<(f64, f64)> {
+        (0..self.tokens()).map(|n| ((n / self.grid_w) as f64, (n % self.grid_w) as f64)).collect()
+    }
+
+    /// The image stream: the camera token at (-1, -1), then the patch grid (spec §4 step 5).
+    fn image_stream_positions(&self) -> Vec<(f64, f64)> {
+        std::iter::once((-1.0, -1.0)).chain(self.grid_positions()).collect()
+    }
+
+    /// State token i at (i / width, i % width), width = ⌊√S⌋ rounded up to even
+    /// (`state_pe = "2d"`; S = 768 gives width 28, last token (27, 11)).
+    fn state_positions(&self) -> Vec<(f64, f64)> {
+        let mut width = (self.state as f64).sqrt() as usize;
+        if width % 2 == 1 {
+            width += 1;
+        }
+        (0..self.state).map(|i| ((i / width) as f64, (i % width) as f64)).collect()
+    }
+}
+
+/// The input size must be a whole number of patches; the error lists the nearest sizes that are.
+pub fn check_input_size(patch: usize, width: usize, height: usize) -> Result<()> {
+    if patch > 0 && width % patch == 0 && height % patch == 0 && width > 0 && height > 0 {
+        return Ok(());
+    }
+    let near = |v: usize| -> Vec<usize> {
+        let lo = v / patch * patch;
+        let mut out: Vec<usize> = [lo, lo + patch].into_iter().filter(|&x| x > 0).collect();
+        if v % patch == 0 && v > 0 {
+            out = vec![v];
+        }
+        out.dedup();
+        out
+    };
+    let mut sizes = Vec::new();
+    for w in near(width) {
+        for h in near(height) {
+            sizes.push(format!("{w}x{h}"));
+        }
+    }
+    Err(Error::Invalid(format!(
+        "CUT3R input size {width}x{height} (WxH) is not a multiple of the patch size {patch}; nearest valid sizes: {}",
+        sizes.join(", ")
+    )))
+}
+
+fn precision(opts: &ExportOptions, c: &Cut3rConfig) -> Result<Precision> {
+    match opts.precision {
+        DType::F32 | DType::F16 => Ok(Precision { compute: opts.precision, eps: c.norm_eps as f32 }),
+        other => Err(Error::Invalid(format!("CUT3R graphs are exported in f32 or f16, not {other}"))),
+    }
+}
+
+fn graph_error(e: crate::graph::GraphError) -> Error {
+    Error::Invalid(e.to_string())
+}
+
+/// Patch embedding (`patch_embed.proj`, Conv k = s = patch):
+///
+/// ```text
+/// image [F,3,H,W] ──Conv──▶ [F,Ce,h,w] ──Reshape──▶ [F,Ce,N] ──Transpose──▶ [F,N,Ce]
+/// ```
+fn patch_embed(g: &mut GraphBuilder, w: &Weights, image: &Value, d: &Dims, p: Precision) -> Result<Value> {
+    let weight = param(g, w, "weight", &[d.ce, 3, d.patch, d.patch], p.compute)?;
+    let bias = param(g, w, "bias", &[d.ce], p.compute)?;
+    let mut s = g.scope(w.path());
+    let x = s.conv("Conv", image, &weight, Some(&bias), &ConvOptions::uniform(2, d.patch, 0));
+    let x = s.reshape("flatten", &x, [0, 0, -1]);
+    Ok(s.transpose("to_tokens", &x, &[0, 2, 1]))
+}
+
+/// `cut3r_encoder`: `image [F,3,H,W]` → `features [F,N,Ce]` (spec §4 stages 1-2).
+pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    let c = &ckpt.config().cut3r;
+    let d = Dims::new(c, opts.cut3r_size)?;
+    let p = precision(opts, c)?;
+    let w = ckpt.weights("cut3r")?;
+    let mut g = GraphBuilder::new(ENCODER_GRAPH);
+    g.set_doc(format!("CUT3R encoder at {}x{} (WxH): image [F,3,H,W] in [-1,1] -> features [F,N,Ce]", d.width, d.height));
+
+    let image = g.input(io::IMAGE, p.compute, dims!["frames", 3, d.height, d.width]);
+    // 1. patch embedding
+    let mut x = patch_embed(&mut g, &w.pp("patch_embed").pp("proj"), &image, &d, p)?;
+    // 2. encoder blocks, RoPE on the patch grid
+    let enc = BlockDims { dim: d.ce, heads: c.enc_num_heads, mlp_hidden: c.mlp_ratio * d.ce };
+    let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base, p.compute);
+    for i in 0..c.enc_depth {
+        x = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope, p)?;
+    }
+    let features = layer_norm(&mut g, &w.pp("enc_norm"), &x, d.ce, p, p.compute)?;
+    g.output_with_shape(io::FEATURES, &features, dims!["frames", d.tokens(), d.ce]);
+    g.check().map_err(graph_error)?;
+    Ok(g)
+}
+
+/// RoPE tables of one decoder stream's heads: its own positions and the other stream's.
+struct StreamRope {
+    own: RopeTable,
+    other: RopeTable,
+}
+
+/// `cut3r_step`: one recurrent frame (spec §4 stages 3-11).
+pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    let c = &ckpt.config().cut3r;
+    let d = Dims::new(c, opts.cut3r_size)?;
+    let p = precision(opts, c)?;
+    let w = ckpt.weights("cut3r")?;
+    let f32_ = DType::F32;
+    let mut g = GraphBuilder::new(STEP_GRAPH);
+    g.set_doc(format!(
+        "CUT3R recurrent step at {}x{} (WxH): features, state, memory, is_first, update, reset -> camera_token, state_out, memory_out, camera_pose",
+        d.width, d.height
+    ));
+
+    let features = g.input(io::FEATURES, p.compute, dims![1, d.tokens(), d.ce]);
+    let state = g.input(io::STATE, f32_, dims![1, d.state, d.dc]);
+    let memory = g.input(io::MEMORY, f32_, dims![1, d.mem, d.cm]);
+    let is_first = g.input(io::IS_FIRST, f32_, dims![1]);
+    let update = g.input(io::UPDATE, f32_, dims![1]);
+    let reset = g.input(io::RESET, f32_, dims![1]);
+
+    let img_blk = BlockDims { dim: d.dc, heads: c.dec_num_heads, mlp_hidden: c.mlp_ratio * d.dc };
+    let state_blk = BlockDims { dim: d.dc, heads: c.state_dec_num_heads, mlp_hidden: c.mlp_ratio * d.dc };
+    let mem_blk = BlockDims { dim: d.cm, heads: c.dec_num_heads, mlp_hidden: c.mlp_ratio * d.cm };
+
+    // 3. global image feature g = mean over tokens (f32), q_g = proj_q(g) [1,1,Dc]
+    let retriever = w.pp("pose_retriever");
+    let global = {
+        let mut s = g.scope("global_feature");
+        let f = if features.dtype() == f32_ { features.clone() } else { s.cast("to_f32", &features, f32_) };
+        let m = s.reduce_mean("ReduceMean", &f, &[1], true);
+        if p.compute == f32_ { m } else { s.cast("to_compute", &m, p.compute) }
+    };
+    let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, p)?;
+
+    // 4. camera query z0 = f·pose_token + (1-f)·inquire(q_g, memory)
+    let read = inquire(&mut g, &retriever, &q_g, &memory, &d, mem_blk, p)?;
+    let pose_token = param(&mut g, &w, "pose_token", &[1, 1, d.dc], p.compute)?;
+    let z0 = {
+        let mut s = g.scope("camera_query");
+        let f = s.reshape("is_first", &is_first, [1, 1, 1]);
+        let f = if p.compute == f32_ { f } else { s.cast("is_first_cast", &f, p.compute) };
+        let one = s.scalar(p.compute, 1.0);
+        let not_f = s.sub("not_first", &one, &f);
+        let a = s.mul("pick_token", &pose_token, &f);
+        let b = s.mul("pick_read", &read, &not_f);
+        s.add("blend", &a, &b)
+    };
+
+    // 5.-6. stream inputs: I0 = [z0 ‖ decoder_embed(F)] at [(-1,-1), grid]; S0 = state (f32)
+    let img_tokens = linear(&mut g, &w.pp("decoder_embed"), &features, d.ce, d.dc, p)?;
+    let mut img = g.scope("image_stream").concat("concat_camera", &[&z0, &img_tokens], 1);
+    let mut st = state.clone();
+    let (ipos, spos) = (d.image_stream_positions(), d.state_positions());
+    let rope_img = StreamRope {
+        own: rope_table(&mut g, "rope/image_stream", &ipos, img_blk.dim / img_blk.heads, d.rope_base, p.compute),
+        other: rope_table(&mut g, "rope/state_for_image_heads", &spos, img_blk.dim / img_blk.heads, d.rope_base, p.compute),
+    };
+    let rope_state = StreamRope {
+        own: rope_table(&mut g, "rope/state", &spos, state_blk.dim / state_blk.heads, d.rope_base, p.compute),
+        other: rope_table(&mut g, "rope/image_stream_for_state_heads", &ipos, state_blk.dim / state_blk.heads, d.rope_base, p.compute),
+    };
+
+    // 7. dual decoder: both streams read the previous layer's outputs
+    for l in 0..c.dec_depth {
+        let st_next = decoder_block(
+            &mut g,
+            &w.pp("dec_blocks_state").pp(l),
+            &st,
+            &img,
+            state_blk,
+            Some((&rope_state.own, &rope_state.other)),
+            p,
+        )?;
+        let img_next = decoder_block(&mut g, &w.pp("dec_blocks").pp(l), &img, &st, img_blk, Some((&rope_img.own, &rope_img.other)), p)?;
+        (st, img) = (st_next, img_next);
+    }
+
+    // 8. final norms: the new state in f32, the image stream in the compute dtype
+    let state_new = layer_norm(&mut g, &w.pp("dec_norm_state"), &st, d.dc, p, f32_)?;
+    let img_fin = layer_norm(&mut g, &w.pp("dec_norm"), &img, d.dc, p, p.compute)?;
+
+    // 9. camera token c = I_fin[:, 0]
+    let cam = g.scope("camera_token").slice("Slice", &img_fin, [0], [1], &[1], &[]);
+    let camera_token = g.scope("camera_token").reshape("Reshape", &cam, [1, d.dc as i64]);
+
+    // 10. memory write: M_new = write_blocks(memory, [q_g ‖ c])
+    let mem_new = write_memory(&mut g, &retriever, &memory, &q_g, &cam, mem_blk, p)?;
+
+    // 11. update/reset gating against the constant initial state and memory (f32)
+    let (state_init, _) = initial_state(ckpt)?;
+    let state_init = g.initializer("cut3r/state_init", Arc::new(state_init), f32_);
+    let mem_init = param(&mut g, &retriever, "mem", &[1, d.mem, d.cm], f32_)?;
+    let state_out = gate(&mut g, "state_gate", &state_new, &state, &state_init, &update, &reset);
+    let memory_out = gate(&mut g, "memory_gate", &mem_new, &memory, &mem_init, &update, &reset);
+
+    // 12. pose head (spec §6.1)
+    let camera_pose = pose_head(&mut g, &w.pp("downstream_head").pp("pose_head"), &camera_token, d.dc, c.mlp_ratio, p)?;
+
+    g.output(io::CAMERA_TOKEN, &camera_token);
+    g.output(io::STATE_OUT, &state_out);
+    g.output(io::MEMORY_OUT, &memory_out);
+    g.output(io::CAMERA_POSE, &camera_pose);
+    g.check().map_err(graph_error)?;
+    Ok(g)
+}
+
+/// `LocalMemory.inquire`: read the memory with `[q_g ‖ masked_token]`, keep the value half.
+///
+/// ```text
+/// q_g [1,1,Dc] ─┐
+/// masked_token ─┴─Concat──▶ a [1,1,2Dc] ──read_blocks.0(y=memory)──▶ read_blocks.1(y=memory)
+///   ──Slice [Dc, 2Dc)──▶ read [1,1,Dc]
+/// ```
+fn inquire(g: &mut GraphBuilder, w: &Weights, q_g: &Value, memory: &Value, d: &Dims, blk: BlockDims, p: Precision) -> Result<Value> {
+    let masked = param(g, w, "masked_token", &[1, 1, d.dc], p.compute)?;
+    let q_g = cast_to(&mut g.scope("pose_retriever/inquire"), "q_cast", q_g, p.compute);
+    let mut a = g.scope("pose_retriever/inquire").concat("concat_masked", &[&q_g, &masked], -1);
+    for k in 0..2 {
+        a = decoder_block(g, &w.pp("read_blocks").pp(k), &a, memory, blk, None, p)?;
+    }
+    Ok(g.scope("pose_retriever/inquire").slice("value_half", &a, [d.dc as i64], [d.cm as i64], &[2], &[]))
+}
+
+/// `LocalMemory.update_mem`: the memory attends to `[q_g ‖ c]`.
+///
+/// ```text
+/// q_g [1,1,Dc] ─┐
+/// c   [1,1,Dc] ─┴─Concat──▶ e [1,1,2Dc]
+/// memory [1,M,2Dc] (f32) ──write_blocks.0(y=e)──▶ write_blocks.1(y=e)──▶ M_new [1,M,2Dc] (f32)
+/// ```
+fn write_memory(g: &mut GraphBuilder, w: &Weights, memory: &Value, q_g: &Value, cam: &Value, blk: BlockDims, p: Precision) -> Result<Value> {
+    let mut s = g.scope("pose_retriever/update_mem");
+    let q_g = cast_to(&mut s, "q_cast", q_g, p.compute);
+    let cam = cast_to(&mut s, "camera_cast", cam, p.compute);
+    let e = s.concat("concat_camera", &[&q_g, &cam], -1);
+    let mut m = memory.clone();
+    for k in 0..2 {
+        m = decoder_block(g, &w.pp("write_blocks").pp(k), &m, &e, blk, None, p)?;
+    }
+    Ok(m)
+}
+
+/// Update/reset gating (spec §4 step 11), in f32 like the official code:
+///
+/// ```text
+/// new, old ──u·new + (1−u)·old──▶ kept ──r·init + (1−r)·kept──▶ out
+/// ```
+fn gate(g: &mut GraphBuilder, name: &str, new: &Value, old: &Value, init: &Value, update: &Value, reset: &Value) -> Value {
+    let mut s = g.scope(name);
+    let u = s.reshape("update", update, [1, 1, 1]);
+    let r = s.reshape("reset", reset, [1, 1, 1]);
+    let one = s.scalar_f32(1.0);
+    let not_u = s.sub("not_update", &one, &u);
+    let not_r = s.sub("not_reset", &one, &r);
+    let a = s.mul("new_weighted", new, &u);
+    let b = s.mul("old_weighted", old, &not_u);
+    let kept = s.add("updated", &a, &b);
+    let a = s.mul("init_weighted", init, &r);
+    let b = s.mul("kept_weighted", &kept, &not_r);
+    s.add("reset_blend", &a, &b)
+}
+
+/// Pose head (`downstream_head.pose_head.mlp`) and `postprocess_pose` with mode `exp`
+/// (spec §6.1), post-processing in f32:
+///
+/// ```text
+/// c [1,Dc] ──fc1──▶ GELU ──fc2──▶ raw [1,7] ──Cast f32──▶ Split 3|4 ──▶ t, q
+/// t ──ReduceL2──▶ d ──▶ t · expm1(d) / max(d, 1e-8)     (expm1: cubic series for d < 1e-3)
+/// q ──ReduceL2──▶ q / max(‖q‖, 1e-12) ──▶ Where(q_w < 0, −q, q)
+/// Concat(t, q) ──▶ camera_pose [1,7] = [tx,ty,tz,qw,qx,qy,qz]
+/// ```
+fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_ratio: usize, p: Precision) -> Result<Value> {
+    let raw = mlp(g, &w.pp("mlp"), cam, dc, mlp_ratio * dc, 7, p)?;
+    let mut s = g.scope(w.path());
+    let raw = if raw.dtype() == DType::F32 { raw } else { s.cast("to_f32", &raw, DType::F32) };
+    let parts = s.split("split_tq", &raw, -1, &[3, 4]);
+    let (t, q) = (&parts[0], &parts[1]);
+    // translation
+    let dist = s.reduce_l2("t_norm", t, &[-1], true);
+    let exp = s.exp("exp", &dist);
+    let expm1_direct = s.sub_scalar("exp_minus_one", &exp, 1.0);
+    let poly = s.mul_scalar("series/d_over_6", &dist, 1.0 / 6.0);
+    let poly = s.add_scalar("series/add_half", &poly, 0.5);
+    let poly = s.mul("series/mul_d", &poly, &dist);
+    let poly = s.add_scalar("series/add_one", &poly, 1.0);
+    let expm1_series = s.mul("series/mul_d2", &poly, &dist);
+    let small = s.scalar_f32(1e-3);
+    let is_small = s.less("is_small", &dist, &small);
+    let expm1 = s.where_("expm1", &is_small, &expm1_series, &expm1_direct);
+    let denom = s.clip("clamp_d", &dist, Some(1e-8), None);
+    let scale = s.div("scale", &expm1, &denom);
+    let t = s.mul("translation", t, &scale);
+    // rotation
+    let qn = s.reduce_l2("q_norm", q, &[-1], true);
+    let qn = s.clip("clamp_q_norm", &qn, Some(1e-12), None);
+    let q = s.div("normalize_q", q, &qn);
+    let qw = s.slice("q_w", &q, [0], [1], &[-1], &[]);
+    let zero = s.scalar_f32(0.0);
+    let negative = s.less("w_negative", &qw, &zero);
+    let neg_q = s.neg("neg_q", &q);
+    let q = s.where_("standardize", &negative, &neg_q, &q);
+    Ok(s.concat("pose", &[&t, &q], -1))
+}
+
+/// `state_init [1,S,Dc] = decoder_embed_state(register_tokens.weight)` and
+/// `mem_init [1,M,2Dc] = pose_retriever.mem` (spec §5), computed from the checkpoint in f64.
+pub fn initial_state(ckpt: &Checkpoint) -> Result<(F32Tensor, F32Tensor)> {
+    let c = &ckpt.config().cut3r;
+    let (ce, dc, s, m) = (c.enc_embed_dim, c.dec_embed_dim, c.state_size, c.local_mem_size);
+    let w = ckpt.weights("cut3r")?;
+    let tokens = w.pp("register_tokens").get("weight", &[s, ce])?.to_f32();
+    let weight = w.pp("decoder_embed_state").get("weight", &[dc, ce])?.to_f32();
+    let bias = w.pp("decoder_embed_state").get("bias", &[dc])?.to_f32();
+    let mut state = Vec::with_capacity(s * dc);
+    for i in 0..s {
+        let x = &tokens[i * ce..(i + 1) * ce];
+        for o in 0..dc {
+            let row = &weight[o * ce..(o + 1) * ce];
+            let acc: f64 = x.iter().zip(row).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            state.push((acc + f64::from(bias[o])) as f32);
+        }
+    }
+    let mem = w.pp("pose_retriever").get("mem", &[1, m, 2 * dc])?.to_f32();
+    Ok((F32Tensor::new(vec![1, s, dc], state), F32Tensor::new(vec![1, m, 2 * dc], mem)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(state: usize) -> Dims {
+        Dims {
+            ce: 64,
+            dc: 48,
+            cm: 96,
+            patch: 16,
+            width: 64,
+            height: 48,
+            grid_w: 4,
+            grid_h: 3,
+            state,
+            mem: 8,
+            rope_base: 100.0,
+        }
+    }
+
+    #[test]
+    fn state_grid_rounds_an_odd_width_up() {
+        // Release: S = 768, ⌊√768⌋ = 27 → 28; last token (27, 11) (spec §1).
+        let p = dims(768).state_positions();
+        assert_eq!(p[27], (0.0, 27.0));
+        assert_eq!(p[28], (1.0, 0.0));
+        assert_eq!(*p.last().unwrap(), (27.0, 11.0));
+        // Tiny: S = 10, width 3 → 4; last token (2, 1) (spec §9).
+        assert_eq!(*dims(10).state_positions().last().unwrap(), (2.0, 1.0));
+    }
+
+    #[test]
+    fn image_stream_starts_with_the_camera_token_then_row_major_grid() {
+        let p = dims(10).image_stream_positions();
+        assert_eq!(p.len(), 13);
+        assert_eq!(p[0], (-1.0, -1.0));
+        assert_eq!(p[1], (0.0, 0.0));
+        assert_eq!(p[4], (0.0, 3.0));
+        assert_eq!(p[5], (1.0, 0.0));
+        assert_eq!(p[12], (2.0, 3.0));
+    }
+
+    #[test]
+    fn input_size_errors_list_the_nearest_valid_sizes() {
+        assert!(check_input_size(16, 64, 48).is_ok());
+        let e = check_input_size(16, 70, 48).unwrap_err().to_string();
+        assert!(e.contains("70x48") && e.contains("64x48, 80x48"), "{e}");
+        let e = check_input_size(16, 500, 380).unwrap_err().to_string();
+        assert!(e.contains("496x368, 496x384, 512x368, 512x384"), "{e}");
+        let e = check_input_size(16, 8, 48).unwrap_err().to_string();
+        assert!(e.contains("nearest valid sizes: 16x48"), "{e}");
+    }
+}

@@ -1,0 +1,341 @@
+//! CUT3R building blocks (specs/cut3r.md §3) as graph helpers: linear, LayerNorm, exact GELU
+//! MLP, RoPE-2D from constant tables, self-/cross-attention, the CroCo encoder `Block` and the
+//! DUSt3R `DecoderBlock`.
+//!
+//! Every helper takes the builder, the `Weights` scope of its module and its inputs, and names
+//! its nodes `<module path>/<step>` (style.md "Naming in graphs"). Initializers keep their
+//! checkpoint names.
+//!
+//! Precision ([`Precision`]): matmuls, attention and MLPs run in `compute` (f32 or f16).
+//! LayerNorm statistics and softmax always run in f32 (explicit casts in f16 graphs, so
+//! TensorRT sees them as f32 layers). A residual stream keeps the dtype of its input: the
+//! step graph feeds the recurrent state and memory streams in f32, so in f16 graphs their
+//! residual sums stay f32 and only the sub-layers run in f16 (this bounds the drift through
+//! the recurrence; see `export/tests/cut3r_parity.rs`).
+
+use std::sync::Arc;
+
+use crate::checkpoint::Weights;
+use crate::error::Result;
+use crate::graph::{GraphBuilder, Scope, Value};
+use crate::tensor::{DType, F32Tensor};
+
+/// Numeric settings of one graph.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Precision {
+    /// Dtype of weights, matmuls and attention (f32 or f16).
+    pub compute: DType,
+    /// LayerNorm epsilon (1e-6 everywhere in CUT3R).
+    pub eps: f32,
+}
+
+/// The checkpoint tensor `<w>.<name>` of `shape` as an initializer of `dtype`, under its
+/// checkpoint name.
+pub(super) fn param(g: &mut GraphBuilder, w: &Weights, name: &str, shape: &[usize], dtype: DType) -> Result<Value> {
+    let t = w.get(name, shape)?;
+    let init_name = t.name.clone();
+    Ok(g.initializer(&init_name, Arc::new(t), dtype))
+}
+
+/// `x` in `dtype` (a `Cast` node named `<scope>/<step>` only when needed).
+pub(super) fn cast_to(s: &mut Scope<'_>, step: &str, x: &Value, dtype: DType) -> Value {
+    if x.dtype() == dtype {
+        x.clone()
+    } else {
+        s.cast(step, x, dtype)
+    }
+}
+
+/// `nn.Linear` with weights stored `(out, in)`:
+///
+/// ```text
+/// x [.., in] ──MatMul──▶ [.., out] ──Add(bias [out])──▶ y [.., out]
+///                 ▲
+/// weight [out, in] ──Transpose──▶ [in, out]      (constant; folded by ORT / TensorRT)
+/// ```
+pub(super) fn linear(g: &mut GraphBuilder, w: &Weights, x: &Value, inp: usize, out: usize, p: Precision) -> Result<Value> {
+    let weight = param(g, w, "weight", &[out, inp], p.compute)?;
+    let bias = param(g, w, "bias", &[out], p.compute)?;
+    let mut s = g.scope(w.path());
+    let x = cast_to(&mut s, "input_cast", x, p.compute);
+    let wt = s.transpose("weight_t", &weight, &[1, 0]);
+    let y = s.matmul("MatMul", &x, &wt);
+    Ok(s.add("Add", &y, &bias))
+}
+
+/// `nn.LayerNorm(c, eps)` over the last axis, statistics in f32:
+///
+/// ```text
+/// x [.., c] ──Cast f32 (if needed)──▶ LayerNormalization(weight, bias; f32) ──Cast `out` (if needed)──▶ y
+/// ```
+pub(super) fn layer_norm(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, p: Precision, out: DType) -> Result<Value> {
+    let scale = param(g, w, "weight", &[c], DType::F32)?;
+    let bias = param(g, w, "bias", &[c], DType::F32)?;
+    let mut s = g.scope(w.path());
+    let x32 = cast_to(&mut s, "to_f32", x, DType::F32);
+    let y = s.layer_norm("LayerNormalization", &x32, &scale, Some(&bias), -1, p.eps);
+    Ok(cast_to(&mut s, "to_out", &y, out))
+}
+
+/// Exact (erf) GELU; opset 17 has no `Gelu` op:
+///
+/// ```text
+/// x ──·(1/√2)──▶ Erf ──+1──▶ ·x ──·0.5──▶ y
+/// ```
+pub(super) fn gelu(s: &mut Scope<'_>, step: &str, x: &Value) -> Value {
+    let t = s.mul_scalar(&format!("{step}/scale"), x, std::f64::consts::FRAC_1_SQRT_2);
+    let t = s.erf(&format!("{step}/Erf"), &t);
+    let t = s.add_scalar(&format!("{step}/add_one"), &t, 1.0);
+    let t = s.mul(&format!("{step}/mul_x"), &t, x);
+    s.mul_scalar(&format!("{step}/half"), &t, 0.5)
+}
+
+/// `Mlp`: `fc2(GELU(fc1(x)))`.
+///
+/// ```text
+/// x [.., c] ──fc1──▶ [.., hidden] ──GELU(erf)──▶ ──fc2──▶ [.., out]
+/// ```
+pub(super) fn mlp(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, hidden: usize, out: usize, p: Precision) -> Result<Value> {
+    let h = linear(g, &w.pp("fc1"), x, c, hidden, p)?;
+    let h = gelu(&mut g.scope(w.path()), "gelu", &h);
+    linear(g, &w.pp("fc2"), &h, hidden, out, p)
+}
+
+/// Constant RoPE-2D tables for one set of token positions and one head size.
+#[derive(Clone)]
+pub(super) struct RopeTable {
+    /// `[N, hd]`: `[cos θ_y, cos θ_y, cos θ_x, cos θ_x]` (each block Q = hd/4 wide).
+    cos: Value,
+    /// `[N, hd]`: `[−sin θ_y, sin θ_y, −sin θ_x, sin θ_x]` (signs of rotate-half baked in).
+    sin: Value,
+}
+
+/// The rows of a RoPE table, computed analytically in f64 (works for negative positions, e.g.
+/// the camera token's (−1, −1)): for token position (py, px) and j < Q = hd/4,
+/// `θ_j = p · base^(−j/Q)` (spec §3). Returns (`cos`, `sin±`) row-major `[N, hd]`.
+pub(super) fn rope_rows(positions: &[(f64, f64)], head_dim: usize, base: f64) -> (Vec<f32>, Vec<f32>) {
+    let q = head_dim / 4;
+    let inv: Vec<f64> = (0..q).map(|j| base.powf(-(j as f64) / q as f64)).collect();
+    let mut cos = Vec::with_capacity(positions.len() * head_dim);
+    let mut sin = Vec::with_capacity(positions.len() * head_dim);
+    for &(py, px) in positions {
+        for p in [py, px] {
+            let angles: Vec<f64> = inv.iter().map(|f| p * f).collect();
+            for sign in [-1.0, 1.0] {
+                cos.extend(angles.iter().map(|a| a.cos() as f32));
+                sin.extend(angles.iter().map(|a| (sign * a.sin()) as f32));
+            }
+        }
+    }
+    (cos, sin)
+}
+
+/// Registers the tables of `positions` for heads of `head_dim` as initializers
+/// `<name>/cos`, `<name>/sin` of dtype `dtype`.
+pub(super) fn rope_table(g: &mut GraphBuilder, name: &str, positions: &[(f64, f64)], head_dim: usize, base: f64, dtype: DType) -> RopeTable {
+    let (cos, sin) = rope_rows(positions, head_dim, base);
+    let shape = vec![positions.len(), head_dim];
+    let cos = g.initializer(&format!("{name}/cos"), Arc::new(F32Tensor::new(shape.clone(), cos)), dtype);
+    let sin = g.initializer(&format!("{name}/sin"), Arc::new(F32Tensor::new(shape, sin)), dtype);
+    RopeTable { cos, sin }
+}
+
+/// RoPE-2D on `x [B, heads, N, hd]` (rotate-half pairing within each half; spec §3):
+///
+/// ```text
+/// x ──Split 4×Q──▶ a b c d ──Concat(b, a, d, c)──▶ x_sw
+/// y = x·cos + x_sw·sin±          (cos, sin± [N, hd] broadcast over B and heads)
+/// ```
+fn apply_rope(s: &mut Scope<'_>, step: &str, x: &Value, t: &RopeTable, head_dim: usize) -> Value {
+    let q = head_dim / 4;
+    let parts = s.split(&format!("{step}/Split"), x, -1, &[q, q, q, q]);
+    let swapped = s.concat(&format!("{step}/swap"), &[&parts[1], &parts[0], &parts[3], &parts[2]], -1);
+    let a = s.mul(&format!("{step}/mul_cos"), x, &t.cos);
+    let b = s.mul(&format!("{step}/mul_sin"), &swapped, &t.sin);
+    s.add(&format!("{step}/Add"), &a, &b)
+}
+
+/// `[B, N, C] ──Reshape──▶ [B, N, heads, hd] ──Transpose──▶ [B, heads, N, hd]`
+fn split_heads(s: &mut Scope<'_>, step: &str, x: &Value, heads: usize, head_dim: usize) -> Value {
+    let x = s.reshape(&format!("{step}/Reshape"), x, [0, 0, heads as i64, head_dim as i64]);
+    s.transpose(&format!("{step}/Transpose"), &x, &[0, 2, 1, 3])
+}
+
+/// Scaled dot-product attention without mask, softmax in f32:
+///
+/// ```text
+/// q [B,h,Nq,hd] ──·hd^-0.5──▶ MatMul(kᵀ [B,h,hd,Nk]) ──▶ scores [B,h,Nq,Nk]
+///   ──Cast f32──▶ Softmax(−1) ──Cast back──▶ MatMul(v [B,h,Nk,hd]) ──▶ [B,h,Nq,hd]
+///   ──Transpose──▶ [B,Nq,h,hd] ──Reshape──▶ [B,Nq,C]
+/// ```
+fn sdpa(s: &mut Scope<'_>, q: &Value, k: &Value, v: &Value, c: usize, head_dim: usize) -> Value {
+    let q = s.mul_scalar("scale_q", q, (head_dim as f64).powf(-0.5));
+    let kt = s.transpose("k_t", k, &[0, 1, 3, 2]);
+    let scores = s.matmul("scores", &q, &kt);
+    let compute = scores.dtype();
+    let scores = cast_to(s, "scores_f32", &scores, DType::F32);
+    let probs = s.softmax("Softmax", &scores, -1);
+    let probs = cast_to(s, "probs_cast", &probs, compute);
+    let out = s.matmul("context", &probs, v);
+    let out = s.transpose("merge_heads/Transpose", &out, &[0, 2, 1, 3]);
+    s.reshape("merge_heads/Reshape", &out, [0, 0, c as i64])
+}
+
+/// RoPE tables of the query and key tokens (`None` in the pose retriever, which has none).
+#[derive(Clone, Copy)]
+pub(super) struct Rope<'a> {
+    pub q: &'a RopeTable,
+    pub k: &'a RopeTable,
+}
+
+/// Self-attention (`attn.qkv`, `attn.proj`; spec §3):
+///
+/// ```text
+/// x [B,N,C] ──qkv──▶ [B,N,3C] ──Split C|C|C──▶ q k v ──heads──▶ [B,h,N,hd]
+///   q, k ──RoPE(pos)──▶ sdpa(q, k, v) ──▶ [B,N,C] ──proj──▶ out
+/// ```
+pub(super) fn self_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
+    let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
+    let qkv = linear(g, &w.pp("qkv"), x, c, 3 * c, p)?;
+    let ctx = {
+        let mut s = g.scope(w.path());
+        let parts = s.split("split_qkv", &qkv, -1, &[c, c, c]);
+        let mut q = split_heads(&mut s, "heads_q", &parts[0], heads, hd);
+        let mut k = split_heads(&mut s, "heads_k", &parts[1], heads, hd);
+        let v = split_heads(&mut s, "heads_v", &parts[2], heads, hd);
+        if let Some(r) = rope {
+            q = apply_rope(&mut s, "rope_q", &q, r.q, hd);
+            k = apply_rope(&mut s, "rope_k", &k, r.k, hd);
+        }
+        sdpa(&mut s, &q, &k, &v, c, hd)
+    };
+    linear(g, &w.pp("proj"), &ctx, c, c, p)
+}
+
+/// Cross-attention (`cross_attn.projq/projk/projv/proj`): queries from `x`, keys and values
+/// from `y`; RoPE with the positions of `x` on q and of `y` on k.
+///
+/// ```text
+/// x [B,Nq,C] ──projq──▶ heads ──RoPE(xpos)──▶ q ─┐
+/// y [B,Nk,C] ──projk──▶ heads ──RoPE(ypos)──▶ k ─┼─ sdpa ──▶ [B,Nq,C] ──proj──▶ out
+/// y          ──projv──▶ heads ─────────────▶ v ─┘
+/// ```
+pub(super) fn cross_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, y: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
+    let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
+    let q = linear(g, &w.pp("projq"), x, c, c, p)?;
+    let k = linear(g, &w.pp("projk"), y, c, c, p)?;
+    let v = linear(g, &w.pp("projv"), y, c, c, p)?;
+    let ctx = {
+        let mut s = g.scope(w.path());
+        let mut q = split_heads(&mut s, "heads_q", &q, heads, hd);
+        let mut k = split_heads(&mut s, "heads_k", &k, heads, hd);
+        let v = split_heads(&mut s, "heads_v", &v, heads, hd);
+        if let Some(r) = rope {
+            q = apply_rope(&mut s, "rope_q", &q, r.q, hd);
+            k = apply_rope(&mut s, "rope_k", &k, r.k, hd);
+        }
+        sdpa(&mut s, &q, &k, &v, c, hd)
+    };
+    linear(g, &w.pp("proj"), &ctx, c, c, p)
+}
+
+/// `x + delta`, in the residual stream's dtype (`delta` is cast when it differs).
+fn residual(g: &mut GraphBuilder, w: &Weights, step: &str, x: &Value, delta: &Value) -> Value {
+    let mut s = g.scope(w.path());
+    let delta = cast_to(&mut s, &format!("{step}/cast"), delta, x.dtype());
+    s.add(step, x, &delta)
+}
+
+/// Sizes of one transformer block.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BlockDims {
+    pub dim: usize,
+    pub heads: usize,
+    pub mlp_hidden: usize,
+}
+
+/// CroCo encoder `Block` (`enc_blocks.N`), pre-norm:
+///
+/// ```text
+/// x ──norm1──▶ self-attn(RoPE pos) ──▶ (+x) ──norm2──▶ mlp ──▶ (+) ──▶ out
+/// ```
+pub(super) fn encoder_block(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: &RopeTable, p: Precision) -> Result<Value> {
+    let h = layer_norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
+    let a = self_attention(g, &w.pp("attn"), &h, d, Some(Rope { q: rope, k: rope }), p)?;
+    let x = residual(g, w, "attn_residual", x, &a);
+    let h = layer_norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
+    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
+    Ok(residual(g, w, "mlp_residual", &x, &m))
+}
+
+/// DUSt3R `DecoderBlock(x, y, xpos, ypos)` (`dec_blocks`, `dec_blocks_state`, retriever
+/// blocks; spec §3). `rope` holds the tables of x's and y's positions (`None`: no RoPE).
+/// Returns the new x; y passes through unchanged.
+///
+/// ```text
+/// x ──norm1──▶ self-attn(xpos) ──▶ (+x) = x1
+/// x1 ──norm2──▶ q ─┐
+/// y ──norm_y──▶ kv ┴─ cross-attn(xpos, ypos) ──▶ (+x1) = x2
+/// x2 ──norm3──▶ mlp ──▶ (+x2) ──▶ out
+/// ```
+pub(super) fn decoder_block(
+    g: &mut GraphBuilder,
+    w: &Weights,
+    x: &Value,
+    y: &Value,
+    d: BlockDims,
+    rope: Option<(&RopeTable, &RopeTable)>,
+    p: Precision,
+) -> Result<Value> {
+    let self_rope = rope.map(|(xr, _)| Rope { q: xr, k: xr });
+    let cross_rope = rope.map(|(xr, yr)| Rope { q: xr, k: yr });
+    let h = layer_norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
+    let a = self_attention(g, &w.pp("attn"), &h, d, self_rope, p)?;
+    let x = residual(g, w, "attn_residual", x, &a);
+    let y_ = layer_norm(g, &w.pp("norm_y"), y, d.dim, p, p.compute)?;
+    let h = layer_norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
+    let a = cross_attention(g, &w.pp("cross_attn"), &h, &y_, d, cross_rope, p)?;
+    let x = residual(g, w, "cross_residual", &x, &a);
+    let h = layer_norm(g, &w.pp("norm3"), &x, d.dim, p, p.compute)?;
+    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
+    Ok(residual(g, w, "mlp_residual", &x, &m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference RoPE on one head vector, straight from the spec's formula.
+    fn rope_ref(t: &[f64], py: f64, px: f64, base: f64) -> Vec<f64> {
+        let hd = t.len();
+        let q = hd / 4;
+        let mut out = t.to_vec();
+        for (half, p) in [(0, py), (1, px)] {
+            let o = half * hd / 2;
+            for j in 0..q {
+                let th = p * base.powf(-(j as f64) / q as f64);
+                let (u, v) = (t[o + j], t[o + q + j]);
+                out[o + j] = u * th.cos() - v * th.sin();
+                out[o + q + j] = v * th.cos() + u * th.sin();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn rope_rows_match_the_rotate_half_formula_including_negative_positions() {
+        let hd = 12;
+        let t: Vec<f64> = (0..hd).map(|i| (i as f64 * 0.37).sin() + 0.1).collect();
+        for (py, px) in [(-1.0, -1.0), (0.0, 0.0), (2.0, 3.0), (27.0, 11.0)] {
+            let (cos, sin) = rope_rows(&[(py, px)], hd, 100.0);
+            // The graph's form: x·cos + swap(x)·sin± with swap = (b, a, d, c) over Q-blocks.
+            let q = hd / 4;
+            let swapped: Vec<f64> = [1, 0, 3, 2].iter().flat_map(|&b| t[b * q..(b + 1) * q].to_vec()).collect();
+            let got: Vec<f64> = (0..hd).map(|i| t[i] * f64::from(cos[i]) + swapped[i] * f64::from(sin[i])).collect();
+            let want = rope_ref(&t, py, px, 100.0);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "pos ({py},{px}): {got:?} vs {want:?}");
+            }
+        }
+    }
+}
