@@ -8,5 +8,10 @@ pub mod error;
 pub mod manifest;
 pub mod ort_env;
 pub mod session;
+/// Pipeline stages (being merged: declared inline until stages/mod.rs lands).
+pub mod stages {
+    pub mod prompt;
+    pub mod sampling;
+}
 
 pub use error::{Error, Result};
