@@ -99,7 +99,7 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
     let bundle_dir = path.parent().unwrap_or(Path::new("."));
     let mut builder = register(builder, &opts.device, bundle_dir).map_err(|e| Error::DeviceUnavailable {
         device: opts.device.name().to_string(),
-        message: e.to_string(),
+        message: e.to_string().trim_end_matches('.').to_string(),
     })?;
     builder.commit_from_file(path).map_err(err)
 }
@@ -114,7 +114,6 @@ mod tests {
         for device in [Device::Cuda { device_id: 0 }, "tensorrt".parse().unwrap()] {
             let opts = SessionOptions { device: device.clone(), ..SessionOptions::default() };
             let e = load(&tmp, &opts).unwrap_err().to_string();
-            println!("{e}");
             assert!(e.contains(device.name()) && e.contains("not available"), "{e}");
         }
         assert!("gpu".parse::<Device>().is_err());
