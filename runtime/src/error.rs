@@ -10,6 +10,12 @@ pub enum Error {
     /// An ONNX Runtime call failed; `context` says what we were doing.
     #[error("ONNX Runtime: {context}: {message}")]
     Ort { context: String, message: String },
+    /// The requested execution provider cannot be used here (never a silent CPU fallback).
+    #[error("device `{device}` is not available: {message}. Use --device cpu, or install onnxruntime-gpu with CUDA/TensorRT")]
+    DeviceUnavailable { device: String, message: String },
+    /// Bad input from the caller (options, text, frames).
+    #[error("{0}")]
+    Input(String),
     /// A bundle that is missing, corrupt or of another format version.
     #[error("{0}")]
     Bundle(String),

@@ -1,15 +1,53 @@
-//! ONNX Runtime sessions for bundle graphs, with errors that name the graph.
+//! ONNX Runtime sessions for bundle graphs on a chosen device, with errors that name the
+//! graph. A GPU device whose execution provider cannot be registered is an error: there
+//! is never a silent fallback to the CPU.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
-use ort::session::builder::GraphOptimizationLevel;
+use ort::ep;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
 use crate::error::{Error, Result};
 
-/// Session settings (CPU execution provider).
+/// Where graphs run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// CUDA execution provider on a GPU.
+    Cuda { device_id: i32 },
+    /// TensorRT execution provider (engines cached in `cache_dir`).
+    TensorRt { device_id: i32, fp16: bool, cache_dir: PathBuf },
+}
+
+impl FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda { device_id: 0 }),
+            "tensorrt" => Ok(Device::TensorRt { device_id: 0, fp16: true, cache_dir: PathBuf::from("engines/tensorrt") }),
+            other => Err(Error::Input(format!("unknown device `{other}`; use cpu, cuda or tensorrt"))),
+        }
+    }
+}
+
+impl Device {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda { .. } => "cuda",
+            Device::TensorRt { .. } => "tensorrt",
+        }
+    }
+}
+
+/// Session settings.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
+    pub device: Device,
     /// Intra-op threads (0 = ONNX Runtime's default: one per core).
     pub intra_threads: usize,
     /// Graph optimisation level 0..=3 (disable, basic, extended, all).
@@ -18,11 +56,29 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { intra_threads: 0, optimization_level: 3 }
+        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3 }
     }
 }
 
-/// Loads the graph at `path` on the CPU execution provider.
+fn register(builder: SessionBuilder, device: &Device, bundle_dir: &Path) -> std::result::Result<SessionBuilder, ort::Error> {
+    let provider = match device {
+        Device::Cpu => return Ok(builder),
+        Device::Cuda { device_id } => ep::CUDA::default().with_device_id(*device_id).build().error_on_failure(),
+        Device::TensorRt { device_id, fp16, cache_dir } => {
+            let dir = if cache_dir.is_absolute() { cache_dir.clone() } else { bundle_dir.join(cache_dir) };
+            ep::TensorRT::default()
+                .with_device_id(*device_id)
+                .with_fp16(*fp16)
+                .with_engine_cache(true)
+                .with_engine_cache_path(dir.display())
+                .build()
+                .error_on_failure()
+        }
+    };
+    builder.with_execution_providers([provider]).map_err(ort::Error::<()>::from)
+}
+
+/// Loads the graph at `path`.
 pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
     let env = crate::ort_env::environment()?;
     let graph = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -40,5 +96,26 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
     if opts.intra_threads > 0 {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
+    let bundle_dir = path.parent().unwrap_or(Path::new("."));
+    let mut builder = register(builder, &opts.device, bundle_dir).map_err(|e| Error::DeviceUnavailable {
+        device: opts.device.name().to_string(),
+        message: e.to_string().trim_end_matches('.').to_string(),
+    })?;
     builder.commit_from_file(path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_devices_fail_clearly_on_a_cpu_only_build() {
+        let tmp = std::env::temp_dir().join("loc3r-no-such-graph.onnx");
+        for device in [Device::Cuda { device_id: 0 }, "tensorrt".parse().unwrap()] {
+            let opts = SessionOptions { device: device.clone(), ..SessionOptions::default() };
+            let e = load(&tmp, &opts).unwrap_err().to_string();
+            assert!(e.contains(device.name()) && e.contains("not available"), "{e}");
+        }
+        assert!("gpu".parse::<Device>().is_err());
+    }
 }

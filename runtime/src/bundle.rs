@@ -1,0 +1,70 @@
+//! Opening a bundle: the manifest, the tokenizer, and one ONNX Runtime session per graph.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::session::Session;
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::session::{load, SessionOptions};
+
+/// A loaded bundle. Sessions are behind mutexes (ONNX Runtime runs take `&mut`), so a
+/// `Bundle` can be shared between threads.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub tokenizer: Tokenizer,
+    sessions: BTreeMap<String, Mutex<Session>>,
+}
+
+impl std::fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bundle").field("dir", &self.dir).field("graphs", &self.sessions.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Bundle {
+    /// Reads the manifest, checks that every listed file is present with its recorded
+    /// size (full sha256 verification is `loc3r-export inspect`), and loads every graph.
+    pub fn open(dir: &Path, opts: &SessionOptions) -> Result<Bundle> {
+        if !dir.is_dir() {
+            return Err(Error::Bundle(format!("{}: bundle directory not found; create one with `loc3r-export export`", dir.display())));
+        }
+        let manifest = Manifest::read(dir)?;
+        for (name, entry) in &manifest.files {
+            let path = dir.join(name);
+            let len = std::fs::metadata(&path).map(|m| m.len()).map_err(|_| {
+                Error::Bundle(format!("{}: listed in manifest.json but missing; re-export the bundle", path.display()))
+            })?;
+            if len != entry.bytes {
+                return Err(Error::Bundle(format!(
+                    "{}: {len} bytes, manifest.json says {}; the bundle is incomplete or corrupt (check with `loc3r-export inspect`)",
+                    path.display(),
+                    entry.bytes
+                )));
+            }
+        }
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Bundle(format!("{}: cannot load tokenizer: {e}", tok_path.display())))?;
+        let mut sessions = BTreeMap::new();
+        for (name, entry) in &manifest.graphs {
+            let session = load(&dir.join(&entry.file), opts)?;
+            sessions.insert(name.clone(), Mutex::new(session));
+        }
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, sessions })
+    }
+
+    /// The session of a graph.
+    pub fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
+        self.sessions.get(graph).ok_or_else(|| {
+            Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)"))
+        })
+    }
+
+    pub fn has_graph(&self, graph: &str) -> bool {
+        self.sessions.contains_key(graph)
+    }
+}
