@@ -21,6 +21,10 @@ use crate::tensor::DType;
 
 /// The VLM graphs, in export order.
 pub const VLM_GRAPHS: [&str; 5] = ["siglip", "projector", "embed", "decoder", "heads"];
+/// The CUT3R graphs, in export order.
+pub const CUT3R_GRAPHS: [&str; 2] = [models::cut3r::ENCODER_GRAPH, models::cut3r::STEP_GRAPH];
+/// The CUT3R initial state file (`state_init`, `mem_init`; cut3r.md §5).
+pub const CUT3R_INIT_FILE: &str = "cut3r_init.safetensors";
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -72,7 +76,7 @@ pub struct ExportReport {
 
 /// Every graph name the exporter knows.
 pub fn known_graphs() -> Vec<&'static str> {
-    VLM_GRAPHS.to_vec()
+    VLM_GRAPHS.iter().chain(CUT3R_GRAPHS.iter()).copied().collect()
 }
 
 fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<String>> {
@@ -100,6 +104,8 @@ fn build(name: &str, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBui
         "embed" => models::embed::graph(ckpt, opts),
         "decoder" => models::qwen2::graph(ckpt, opts),
         "heads" => models::heads::graph(ckpt, opts),
+        models::cut3r::ENCODER_GRAPH => models::cut3r::encoder_graph(ckpt, opts),
+        models::cut3r::STEP_GRAPH => models::cut3r::step_graph(ckpt, opts),
         other => Err(Error::Invalid(format!("unknown graph `{other}`"))),
     }
 }
@@ -172,6 +178,9 @@ fn write_bundle(
         progress(Event::Finished(report.clone()));
         reports.push(report);
     }
+    if graphs.iter().any(|g| CUT3R_GRAPHS.contains(&g.as_str())) {
+        write_cut3r_init(ckpt, &dir.join(CUT3R_INIT_FILE))?;
+    }
     let tokenizer_src = ckpt.dir().join(TOKENIZER_FILE);
     std::fs::copy(&tokenizer_src, dir.join(TOKENIZER_FILE)).map_err(|e| Error::io(&tokenizer_src, e))?;
 
@@ -193,6 +202,22 @@ fn write_bundle(
     let path = dir.join(manifest::MANIFEST_FILE);
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
     Ok(reports)
+}
+
+/// `state_init [1,S,Dc]` and `mem_init [1,M,2Dc]`, f32, for the runtime to start a sequence.
+fn write_cut3r_init(ckpt: &Checkpoint, path: &Path) -> Result<()> {
+    use crate::checkpoint::{write_safetensors, TensorToWrite};
+    let (state, mem) = models::cut3r::initial_state(ckpt)?;
+    let with_batch = |t: &crate::tensor::F32Tensor| [vec![1], t.shape.clone()].concat();
+    let (state_shape, mem_shape) = (if state.shape.len() == 3 { state.shape.clone() } else { with_batch(&state) }, if mem.shape.len() == 3 { mem.shape.clone() } else { with_batch(&mem) });
+    let entries = [
+        TensorToWrite { name: models::cut3r::STATE_INIT.into(), dtype: DType::F32, shape: state_shape },
+        TensorToWrite { name: models::cut3r::MEM_INIT.into(), dtype: DType::F32, shape: mem_shape },
+    ];
+    write_safetensors(path, &entries, None, |t, w| {
+        let data = if t.name == models::cut3r::STATE_INIT { &state.data } else { &mem.data };
+        crate::tensor::write_f32s_as(data, DType::F32, w)
+    })
 }
 
 fn precision_name(dt: DType) -> &'static str {

@@ -55,7 +55,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         let bytes = size(&entry.file) + entry.data.as_deref().map_or(0, size);
         let loads = if load {
             let path = bundle.join(&entry.file);
-            match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1 }) {
+            match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1, ..Default::default() }) {
                 Ok(_) => Some(true),
                 Err(e) => {
                     problems.push(format!("{name}: {e}"));

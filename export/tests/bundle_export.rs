@@ -60,10 +60,12 @@ fn export_is_deterministic_and_complete() {
         ok(&export(&ckpt, &a, &["--precision", precision]));
         ok(&export(&ckpt, &b, &["--precision", precision]));
         let names = files(&a);
-        for g in ["siglip", "projector", "embed", "decoder", "heads"] {
+        for g in ["siglip", "projector", "embed", "decoder", "heads", "cut3r_encoder", "cut3r_step"] {
             assert!(names.contains(&format!("{g}.onnx")), "{g}.onnx missing: {names:?}");
         }
-        assert!(names.contains(&"manifest.json".to_string()) && names.contains(&"tokenizer.json".to_string()));
+        for f in ["manifest.json", "tokenizer.json", "cut3r_init.safetensors"] {
+            assert!(names.contains(&f.to_string()), "{f} missing: {names:?}");
+        }
         assert_eq!(names, files(&b));
         for n in &names {
             assert_eq!(std::fs::read(a.join(n)).unwrap(), std::fs::read(b.join(n)).unwrap(), "{n} differs between two exports");
@@ -172,6 +174,6 @@ fn onnx_checker_and_python_onnxruntime_accept_every_graph() {
                       \x20   print('ok', p)\n";
         let res = Command::new(&python).args(["-c", script]).arg(&out).output().unwrap();
         assert!(res.status.success(), "{precision}: {}{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
-        assert_eq!(String::from_utf8_lossy(&res.stdout).lines().filter(|l| l.starts_with("ok ")).count(), 5);
+        assert_eq!(String::from_utf8_lossy(&res.stdout).lines().filter(|l| l.starts_with("ok ")).count(), 7);
     }
 }
