@@ -8,12 +8,12 @@ pub mod bundle;
 pub mod error;
 pub mod manifest;
 pub mod ort_env;
+pub mod pipeline;
 pub mod session;
-/// Pipeline stages (being merged: declared inline until stages/mod.rs lands).
-pub mod stages {
-    pub mod decode;
-    pub mod prompt;
-    pub mod sampling;
-}
+pub mod stages;
+pub mod values;
 
 pub use error::{Error, Result};
+pub use pipeline::{Answer, Localization, Loc3r, Scene};
+pub use session::{Device, SessionOptions};
+pub use stages::sampling::GenerationOptions;

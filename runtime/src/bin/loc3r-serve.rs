@@ -1,11 +1,20 @@
 //! `loc3r-serve`: command-line entry point of the runtime.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use loc3r::{Device, GenerationOptions, Loc3r, SessionOptions};
 
 #[derive(Parser)]
-#[command(name = "loc3r-serve", version, about = "Run Loc3R-VLM bundles: localisation and spatial QA on videos")]
+#[command(
+    name = "loc3r-serve",
+    version,
+    about = "Run Loc3R-VLM bundles: localisation and spatial questions about a video",
+    long_about = "Run Loc3R-VLM bundles (made by `loc3r-export export`): observe a video once, then answer \
+                  \"where am I?\" and spatial questions from its cached prefix.\n\nExit codes: 0 success, 2 invalid input, 1 other failures."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +22,47 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answer one or more questions about a video and print pose + answers.
+    Run {
+        /// Bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Video file (anything FFmpeg reads) or a directory of images.
+        #[arg(long)]
+        video: PathBuf,
+        /// Frames sampled uniformly from the video (default: the bundle's, 32 for Loc3R).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Where you are, e.g. "I am sitting on the bed facing the window" (default: standing in the room).
+        #[arg(long)]
+        situation: Option<String>,
+        /// A question; repeat for several (later ones reuse the observed video).
+        #[arg(long, required = true)]
+        question: Vec<String>,
+        /// cpu, cuda or tensorrt (a missing GPU provider is an error, never a CPU fallback).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Intra-op threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Print JSON (one object per question) instead of a readable summary.
+        #[arg(long)]
+        json: bool,
+        /// No progress output on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Check the runtime environment: which ONNX Runtime library is loaded and its build.
     Doctor {
         /// Print machine-readable JSON.
@@ -22,29 +72,90 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Die quietly on a closed pipe (`loc3r-export inspect B | head`) instead of panicking.
+    // Die quietly on a closed pipe instead of panicking.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let info = match loc3r::ort_env::init() {
-        Ok(info) => info,
+    if let Err(e) = loc3r::ort_env::init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+            eprintln!("error: {e:#}");
+            let input = e.chain().any(|c| matches!(c.downcast_ref::<loc3r::Error>(), Some(loc3r::Error::Input(_) | loc3r::Error::Bundle(_) | loc3r::Error::DeviceUnavailable { .. })));
+            ExitCode::from(if input { 2 } else { 1 })
         }
-    };
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor { json } => {
+            let info = loc3r::ort_env::init()?;
             if json {
-                let v = serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}});
-                println!("{v}");
+                println!("{}", serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}}));
             } else {
                 println!("onnxruntime library: {}", info.library.display());
                 println!("{}", info.build_info);
             }
         }
+        Command::Run { bundle, video, frames, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, json, quiet } => {
+            let device: Device = device.parse()?;
+            let opts = SessionOptions { device, intra_threads: threads, ..SessionOptions::default() };
+            let say = |msg: &str| {
+                if !quiet && !json {
+                    eprintln!("{msg}");
+                }
+            };
+            say(&format!("loading bundle {}", bundle.display()));
+            let model = Loc3r::open(&bundle, &opts).with_context(|| format!("opening bundle {}", bundle.display()))?;
+            let n = frames.unwrap_or(model.bundle().manifest.runtime.frames);
+            say(&format!("observing {} ({n} frames)", video.display()));
+            let scene = model.observe_video(&video, n).with_context(|| format!("observing {}", video.display()))?;
+            let gen = GenerationOptions { max_new_tokens, temperature, top_k, top_p, seed };
+            for (i, q) in question.iter().enumerate() {
+                let mut answer = scene.ask(situation.as_deref(), q, &gen).with_context(|| format!("answering {q:?}"))?;
+                if i == 0 {
+                    // The first question pays for observing the video.
+                    let o = &scene.observe_timings;
+                    let t = &mut answer.timings_ms;
+                    t.decode_video = o.decode_video;
+                    t.cut3r = o.cut3r;
+                    t.siglip = o.siglip;
+                    t.prefill += o.prefill;
+                    t.first_token += o.total;
+                    t.total += o.total;
+                }
+                if json {
+                    let mut v = serde_json::to_value(&answer)?;
+                    v["question"] = q.clone().into();
+                    v["frames"] = serde_json::to_value(&scene.frames)?;
+                    println!("{v}");
+                } else {
+                    println!("Q: {q}");
+                    println!("A: {}", answer.answer);
+                    let p = &answer.pose.position;
+                    println!(
+                        "   position x={:.3} y={:.3} (σ {:.3}, {:.3}) m, yaw {:.1}°{}",
+                        p.x,
+                        p.y,
+                        p.sigma_x,
+                        p.sigma_y,
+                        answer.pose.yaw_deg,
+                        if answer.pose.orientation_confident { "" } else { " (no dominant direction)" }
+                    );
+                    let t = &answer.timings_ms;
+                    println!(
+                        "   tokens: prompt {}, generated {}; ms: decode_video {:.0}, cut3r {:.0}, siglip {:.0}, prefill {:.1}, first_token {:.1}, decode {:.1}, total {:.0}",
+                        answer.tokens.prompt, answer.tokens.generated, t.decode_video, t.cut3r, t.siglip, t.prefill, t.first_token, t.decode, t.total
+                    );
+                }
+            }
+        }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }

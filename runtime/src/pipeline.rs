@@ -1,0 +1,374 @@
+//! The Loc3R-VLM pipeline: a bundle opened once ([`Loc3r`]), a video observed once
+//! ([`Scene`]), then any number of questions answered from the scene's cached prefix.
+//!
+//! Observing a video:
+//! 1. decode and uniformly sample frames;
+//! 2. preprocess (SigLIP 384² bicubic, CUT3R long side + centre crop);
+//! 3. CUT3R recurrence -> camera tokens and poses;
+//! 4. SigLIP + projector -> per frame `[camera_f, 210 vision tokens]`;
+//! 5. prefill the video prefix (system turn, video, time instruction) and keep its KV
+//!    cache plus the hidden states of the grid tokens (for the BEV head).
+//!
+//! Asking a question then prefills only the question's own tokens on top of the prefix
+//! (the cache is passed by reference, never modified), reads the hidden states at `<Pos>`
+//! and `<Ori>` for the heads, and decodes the answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ndarray::{concatenate, s, Array2, Array3, Axis};
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::session::SessionOptions;
+use crate::stages::cut3r::{Cut3r, Cut3rState};
+use crate::stages::decode::{KvCache, Llm};
+use crate::stages::heads::{decode_bev, decode_orientation, decode_position, Position};
+use crate::stages::preprocess::{preprocess, PreprocessSpec};
+use crate::stages::prompt::{self, PromptPlan, VideoTiming};
+use crate::stages::sampling::{GenerationOptions, Sampler};
+use crate::stages::video::{load_frames, FrameSpec, Frames};
+use crate::stages::vision::embed_frames;
+use crate::values;
+
+/// An opened bundle. Cheap to clone; scenes of one model can be used from many threads.
+#[derive(Clone, Debug)]
+pub struct Loc3r {
+    bundle: Arc<Bundle>,
+}
+
+/// Stage timings in milliseconds (the keys of `timings_ms`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub decode_video: f64,
+    pub cut3r: f64,
+    pub siglip: f64,
+    pub prefill: f64,
+    pub first_token: f64,
+    pub decode: f64,
+    pub total: f64,
+}
+
+/// One sampled frame of a scene.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameInfo {
+    pub index: usize,
+    pub time_s: f64,
+    /// `[tx, ty, tz, qw, qx, qy, qz]` camera-to-world from CUT3R (world = first frame).
+    pub camera_pose: [f32; 7],
+}
+
+/// Position + orientation from the heads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Localization {
+    pub position: PositionJson,
+    pub yaw_deg: f64,
+    pub orientation_probs: Vec<f32>,
+    /// False when the orientation distribution has no dominant direction.
+    pub orientation_confident: bool,
+    /// Per pooled grid token of every frame: BEV position with σ.
+    #[serde(skip)]
+    pub bev: Vec<Position>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PositionJson {
+    pub x: f32,
+    pub y: f32,
+    pub sigma_x: f32,
+    pub sigma_y: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenCounts {
+    pub prompt: usize,
+    pub generated: usize,
+}
+
+/// An answer with its pose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub answer: String,
+    #[serde(flatten)]
+    pub pose: Localization,
+    pub tokens: TokenCounts,
+    /// Ids of the generated tokens (stop token excluded).
+    #[serde(skip)]
+    pub token_ids: Vec<u32>,
+    pub timings_ms: Timings,
+}
+
+/// One observed video: its frames, camera tokens, embeddings and the KV cache of its prefix.
+pub struct Scene {
+    model: Loc3r,
+    pub frames: Vec<FrameInfo>,
+    timing: VideoTiming,
+    plan_head: Vec<u32>,
+    plan_video_tail: Vec<u32>,
+    /// Embeddings of head + video + video tail (kept to re-prefill when a question's
+    /// tokenisation cannot reuse the cut; rare).
+    prefix_embeds: Array2<f32>,
+    prefix: KvCache,
+    /// Hidden states of the pooled grid tokens (no camera or newline tokens) `[T, H]`.
+    grid_hidden: Array2<f32>,
+    /// Time spent observing (the first question reports it in its timings).
+    pub observe_timings: Timings,
+    cut3r_state: Cut3rState,
+}
+
+impl std::fmt::Debug for Scene {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scene").field("frames", &self.frames.len()).field("prefix_tokens", &self.prefix.len).finish()
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Loc3r {
+    /// Opens a bundle on a device.
+    pub fn open(bundle: &Path, opts: &SessionOptions) -> Result<Loc3r> {
+        Ok(Loc3r { bundle: Arc::new(Bundle::open(bundle, opts)?) })
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Decodes a video file (or a directory of images) and observes `num_frames` uniform frames.
+    pub fn observe_video(&self, path: &Path, num_frames: usize) -> Result<Scene> {
+        let start = Instant::now();
+        let frames = load_frames(path, &FrameSpec::new(num_frames)).map_err(|e| Error::Input(e.to_string()))?;
+        let decode_ms = ms(start);
+        let mut scene = self.observe_frames(&frames)?;
+        scene.observe_timings.decode_video = decode_ms;
+        scene.observe_timings.total += decode_ms;
+        Ok(scene)
+    }
+
+    /// Observes already decoded frames.
+    pub fn observe_frames(&self, frames: &Frames) -> Result<Scene> {
+        let start = Instant::now();
+        let b = &self.bundle;
+        let rt = &b.manifest.runtime;
+        let mut timings = Timings::default();
+        if frames.frames.is_empty() {
+            return Err(Error::Input("no frames to observe".into()));
+        }
+        let spec = PreprocessSpec {
+            siglip_size: rt.vision.image_size,
+            cut3r_long_side: rt.cut3r.long_side,
+            cut3r_width: rt.cut3r.width,
+            cut3r_height: rt.cut3r.height,
+        };
+        let pixels = preprocess(frames, &spec).map_err(|e| Error::Input(e.to_string()))?;
+
+        let t = Instant::now();
+        let cut3r = Cut3r::new(b)?;
+        let mut state = cut3r.initial_state()?;
+        let cams = cut3r.run(&pixels.cut3r, &mut state)?;
+        timings.cut3r = ms(t);
+
+        let t = Instant::now();
+        let embeds = embed_frames(b, &pixels.siglip, &cams.tokens)?;
+        timings.siglip = ms(t);
+
+        let timing = VideoTiming { duration_s: frames.duration_s, frame_times_s: frames.frames.iter().map(|f| f.time_s).collect() };
+        // A neutral question fixes the question-independent parts of the prompt.
+        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
+        let llm = Llm::new(b)?;
+        let video = embeds.spliced();
+        let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
+            .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
+        let t = Instant::now();
+        let out = llm.forward(&prefix_embeds, &llm.empty_cache()?)?;
+        timings.prefill = ms(t);
+
+        // Grid tokens: per frame, skip the camera token and every row's newline.
+        let per_frame = embeds.vision.dim().1 + 1;
+        let g = rt.vision.pooled_grid;
+        let mut rows = Vec::new();
+        for f in 0..frames.frames.len() {
+            let base = plan.head.len() + f * per_frame + 1;
+            for r in 0..g {
+                for c in 0..g {
+                    rows.push(base + r * (g + 1) + c);
+                }
+            }
+        }
+        let grid_hidden = out.hidden.select(Axis(0), &rows);
+        timings.total = ms(start);
+        let infos = frames
+            .frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut pose = [0f32; 7];
+                pose.iter_mut().zip(cams.poses.row(i).iter()).for_each(|(d, s)| *d = *s);
+                FrameInfo { index: f.index, time_s: f.time_s, camera_pose: pose }
+            })
+            .collect();
+        Ok(Scene {
+            model: self.clone(),
+            frames: infos,
+            timing,
+            plan_head: plan.head,
+            plan_video_tail: plan.video_tail,
+            prefix_embeds,
+            prefix: out.cache,
+            grid_hidden,
+            observe_timings: timings,
+            cut3r_state: state,
+        })
+    }
+}
+
+/// What a question's prefill produced.
+struct Prefilled {
+    logits: Vec<f32>,
+    cache: KvCache,
+    pose: Localization,
+    prompt_tokens: usize,
+}
+
+impl Scene {
+    /// Frames observed so far by the CUT3R recurrence.
+    pub fn frames_seen(&self) -> usize {
+        self.cut3r_state.frames_seen
+    }
+
+    /// Tokens in the cached video prefix.
+    pub fn prefix_tokens(&self) -> usize {
+        self.prefix.len
+    }
+
+    /// Bytes held by this scene's caches (KV prefix and embeddings).
+    pub fn cache_bytes(&self) -> usize {
+        self.prefix.bytes(self.model.bundle()) + 4 * (self.prefix_embeds.len() + self.grid_hidden.len())
+    }
+
+    /// Prefills the question after the cached prefix and runs the heads.
+    fn prefill(&self, situation: Option<&str>, question: &str) -> Result<Prefilled> {
+        let b = self.model.bundle();
+        let rt = &b.manifest.runtime;
+        let plan: PromptPlan = prompt::plan(&b.tokenizer, &rt.prompt, &self.timing, situation, question).map_err(|e| Error::Input(e.to_string()))?;
+        let (pos_at, ori_at) = plan.marker_positions(&rt.tokens);
+        let (Some(pos_at), Some(ori_at)) = (pos_at, ori_at) else {
+            return Err(Error::Input("the prompt lost its <Pos>/<Ori> markers; do not put them in the situation or question".into()));
+        };
+        let llm = Llm::new(b)?;
+        let question_embeds = llm.embed(&plan.question)?;
+        let reuse = plan.head == self.plan_head && plan.video_tail == self.plan_video_tail;
+        let (out, offset) = if reuse {
+            (llm.forward(&question_embeds, &self.prefix)?, 0)
+        } else {
+            // The tail chunk tokenised differently with this question: prefill it whole.
+            let head_video = self.prefix_embeds.slice(s![..self.prefix_embeds.nrows() - self.plan_video_tail.len(), ..]);
+            let tail = llm.embed(&plan.video_tail)?;
+            let all = concatenate(Axis(0), &[head_video, tail.view(), question_embeds.view()]).map_err(|e| Error::Input(e.to_string()))?;
+            let off = all.nrows() - question_embeds.nrows();
+            (llm.forward(&all, &llm.empty_cache()?)?, off)
+        };
+        let pose = self.run_heads(out.hidden.row(offset + pos_at).to_owned(), out.hidden.row(offset + ori_at).to_owned())?;
+        let prompt_tokens = out.cache.len;
+        Ok(Prefilled { logits: out.logits, cache: out.cache, pose, prompt_tokens })
+    }
+
+    fn run_heads(&self, pos: ndarray::Array1<f32>, ori: ndarray::Array1<f32>) -> Result<Localization> {
+        let b = self.model.bundle();
+        let h = pos.len();
+        let mut heads = b.session("heads")?.lock().map_err(|_| Error::Input("heads session poisoned".into()))?;
+        let grid: Array3<f32> = self.grid_hidden.clone().insert_axis(Axis(0));
+        let inputs = ort::inputs![
+            "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
+            "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
+            "vision_hidden" => values::from_f32(grid.into_dyn(), "f32", "vision_hidden")?,
+        ];
+        let out = heads.run(inputs).map_err(|e| Error::ort("running heads", e))?;
+        let p = values::to_f32(&out["position"], "position")?;
+        let o = values::to_f32(&out["orientation_logits"], "orientation_logits")?;
+        let bev = values::to_f32(&out["bev"], "bev")?;
+        let position = decode_position([p[[0, 0]], p[[0, 1]], p[[0, 2]], p[[0, 3]]]);
+        let orientation = decode_orientation(o.as_slice().expect("contiguous")).map_err(|e| Error::Input(e.to_string()))?;
+        let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(e.to_string()))?;
+        let bev = decode_bev(bev).map_err(|e| Error::Input(e.to_string()))?;
+        Ok(Localization {
+            position: PositionJson { x: position.x, y: position.y, sigma_x: position.sigma_x, sigma_y: position.sigma_y },
+            yaw_deg: orientation.yaw_deg,
+            orientation_probs: orientation.probs,
+            orientation_confident: orientation.confident,
+            bev,
+        })
+    }
+
+    /// Where am I? Position and orientation for a situation (default: standing in the room).
+    pub fn localize(&self, situation: Option<&str>) -> Result<Localization> {
+        // The heads read <Pos>/<Ori>, which come before the question: any question gives
+        // the same pose, so a neutral one is used.
+        Ok(self.prefill(situation, "?")?.pose)
+    }
+
+    /// Answers a question; `on_token` receives text pieces as they are decoded and
+    /// returns `false` to stop early.
+    pub fn ask_streaming(
+        &self,
+        situation: Option<&str>,
+        question: &str,
+        opts: &GenerationOptions,
+        mut on_token: impl FnMut(&str) -> bool,
+    ) -> Result<Answer> {
+        let start = Instant::now();
+        let b = self.model.bundle();
+        let rt = &b.manifest.runtime;
+        let mut sampler = Sampler::new(opts.clone(), rt.tokens.tokenizer_size as usize).map_err(|e| Error::Input(e.to_string()))?;
+        let t = Instant::now();
+        let pre = self.prefill(situation, question)?;
+        let mut timings = Timings { prefill: ms(t), ..Timings::default() };
+        let llm = Llm::new(b)?;
+        let mut cache = pre.cache;
+        let mut logits = pre.logits;
+        let mut ids = Vec::new();
+        let mut stream = b.tokenizer.decode_stream(true);
+        let mut text = String::new();
+        let decode_start = Instant::now();
+        for step in 0..opts.max_new_tokens {
+            let id = sampler.choose(&logits).map_err(|e| Error::Input(e.to_string()))?;
+            if step == 0 {
+                timings.first_token = ms(start);
+            }
+            if rt.tokens.stop.contains(&id) {
+                break;
+            }
+            ids.push(id);
+            let piece = stream.step(id).map_err(|e| Error::Input(format!("detokenising: {e}")))?;
+            let mut keep_going = true;
+            if let Some(piece) = piece {
+                text.push_str(&piece);
+                keep_going = on_token(&piece);
+            }
+            if !keep_going || step + 1 == opts.max_new_tokens {
+                break;
+            }
+            let out = llm.forward(&llm.embed(&[id])?, &cache)?;
+            cache = out.cache;
+            logits = out.logits;
+        }
+        timings.decode = ms(decode_start);
+        timings.total = ms(start);
+        Ok(Answer {
+            answer: text.trim().to_string(),
+            pose: pre.pose,
+            tokens: TokenCounts { prompt: pre.prompt_tokens, generated: ids.len() },
+            token_ids: ids,
+            timings_ms: timings,
+        })
+    }
+
+    /// Answers a question (no streaming).
+    pub fn ask(&self, situation: Option<&str>, question: &str, opts: &GenerationOptions) -> Result<Answer> {
+        self.ask_streaming(situation, question, opts, |_| true)
+    }
+}

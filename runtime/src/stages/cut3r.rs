@@ -1,0 +1,115 @@
+//! The CUT3R recurrence (specs/cut3r.md §4-§5): `cut3r_encoder` batched over frames, then
+//! `cut3r_step` frame by frame carrying the state and memory, starting from the bundle's
+//! `cut3r_init.safetensors` with `is_first` on the first frame.
+
+use ndarray::{s, Array2, Array4, ArrayD, Axis};
+use ort::session::SessionInputValue;
+use ort::value::DynValue;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::values;
+
+pub const INIT_FILE: &str = "cut3r_init.safetensors";
+
+/// Recurrent state between frames.
+pub struct Cut3rState {
+    state: DynValue,
+    memory: DynValue,
+    /// Frames seen since the start (is_first is set for frame 0).
+    pub frames_seen: usize,
+}
+
+impl std::fmt::Debug for Cut3rState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cut3rState").field("frames_seen", &self.frames_seen).finish()
+    }
+}
+
+/// Per-frame outputs.
+#[derive(Debug, Clone)]
+pub struct CameraTokens {
+    /// `[F, Dc]`
+    pub tokens: Array2<f32>,
+    /// `[F, 7]`: `[tx, ty, tz, qw, qx, qy, qz]`, camera-to-world (world = first frame).
+    pub poses: Array2<f32>,
+}
+
+pub struct Cut3r<'b> {
+    bundle: &'b Bundle,
+}
+
+impl<'b> Cut3r<'b> {
+    pub fn new(bundle: &'b Bundle) -> Result<Cut3r<'b>> {
+        bundle.session("cut3r_encoder")?;
+        bundle.session("cut3r_step")?;
+        Ok(Cut3r { bundle })
+    }
+
+    /// The initial state of a new sequence.
+    pub fn initial_state(&self) -> Result<Cut3rState> {
+        let path = self.bundle.dir.join(INIT_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
+        let read = |name: &str| -> Result<DynValue> {
+            let t = st.tensor(name).map_err(|e| Error::Bundle(format!("{}: `{name}`: {e}", path.display())))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(Error::Bundle(format!("{}: `{name}` must be f32", path.display())));
+            }
+            let data: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            values::from_f32(values::array(t.shape(), data), "f32", name)
+        };
+        Ok(Cut3rState { state: read("state_init")?, memory: read("mem_init")?, frames_seen: 0 })
+    }
+
+    fn input_dtype(&self, graph: &str, input: &str) -> Result<String> {
+        let g = self.bundle.manifest.graph(graph)?;
+        g.inputs
+            .iter()
+            .find(|i| i.name == input)
+            .map(|i| i.dtype.clone())
+            .ok_or_else(|| Error::Bundle(format!("{graph}.onnx has no input `{input}`")))
+    }
+
+    /// Encodes frames `[F,3,H,W]` and runs the recurrence over them, continuing `state`.
+    pub fn run(&self, pixels: &Array4<f32>, state: &mut Cut3rState) -> Result<CameraTokens> {
+        let frames = pixels.shape()[0];
+        let image_dtype = self.input_dtype("cut3r_encoder", "image")?;
+        let features_dtype = self.input_dtype("cut3r_step", "features")?;
+        let features = {
+            let mut enc = self.bundle.session("cut3r_encoder")?.lock().map_err(|_| Error::Input("cut3r_encoder session poisoned".into()))?;
+            let image = values::from_f32(pixels.clone().into_dyn(), &image_dtype, "cut3r image")?;
+            let out = enc.run(ort::inputs!["image" => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
+            values::to_f32(&out["features"], "cut3r features")?
+        };
+        let dc = self.bundle.manifest.runtime.cut3r.dim;
+        let mut tokens = Array2::zeros((frames, dc));
+        let mut poses = Array2::zeros((frames, 7));
+        let mut step = self.bundle.session("cut3r_step")?.lock().map_err(|_| Error::Input("cut3r_step session poisoned".into()))?;
+        for f in 0..frames {
+            let feat: ArrayD<f32> = features.slice(s![f..f + 1, .., ..]).to_owned().into_dyn();
+            let flag = |v: f32| values::from_f32(values::array(&[1], vec![v]), "f32", "cut3r flag");
+            let inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+                ("features".into(), values::from_f32(feat, &features_dtype, "cut3r features")?.into()),
+                ("state".into(), (&state.state).into()),
+                ("memory".into(), (&state.memory).into()),
+                ("is_first".into(), flag(if state.frames_seen == 0 { 1.0 } else { 0.0 })?.into()),
+                ("update".into(), flag(1.0)?.into()),
+                ("reset".into(), flag(0.0)?.into()),
+            ];
+            let mut out = step.run(inputs).map_err(|e| Error::ort("running cut3r_step", e))?;
+            let mut take = |name: &str| out.remove(name).ok_or_else(|| Error::Bundle(format!("cut3r_step.onnx has no output `{name}`")));
+            let token = take("camera_token")?;
+            let pose = take("camera_pose")?;
+            let new_state = take("state_out")?;
+            let new_memory = take("memory_out")?;
+            tokens.row_mut(f).assign(&values::to_f32(&token, "camera_token")?.index_axis(Axis(0), 0));
+            poses.row_mut(f).assign(&values::to_f32(&pose, "camera_pose")?.index_axis(Axis(0), 0));
+            state.state = new_state;
+            state.memory = new_memory;
+            state.frames_seen += 1;
+        }
+        Ok(CameraTokens { tokens, poses })
+    }
+}
+

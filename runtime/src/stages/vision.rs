@@ -1,0 +1,52 @@
+//! SigLIP and the projector: frames -> `[camera_f, 210 vision tokens of frame f]` in LLM width.
+
+use ndarray::{Array2, Array3, Array4, Ix2, Ix3};
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::values;
+
+/// Projected embeddings of the observed frames.
+#[derive(Debug, Clone)]
+pub struct VisionEmbeds {
+    /// `[F, T, H]`: pooled grid tokens with a newline after every row (T = 210 at 384 px).
+    pub vision: Array3<f32>,
+    /// `[F, H]`: projected CUT3R camera tokens.
+    pub camera: Array2<f32>,
+}
+
+impl VisionEmbeds {
+    /// The video's embedding sequence: per frame the camera token then its vision tokens.
+    pub fn spliced(&self) -> Array2<f32> {
+        let (f, t, h) = self.vision.dim();
+        let mut out = Array2::zeros((f * (t + 1), h));
+        for i in 0..f {
+            out.row_mut(i * (t + 1)).assign(&self.camera.row(i));
+            out.slice_mut(ndarray::s![i * (t + 1) + 1..(i + 1) * (t + 1), ..]).assign(&self.vision.index_axis(ndarray::Axis(0), i));
+        }
+        out
+    }
+}
+
+/// Runs SigLIP on `[F,3,S,S]` pixels and the projector on its features and the camera tokens.
+pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
+    let features = {
+        let mut siglip = bundle.session("siglip")?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
+        let input = values::from_f32(pixels.clone().into_dyn(), "f32", "pixel_values")?;
+        let out = siglip.run(ort::inputs!["pixel_values" => input]).map_err(|e| Error::ort("running siglip", e))?;
+        values::to_f32(&out["image_features"], "image_features")?
+    };
+    let mut projector = bundle.session("projector")?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
+    let feats = values::from_f32(features, "f32", "image_features")?;
+    let cams = values::from_f32(camera_tokens.clone().into_dyn(), "f32", "camera_tokens")?;
+    let out = projector
+        .run(ort::inputs!["image_features" => feats, "camera_tokens" => cams])
+        .map_err(|e| Error::ort("running projector", e))?;
+    let vision = values::to_f32(&out["vision_embeds"], "vision_embeds")?
+        .into_dimensionality::<Ix3>()
+        .map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?;
+    let camera = values::to_f32(&out["camera_embeds"], "camera_embeds")?
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| Error::Bundle(format!("projector.onnx camera_embeds: {e}")))?;
+    Ok(VisionEmbeds { vision, camera })
+}
