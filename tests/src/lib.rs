@@ -1,1 +1,41 @@
-//! Shared helpers for the end-to-end tests in `tests/tests/`.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: a tiny checkpoint exported
+//! to a bundle once per test binary, and synthetic videos.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use loc3r_export::bundle::{export_bundle, BundleOptions};
+use loc3r_export::tiny::{make_tiny, TinyOptions};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `make-tiny --seed <seed>` exported to an fp32 bundle; made once per test binary.
+pub fn tiny_bundle(seed: u64) -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, bundle) = DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ckpt = tmp.path().join("checkpoint");
+        make_tiny(&ckpt, &TinyOptions { seed, ..TinyOptions::default() }, |_, _| {}).expect("make-tiny");
+        let bundle = tmp.path().join("bundle");
+        export_bundle(&ckpt, &bundle, &BundleOptions::default(), |_| {}).expect("export");
+        (tmp, bundle)
+    });
+    bundle
+}
+
+/// A synthetic test video (ffmpeg's `testsrc`, moving patterns) of `frames` frames.
+pub fn synthetic_video(dir: &Path, name: &str, width: usize, height: usize, frames: usize) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={width}x{height}:rate=10"))
+        .args(["-frames:v", &frames.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg is installed by tools/bootstrap");
+    assert!(status.success(), "ffmpeg failed to write {}", path.display());
+    path
+}
