@@ -22,17 +22,23 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# The main job on the embedded tiny default: random tiny checkpoint -> validation -> ONNX bundle -> inspection.
+# The main job on the embedded tiny default: random tiny checkpoint -> validation -> ONNX bundle
+# -> inspection -> a synthetic video -> pose + answers for two questions (the second reuses the video).
 demo: build clean-demo
-	@echo "== 1/4 make-tiny: a complete random checkpoint (tiny config, seed $(SEED)); weights are random, so outputs carry no meaning"
+	@echo "== 1/6 make-tiny: a complete random checkpoint (tiny config, seed $(SEED)); weights are random, so answers are gibberish"
 	./target/release/loc3r-export make-tiny --out $(DEMO_DIR)/checkpoint --seed $(SEED) --shards 2
-	@echo "== 2/4 check: validate every tensor the graphs need"
+	@echo "== 2/6 check: validate every tensor the graphs need"
 	./target/release/loc3r-export check --checkpoint $(DEMO_DIR)/checkpoint
-	@echo "== 3/4 export: ONNX graphs + manifest.json + tokenizer.json"
+	@echo "== 3/6 export: ONNX graphs + manifest.json + tokenizer.json"
 	./target/release/loc3r-export export --checkpoint $(DEMO_DIR)/checkpoint --out $(DEMO_DIR)/bundle
-	@echo "== 4/4 inspect: graph I/O, sha256 of every file, each graph loaded in ONNX Runtime"
+	@echo "== 4/6 inspect: graph I/O, sha256 of every file, each graph loaded in ONNX Runtime"
 	./target/release/loc3r-export inspect $(DEMO_DIR)/bundle
-	@echo "== demo done: checkpoint and bundle in $(DEMO_DIR)/"
+	@echo "== 5/6 a synthetic 4 s test video (ffmpeg testsrc)"
+	ffmpeg -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=10 -frames:v 40 -pix_fmt yuv420p $(DEMO_DIR)/room.mp4
+	@echo "== 6/6 run: observe the video once, then two questions (the second prefills only its own tokens)"
+	./target/release/loc3r-serve run --bundle $(DEMO_DIR)/bundle --video $(DEMO_DIR)/room.mp4 --max-new-tokens 16 \
+	  --question "Where is the chair relative to me?" --question "Which direction am I facing?"
+	@echo "== demo done: checkpoint, bundle and video in $(DEMO_DIR)/"
 
 clean-demo:
 	@rm -rf $(DEMO_DIR)

@@ -1,0 +1,162 @@
+//! Tiny checkpoint -> bundle -> answers, through the library and the `loc3r-serve` binary:
+//! prefix reuse, determinism, and bad input that must become clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use loc3r::{GenerationOptions, Loc3r, SessionOptions};
+use loc3r_e2e::{synthetic_video, tiny_bundle};
+
+fn model() -> Loc3r {
+    Loc3r::open(tiny_bundle(1), &SessionOptions { intra_threads: 1, ..SessionOptions::default() }).unwrap()
+}
+
+fn serve_exe() -> PathBuf {
+    // The binary of the runtime crate, built by cargo for the workspace.
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    p.join("loc3r-serve")
+}
+
+#[test]
+fn questions_reuse_the_video_prefix_and_are_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 30);
+    let m = model();
+    let scene = m.observe_video(&video, 4).unwrap();
+    assert_eq!(scene.frames.len(), 4);
+    assert_eq!(scene.frames.iter().map(|f| f.index).collect::<Vec<_>>(), vec![0, 9, 19, 29]);
+    let opts = GenerationOptions { max_new_tokens: 12, ..GenerationOptions::default() };
+    let a = scene.ask(None, "Where is the chair?", &opts).unwrap();
+    let b = scene.ask(None, "Where is the chair?", &opts).unwrap();
+    assert_eq!(a.token_ids, b.token_ids, "greedy answers are deterministic");
+    assert_eq!(a.pose.position.x, b.pose.position.x);
+    // Only the question's own tokens are prefilled after the cached prefix.
+    assert!(a.tokens.prompt > scene.prefix_tokens());
+    let question_tokens = m
+        .bundle()
+        .tokenizer
+        .encode("I am standing in the room<Pos><Ori>Where is the chair?<|im_end|>\n<|im_start|>assistant\n", false)
+        .unwrap()
+        .len();
+    assert_eq!(a.tokens.prompt - scene.prefix_tokens(), question_tokens);
+    // The heads read <Pos>/<Ori>, which precede the question: localize gives the same pose.
+    let pose = scene.localize(None).unwrap();
+    assert!((pose.position.x - a.pose.position.x).abs() < 1e-5 && (pose.yaw_deg - a.pose.yaw_deg).abs() < 1e-6);
+    // Another situation changes the pose.
+    let other = scene.localize(Some("I am sitting on the bed facing the window")).unwrap();
+    assert!((other.position.x - pose.position.x).abs() > 1e-6 || (other.yaw_deg - pose.yaw_deg).abs() > 1e-6);
+    let probs: f32 = pose.orientation_probs.iter().sum();
+    assert!((probs - 1.0).abs() < 1e-4 && pose.position.sigma_x > 0.0);
+    // A fresh scene of the same video gives the same answer as the cached one.
+    let fresh = m.observe_video(&video, 4).unwrap().ask(None, "Where is the chair?", &opts).unwrap();
+    assert_eq!(fresh.token_ids, a.token_ids);
+    // Sampling with a seed is reproducible.
+    let sampled = GenerationOptions { temperature: 0.8, top_p: 0.9, seed: 5, ..opts.clone() };
+    assert_eq!(scene.ask(None, "Q", &sampled).unwrap().token_ids, scene.ask(None, "Q", &sampled).unwrap().token_ids);
+    // Streaming delivers the same text and can stop early.
+    let mut pieces = String::new();
+    let streamed = scene.ask_streaming(None, "Where is the chair?", &opts, |p| { pieces.push_str(p); true }).unwrap();
+    assert_eq!(pieces.trim(), streamed.answer);
+    let mut n = 0;
+    let stopped = scene.ask_streaming(None, "Where is the chair?", &opts, |_| { n += 1; n < 2 }).unwrap();
+    assert!(stopped.tokens.generated <= 3, "{}", stopped.tokens.generated);
+}
+
+fn input_error(e: loc3r::Error) -> String {
+    let s = e.to_string();
+    assert!(matches!(e, loc3r::Error::Input(_) | loc3r::Error::Bundle(_) | loc3r::Error::Io { .. }), "{s}");
+    s
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model();
+    let e = input_error(m.observe_video(Path::new("/no/such/video.mp4"), 4).unwrap_err());
+    assert!(e.contains("/no/such/video.mp4"), "{e}");
+    let corrupt = tmp.path().join("corrupt.mp4");
+    std::fs::write(&corrupt, b"this is not a video at all, just bytes").unwrap();
+    input_error(m.observe_video(&corrupt, 4).unwrap_err());
+    let empty = tmp.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    input_error(m.observe_video(&empty, 4).unwrap_err());
+    let dir = tmp.path().join("images");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    let e = input_error(m.observe_video(&dir, 4).unwrap_err());
+    assert!(e.contains("notes.txt"), "{e}");
+    input_error(m.observe_video(&synthetic_video(tmp.path(), "v.mp4", 160, 120, 5), 0).unwrap_err());
+
+    // Fewer frames than requested: duplicates, as the reference sampler does.
+    let short = synthetic_video(tmp.path(), "short.mp4", 160, 120, 3);
+    let scene = m.observe_video(&short, 4).unwrap();
+    assert_eq!(scene.frames.iter().map(|f| f.index).collect::<Vec<_>>(), vec![0, 0, 1, 2]);
+    let e = input_error(scene.ask(None, "   ", &GenerationOptions::default()).unwrap_err());
+    assert!(e.contains("empty"), "{e}");
+    let bad = GenerationOptions { temperature: -1.0, ..GenerationOptions::default() };
+    input_error(scene.ask(None, "Q", &bad).unwrap_err());
+
+    // A prompt beyond the context: the tiny model has 4096 positions, 13 tokens per frame.
+    let long = synthetic_video(tmp.path(), "long.mp4", 160, 120, 20);
+    let e = input_error(m.observe_video(&long, 400).unwrap_err());
+    assert!(e.contains("4096") && e.contains("positions"), "{e}");
+}
+
+#[test]
+fn bundles_of_another_format_version_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("bundle");
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(tiny_bundle(1)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let manifest = copy.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace("\"format_version\": 1", "\"format_version\": 7");
+    std::fs::write(&manifest, text).unwrap();
+    let e = Loc3r::open(&copy, &SessionOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("format version 7") && e.contains("re-export"), "{e}");
+}
+
+#[test]
+fn cli_run_prints_the_documented_json() {
+    let exe = serve_exe();
+    if !exe.is_file() {
+        panic!("{} not built; run through `cargo test --workspace`", exe.display());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 20);
+    let out = Command::new(&exe)
+        .args(["run", "--json", "--max-new-tokens", "8", "--question", "Where is the chair?", "--question", "How many doors?", "--bundle"])
+        .arg(tiny_bundle(1))
+        .arg("--video")
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for v in &lines {
+        for key in ["answer", "position", "yaw_deg", "orientation_probs", "frames", "tokens", "timings_ms"] {
+            assert!(v.get(key).is_some(), "{key} missing in {v}");
+        }
+        for key in ["decode_video", "cut3r", "siglip", "prefill", "first_token", "decode", "total"] {
+            assert!(v["timings_ms"][key].is_number(), "timings_ms.{key} missing");
+        }
+        assert_eq!(v["frames"].as_array().unwrap()[0]["camera_pose"].as_array().unwrap().len(), 7);
+    }
+    // The second question reuses the observed video: no video decoding, far less prefill.
+    assert_eq!(lines[1]["timings_ms"]["decode_video"], 0.0);
+    assert!(lines[1]["timings_ms"]["prefill"].as_f64().unwrap() < lines[0]["timings_ms"]["prefill"].as_f64().unwrap());
+
+    let out = Command::new(&exe).args(["run", "--question", "Q", "--bundle"]).arg(tiny_bundle(1)).args(["--video", "/no/such.mp4"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&exe).args(["run", "--question", "Q", "--device", "cuda", "--bundle"]).arg(tiny_bundle(1)).args(["--video"]).arg(&video).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cuda") && err.contains("not available"), "{err}");
+}
