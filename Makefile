@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_DIR ?= build/demo
 SEED ?= 1
 
-.PHONY: bootstrap build test lint unit demo clean-demo
+.PHONY: bootstrap build test lint unit demo clean-demo bench
 
 bootstrap:
 	@tools/bootstrap
@@ -39,6 +39,10 @@ demo: build clean-demo
 	./target/release/loc3r-serve run --bundle $(DEMO_DIR)/bundle --video $(DEMO_DIR)/room.mp4 --max-new-tokens 16 \
 	  --question "Where is the chair relative to me?" --question "Which direction am I facing?"
 	@echo "== demo done: checkpoint, bundle and video in $(DEMO_DIR)/"
+
+# CPU benchmark on the small config (per-stage times at 8 and 32 frames); not part of `make test`.
+bench: bootstrap
+	tools/bench
 
 clean-demo:
 	@rm -rf $(DEMO_DIR)
