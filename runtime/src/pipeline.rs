@@ -141,7 +141,7 @@ impl Loc3r {
     /// Decodes a video file (or a directory of images) and observes `num_frames` uniform frames.
     pub fn observe_video(&self, path: &Path, num_frames: usize) -> Result<Scene> {
         let start = Instant::now();
-        let frames = load_frames(path, &FrameSpec::new(num_frames)).map_err(|e| Error::Input(e.to_string()))?;
+        let frames = load_frames(path, &FrameSpec::new(num_frames))?;
         let decode_ms = ms(start);
         let mut scene = self.observe_frames(&frames)?;
         scene.observe_timings.decode_video = decode_ms;
@@ -164,7 +164,7 @@ impl Loc3r {
             cut3r_width: rt.cut3r.width,
             cut3r_height: rt.cut3r.height,
         };
-        let pixels = preprocess(frames, &spec).map_err(|e| Error::Input(e.to_string()))?;
+        let pixels = preprocess(frames, &spec)?;
 
         let t = Instant::now();
         let cut3r = Cut3r::new(b)?;

@@ -68,7 +68,7 @@ fn questions_reuse_the_video_prefix_and_are_deterministic() {
 
 fn input_error(e: loc3r::Error) -> String {
     let s = e.to_string();
-    assert!(matches!(e, loc3r::Error::Input(_) | loc3r::Error::Bundle(_) | loc3r::Error::Io { .. }), "{s}");
+    assert!(e.is_input_error() || matches!(e, loc3r::Error::Io { .. }), "{s}");
     s
 }
 

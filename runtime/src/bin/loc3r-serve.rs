@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let input = e.chain().any(|c| matches!(c.downcast_ref::<loc3r::Error>(), Some(loc3r::Error::Input(_) | loc3r::Error::Bundle(_) | loc3r::Error::DeviceUnavailable { .. })));
+            let input = e.chain().any(|c| c.downcast_ref::<loc3r::Error>().is_some_and(loc3r::Error::is_input_error));
             ExitCode::from(if input { 2 } else { 1 })
         }
     }
