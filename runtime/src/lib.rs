@@ -1,8 +1,34 @@
-//! `loc3r`: the Loc3R-VLM runtime library.
+//! `loc3r`: the Loc3R-VLM runtime library, for robot stacks and services.
 //!
-//! Runs a bundle written by `loc3r-export` on ONNX Runtime. This crate also owns
-//! loading of the ONNX Runtime shared library ([`ort_env`]), which every binary of
-//! the project goes through.
+//! Runs a bundle written by `loc3r-export` on ONNX Runtime: open the bundle once, observe
+//! a video once (CUT3R recurrence, SigLIP, projector and the LLM prefill of the video are
+//! cached in a [`Scene`]), then localise and answer any number of questions cheaply.
+//!
+//! ```no_run
+//! use loc3r::{Device, GenerationOptions, Loc3r, SessionOptions};
+//!
+//! # fn main() -> loc3r::Result<()> {
+//! let model = Loc3r::open("bundle".as_ref(), &SessionOptions { device: Device::Cpu, ..Default::default() })?;
+//! let scene = model.observe_video("room.mp4".as_ref(), 32)?;
+//!
+//! // Where am I? (situation text optional)
+//! let pose = scene.localize(Some("I am sitting on the bed facing the window"))?;
+//! println!("x={} y={} yaw={}°", pose.position.x, pose.position.y, pose.yaw_deg);
+//!
+//! // A question, streamed token by token; return false from the callback to stop.
+//! let answer = scene.ask_streaming(None, "Where is the door?", &GenerationOptions::default(), |piece| {
+//!     print!("{piece}");
+//!     true
+//! })?;
+//! println!("\n{} tokens, first after {:.0} ms", answer.tokens.generated, answer.timings_ms.first_token);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`Loc3r`] is `Clone + Send + Sync` and a [`Scene`] can be shared between threads: graph
+//! sessions are behind mutexes and a scene's cached prefix is only ever read. This crate
+//! also owns loading of the ONNX Runtime shared library ([`ort_env`]), which every binary
+//! of the project goes through.
 
 pub mod bundle;
 pub mod error;

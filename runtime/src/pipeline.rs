@@ -372,3 +372,16 @@ impl Scene {
         self.ask_streaming(situation, question, opts, |_| true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn models_and_scenes_can_be_shared_between_threads() {
+        assert_send_sync::<Loc3r>();
+        assert_send_sync::<Scene>();
+    }
+}
