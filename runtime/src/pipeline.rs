@@ -356,10 +356,18 @@ impl Scene {
             cache = out.cache;
             logits = out.logits;
         }
+        // The stream holds back bytes of an incomplete UTF-8 character; the final text is
+        // the whole decode (with U+FFFD for bytes that never completed a character).
+        let full = b.tokenizer.decode(&ids, true).map_err(|e| Error::Input(format!("detokenising: {e}")))?;
+        if let Some(rest) = full.strip_prefix(text.as_str()) {
+            if !rest.is_empty() {
+                on_token(rest);
+            }
+        }
         timings.decode = ms(decode_start);
         timings.total = ms(start);
         Ok(Answer {
-            answer: text.trim().to_string(),
+            answer: full.trim().to_string(),
             pose: pre.pose,
             tokens: TokenCounts { prompt: pre.prompt_tokens, generated: ids.len() },
             token_ids: ids,

@@ -276,11 +276,9 @@ fn answers_and_poses_match_the_reference_in_both_orders() {
 }
 
 /// The answer text should be the generated ids detokenised at once (specs/llava-video-qwen2.md
-/// §3.9, §5.5: skip specials, lossy UTF-8, strip). Ignored: the runtime's streaming detokeniser
-/// is never flushed, so a trailing incomplete UTF-8 sequence is dropped instead of becoming
-/// U+FFFD (q_default_situation ends with two such bytes). Un-ignore once `ask_streaming` flushes it.
+/// §3.9, §5.5: skip specials, lossy UTF-8, strip), including a trailing incomplete UTF-8
+/// sequence, which must become U+FFFD (q_default_situation ends with two such bytes).
 #[test]
-#[ignore = "runtime drops a trailing incomplete UTF-8 sequence of the answer (stream decoder not flushed); see tools/golden/README-pipeline.md"]
 fn answer_text_matches_the_reference() {
     let (reference, model) = open();
     let scene = model.observe_video(&frames_dir(&reference), num_frames(&reference)).expect("observe");
