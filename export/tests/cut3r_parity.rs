@@ -7,24 +7,28 @@
 //! * fp16: 32 chained frames (fixture frames reused cyclically, update=1, reset=0 after the
 //!   first frame) against the fp32 ONNX chain; per-frame errors printed, bounded by
 //!   [`FP16_REL_TOL`] relative to each output's magnitude, with no growth along the chain.
-//! * The step graph has no control flow; bad inputs give errors naming the problem.
+//!   The host side is f32 in both precisions; only `features` (encoder → step) is f16.
+//! * Graph hygiene: no control flow, f32 at every host boundary, short symbolic dims even for a
+//!   deeper config.
+//! * Bad inputs give errors naming the problem.
 
-use std::collections::HashMap;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use loc3r_export::checkpoint::{Checkpoint, Requirements, SafetensorsFile, TensorRef};
-use loc3r_export::config::PoolMode;
-use loc3r_export::graph::{proto, GraphBuilder};
+use common::{f32_array, f32_input, fixture, max_abs_diff as max_err, run, session, sha256_file, tiny_checkpoint};
+use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, SafetensorsFile, TensorToWrite};
+use loc3r_export::config::{Config, PoolMode};
+use loc3r_export::graph::proto;
 use loc3r_export::models::cut3r::{self, io};
 use loc3r_export::models::ExportOptions;
-use loc3r_export::tiny::{make_tiny, TinyOptions};
-use loc3r_export::{DType, TensorData};
+use loc3r_export::names::{NameMap, SourceFile};
+use loc3r_export::tiny::init_values;
+use loc3r_export::DType;
 use ndarray::{ArrayD, Axis, IxDyn};
-use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::{DynValue, Tensor};
-use sha2::{Digest, Sha256};
+use ort::value::DynValue;
 
 /// fp32 tolerance against the official PyTorch run (issue: 1e-4).
 const FP32_TOL: f32 = 1e-4;
@@ -32,93 +36,39 @@ const FP32_TOL: f32 = 1e-4;
 /// largest magnitude of each output (max |fp16 − fp32| / max |fp32|, per frame and output).
 /// Relative, because the memory has no final norm and grows with every write (max |memory|
 /// goes from ~6 to ~150 over 32 frames of the tiny model) while its relative error stays flat.
-/// fp16 has a relative step of 2^-11 ≈ 4.9e-4; measured worst ≈ 4.8e-3 (camera_pose, frame 7).
+/// fp16 has a relative step of 2^-11 ≈ 4.9e-4; measured worst ≈ 3.9e-3 (camera_pose, frame 7).
 const FP16_REL_TOL: f32 = 1e-2;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cut3r_tiny")
-}
-
-// ---------------------------------------------------------------------------------------------
-// ONNX Runtime (one environment per process; `loc3r::ort_env` keeps its own private, so this
-// test binary creates one from the same library search path, as `graph::testing` does).
-
-fn env() -> &'static Environment {
-    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
-    let env = ENV.get_or_init(|| {
-        let lib = loc3r::ort_env::candidate_paths()
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or("ONNX Runtime library not found; run `make bootstrap` or set ORT_DYLIB_PATH")?;
-        ort::init_from(&lib)
-            .map_err(|e| format!("cannot load {}: {e}", lib.display()))?
-            .with_name("cut3r-parity")
-            .build()
-            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))
-    });
-    env.as_ref().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn session(path: &Path) -> Session {
-    let build = || -> ort::Result<Session> {
-        let mut builder = Session::builder(env())?.with_intra_threads(1).map_err(ort::Error::<()>::from)?;
-        builder.commit_from_file(path)
-    };
-    build().unwrap_or_else(|e| panic!("ONNX Runtime cannot load {}: {e}", path.display()))
-}
-
-fn run(s: &mut Session, inputs: Vec<(String, DynValue)>) -> HashMap<String, DynValue> {
-    let names: Vec<String> = s.outputs().iter().map(|o| o.name().to_string()).collect();
-    let mut out = s.run(inputs).unwrap_or_else(|e| panic!("session run failed: {e}"));
-    names.into_iter().map(|n| (n.clone(), out.remove(&n).unwrap())).collect()
-}
-
-fn value(a: &ArrayD<f32>) -> DynValue {
-    Tensor::from_array(a.clone()).unwrap().into_dyn()
-}
-
-fn array(v: &DynValue) -> ArrayD<f32> {
-    v.try_extract_array::<f32>().unwrap_or_else(|e| panic!("not an f32 tensor: {e}")).to_owned()
-}
-
-fn max_err(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
-    assert_eq!(a.shape(), b.shape(), "shape mismatch");
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-/// A one-node graph casting a rank-`rank` tensor `x` to `to` (f16 boundaries: the `ort`
-/// build has no `half` feature, so f16 tensors are made and read through ORT itself).
-fn cast_graph(dir: &Path, name: &str, rank: usize, from: DType, to: DType) -> Session {
-    let mut g = GraphBuilder::new(name);
-    let dims: Vec<String> = (0..rank).map(|i| format!("d{i}")).collect();
-    let x = g.input("x", from, dims.iter().map(String::as_str));
-    let y = g.scope("cast").cast("Cast", &x, to);
-    g.output("y", &y);
-    g.save(dir).unwrap();
-    session(&dir.join(format!("{name}.onnx")))
-}
+/// Longest symbolic dim allowed in a saved graph: inferred dims must not nest with depth
+/// (in the Qwen2 decoder they grew exponentially until export ran out of memory).
+const MAX_DIM_PARAM_LEN: usize = 40;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and exports
 
 struct Golden {
     file: Arc<SafetensorsFile>,
-    meta: serde_json::Value,
     frames: usize,
 }
 
 impl Golden {
+    /// The fixtures, after checking that they were made from `make-tiny --seed 1` as it is now.
     fn load() -> Golden {
-        let dir = fixtures();
-        let file = SafetensorsFile::open(&dir.join("cut3r_golden.safetensors")).expect("golden fixtures (tools/golden/cut3r_golden.py)");
+        let dir = common::repo_root().join("tests/fixtures/cut3r_tiny");
         let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let (_, ckpt) = tiny_checkpoint();
+        assert_eq!(
+            sha256_file(&ckpt.dir().join("cut3r.safetensors")),
+            meta["cut3r_safetensors_sha256"].as_str().unwrap(),
+            "fixtures are stale: regenerate with `loc3r-export make-tiny --out DIR --seed 1` and \
+             `.venv-dev/bin/python {}` (see tools/golden/README-cut3r.md)",
+            meta["command"].as_str().unwrap_or("tools/golden/cut3r_golden.py")
+        );
         let frames = meta["frames"].as_str().unwrap().parse().unwrap();
-        Golden { file, meta, frames }
+        Golden { file: fixture("cut3r_tiny", "cut3r_golden"), frames }
     }
 
     fn get(&self, name: &str) -> ArrayD<f32> {
-        let t: TensorRef = TensorRef::new(&self.file, name).unwrap_or_else(|| panic!("fixture tensor {name} missing")).unwrap();
-        ArrayD::from_shape_vec(IxDyn(t.shape()), t.to_f32()).unwrap()
+        f32_array(&self.file, name)
     }
 
     fn frame(&self, i: usize, what: &str) -> ArrayD<f32> {
@@ -126,32 +76,21 @@ impl Golden {
     }
 }
 
-/// The tiny checkpoint the fixtures were made from (`make-tiny --seed 1`), checked by sha256.
-fn tiny_checkpoint(tmp: &Path, golden: &Golden) -> Checkpoint {
-    let dir = tmp.join("ckpt");
-    make_tiny(&dir, &TinyOptions { seed: 1, ..TinyOptions::default() }, |_, _| {}).unwrap();
-    let bytes = std::fs::read(dir.join("cut3r.safetensors")).unwrap();
-    let sha = hex::encode(Sha256::digest(&bytes));
-    let want = golden.meta["cut3r_safetensors_sha256"].as_str().unwrap();
-    assert_eq!(
-        sha, want,
-        "fixtures are stale: regenerate with `loc3r-export make-tiny --out DIR --seed 1` and \
-         `.venv-dev/bin/python {}` (see tools/golden/README-cut3r.md)",
-        golden.meta["command"].as_str().unwrap_or("tools/golden/cut3r_golden.py")
-    );
-    Checkpoint::open(&dir, None, Requirements::default()).unwrap()
-}
-
 fn options(precision: DType) -> ExportOptions {
     ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: false }
 }
 
-/// Builds and saves both graphs; returns (encoder, step) sessions.
-fn export(ckpt: &Checkpoint, dir: &Path, precision: DType) -> (Session, Session) {
+/// Builds and saves both graphs into `dir`.
+fn save_graphs(ckpt: &Checkpoint, dir: &Path, precision: DType) {
     let opts = options(precision);
     std::fs::create_dir_all(dir).unwrap();
     cut3r::encoder_graph(ckpt, &opts).unwrap().save(dir).unwrap();
     cut3r::step_graph(ckpt, &opts).unwrap().save(dir).unwrap();
+}
+
+/// Builds and saves both graphs; returns (encoder, step) sessions.
+fn export(ckpt: &Checkpoint, dir: &Path, precision: DType) -> (Session, Session) {
+    save_graphs(ckpt, dir, precision);
     (session(&dir.join("cut3r_encoder.onnx")), session(&dir.join("cut3r_step.onnx")))
 }
 
@@ -159,15 +98,15 @@ fn flag(v: f32) -> ArrayD<f32> {
     ArrayD::from_elem(IxDyn(&[1]), v)
 }
 
-/// Inputs of one step besides the features.
+/// Inputs of one step: the features as the encoder returned them (any dtype), the rest f32.
 fn step_inputs(features: DynValue, state: &ArrayD<f32>, memory: &ArrayD<f32>, flags: [f32; 3]) -> Vec<(String, DynValue)> {
     vec![
         (io::FEATURES.into(), features),
-        (io::STATE.into(), value(state)),
-        (io::MEMORY.into(), value(memory)),
-        (io::IS_FIRST.into(), value(&flag(flags[0]))),
-        (io::UPDATE.into(), value(&flag(flags[1]))),
-        (io::RESET.into(), value(&flag(flags[2]))),
+        f32_input(io::STATE, state.clone()),
+        f32_input(io::MEMORY, memory.clone()),
+        f32_input(io::IS_FIRST, flag(flags[0])),
+        f32_input(io::UPDATE, flag(flags[1])),
+        f32_input(io::RESET, flag(flags[2])),
     ]
 }
 
@@ -181,9 +120,8 @@ fn init_arrays(ckpt: &Checkpoint) -> (ArrayD<f32>, ArrayD<f32>) {
 #[test]
 fn initial_state_matches_the_official_init() {
     let golden = Golden::load();
-    let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tiny_checkpoint(tmp.path(), &golden);
-    let (s, m) = init_arrays(&ckpt);
+    let (_, ckpt) = tiny_checkpoint();
+    let (s, m) = init_arrays(ckpt);
     let es = max_err(&s, &golden.get("state_init"));
     let em = max_err(&m, &golden.get("mem_init"));
     println!("state_init max err {es:.2e}, mem_init max err {em:.2e}");
@@ -193,31 +131,32 @@ fn initial_state_matches_the_official_init() {
 #[test]
 fn fp32_graphs_match_the_official_implementation_on_every_frame() {
     let golden = Golden::load();
+    let (_, ckpt) = tiny_checkpoint();
     let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tiny_checkpoint(tmp.path(), &golden);
-    let (mut enc, mut step) = export(&ckpt, &tmp.path().join("fp32"), DType::F32);
+    let (mut enc, mut step) = export(ckpt, &tmp.path().join("fp32"), DType::F32);
 
     // Encoder: all frames in one batch, as the official sequence path does.
     let images: Vec<ArrayD<f32>> = (0..golden.frames).map(|i| golden.frame(i, "image")).collect();
     let views: Vec<_> = images.iter().map(|a| a.view()).collect();
     let batch = ndarray::concatenate(Axis(0), &views).unwrap();
-    let features = array(&run(&mut enc, vec![(io::IMAGE.into(), value(&batch))])[io::FEATURES]);
+    let (enc_out, _) = run(&mut enc, vec![f32_input(io::IMAGE, batch)]);
+    let features = &enc_out[io::FEATURES];
 
     // Step: chained over the frames, carrying our own state and memory.
-    let (mut state, mut memory) = init_arrays(&ckpt);
+    let (mut state, mut memory) = init_arrays(ckpt);
     let mut worst = [0.0f32; 5];
     println!("frame  update reset | features  camera_token camera_pose state_out  memory_out");
     for i in 0..golden.frames {
         let f = features.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
         let e_feat = max_err(&f, &golden.frame(i, "features"));
         let flags = [golden.frame(i, "is_first")[0], golden.frame(i, "update")[0], golden.frame(i, "reset")[0]];
-        let out = run(&mut step, step_inputs(value(&f), &state, &memory, flags));
+        let (out, _) = run(&mut step, step_inputs(f32_input(io::FEATURES, f).1, &state, &memory, flags));
         let errs = [
             e_feat,
-            max_err(&array(&out[io::CAMERA_TOKEN]), &golden.frame(i, "camera_token")),
-            max_err(&array(&out[io::CAMERA_POSE]), &golden.frame(i, "camera_pose")),
-            max_err(&array(&out[io::STATE_OUT]), &golden.frame(i, "state_out")),
-            max_err(&array(&out[io::MEMORY_OUT]), &golden.frame(i, "memory_out")),
+            max_err(&out[io::CAMERA_TOKEN], &golden.frame(i, "camera_token")),
+            max_err(&out[io::CAMERA_POSE], &golden.frame(i, "camera_pose")),
+            max_err(&out[io::STATE_OUT], &golden.frame(i, "state_out")),
+            max_err(&out[io::MEMORY_OUT], &golden.frame(i, "memory_out")),
         ];
         println!(
             "{i:5}  {:6} {:5} | {:.2e}  {:.2e}     {:.2e}    {:.2e}   {:.2e}",
@@ -227,8 +166,8 @@ fn fp32_graphs_match_the_official_implementation_on_every_frame() {
             *w = w.max(e);
         }
         assert!(errs.iter().all(|&e| e <= FP32_TOL), "frame {i}: max errors {errs:?} exceed {FP32_TOL}");
-        state = array(&out[io::STATE_OUT]);
-        memory = array(&out[io::MEMORY_OUT]);
+        state = out[io::STATE_OUT].clone();
+        memory = out[io::MEMORY_OUT].clone();
     }
     println!("worst over {} frames (features, camera_token, camera_pose, state_out, memory_out): {worst:?}", golden.frames);
 }
@@ -236,49 +175,51 @@ fn fp32_graphs_match_the_official_implementation_on_every_frame() {
 #[test]
 fn fp16_chain_of_32_frames_stays_close_to_the_fp32_chain() {
     let golden = Golden::load();
+    let (_, ckpt) = tiny_checkpoint();
     let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tiny_checkpoint(tmp.path(), &golden);
-    let (mut enc32, mut step32) = export(&ckpt, &tmp.path().join("fp32"), DType::F32);
-    let (mut enc16, mut step16) = export(&ckpt, &tmp.path().join("fp16"), DType::F16);
-    let mut to_f16 = cast_graph(tmp.path(), "to_f16", 4, DType::F32, DType::F16);
-    let mut to_f32 = cast_graph(tmp.path(), "to_f32", 2, DType::F16, DType::F32);
+    let (mut enc32, mut step32) = export(ckpt, &tmp.path().join("fp32"), DType::F32);
+    let (mut enc16, mut step16) = export(ckpt, &tmp.path().join("fp16"), DType::F16);
 
-    let (init_s, init_m) = init_arrays(&ckpt);
+    let (init_s, init_m) = init_arrays(ckpt);
     let (mut s32, mut m32, mut s16, mut m16) = (init_s.clone(), init_m.clone(), init_s, init_m);
     let scale = |a: &ArrayD<f32>| a.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     // Per frame and output: max |fp16 − fp32| / max |fp32|.
-    let mut rel_per_frame: Vec<[f32; 4]> = Vec::new();
-    println!("frame | max abs error (fp16 vs fp32 ONNX)                  | relative to max |fp32|");
-    println!("      | camera_token camera_pose state_out  memory_out     | token    pose     state    memory");
+    let mut rel_per_frame: Vec<[f32; 5]> = Vec::new();
+    println!("frame | max abs error (fp16 vs fp32 ONNX)                           | relative to max |fp32|");
+    println!("      | features  camera_token camera_pose state_out  memory_out     | feat     token    pose     state    memory");
     for i in 0..32 {
         let image = golden.frame(i % golden.frames, "image");
         let flags = [f32::from(u8::from(i == 0)), 1.0, 0.0];
 
-        let f32_feat = run(&mut enc32, vec![(io::IMAGE.into(), value(&image))]).remove(io::FEATURES).unwrap();
-        let out32 = run(&mut step32, step_inputs(f32_feat, &s32, &m32, flags));
+        // Both chains take the same f32 image and carry f32 state and memory; only the
+        // features travel from encoder to step in the export precision.
+        let (mut f32_feat, _) = run(&mut enc32, vec![f32_input(io::IMAGE, image.clone())]);
+        let f32_feat = f32_feat.remove(io::FEATURES).unwrap();
+        let (out32, _) = run(&mut step32, step_inputs(f32_input(io::FEATURES, f32_feat.clone()).1, &s32, &m32, flags));
 
-        let image16 = run(&mut to_f16, vec![("x".into(), value(&image))]).remove("y").unwrap();
-        let f16_feat = run(&mut enc16, vec![(io::IMAGE.into(), image16)]).remove(io::FEATURES).unwrap();
-        let mut out16 = run(&mut step16, step_inputs(f16_feat, &s16, &m16, flags));
-        let token16 = array(&run(&mut to_f32, vec![("x".into(), out16.remove(io::CAMERA_TOKEN).unwrap())])["y"]);
+        let (_, mut raw16) = run(&mut enc16, vec![f32_input(io::IMAGE, image)]);
+        let f16_feat = raw16.remove(io::FEATURES).unwrap();
+        let feat16 = f16_feat.try_extract_array::<half::f16>().expect("fp16 features are f16").mapv(f32::from).into_dyn();
+        let (out16, _) = run(&mut step16, step_inputs(f16_feat, &s16, &m16, flags));
 
         let pairs = [
-            (token16, array(&out32[io::CAMERA_TOKEN])),
-            (array(&out16[io::CAMERA_POSE]), array(&out32[io::CAMERA_POSE])),
-            (array(&out16[io::STATE_OUT]), array(&out32[io::STATE_OUT])),
-            (array(&out16[io::MEMORY_OUT]), array(&out32[io::MEMORY_OUT])),
+            (&feat16, &f32_feat),
+            (&out16[io::CAMERA_TOKEN], &out32[io::CAMERA_TOKEN]),
+            (&out16[io::CAMERA_POSE], &out32[io::CAMERA_POSE]),
+            (&out16[io::STATE_OUT], &out32[io::STATE_OUT]),
+            (&out16[io::MEMORY_OUT], &out32[io::MEMORY_OUT]),
         ];
         let abs: Vec<f32> = pairs.iter().map(|(a, b)| max_err(a, b)).collect();
-        let rel: [f32; 4] = std::array::from_fn(|k| abs[k] / scale(&pairs[k].1).max(1e-6));
+        let rel: [f32; 5] = std::array::from_fn(|k| abs[k] / scale(pairs[k].1).max(1e-6));
         println!(
-            "{i:5} | {:.2e}     {:.2e}    {:.2e}   {:.2e}       | {:.2e} {:.2e} {:.2e} {:.2e}",
-            abs[0], abs[1], abs[2], abs[3], rel[0], rel[1], rel[2], rel[3]
+            "{i:5} | {:.2e}  {:.2e}     {:.2e}    {:.2e}   {:.2e}       | {:.2e} {:.2e} {:.2e} {:.2e} {:.2e}",
+            abs[0], abs[1], abs[2], abs[3], abs[4], rel[0], rel[1], rel[2], rel[3], rel[4]
         );
         rel_per_frame.push(rel);
-        (s32, m32) = (array(&out32[io::STATE_OUT]), array(&out32[io::MEMORY_OUT]));
-        (s16, m16) = (array(&out16[io::STATE_OUT]), array(&out16[io::MEMORY_OUT]));
+        (s32, m32) = (out32[io::STATE_OUT].clone(), out32[io::MEMORY_OUT].clone());
+        (s16, m16) = (out16[io::STATE_OUT].clone(), out16[io::MEMORY_OUT].clone());
     }
-    let worst = |frames: &[[f32; 4]]| frames.iter().flatten().copied().fold(0.0f32, f32::max);
+    let worst = |frames: &[[f32; 5]]| frames.iter().flatten().copied().fold(0.0f32, f32::max);
     let (all, first, last) = (worst(&rel_per_frame), worst(&rel_per_frame[..8]), worst(&rel_per_frame[24..]));
     println!("fp16 worst relative error: {all:.2e} over 32 frames (frames 0-7: {first:.2e}, 24-31: {last:.2e}); tolerance {FP16_REL_TOL:.0e}");
     assert!(all <= FP16_REL_TOL, "fp16 relative error {all} exceeds {FP16_REL_TOL}: {rel_per_frame:?}");
@@ -286,31 +227,133 @@ fn fp16_chain_of_32_frames_stays_close_to_the_fp32_chain() {
     assert!(last <= 2.0 * first, "fp16 error grows along the chain: frames 0-7 {first}, frames 24-31 {last}");
 }
 
-fn op_types(path: &Path) -> Vec<String> {
+// ---------------------------------------------------------------------------------------------
+// Graph hygiene
+
+fn load_model(path: &Path) -> proto::ModelProto {
     use prost::Message;
-    let model = proto::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
-    model.graph.unwrap().node.into_iter().filter_map(|n| n.op_type).collect()
+    proto::ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap()
+}
+
+/// (dtype, dims as strings) of a graph input/output/value_info entry.
+fn tensor_type(v: &proto::ValueInfoProto) -> (DType, Vec<String>) {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value as T;
+    let Some(T::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        panic!("{:?} is not a tensor", v.name);
+    };
+    let elem = t.elem_type.unwrap_or_default();
+    let dtype = [DType::F32, DType::F16, DType::BF16, DType::I64, DType::I32, DType::U8, DType::Bool]
+        .into_iter()
+        .find(|d| loc3r_export::graph::onnx_elem_type(*d) == elem)
+        .unwrap_or_else(|| panic!("{:?}: unexpected elem_type {elem}", v.name));
+    let dims = t.shape.iter().flat_map(|s| &s.dim).map(|d| match &d.value {
+        Some(D::DimValue(n)) => n.to_string(),
+        Some(D::DimParam(p)) => p.clone(),
+        None => "?".into(),
+    });
+    (dtype, dims.collect())
 }
 
 #[test]
 fn graphs_have_no_control_flow_and_use_layer_normalization() {
-    let golden = Golden::load();
+    let (_, ckpt) = tiny_checkpoint();
     let tmp = tempfile::tempdir().unwrap();
-    let ckpt = tiny_checkpoint(tmp.path(), &golden);
     for precision in [DType::F32, DType::F16] {
         let dir = tmp.path().join(precision.to_string());
-        std::fs::create_dir_all(&dir).unwrap();
-        cut3r::step_graph(&ckpt, &options(precision)).unwrap().save(&dir).unwrap();
-        cut3r::encoder_graph(&ckpt, &options(precision)).unwrap().save(&dir).unwrap();
+        save_graphs(ckpt, &dir, precision);
         for graph in ["cut3r_step", "cut3r_encoder"] {
-            let ops = op_types(&dir.join(format!("{graph}.onnx")));
+            let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
+            let initializers: std::collections::HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+            let ops: Vec<String> = g.node.iter().filter_map(|n| n.op_type.clone()).collect();
             for bad in ["If", "Loop", "Scan"] {
                 assert!(!ops.iter().any(|o| o == bad), "{graph} ({precision}) has a {bad} node");
             }
             assert!(ops.iter().any(|o| o == "LayerNormalization"), "{graph}: no LayerNormalization");
             assert!(ops.iter().any(|o| o == "Erf"), "{graph}: exact GELU uses Erf");
+            // Linear weights are stored transposed ([in, out]): no Transpose of a weight at run time.
+            let weight_transposes: Vec<_> = g
+                .node
+                .iter()
+                .filter(|n| n.op_type.as_deref() == Some("Transpose") && n.input.iter().any(|i| initializers.contains(i.as_str())))
+                .filter_map(|n| n.name.as_deref())
+                .collect();
+            assert!(weight_transposes.is_empty(), "{graph} ({precision}) transposes weights: {weight_transposes:?}");
+            println!("{graph} ({precision}): {} nodes, {} initializers", ops.len(), initializers.len());
         }
     }
+}
+
+/// Project convention: every float the host produces or consumes is f32; only `features`
+/// (encoder → step) is in the export precision.
+#[test]
+fn host_boundaries_are_f32_and_only_features_use_the_export_precision() {
+    let (_, ckpt) = tiny_checkpoint();
+    let tmp = tempfile::tempdir().unwrap();
+    for precision in [DType::F32, DType::F16] {
+        let dir = tmp.path().join(precision.to_string());
+        save_graphs(ckpt, &dir, precision);
+        for graph in ["cut3r_encoder", "cut3r_step"] {
+            let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
+            for v in g.input.iter().chain(&g.output) {
+                let name = v.name.clone().unwrap_or_default();
+                let (dtype, dims) = tensor_type(v);
+                let want = if name == io::FEATURES { precision } else { DType::F32 };
+                println!("{graph} ({precision}) {name}: {dtype} {dims:?}");
+                assert_eq!(dtype, want, "{graph} ({precision}): `{name}` is {dtype}, expected {want}");
+            }
+        }
+    }
+}
+
+/// `make-tiny --seed 1` with deeper CUT3R stacks (`enc_depth`, `dec_depth`), CUT3R weights
+/// regenerated for the new shapes; the model files are copied from the tiny checkpoint.
+fn deeper_tiny(tmp: &Path, enc_depth: usize, dec_depth: usize) -> PathBuf {
+    let dir = tiny_dir(tmp);
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["cut3r"]["enc_depth"] = enc_depth.into();
+    config["cut3r"]["dec_depth"] = dec_depth.into();
+    let text = serde_json::to_string_pretty(&config).unwrap();
+    std::fs::write(&config_path, &text).unwrap();
+    let cfg = Config::from_json(&text, "deeper tiny config").unwrap();
+    let names = NameMap::builtin(&cfg).unwrap();
+    let tensors: Vec<TensorToWrite> = names
+        .families
+        .iter()
+        .flat_map(|f| &f.tensors)
+        .filter(|t| t.file == SourceFile::Cut3r)
+        .map(|t| TensorToWrite { name: t.checkpoint.clone(), dtype: DType::F32, shape: t.shape.clone() })
+        .collect();
+    write_safetensors(&dir.join("cut3r.safetensors"), &tensors, None, |t, w| {
+        loc3r_export::tensor::write_f32s_as(&init_values(&t.name, &t.shape, 1), DType::F32, w)
+    })
+    .unwrap();
+    dir
+}
+
+#[test]
+fn symbolic_dims_stay_short_in_a_deeper_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (enc_depth, dec_depth) = (12, 12);
+    let ckpt = Checkpoint::open(&deeper_tiny(tmp.path(), enc_depth, dec_depth), None, Requirements::default()).unwrap();
+    let dir = tmp.path().join("graphs");
+    save_graphs(&ckpt, &dir, DType::F16);
+    for graph in ["cut3r_encoder", "cut3r_step"] {
+        let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
+        let mut params: Vec<String> = g.input.iter().chain(&g.output).chain(&g.value_info).flat_map(|v| tensor_type(v).1).collect();
+        params.retain(|d| d.parse::<u64>().is_err());
+        params.sort();
+        params.dedup();
+        let longest = params.iter().map(String::len).max().unwrap_or(0);
+        println!("{graph} (enc_depth {enc_depth}, dec_depth {dec_depth}): {} value_info, dim_params {params:?}", g.value_info.len());
+        assert!(g.value_info.len() > 100, "{graph}: value_info is expected to be complete");
+        assert!(longest <= MAX_DIM_PARAM_LEN, "{graph}: a dim_param is {longest} characters long: {params:?}");
+    }
+    // The recurrent step is fully static (one frame at a time): good for TensorRT engines.
+    let step = load_model(&dir.join("cut3r_step.onnx")).graph.unwrap();
+    let symbolic: Vec<_> = step.value_info.iter().filter(|v| tensor_type(v).1.iter().any(|d| d.parse::<u64>().is_err())).collect();
+    assert!(symbolic.is_empty(), "cut3r_step has symbolic shapes: {:?}", symbolic.iter().map(|v| &v.name).collect::<Vec<_>>());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,9 +375,15 @@ fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde
     std::fs::write(path, out).unwrap();
 }
 
+/// A private copy of the shared tiny checkpoint, for tests that break it.
 fn tiny_dir(tmp: &Path) -> PathBuf {
+    let (_, ckpt) = tiny_checkpoint();
     let dir = tmp.join("ckpt");
-    make_tiny(&dir, &TinyOptions { seed: 1, ..TinyOptions::default() }, |_, _| {}).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(ckpt.dir()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
     dir
 }
 
@@ -366,14 +415,13 @@ fn head_counts_that_do_not_divide_the_width_are_refused() {
 
 #[test]
 fn input_size_not_a_multiple_of_the_patch_lists_valid_sizes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ckpt = Checkpoint::open(&tiny_dir(tmp.path()), None, Requirements::default()).unwrap();
+    let (_, ckpt) = tiny_checkpoint();
     let opts = ExportOptions { cut3r_size: (70, 40), ..options(DType::F32) };
-    for err in [cut3r::encoder_graph(&ckpt, &opts).err(), cut3r::step_graph(&ckpt, &opts).err()] {
+    for err in [cut3r::encoder_graph(ckpt, &opts).err(), cut3r::step_graph(ckpt, &opts).err()] {
         let err = err.expect("70x40 is not a multiple of 16").to_string();
         assert!(err.contains("70x40") && err.contains("64x32, 64x48, 80x32, 80x48"), "{err}");
     }
     let bf16 = ExportOptions { precision: DType::BF16, ..options(DType::F32) };
-    let err = cut3r::step_graph(&ckpt, &bf16).err().unwrap().to_string();
+    let err = cut3r::step_graph(ckpt, &bf16).err().unwrap().to_string();
     assert!(err.contains("f32 or f16"), "{err}");
 }

@@ -15,10 +15,13 @@
 //! patch grid, of the camera token at (-1,-1) and of the state grid are constants computed
 //! analytically (no int64 positions at run time).
 //!
-//! Dtypes at the graph boundary: `image`, `features` and `camera_token` use the export
-//! precision (f32 or f16); `state`, `memory`, `state_out`, `memory_out`, the three flags and
-//! `camera_pose` are always f32. In f16 graphs LayerNorm and softmax run in f32, the state and
-//! memory residual streams stay f32, and the pose post-processing (`expm1`, normalisation) is f32.
+//! Dtypes at the graph boundary (project convention: what the host produces or consumes is
+//! f32, with the casts inside the graph): `image`, `camera_token` (the runtime feeds it to
+//! `projector.onnx`, whose `camera_tokens` input is f32), `state`, `memory`, `state_out`,
+//! `memory_out`, the three flags and `camera_pose` are always f32. Only `features`, which
+//! passes from `cut3r_encoder` straight to `cut3r_step`, uses the export precision (f32 or f16).
+//! In f16 graphs LayerNorm and softmax run in f32, the state and memory residual streams stay
+//! f32, and the pose post-processing (`expm1`, normalisation) is f32.
 //!
 //! Sizes at the release configuration (512×384): N = 24·32 = 768 image tokens, Ce = 1024,
 //! Dc = 768, S = 768 state tokens, M = 256 memory tokens of 2·Dc = 1536.
@@ -27,13 +30,14 @@ mod blocks;
 
 use std::sync::Arc;
 
-use blocks::{cast_to, decoder_block, encoder_block, layer_norm, linear, mlp, param, rope_table, BlockDims, Precision, RopeTable};
+use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, Precision, RopeTable};
 
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
 use crate::error::{Error, Result};
 use crate::graph::{ConvOptions, GraphBuilder, Value};
+use crate::models::layers::{cast_to, linear, weight};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
 
@@ -167,7 +171,7 @@ pub fn check_input_size(patch: usize, width: usize, height: usize) -> Result<()>
 
 fn precision(opts: &ExportOptions, c: &Cut3rConfig) -> Result<Precision> {
     match opts.precision {
-        DType::F32 | DType::F16 => Ok(Precision { compute: opts.precision, eps: c.norm_eps as f32 }),
+        DType::F32 | DType::F16 => Ok(Precision { compute: opts.precision, eps: c.norm_eps }),
         other => Err(Error::Invalid(format!("CUT3R graphs are exported in f32 or f16, not {other}"))),
     }
 }
@@ -179,13 +183,15 @@ fn graph_error(e: crate::graph::GraphError) -> Error {
 /// Patch embedding (`patch_embed.proj`, Conv k = s = patch):
 ///
 /// ```text
-/// image [F,3,H,W] ──Conv──▶ [F,Ce,h,w] ──Reshape──▶ [F,Ce,N] ──Transpose──▶ [F,N,Ce]
+/// image [F,3,H,W] (f32) ──Cast compute──▶ Conv ──▶ [F,Ce,h,w] ──Reshape──▶ [F,Ce,N] ──Transpose──▶ [F,N,Ce]
 /// ```
 fn patch_embed(g: &mut GraphBuilder, w: &Weights, image: &Value, d: &Dims, p: Precision) -> Result<Value> {
-    let weight = param(g, w, "weight", &[d.ce, 3, d.patch, d.patch], p.compute)?;
-    let bias = param(g, w, "bias", &[d.ce], p.compute)?;
-    let mut s = g.scope(w.path());
-    let x = s.conv("Conv", image, &weight, Some(&bias), &ConvOptions::uniform(2, d.patch, 0));
+    let kernel = weight(g, w, "weight", &[d.ce, 3, d.patch, d.patch], p.compute)?;
+    let bias = weight(g, w, "bias", &[d.ce], p.compute)?;
+    let path = w.path();
+    let image = cast_to(g, &path, "image_to_compute", image, p.compute);
+    let mut s = g.scope(path);
+    let x = s.conv("Conv", &image, &kernel, Some(&bias), &ConvOptions::uniform(2, d.patch, 0));
     let x = s.reshape("flatten", &x, [0, 0, -1]);
     Ok(s.transpose("to_tokens", &x, &[0, 2, 1]))
 }
@@ -199,16 +205,18 @@ pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBui
     let mut g = GraphBuilder::new(ENCODER_GRAPH);
     g.set_doc(format!("CUT3R encoder at {}x{} (WxH): image [F,3,H,W] in [-1,1] -> features [F,N,Ce]", d.width, d.height));
 
-    let image = g.input(io::IMAGE, p.compute, dims!["frames", 3, d.height, d.width]);
+    let image = g.input(io::IMAGE, DType::F32, dims!["frames", 3, d.height, d.width]);
     // 1. patch embedding
     let mut x = patch_embed(&mut g, &w.pp("patch_embed").pp("proj"), &image, &d, p)?;
     // 2. encoder blocks, RoPE on the patch grid
     let enc = BlockDims { dim: d.ce, heads: c.enc_num_heads, mlp_hidden: c.mlp_ratio * d.ce };
     let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base, p.compute);
     for i in 0..c.enc_depth {
-        x = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope, p)?;
+        let y = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope, p)?;
+        // Name the shape at every block boundary, so no inferred dim can nest with depth.
+        x = g.refine_shape(&y, dims!["frames", d.tokens(), d.ce]);
     }
-    let features = layer_norm(&mut g, &w.pp("enc_norm"), &x, d.ce, p, p.compute)?;
+    let features = norm(&mut g, &w.pp("enc_norm"), &x, d.ce, p, p.compute)?;
     g.output_with_shape(io::FEATURES, &features, dims!["frames", d.tokens(), d.ce]);
     g.check().map_err(graph_error)?;
     Ok(g)
@@ -252,11 +260,11 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
         let m = s.reduce_mean("ReduceMean", &f, &[1], true);
         if p.compute == f32_ { m } else { s.cast("to_compute", &m, p.compute) }
     };
-    let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, p)?;
+    let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, true, p.compute)?;
 
     // 4. camera query z0 = f·pose_token + (1-f)·inquire(q_g, memory)
     let read = inquire(&mut g, &retriever, &q_g, &memory, &d, mem_blk, p)?;
-    let pose_token = param(&mut g, &w, "pose_token", &[1, 1, d.dc], p.compute)?;
+    let pose_token = weight(&mut g, &w, "pose_token", &[1, 1, d.dc], p.compute)?;
     let z0 = {
         let mut s = g.scope("camera_query");
         let f = s.reshape("is_first", &is_first, [1, 1, 1]);
@@ -269,7 +277,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     };
 
     // 5.-6. stream inputs: I0 = [z0 ‖ decoder_embed(F)] at [(-1,-1), grid]; S0 = state (f32)
-    let img_tokens = linear(&mut g, &w.pp("decoder_embed"), &features, d.ce, d.dc, p)?;
+    let img_tokens = linear(&mut g, &w.pp("decoder_embed"), &features, d.ce, d.dc, true, p.compute)?;
     let mut img = g.scope("image_stream").concat("concat_camera", &[&z0, &img_tokens], 1);
     let mut st = state.clone();
     let (ipos, spos) = (d.image_stream_positions(), d.state_positions());
@@ -298,12 +306,13 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     }
 
     // 8. final norms: the new state in f32, the image stream in the compute dtype
-    let state_new = layer_norm(&mut g, &w.pp("dec_norm_state"), &st, d.dc, p, f32_)?;
-    let img_fin = layer_norm(&mut g, &w.pp("dec_norm"), &img, d.dc, p, p.compute)?;
+    let state_new = norm(&mut g, &w.pp("dec_norm_state"), &st, d.dc, p, f32_)?;
+    let img_fin = norm(&mut g, &w.pp("dec_norm"), &img, d.dc, p, p.compute)?;
 
-    // 9. camera token c = I_fin[:, 0]
+    // 9. camera token c = I_fin[:, 0] (compute dtype inside the graph, f32 at the boundary)
     let cam = g.scope("camera_token").slice("Slice", &img_fin, [0], [1], &[1], &[]);
     let camera_token = g.scope("camera_token").reshape("Reshape", &cam, [1, d.dc as i64]);
+    let camera_token_f32 = cast_to(&mut g, "camera_token", "to_f32", &camera_token, f32_);
 
     // 10. memory write: M_new = write_blocks(memory, [q_g ‖ c])
     let mem_new = write_memory(&mut g, &retriever, &memory, &q_g, &cam, mem_blk, p)?;
@@ -311,14 +320,14 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     // 11. update/reset gating against the constant initial state and memory (f32)
     let (state_init, _) = initial_state(ckpt)?;
     let state_init = g.initializer("cut3r/state_init", Arc::new(state_init), f32_);
-    let mem_init = param(&mut g, &retriever, "mem", &[1, d.mem, d.cm], f32_)?;
+    let mem_init = weight(&mut g, &retriever, "mem", &[1, d.mem, d.cm], f32_)?;
     let state_out = gate(&mut g, "state_gate", &state_new, &state, &state_init, &update, &reset);
     let memory_out = gate(&mut g, "memory_gate", &mem_new, &memory, &mem_init, &update, &reset);
 
     // 12. pose head (spec §6.1)
     let camera_pose = pose_head(&mut g, &w.pp("downstream_head").pp("pose_head"), &camera_token, d.dc, c.mlp_ratio, p)?;
 
-    g.output(io::CAMERA_TOKEN, &camera_token);
+    g.output(io::CAMERA_TOKEN, &camera_token_f32);
     g.output(io::STATE_OUT, &state_out);
     g.output(io::MEMORY_OUT, &memory_out);
     g.output(io::CAMERA_POSE, &camera_pose);
@@ -334,9 +343,8 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
 ///   ──Slice [Dc, 2Dc)──▶ read [1,1,Dc]
 /// ```
 fn inquire(g: &mut GraphBuilder, w: &Weights, q_g: &Value, memory: &Value, d: &Dims, blk: BlockDims, p: Precision) -> Result<Value> {
-    let masked = param(g, w, "masked_token", &[1, 1, d.dc], p.compute)?;
-    let q_g = cast_to(&mut g.scope("pose_retriever/inquire"), "q_cast", q_g, p.compute);
-    let mut a = g.scope("pose_retriever/inquire").concat("concat_masked", &[&q_g, &masked], -1);
+    let masked = weight(g, w, "masked_token", &[1, 1, d.dc], p.compute)?;
+    let mut a = g.scope("pose_retriever/inquire").concat("concat_masked", &[q_g, &masked], -1);
     for k in 0..2 {
         a = decoder_block(g, &w.pp("read_blocks").pp(k), &a, memory, blk, None, p)?;
     }
@@ -351,10 +359,7 @@ fn inquire(g: &mut GraphBuilder, w: &Weights, q_g: &Value, memory: &Value, d: &D
 /// memory [1,M,2Dc] (f32) ──write_blocks.0(y=e)──▶ write_blocks.1(y=e)──▶ M_new [1,M,2Dc] (f32)
 /// ```
 fn write_memory(g: &mut GraphBuilder, w: &Weights, memory: &Value, q_g: &Value, cam: &Value, blk: BlockDims, p: Precision) -> Result<Value> {
-    let mut s = g.scope("pose_retriever/update_mem");
-    let q_g = cast_to(&mut s, "q_cast", q_g, p.compute);
-    let cam = cast_to(&mut s, "camera_cast", cam, p.compute);
-    let e = s.concat("concat_camera", &[&q_g, &cam], -1);
+    let e = g.scope("pose_retriever/update_mem").concat("concat_camera", &[q_g, cam], -1);
     let mut m = memory.clone();
     for k in 0..2 {
         m = decoder_block(g, &w.pp("write_blocks").pp(k), &m, &e, blk, None, p)?;

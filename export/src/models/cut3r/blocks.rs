@@ -1,6 +1,7 @@
-//! CUT3R building blocks (specs/cut3r.md §3) as graph helpers: linear, LayerNorm, exact GELU
-//! MLP, RoPE-2D from constant tables, self-/cross-attention, the CroCo encoder `Block` and the
-//! DUSt3R `DecoderBlock`.
+//! CUT3R-specific building blocks (specs/cut3r.md §3): RoPE-2D from constant tables,
+//! self-/cross-attention with RoPE, the CroCo encoder `Block` and the DUSt3R `DecoderBlock`.
+//! Linear, LayerNorm, exact GELU, the MLP and f32 softmax are the shared blocks of
+//! [`crate::models::layers`].
 //!
 //! Every helper takes the builder, the `Weights` scope of its module and its inputs, and names
 //! its nodes `<module path>/<step>` (style.md "Naming in graphs"). Initializers keep their
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use crate::checkpoint::Weights;
 use crate::error::Result;
 use crate::graph::{GraphBuilder, Scope, Value};
+use crate::models::layers::{cast_to, layer_norm, linear, mlp_erf, softmax_f32};
 use crate::tensor::{DType, F32Tensor};
 
 /// Numeric settings of one graph.
@@ -26,79 +28,27 @@ pub(super) struct Precision {
     /// Dtype of weights, matmuls and attention (f32 or f16).
     pub compute: DType,
     /// LayerNorm epsilon (1e-6 everywhere in CUT3R).
-    pub eps: f32,
+    pub eps: f64,
 }
 
-/// The checkpoint tensor `<w>.<name>` of `shape` as an initializer of `dtype`, under its
-/// checkpoint name.
-pub(super) fn param(g: &mut GraphBuilder, w: &Weights, name: &str, shape: &[usize], dtype: DType) -> Result<Value> {
-    let t = w.get(name, shape)?;
-    let init_name = t.name.clone();
-    Ok(g.initializer(&init_name, Arc::new(t), dtype))
-}
-
-/// `x` in `dtype` (a `Cast` node named `<scope>/<step>` only when needed).
-pub(super) fn cast_to(s: &mut Scope<'_>, step: &str, x: &Value, dtype: DType) -> Value {
-    if x.dtype() == dtype {
-        x.clone()
-    } else {
-        s.cast(step, x, dtype)
-    }
-}
-
-/// `nn.Linear` with weights stored `(out, in)`:
+/// `nn.LayerNorm(c, eps)` over the last axis with the result in `out`: the shared f32
+/// [`layer_norm`], with the cast to `out` when the stream's dtype differs (an f32 state or
+/// memory stream feeding an f16 sub-layer).
 ///
 /// ```text
-/// x [.., in] ──MatMul──▶ [.., out] ──Add(bias [out])──▶ y [.., out]
-///                 ▲
-/// weight [out, in] ──Transpose──▶ [in, out]      (constant; folded by ORT / TensorRT)
+/// x [.., c] ──Cast f32 (if x is not)──▶ LayerNormalization (f32) ──Cast `out` (if needed)──▶ y
 /// ```
-pub(super) fn linear(g: &mut GraphBuilder, w: &Weights, x: &Value, inp: usize, out: usize, p: Precision) -> Result<Value> {
-    let weight = param(g, w, "weight", &[out, inp], p.compute)?;
-    let bias = param(g, w, "bias", &[out], p.compute)?;
-    let mut s = g.scope(w.path());
-    let x = cast_to(&mut s, "input_cast", x, p.compute);
-    let wt = s.transpose("weight_t", &weight, &[1, 0]);
-    let y = s.matmul("MatMul", &x, &wt);
-    Ok(s.add("Add", &y, &bias))
+pub(super) fn norm(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, p: Precision, out: DType) -> Result<Value> {
+    let path = w.path();
+    // An f32 result is normalised straight from f32 (no round trip through the compute dtype).
+    let x = if out == DType::F32 { cast_to(g, &path, "input_to_f32", x, DType::F32) } else { x.clone() };
+    let y = layer_norm(g, w, &x, c, p.eps)?;
+    Ok(cast_to(g, &path, "to_out", &y, out))
 }
 
-/// `nn.LayerNorm(c, eps)` over the last axis, statistics in f32:
-///
-/// ```text
-/// x [.., c] ──Cast f32 (if needed)──▶ LayerNormalization(weight, bias; f32) ──Cast `out` (if needed)──▶ y
-/// ```
-pub(super) fn layer_norm(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, p: Precision, out: DType) -> Result<Value> {
-    let scale = param(g, w, "weight", &[c], DType::F32)?;
-    let bias = param(g, w, "bias", &[c], DType::F32)?;
-    let mut s = g.scope(w.path());
-    let x32 = cast_to(&mut s, "to_f32", x, DType::F32);
-    let y = s.layer_norm("LayerNormalization", &x32, &scale, Some(&bias), -1, p.eps);
-    Ok(cast_to(&mut s, "to_out", &y, out))
-}
-
-/// Exact (erf) GELU; opset 17 has no `Gelu` op:
-///
-/// ```text
-/// x ──·(1/√2)──▶ Erf ──+1──▶ ·x ──·0.5──▶ y
-/// ```
-pub(super) fn gelu(s: &mut Scope<'_>, step: &str, x: &Value) -> Value {
-    let t = s.mul_scalar(&format!("{step}/scale"), x, std::f64::consts::FRAC_1_SQRT_2);
-    let t = s.erf(&format!("{step}/Erf"), &t);
-    let t = s.add_scalar(&format!("{step}/add_one"), &t, 1.0);
-    let t = s.mul(&format!("{step}/mul_x"), &t, x);
-    s.mul_scalar(&format!("{step}/half"), &t, 0.5)
-}
-
-/// `Mlp`: `fc2(GELU(fc1(x)))`.
-///
-/// ```text
-/// x [.., c] ──fc1──▶ [.., hidden] ──GELU(erf)──▶ ──fc2──▶ [.., out]
-/// ```
+/// `Mlp` (`fc1`, GELU(erf), `fc2`) in the compute dtype.
 pub(super) fn mlp(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, hidden: usize, out: usize, p: Precision) -> Result<Value> {
-    let h = linear(g, &w.pp("fc1"), x, c, hidden, p)?;
-    let h = gelu(&mut g.scope(w.path()), "gelu", &h);
-    linear(g, &w.pp("fc2"), &h, hidden, out, p)
+    mlp_erf(g, w, ("fc1", "fc2"), x, c, hidden, out, p.compute)
 }
 
 /// Constant RoPE-2D tables for one set of token positions and one head size.
@@ -169,13 +119,13 @@ fn split_heads(s: &mut Scope<'_>, step: &str, x: &Value, heads: usize, head_dim:
 ///   ──Transpose──▶ [B,Nq,h,hd] ──Reshape──▶ [B,Nq,C]
 /// ```
 fn sdpa(s: &mut Scope<'_>, q: &Value, k: &Value, v: &Value, c: usize, head_dim: usize) -> Value {
+    let path = s.path().to_string();
     let q = s.mul_scalar("scale_q", q, (head_dim as f64).powf(-0.5));
     let kt = s.transpose("k_t", k, &[0, 1, 3, 2]);
     let scores = s.matmul("scores", &q, &kt);
     let compute = scores.dtype();
-    let scores = cast_to(s, "scores_f32", &scores, DType::F32);
-    let probs = s.softmax("Softmax", &scores, -1);
-    let probs = cast_to(s, "probs_cast", &probs, compute);
+    let probs = softmax_f32(s, &path, &scores, -1);
+    let probs = cast_to(s, &path, "probs_cast", &probs, compute);
     let out = s.matmul("context", &probs, v);
     let out = s.transpose("merge_heads/Transpose", &out, &[0, 2, 1, 3]);
     s.reshape("merge_heads/Reshape", &out, [0, 0, c as i64])
@@ -196,7 +146,7 @@ pub(super) struct Rope<'a> {
 /// ```
 pub(super) fn self_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
     let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
-    let qkv = linear(g, &w.pp("qkv"), x, c, 3 * c, p)?;
+    let qkv = linear(g, &w.pp("qkv"), x, c, 3 * c, true, p.compute)?;
     let ctx = {
         let mut s = g.scope(w.path());
         let parts = s.split("split_qkv", &qkv, -1, &[c, c, c]);
@@ -209,7 +159,7 @@ pub(super) fn self_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, d: Bl
         }
         sdpa(&mut s, &q, &k, &v, c, hd)
     };
-    linear(g, &w.pp("proj"), &ctx, c, c, p)
+    linear(g, &w.pp("proj"), &ctx, c, c, true, p.compute)
 }
 
 /// Cross-attention (`cross_attn.projq/projk/projv/proj`): queries from `x`, keys and values
@@ -222,9 +172,9 @@ pub(super) fn self_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, d: Bl
 /// ```
 pub(super) fn cross_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, y: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
     let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
-    let q = linear(g, &w.pp("projq"), x, c, c, p)?;
-    let k = linear(g, &w.pp("projk"), y, c, c, p)?;
-    let v = linear(g, &w.pp("projv"), y, c, c, p)?;
+    let q = linear(g, &w.pp("projq"), x, c, c, true, p.compute)?;
+    let k = linear(g, &w.pp("projk"), y, c, c, true, p.compute)?;
+    let v = linear(g, &w.pp("projv"), y, c, c, true, p.compute)?;
     let ctx = {
         let mut s = g.scope(w.path());
         let mut q = split_heads(&mut s, "heads_q", &q, heads, hd);
@@ -236,14 +186,14 @@ pub(super) fn cross_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, y: &
         }
         sdpa(&mut s, &q, &k, &v, c, hd)
     };
-    linear(g, &w.pp("proj"), &ctx, c, c, p)
+    linear(g, &w.pp("proj"), &ctx, c, c, true, p.compute)
 }
 
 /// `x + delta`, in the residual stream's dtype (`delta` is cast when it differs).
 fn residual(g: &mut GraphBuilder, w: &Weights, step: &str, x: &Value, delta: &Value) -> Value {
-    let mut s = g.scope(w.path());
-    let delta = cast_to(&mut s, &format!("{step}/cast"), delta, x.dtype());
-    s.add(step, x, &delta)
+    let path = w.path();
+    let delta = cast_to(g, &path, &format!("{step}/cast"), delta, x.dtype());
+    g.scope(path).add(step, x, &delta)
 }
 
 /// Sizes of one transformer block.
@@ -260,10 +210,10 @@ pub(super) struct BlockDims {
 /// x ──norm1──▶ self-attn(RoPE pos) ──▶ (+x) ──norm2──▶ mlp ──▶ (+) ──▶ out
 /// ```
 pub(super) fn encoder_block(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: &RopeTable, p: Precision) -> Result<Value> {
-    let h = layer_norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
+    let h = norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
     let a = self_attention(g, &w.pp("attn"), &h, d, Some(Rope { q: rope, k: rope }), p)?;
     let x = residual(g, w, "attn_residual", x, &a);
-    let h = layer_norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
+    let h = norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
     let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
     Ok(residual(g, w, "mlp_residual", &x, &m))
 }
@@ -289,14 +239,14 @@ pub(super) fn decoder_block(
 ) -> Result<Value> {
     let self_rope = rope.map(|(xr, _)| Rope { q: xr, k: xr });
     let cross_rope = rope.map(|(xr, yr)| Rope { q: xr, k: yr });
-    let h = layer_norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
+    let h = norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
     let a = self_attention(g, &w.pp("attn"), &h, d, self_rope, p)?;
     let x = residual(g, w, "attn_residual", x, &a);
-    let y_ = layer_norm(g, &w.pp("norm_y"), y, d.dim, p, p.compute)?;
-    let h = layer_norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
+    let y_ = norm(g, &w.pp("norm_y"), y, d.dim, p, p.compute)?;
+    let h = norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
     let a = cross_attention(g, &w.pp("cross_attn"), &h, &y_, d, cross_rope, p)?;
     let x = residual(g, w, "cross_residual", &x, &a);
-    let h = layer_norm(g, &w.pp("norm3"), &x, d.dim, p, p.compute)?;
+    let h = norm(g, &w.pp("norm3"), &x, d.dim, p, p.compute)?;
     let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
     Ok(residual(g, w, "mlp_residual", &x, &m))
 }
