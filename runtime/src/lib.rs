@@ -35,6 +35,7 @@ pub mod error;
 pub mod manifest;
 pub mod ort_env;
 pub mod pipeline;
+pub mod server;
 pub mod session;
 pub mod stages;
 pub mod values;

@@ -63,6 +63,56 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Serve the HTTP API (see README.md, section Serving): videos, localize, ask with SSE,
+    /// OpenAI-style chat completions, health and Prometheus metrics.
+    Serve {
+        /// Bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Address to bind (port 0 picks a free port; the bound address is printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// cpu, cuda or tensorrt.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Intra-op threads per model job (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Model jobs run at once on the blocking pool (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Model jobs waiting or running; more are refused with 429.
+        #[arg(long, default_value_t = 256)]
+        max_queue: usize,
+        /// Registered videos kept; past it the least recently used is forgotten (404 afterwards).
+        #[arg(long, default_value_t = 64)]
+        max_sessions: usize,
+        /// Memory budget of resident scenes (KV prefixes, embeddings) in MiB; the least recently
+        /// used scene is evicted past it and re-observed on its next request.
+        #[arg(long, default_value_t = 2048)]
+        cache_mb: usize,
+        /// File holding the API key: every route but /healthz then needs `Authorization: Bearer <key>`.
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
+        /// Directory whose videos clients may name by path (JSON `{path}` and file:// URLs).
+        #[arg(long)]
+        allow_dir: Option<PathBuf>,
+        /// Request body limit in MiB (uploads included).
+        #[arg(long, default_value_t = 256)]
+        max_body_mb: usize,
+        /// Most frames a client may ask to sample.
+        #[arg(long, default_value_t = 64)]
+        max_frames: usize,
+        /// Most new tokens a client may ask for.
+        #[arg(long, default_value_t = 512)]
+        max_new_tokens: usize,
+        /// Per-request deadline in seconds (504 past it).
+        #[arg(long, default_value_t = 120.0)]
+        request_timeout_s: f64,
+        /// On SIGINT/SIGTERM, seconds given to in-flight requests before they are cancelled.
+        #[arg(long, default_value_t = 10.0)]
+        shutdown_timeout_s: f64,
+    },
     /// Check the runtime environment: which ONNX Runtime library is loaded and its build.
     Doctor {
         /// Print machine-readable JSON.
@@ -102,6 +152,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("onnxruntime library: {}", info.library.display());
                 println!("{}", info.build_info);
             }
+        }
+        Command::Serve {
+            bundle,
+            addr,
+            device,
+            threads,
+            workers,
+            max_queue,
+            max_sessions,
+            cache_mb,
+            api_key_file,
+            allow_dir,
+            max_body_mb,
+            max_frames,
+            max_new_tokens,
+            request_timeout_s,
+            shutdown_timeout_s,
+        } => {
+            let device: Device = device.parse()?;
+            anyhow::ensure!(request_timeout_s > 0.0 && shutdown_timeout_s >= 0.0, "timeouts must be positive");
+            let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            loc3r::server::serve(loc3r::server::ServeConfig {
+                bundle,
+                addr,
+                session: SessionOptions { device, intra_threads: threads, ..SessionOptions::default() },
+                workers,
+                max_queue,
+                max_sessions,
+                cache_mb,
+                api_key_file,
+                allow_dir,
+                max_body_mb,
+                max_frames,
+                max_new_tokens,
+                request_timeout: std::time::Duration::from_secs_f64(request_timeout_s),
+                shutdown_timeout: std::time::Duration::from_secs_f64(shutdown_timeout_s),
+            })?;
         }
         Command::Run { bundle, video, frames, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, json, quiet } => {
             let device: Device = device.parse()?;
