@@ -84,6 +84,11 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, bundle = %cfg.bundle.display(), workers = cfg.workers, cache_mb = cfg.cache_mb, auth = cfg.api_key_file.is_some(), "serving");
+        // No Nagle delay: streamed tokens go out as they are decoded.
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, http::router(state))
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
