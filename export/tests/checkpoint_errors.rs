@@ -1,8 +1,12 @@
 //! Bad checkpoints: each must give a clear error naming the file and tensor, exit code
 //! 2, and no panic or backtrace (issue: foundation, "Bad input").
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::edit_header;
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_loc3r-export"))
@@ -25,22 +29,6 @@ fn check_fails(dir: &Path) -> String {
 
 fn one_line(stderr: &str) {
     assert_eq!(stderr.trim_end().lines().count(), 1, "expected a one-line error: {stderr}");
-}
-
-/// Rewrites the JSON header of a safetensors file, keeping the data section.
-fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    edit(&mut header);
-    let mut text = serde_json::to_string(&header).unwrap();
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(path, out).unwrap();
 }
 
 fn fresh(extra: &[&str]) -> tempfile::TempDir {

@@ -17,7 +17,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{f32_array, f32_input, fixture, max_abs_diff as max_err, run, session, sha256_file, tiny_checkpoint};
+use common::{edit_header, f32_array, f32_input, fixture, max_abs_diff as max_err, run, session, sha256_file, tiny_checkpoint};
 use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, SafetensorsFile, TensorToWrite};
 use loc3r_export::config::{Config, PoolMode};
 use loc3r_export::graph::proto;
@@ -358,22 +358,6 @@ fn symbolic_dims_stay_short_in_a_deeper_config() {
 
 // ---------------------------------------------------------------------------------------------
 // Bad inputs
-
-/// Rewrites the JSON header of a safetensors file, keeping the data section.
-fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let mut header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    edit(&mut header);
-    let mut text = serde_json::to_string(&header).unwrap();
-    while (8 + text.len()) % 8 != 0 {
-        text.push(' ');
-    }
-    let mut out = (text.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
-    std::fs::write(path, out).unwrap();
-}
 
 /// A private copy of the shared tiny checkpoint, for tests that break it.
 fn tiny_dir(tmp: &Path) -> PathBuf {

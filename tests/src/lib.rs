@@ -26,6 +26,18 @@ pub fn tiny_bundle(seed: u64) -> &'static Path {
     bundle
 }
 
+/// The `loc3r-serve` binary that cargo built for this workspace (next to the test binary).
+pub fn serve_exe() -> PathBuf {
+    let mut p = std::env::current_exe().expect("test binary path");
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let exe = p.join("loc3r-serve");
+    assert!(exe.is_file(), "{} not built; run the tests through `cargo test --workspace`", exe.display());
+    exe
+}
+
 /// A synthetic test video (ffmpeg's `testsrc`, moving patterns) of `frames` frames.
 pub fn synthetic_video(dir: &Path, name: &str, width: usize, height: usize, frames: usize) -> PathBuf {
     let path = dir.join(name);

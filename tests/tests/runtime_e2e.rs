@@ -5,20 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
-use loc3r_e2e::{synthetic_video, tiny_bundle};
+use loc3r_e2e::{serve_exe, synthetic_video, tiny_bundle};
 
 fn model() -> Loc3r {
     Loc3r::open(tiny_bundle(1), &SessionOptions { intra_threads: 1, ..SessionOptions::default() }).unwrap()
-}
-
-fn serve_exe() -> PathBuf {
-    // The binary of the runtime crate, built by cargo for the workspace.
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("loc3r-serve")
 }
 
 #[test]
@@ -125,9 +115,6 @@ fn bundles_of_another_format_version_are_refused() {
 #[test]
 fn cli_run_prints_the_documented_json() {
     let exe = serve_exe();
-    if !exe.is_file() {
-        panic!("{} not built; run through `cargo test --workspace`", exe.display());
-    }
     let tmp = tempfile::tempdir().unwrap();
     let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 20);
     let out = Command::new(&exe)

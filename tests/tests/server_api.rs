@@ -9,17 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use loc3r_e2e::{repo_root, synthetic_video, tiny_bundle};
+use loc3r_e2e::{repo_root, serve_exe, synthetic_video, tiny_bundle};
 use serde_json::{json, Value};
-
-fn serve_exe() -> PathBuf {
-    let mut p = std::env::current_exe().unwrap();
-    p.pop();
-    if p.ends_with("deps") {
-        p.pop();
-    }
-    p.join("loc3r-serve")
-}
 
 struct Resp {
     status: u16,
