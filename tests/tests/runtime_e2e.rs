@@ -1,7 +1,7 @@
 //! Tiny checkpoint -> bundle -> answers, through the library and the `loc3r-serve` binary:
 //! prefix reuse, determinism, and bad input that must become clear errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
