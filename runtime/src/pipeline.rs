@@ -291,8 +291,13 @@ impl Scene {
         let p = values::to_f32(&out["position"], "position")?;
         let o = values::to_f32(&out["orientation_logits"], "orientation_logits")?;
         let bev = values::to_f32(&out["bev"], "bev")?;
-        let position = decode_position([p[[0, 0]], p[[0, 1]], p[[0, 2]], p[[0, 3]]]);
-        let orientation = decode_orientation(o.as_slice().expect("contiguous")).map_err(|e| Error::Input(e.to_string()))?;
+        let p: Vec<f32> = p.iter().copied().collect();
+        let [x, y, log_var_x, log_var_y] = p[..] else {
+            return Err(Error::Bundle(format!("heads.onnx position has {} values, expected 4", p.len())));
+        };
+        let position = decode_position([x, y, log_var_x, log_var_y]);
+        let logits: Vec<f32> = o.iter().copied().collect();
+        let orientation = decode_orientation(&logits).map_err(|e| Error::Bundle(format!("heads.onnx orientation_logits: {e}")))?;
         let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(e.to_string()))?;
         let bev = decode_bev(bev).map_err(|e| Error::Input(e.to_string()))?;
         Ok(Localization {

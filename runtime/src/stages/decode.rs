@@ -89,7 +89,9 @@ impl<'b> Llm<'b> {
         let tensor = Tensor::from_array(input).map_err(|e| Error::ort("embed input", e))?;
         let outputs = session.run(ort::inputs!["input_ids" => tensor]).map_err(|e| Error::ort("running embed", e))?;
         let e = outputs["inputs_embeds"].try_extract_array::<f32>().map_err(|e| Error::ort("embed output", e))?;
-        Ok(e.to_owned().into_shape_with_order((ids.len(), h)).expect("[1,S,H]"))
+        e.to_owned()
+            .into_shape_with_order((ids.len(), h))
+            .map_err(|err| Error::Bundle(format!("embed.onnx returned {:?}, expected [1, {}, {h}]: {err}", e.shape(), ids.len())))
     }
 
     /// Runs `embeds [S, H]` after `past` (by reference: `past` stays valid).
@@ -133,7 +135,7 @@ impl<'b> Llm<'b> {
             .map_err(e("decoder hidden states"))?
             .to_owned()
             .into_shape_with_order((s, l.hidden_size))
-            .expect("[1,S,H]");
+            .map_err(|err| Error::Bundle(format!("decoder.onnx hidden_states do not match [1, {s}, {}]: {err}", l.hidden_size)))?;
         let mut values = Vec::with_capacity(2 * l.num_layers);
         for i in 0..l.num_layers {
             for kind in ["key", "value"] {
