@@ -110,6 +110,41 @@ REQUIRED_PREFIXES = (
 )
 
 
+def build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, weights_path):
+    """The official model for our `cut3r` config object, with our weights loaded.
+
+    Only keys the model has with the same shape are loaded (the official loader's fallback
+    would silently drop the whole decoder on one size mismatch); every tensor on the
+    camera-token path must come from our file.
+    Returns (model, our tensors, model state_dict, loaded tensors, load_state_dict result).
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    W, H = cfg["input_size"]
+    conf = ARCroco3DStereoConfig(
+        state_size=cfg["state_size"], state_pe=cfg["state_pe"], pos_embed=cfg["pos_embed"],
+        rgb_head=cfg["rgb_head"], pose_head=cfg["pose_head"], patch_embed_cls="PatchEmbedDust3R",
+        img_size=(max(W, H), max(W, H)), head_type=cfg["head_type"], output_mode="pts3d+pose",
+        depth_mode=("exp", -math.inf, math.inf), conf_mode=("exp", 1, math.inf),
+        pose_mode=("exp", -math.inf, math.inf), enc_embed_dim=cfg["enc_embed_dim"],
+        enc_depth=cfg["enc_depth"], enc_num_heads=cfg["enc_num_heads"], dec_embed_dim=cfg["dec_embed_dim"],
+        dec_depth=cfg["dec_depth"], dec_num_heads=cfg["dec_num_heads"],
+        state_dec_num_heads=cfg["state_dec_num_heads"], local_mem_size=cfg["local_mem_size"],
+        patch_size=cfg["patch_size"], mlp_ratio=cfg["mlp_ratio"], landscape_only=False,
+    )
+    torch.manual_seed(0)  # only the DPT heads stay random (hard-coded dims; not compared)
+    model = ARCroco3DStereo(conf).eval()
+    ours = load_file(str(weights_path))
+    theirs = model.state_dict()
+    usable = {k: v for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) == tuple(v.shape)}
+    res = model.load_state_dict(usable, strict=False)
+    missing_required = [k for k in theirs if k not in usable and k.startswith(REQUIRED_PREFIXES)]
+    if missing_required:
+        sys.exit(f"required CUT3R tensors missing or mis-shaped in {weights_path}: {missing_required}")
+    return model, ours, theirs, usable, res
+
+
 def main():
     args = parse_args()
     src = os.path.join(os.path.abspath(args.cut3r_repo), "src")
@@ -120,7 +155,6 @@ def main():
 
     import torch
     from safetensors.numpy import save_file
-    from safetensors.torch import load_file
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -136,34 +170,10 @@ def main():
     cfg = json.load(open(os.path.join(ckpt_dir, "config.json")))["cut3r"]
     weights_path = os.path.join(ckpt_dir, "cut3r.safetensors")
     W, H = cfg["input_size"]
-    patch = cfg["patch_size"]
-
-    conf = ARCroco3DStereoConfig(
-        state_size=cfg["state_size"], state_pe=cfg["state_pe"], pos_embed=cfg["pos_embed"],
-        rgb_head=cfg["rgb_head"], pose_head=cfg["pose_head"], patch_embed_cls="PatchEmbedDust3R",
-        img_size=(max(W, H), max(W, H)), head_type=cfg["head_type"], output_mode="pts3d+pose",
-        depth_mode=("exp", -math.inf, math.inf), conf_mode=("exp", 1, math.inf),
-        pose_mode=("exp", -math.inf, math.inf), enc_embed_dim=cfg["enc_embed_dim"],
-        enc_depth=cfg["enc_depth"], enc_num_heads=cfg["enc_num_heads"], dec_embed_dim=cfg["dec_embed_dim"],
-        dec_depth=cfg["dec_depth"], dec_num_heads=cfg["dec_num_heads"],
-        state_dec_num_heads=cfg["state_dec_num_heads"], local_mem_size=cfg["local_mem_size"],
-        patch_size=patch, mlp_ratio=cfg["mlp_ratio"], landscape_only=False,
-    )
-    torch.manual_seed(0)  # only the DPT heads stay random (hard-coded dims; not compared)
-    model = ARCroco3DStereo(conf).eval()
     assert abs(cfg["norm_eps"] - 1e-6) < 1e-12, "official LayerNorms use eps 1e-6"
-
-    # Load: keep only keys the model has with the same shape (the official loader's fallback would
-    # silently drop the whole decoder on one size mismatch), then check the required families.
-    ours = load_file(weights_path)
-    theirs = model.state_dict()
-    usable = {k: v for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) == tuple(v.shape)}
+    model, ours, theirs, usable, res = build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, weights_path)
     skipped = sorted(set(ours) - set(usable))
-    res = model.load_state_dict(usable, strict=False)
     not_loaded = [k for k in theirs if k not in usable]
-    missing_required = [k for k in not_loaded if k.startswith(REQUIRED_PREFIXES)]
-    if missing_required:
-        sys.exit(f"required CUT3R tensors missing or mis-shaped in {weights_path}: {missing_required}")
     print(f"loaded {len(usable)} tensors; {len(skipped)} of our keys skipped (DPT dims/aliases), "
           f"{len(not_loaded)} model keys left random (DPT/ray only); load result: "
           f"{len(res.missing_keys)} missing, {len(res.unexpected_keys)} unexpected", file=sys.stderr)

@@ -178,8 +178,6 @@ def run_cut3r(cut3r_repo: Path, ckpt_dir: Path, images: np.ndarray):
     if not os.path.isdir(os.path.join(src, "dust3r")):
         raise SystemExit(f"{cut3r_repo}: no src/dust3r; pass the CUT3R checkout root")
     sys.path.insert(0, src)
-    from safetensors.torch import load_file
-
     import dust3r.blocks as dblocks
     from dust3r.model import ARCroco3DStereo, ARCroco3DStereoConfig
     from models import pos_embed as croco_pos_embed
@@ -187,26 +185,7 @@ def run_cut3r(cut3r_repo: Path, ckpt_dir: Path, images: np.ndarray):
     croco_pos_embed.RoPE2D.forward = cut3r_golden.analytic_rope_forward
     cfg = json.loads((ckpt_dir / "config.json").read_text())["cut3r"]
     W, H = cfg["input_size"]
-    conf = ARCroco3DStereoConfig(
-        state_size=cfg["state_size"], state_pe=cfg["state_pe"], pos_embed=cfg["pos_embed"],
-        rgb_head=cfg["rgb_head"], pose_head=cfg["pose_head"], patch_embed_cls="PatchEmbedDust3R",
-        img_size=(max(W, H), max(W, H)), head_type=cfg["head_type"], output_mode="pts3d+pose",
-        depth_mode=("exp", -math.inf, math.inf), conf_mode=("exp", 1, math.inf),
-        pose_mode=("exp", -math.inf, math.inf), enc_embed_dim=cfg["enc_embed_dim"],
-        enc_depth=cfg["enc_depth"], enc_num_heads=cfg["enc_num_heads"], dec_embed_dim=cfg["dec_embed_dim"],
-        dec_depth=cfg["dec_depth"], dec_num_heads=cfg["dec_num_heads"],
-        state_dec_num_heads=cfg["state_dec_num_heads"], local_mem_size=cfg["local_mem_size"],
-        patch_size=cfg["patch_size"], mlp_ratio=cfg["mlp_ratio"], landscape_only=False,
-    )
-    torch.manual_seed(0)
-    model = ARCroco3DStereo(conf).eval()
-    ours = load_file(str(ckpt_dir / "cut3r.safetensors"))
-    theirs = model.state_dict()
-    usable = {k: v for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) == tuple(v.shape)}
-    model.load_state_dict(usable, strict=False)
-    missing = [k for k in theirs if k not in usable and k.startswith(cut3r_golden.REQUIRED_PREFIXES)]
-    if missing:
-        raise SystemExit(f"required CUT3R tensors missing or mis-shaped: {missing}")
+    model = cut3r_golden.build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, ckpt_dir / "cut3r.safetensors")[0]
     for blk in model.enc_blocks:  # fp32 q/k around RoPE (as cut3r_golden.py's default)
         blk.attn.forward = types.MethodType(dblocks.Attention.forward, blk.attn)
 
