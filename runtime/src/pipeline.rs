@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{concatenate, s, Array2, Array3, Axis};
+use ndarray::{concatenate, s, Array2, Axis};
 use serde::Serialize;
 
 use crate::bundle::Bundle;
@@ -281,11 +281,10 @@ impl Scene {
         let b = self.model.bundle();
         let h = pos.len();
         let mut heads = b.session("heads")?.lock().map_err(|_| Error::Input("heads session poisoned".into()))?;
-        let grid: Array3<f32> = self.grid_hidden.clone().insert_axis(Axis(0));
         let inputs = ort::inputs![
             "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
             "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
-            "vision_hidden" => values::from_f32(grid.into_dyn(), "f32", "vision_hidden")?,
+            "vision_hidden" => values::f32_view(self.grid_hidden.view().insert_axis(Axis(0)), "vision_hidden")?,
         ];
         let out = heads.run(inputs).map_err(|e| Error::ort("running heads", e))?;
         let p = values::to_f32(&out["position"], "position")?;

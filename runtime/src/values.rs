@@ -1,8 +1,8 @@
 //! Moving arrays in and out of ONNX Runtime values, whatever the graph's float dtype.
 
 use half::f16;
-use ndarray::{ArrayD, IxDyn};
-use ort::value::{DynValue, Tensor};
+use ndarray::{ArrayD, ArrayView, Dimension, IxDyn};
+use ort::value::{DynValue, Tensor, TensorRef};
 
 use crate::error::{Error, Result};
 
@@ -14,6 +14,11 @@ pub fn from_f32(array: ArrayD<f32>, dtype: &str, what: &str) -> Result<DynValue>
         other => return Err(Error::Bundle(format!("{what}: unsupported input dtype {other}"))),
     };
     v.map_err(|e| Error::ort(what.to_string(), e))
+}
+
+/// A zero-copy f32 input borrowing `array` (which must be in standard layout).
+pub fn f32_view<'a, D: Dimension + 'static>(array: ArrayView<'a, f32, D>, what: &str) -> Result<TensorRef<'a, f32>> {
+    TensorRef::from_array_view(array).map_err(|e| Error::ort(what.to_string(), e))
 }
 
 /// A float value (f32 or f16) as an f32 array.

@@ -6,7 +6,7 @@
 //! is never copied or modified (copy-on-write by construction).
 
 use half::f16;
-use ndarray::{Array2, Array3, ArrayD, IxDyn};
+use ndarray::{Array2, ArrayD, IxDyn};
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor};
 
@@ -111,9 +111,8 @@ impl<'b> Llm<'b> {
         fn e(what: &'static str) -> impl Fn(ort::Error) -> Error {
             move |err| Error::ort(what, err)
         }
-        let embeds3: Array3<f32> = embeds.clone().insert_axis(ndarray::Axis(0));
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-            ("inputs_embeds".into(), Tensor::from_array(embeds3).map_err(e("decoder input"))?.into_dyn().into()),
+            ("inputs_embeds".into(), crate::values::f32_view(embeds.view().insert_axis(ndarray::Axis(0)), "decoder input")?.into()),
             ("attention_mask".into(), Tensor::from_array(Array2::<i64>::ones((1, total))).map_err(e("decoder input"))?.into_dyn().into()),
             (
                 "position_ids".into(),

@@ -32,13 +32,13 @@ impl VisionEmbeds {
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
     let features = {
         let mut siglip = bundle.session("siglip")?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
-        let input = values::from_f32(pixels.clone().into_dyn(), "f32", "pixel_values")?;
+        let input = values::f32_view(pixels.view(), "pixel_values")?;
         let out = siglip.run(ort::inputs!["pixel_values" => input]).map_err(|e| Error::ort("running siglip", e))?;
         values::to_f32(&out["image_features"], "image_features")?
     };
     let mut projector = bundle.session("projector")?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
     let feats = values::from_f32(features, "f32", "image_features")?;
-    let cams = values::from_f32(camera_tokens.clone().into_dyn(), "f32", "camera_tokens")?;
+    let cams = values::f32_view(camera_tokens.view(), "camera_tokens")?;
     let out = projector
         .run(ort::inputs!["image_features" => feats, "camera_tokens" => cams])
         .map_err(|e| Error::ort("running projector", e))?;
