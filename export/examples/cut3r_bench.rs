@@ -147,12 +147,7 @@ fn report_sizes(dir: &Path) -> Result<()> {
     for graph in [cut3r::ENCODER_GRAPH, cut3r::STEP_GRAPH] {
         let onnx = std::fs::metadata(dir.join(format!("{graph}.onnx")))?.len();
         let data = std::fs::metadata(dir.join(format!("{graph}.onnx.data"))).map(|m| m.len()).unwrap_or(0);
-        println!(
-            "size {graph:14} {:>9.1} MiB ({} B graph + {} B external data)",
-            (onnx + data) as f64 / 1048576.0,
-            onnx,
-            data
-        );
+        println!("size {graph:14} {:>9.1} MiB ({} B graph + {} B external data)", (onnx + data) as f64 / 1048576.0, onnx, data);
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use loc3r::manifest::{self, FileEntry, GraphEntry, IoSpec, Manifest, RuntimeParams};
+use loc3r::manifest::{self, FileEntry, GraphEntry, IoSpec, KvCacheLayout, Manifest, RuntimeParams};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{Checkpoint, Requirements, TOKENIZER_FILE};
@@ -37,6 +37,8 @@ pub struct BundleOptions {
     /// CUT3R input size override `(width, height)` (default: the config's).
     pub cut3r_size: Option<(usize, usize)>,
     pub cut3r_points: bool,
+    /// KV cache interface of `decoder.onnx` (default: static).
+    pub kv_cache: KvCacheLayout,
     /// Replace an existing directory that is not a bundle.
     pub force: bool,
     /// Name map other than the built-in one.
@@ -45,7 +47,16 @@ pub struct BundleOptions {
 
 impl Default for BundleOptions {
     fn default() -> Self {
-        BundleOptions { precision: DType::F32, graphs: None, pooling: None, cut3r_size: None, cut3r_points: false, force: false, names: None }
+        BundleOptions {
+            precision: DType::F32,
+            graphs: None,
+            pooling: None,
+            cut3r_size: None,
+            cut3r_points: false,
+            kv_cache: KvCacheLayout::Static,
+            force: false,
+            names: None,
+        }
     }
 }
 
@@ -124,6 +135,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
         pooling: opts.pooling.unwrap_or(cfg.mm_spatial_pool_mode),
         cut3r_size: opts.cut3r_size.unwrap_or((cfg.cut3r.input_size[0], cfg.cut3r.input_size[1])),
         cut3r_points: opts.cut3r_points,
+        kv_cache: opts.kv_cache,
     };
     progress(Event::Plan(graphs.clone()));
 
@@ -144,13 +156,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     Ok(ExportReport { bundle: out.to_path_buf(), precision: precision_name(opts.precision).into(), graphs: reports, total_bytes })
 }
 
-fn write_bundle(
-    ckpt: &Checkpoint,
-    dir: &Path,
-    graphs: &[String],
-    opts: &ExportOptions,
-    progress: &mut impl FnMut(Event),
-) -> Result<Vec<GraphReport>> {
+fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportOptions, progress: &mut impl FnMut(Event)) -> Result<Vec<GraphReport>> {
     let mut entries = BTreeMap::new();
     let mut reports = Vec::new();
     for name in graphs {
@@ -184,8 +190,8 @@ fn write_bundle(
     let tokenizer_src = ckpt.dir().join(TOKENIZER_FILE);
     std::fs::copy(&tokenizer_src, dir.join(TOKENIZER_FILE)).map_err(|e| Error::io(&tokenizer_src, e))?;
 
-    let config_text = std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE))
-        .map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
+    let config_text =
+        std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE)).map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
     let config_echo: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
     let tokenizer_size = tokenizer_size(&dir.join(TOKENIZER_FILE))?;
     let manifest = Manifest {
@@ -209,7 +215,10 @@ fn write_cut3r_init(ckpt: &Checkpoint, path: &Path) -> Result<()> {
     use crate::checkpoint::{write_safetensors, TensorToWrite};
     let (state, mem) = models::cut3r::initial_state(ckpt)?;
     let with_batch = |t: &crate::tensor::F32Tensor| [vec![1], t.shape.clone()].concat();
-    let (state_shape, mem_shape) = (if state.shape.len() == 3 { state.shape.clone() } else { with_batch(&state) }, if mem.shape.len() == 3 { mem.shape.clone() } else { with_batch(&mem) });
+    let (state_shape, mem_shape) = (
+        if state.shape.len() == 3 { state.shape.clone() } else { with_batch(&state) },
+        if mem.shape.len() == 3 { mem.shape.clone() } else { with_batch(&mem) },
+    );
     let entries = [
         TensorToWrite { name: models::cut3r::STATE_INIT.into(), dtype: DType::F32, shape: state_shape },
         TensorToWrite { name: models::cut3r::MEM_INIT.into(), dtype: DType::F32, shape: mem_shape },
@@ -290,6 +299,7 @@ pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -
             head_dim: cfg.head_dim(),
             vocab_size: cfg.vocab_size,
             max_positions: cfg.tokenizer_model_max_length.unwrap_or(cfg.max_position_embeddings).min(cfg.max_position_embeddings),
+            kv_cache: opts.kv_cache,
         },
         prompt: manifest::PromptParams {
             system: "You are a helpful assistant.".into(),
@@ -359,10 +369,7 @@ fn check_target(out: &Path, force: bool) -> Result<()> {
     if empty || is_bundle || force {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
-        "{}: exists and is not a loc3r bundle (no manifest.json); refusing to replace it (use --force to overwrite)",
-        out.display()
-    )))
+    Err(Error::Invalid(format!("{}: exists and is not a loc3r bundle (no manifest.json); refusing to replace it (use --force to overwrite)", out.display())))
 }
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {

@@ -156,10 +156,7 @@ impl Config {
     pub fn builtin(name: &str) -> Result<Config> {
         let (_, text) = BUILTIN_CONFIGS.iter().find(|(n, _)| *n == name).ok_or_else(|| Error::Config {
             file: "<builtin>".into(),
-            message: format!(
-                "unknown config `{name}`; choose one of: {}",
-                BUILTIN_CONFIGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ),
+            message: format!("unknown config `{name}`; choose one of: {}", BUILTIN_CONFIGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")),
         })?;
         Config::from_json(text, &format!("models/{name}/config.json"))
     }
@@ -269,10 +266,7 @@ impl Config {
         }
         let v = &self.vision_config;
         if self.mm_hidden_size != v.hidden_size {
-            return Err(format!(
-                "`mm_hidden_size` ({}) must equal `vision_config.hidden_size` ({})",
-                self.mm_hidden_size, v.hidden_size
-            ));
+            return Err(format!("`mm_hidden_size` ({}) must equal `vision_config.hidden_size` ({})", self.mm_hidden_size, v.hidden_size));
         }
         divides("vision_config.hidden_size", v.hidden_size, "vision_config.num_attention_heads", v.num_attention_heads)?;
         if v.patch_size > v.image_size {
@@ -361,14 +355,14 @@ fn divides(num_field: &str, num: usize, den_field: &str, den: usize) -> std::res
 }
 
 /// Deserializes, naming the field path (`cut3r.enc_depth`) in type errors.
-fn serde_path_to_error_free<'de, T: Deserialize<'de>>(
-    de: &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>,
-) -> std::result::Result<T, String> {
+fn serde_path_to_error_free<'de, T: Deserialize<'de>>(de: &mut serde_json::Deserializer<serde_json::de::StrRead<'de>>) -> std::result::Result<T, String> {
     let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("invalid JSON: {inner}"),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("invalid JSON: {inner}")
+            }
             _ if path == "." || path.is_empty() => inner.to_string(),
             _ => format!("field `{path}`: {inner}"),
         }

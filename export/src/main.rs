@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loc3r_export::checkpoint::{Checkpoint, Requirements};
-use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_export::bundle::{export_bundle, BundleOptions, Event};
+use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::config::PoolMode;
 use loc3r_export::inspect::inspect;
+use loc3r_export::models::qwen2::KvCacheLayout;
+use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_export::DType;
 
 #[derive(Parser)]
@@ -80,6 +81,11 @@ enum Command {
         /// Also export CUT3R point-map heads.
         #[arg(long)]
         cut3r_points: bool,
+        /// Decoder KV cache interface: `static` (a preallocated cache the runtime fills in
+        /// place; nothing is copied or allocated per decode step) or `concat` (optimum /
+        /// onnxruntime-genai style `present = concat(past, new)`, copies the cache every step).
+        #[arg(long, default_value = "static")]
+        kv_cache: KvCacheLayout,
         /// Overwrite --out even if it is a non-empty directory that is not a bundle.
         #[arg(long)]
         force: bool,
@@ -179,7 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, force, names, quiet, json } => {
+        Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, quiet, json } => {
             let pooling = match pooling.as_deref() {
                 None => None,
                 Some("bilinear") => Some(PoolMode::Bilinear),
@@ -187,7 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(other) => anyhow::bail!(loc3r_export::Error::Invalid(format!("--pooling {other}: use bilinear or average"))),
             };
             let cut3r_size = cut3r_size.as_deref().map(parse_size).transpose()?;
-            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, force, names };
+            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names };
             let multi = indicatif::MultiProgress::new();
             if quiet || json {
                 multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -274,9 +280,7 @@ fn progress_bar(hidden: bool, message: &'static str) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})").expect("valid template").progress_chars("=> "),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({elapsed})").expect("valid template").progress_chars("=> "));
     bar.set_message(message);
     bar
 }

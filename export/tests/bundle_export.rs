@@ -159,7 +159,9 @@ fn onnx_checker_and_python_onnxruntime_accept_every_graph() {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-dev/bin/python");
     let has_onnx = python.is_file() && Command::new(&python).args(["-c", "import onnx, onnxruntime"]).status().is_ok_and(|s| s.success());
     if !has_onnx {
-        println!("SKIPPED: no .venv-dev with onnx + onnxruntime (run tools/golden/setup); the Rust-side ORT load is covered by export_is_deterministic_and_complete");
+        println!(
+            "SKIPPED: no .venv-dev with onnx + onnxruntime (run tools/golden/setup); the Rust-side ORT load is covered by export_is_deterministic_and_complete"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

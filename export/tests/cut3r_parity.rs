@@ -22,6 +22,7 @@ use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, Safe
 use loc3r_export::config::{Config, PoolMode};
 use loc3r_export::graph::proto;
 use loc3r_export::models::cut3r::{self, io};
+use loc3r_export::models::qwen2::KvCacheLayout;
 use loc3r_export::models::ExportOptions;
 use loc3r_export::names::{NameMap, SourceFile};
 use loc3r_export::tiny::init_values;
@@ -77,7 +78,7 @@ impl Golden {
 }
 
 fn options(precision: DType) -> ExportOptions {
-    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: false }
+    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: false, kv_cache: KvCacheLayout::Static }
 }
 
 /// Builds and saves both graphs into `dir`.
@@ -158,10 +159,7 @@ fn fp32_graphs_match_the_official_implementation_on_every_frame() {
             max_err(&out[io::STATE_OUT], &golden.frame(i, "state_out")),
             max_err(&out[io::MEMORY_OUT], &golden.frame(i, "memory_out")),
         ];
-        println!(
-            "{i:5}  {:6} {:5} | {:.2e}  {:.2e}     {:.2e}    {:.2e}   {:.2e}",
-            flags[1], flags[2], errs[0], errs[1], errs[2], errs[3], errs[4]
-        );
+        println!("{i:5}  {:6} {:5} | {:.2e}  {:.2e}     {:.2e}    {:.2e}   {:.2e}", flags[1], flags[2], errs[0], errs[1], errs[2], errs[3], errs[4]);
         for (w, e) in worst.iter_mut().zip(errs) {
             *w = w.max(e);
         }

@@ -19,10 +19,7 @@ fn tokenizer() -> Tokenizer {
 }
 
 fn encode(tk: &Tokenizer, text: &str) -> Vec<u32> {
-    tk.encode(text, false)
-        .unwrap_or_else(|e| panic!("encoding {text:?}: {e}"))
-        .get_ids()
-        .to_vec()
+    tk.encode(text, false).unwrap_or_else(|e| panic!("encoding {text:?}: {e}")).get_ids().to_vec()
 }
 
 fn shorten(text: &str) -> String {
@@ -46,24 +43,15 @@ fn corpus_matches_tiktoken() {
         if line.is_empty() {
             continue;
         }
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), n + 1));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}:{}: {e}", path.display(), n + 1));
         let text = v["text"].as_str().expect("text is a string");
-        let want: Vec<u32> = v["ids"]
-            .as_array()
-            .expect("ids is an array")
-            .iter()
-            .map(|x| u32::try_from(x.as_u64().expect("id is an integer")).expect("id fits u32"))
-            .collect();
+        let want: Vec<u32> =
+            v["ids"].as_array().expect("ids is an array").iter().map(|x| u32::try_from(x.as_u64().expect("id is an integer")).expect("id fits u32")).collect();
         let got = encode(&tk, text);
         lines += 1;
         ids_total += want.len();
         if got != want {
-            mismatches.push(format!(
-                "line {}: {}\n  expected {want:?}\n  got      {got:?}",
-                n + 1,
-                shorten(text)
-            ));
+            mismatches.push(format!("line {}: {}\n  expected {want:?}\n  got      {got:?}", n + 1, shorten(text)));
         }
     }
     assert!(lines >= 2000, "fixture has only {lines} lines");
@@ -81,10 +69,7 @@ fn chat_prefix_chunk_ids() {
     // llava-video-qwen2.md §4.5
     let tk = tokenizer();
     let chunk0 = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n";
-    assert_eq!(
-        encode(&tk, chunk0),
-        [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]
-    );
+    assert_eq!(encode(&tk, chunk0), [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]);
     assert_eq!(encode(&tk, "<|im_end|>\n<|im_start|>assistant\n"), [151645, 198, 151644, 77091, 198]);
     // Chunk 1 starts with "\n" -> 198, and "The" is a separate pre-token.
     assert_eq!(encode(&tk, "\nThe")[0], 198);
@@ -94,13 +79,7 @@ fn chat_prefix_chunk_ids() {
 #[test]
 fn special_token_ids() {
     let tk = tokenizer();
-    for (s, id) in [
-        ("<|endoftext|>", 151643),
-        ("<|im_start|>", 151644),
-        ("<|im_end|>", 151645),
-        ("<Pos>", 151646),
-        ("<Ori>", 151647),
-    ] {
+    for (s, id) in [("<|endoftext|>", 151643), ("<|im_start|>", 151644), ("<|im_end|>", 151645), ("<Pos>", 151646), ("<Ori>", 151647)] {
         assert_eq!(tk.token_to_id(s), Some(id), "{s}");
         assert_eq!(tk.id_to_token(id).as_deref(), Some(s), "{id}");
         assert_eq!(encode(&tk, s), [id], "{s}");
@@ -108,10 +87,7 @@ fn special_token_ids() {
     assert_eq!(tk.get_vocab_size(true), 151648);
     assert_eq!(tk.get_vocab_size(false), 151643);
     // Embedded in text, the added tokens are split out before the regex.
-    assert_eq!(
-        encode(&tk, "I am standing in the room<Pos><Ori>"),
-        [40, 1079, 11259, 304, 279, 3054, 151646, 151647]
-    );
+    assert_eq!(encode(&tk, "I am standing in the room<Pos><Ori>"), [40, 1079, 11259, 304, 279, 3054, 151646, 151647]);
     // `<image>` is not a token: it is split out by the caller (§4.4).
     assert_eq!(tk.token_to_id("<image>"), None);
     assert!(encode(&tk, "<image>").len() > 1);
@@ -129,30 +105,27 @@ fn reference_ids_from_qwen2_integration_test() {
              Language Understanding (NLU) and Natural Language Generation (NLG) with over 32+ pretrained \
              models in 100+ languages and deep interoperability between Jax, PyTorch and TensorFlow.",
             &[
-                8963, 388, 320, 69514, 3881, 438, 4510, 27414, 32852, 388, 323, 4510, 27414, 21334,
-                35722, 1455, 529, 8, 5707, 4586, 58238, 77235, 320, 61437, 11, 479, 2828, 12, 17, 11,
-                11830, 61437, 64, 11, 1599, 10994, 11, 27604, 321, 33, 529, 11, 29881, 6954, 32574,
-                369, 18448, 11434, 45451, 320, 45, 23236, 8, 323, 18448, 11434, 23470, 320, 30042,
-                38, 8, 448, 916, 220, 18, 17, 10, 80669, 4119, 304, 220, 16, 15, 15, 10, 15459, 323,
-                5538, 94130, 2897, 1948, 619, 706, 11, 5355, 51, 21584, 323, 94986, 13,
+                8963, 388, 320, 69514, 3881, 438, 4510, 27414, 32852, 388, 323, 4510, 27414, 21334, 35722, 1455, 529, 8, 5707, 4586, 58238, 77235, 320, 61437,
+                11, 479, 2828, 12, 17, 11, 11830, 61437, 64, 11, 1599, 10994, 11, 27604, 321, 33, 529, 11, 29881, 6954, 32574, 369, 18448, 11434, 45451, 320,
+                45, 23236, 8, 323, 18448, 11434, 23470, 320, 30042, 38, 8, 448, 916, 220, 18, 17, 10, 80669, 4119, 304, 220, 16, 15, 15, 10, 15459, 323, 5538,
+                94130, 2897, 1948, 619, 706, 11, 5355, 51, 21584, 323, 94986, 13,
             ],
         ),
         (
             "🤗 Transformers 提供了可以轻松地下载并且训练先进的预训练模型的 API 和工具。\
              使用预训练模型可以减少计算消耗和碳排放，并且节省从头训练所需要的时间和资源。",
             &[
-                144834, 80532, 93685, 83744, 34187, 73670, 104261, 29490, 62189, 103937, 104034,
-                102830, 98841, 104034, 104949, 9370, 5333, 58143, 102011, 1773, 37029, 98841, 104034,
-                104949, 73670, 101940, 100768, 104997, 33108, 100912, 105054, 90395, 100136, 106831,
-                45181, 64355, 104034, 113521, 101975, 33108, 85329, 1773,
+                144834, 80532, 93685, 83744, 34187, 73670, 104261, 29490, 62189, 103937, 104034, 102830, 98841, 104034, 104949, 9370, 5333, 58143, 102011,
+                1773, 37029, 98841, 104034, 104949, 73670, 101940, 100768, 104997, 33108, 100912, 105054, 90395, 100136, 106831, 45181, 64355, 104034, 113521,
+                101975, 33108, 85329, 1773,
             ],
         ),
         (
             "```python\ntokenizer = AutoTokenizer.from_pretrained(\"Qwen/Qwen-tokenizer\")\n\
              tokenizer(\"世界，你好！\")```",
             &[
-                73594, 12669, 198, 85593, 284, 8979, 37434, 6387, 10442, 35722, 445, 48, 16948,
-                45274, 16948, 34841, 3135, 1138, 85593, 445, 99489, 3837, 108386, 6313, 899, 73594,
+                73594, 12669, 198, 85593, 284, 8979, 37434, 6387, 10442, 35722, 445, 48, 16948, 45274, 16948, 34841, 3135, 1138, 85593, 445, 99489, 3837,
+                108386, 6313, 899, 73594,
             ],
         ),
     ];

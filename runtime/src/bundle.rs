@@ -36,9 +36,9 @@ impl Bundle {
         let manifest = Manifest::read(dir)?;
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
-            let len = std::fs::metadata(&path).map(|m| m.len()).map_err(|_| {
-                Error::Bundle(format!("{}: listed in manifest.json but missing; re-export the bundle", path.display()))
-            })?;
+            let len = std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|_| Error::Bundle(format!("{}: listed in manifest.json but missing; re-export the bundle", path.display())))?;
             if len != entry.bytes {
                 return Err(Error::Bundle(format!(
                     "{}: {len} bytes, manifest.json says {}; the bundle is incomplete or corrupt (check with `loc3r-export inspect`)",
@@ -59,9 +59,7 @@ impl Bundle {
 
     /// The session of a graph.
     pub fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
-        self.sessions.get(graph).ok_or_else(|| {
-            Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)"))
-        })
+        self.sessions.get(graph).ok_or_else(|| Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)")))
     }
 
     pub fn has_graph(&self, graph: &str) -> bool {

@@ -33,10 +33,7 @@ impl Error {
     /// Whether the caller's input (video, text, options, bundle, device choice) is at fault,
     /// rather than the runtime: binaries exit with code 2 for these.
     pub fn is_input_error(&self) -> bool {
-        matches!(
-            self,
-            Error::Input(_) | Error::Bundle(_) | Error::DeviceUnavailable { .. } | Error::Video(_) | Error::Preprocess(_) | Error::OrtMissing(_)
-        )
+        matches!(self, Error::Input(_) | Error::Bundle(_) | Error::DeviceUnavailable { .. } | Error::Video(_) | Error::Preprocess(_) | Error::OrtMissing(_))
     }
 
     pub fn ort(context: impl Into<String>, err: impl std::fmt::Display) -> Self {

@@ -41,6 +41,6 @@ pub mod stages;
 pub mod values;
 
 pub use error::{Error, Result};
-pub use pipeline::{Answer, Localization, Loc3r, Scene};
+pub use pipeline::{Answer, Loc3r, Localization, Scene};
 pub use session::{Device, SessionOptions};
 pub use stages::sampling::GenerationOptions;

@@ -110,6 +110,46 @@ pub struct LlmParams {
     /// Embedding rows (logits width).
     pub vocab_size: usize,
     pub max_positions: usize,
+    /// How `decoder.onnx` takes its KV cache (bundles written before the field existed are concat).
+    #[serde(default)]
+    pub kv_cache: KvCacheLayout,
+}
+
+/// The KV cache interface of `decoder.onnx` (specs/llava-video-qwen2.md §7.2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvCacheLayout {
+    /// `past_key_values.* [B,KVH,P,D]` in, `present.* [B,KVH,P+S,D]` out (HF optimum and
+    /// onnxruntime-genai naming). Every step copies the whole cache.
+    #[default]
+    Concat,
+    /// A read-only shared prefix `past_key_values.*`, a preallocated per-sequence buffer
+    /// `cache.* [B,KVH,C,D]` masked by `attention_mask`, and only the new positions out
+    /// (`present_new.* [B,KVH,S,D]`), which the caller writes into `cache`. Nothing is
+    /// copied or allocated per decode step.
+    Static,
+}
+
+impl KvCacheLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvCacheLayout::Concat => "concat",
+            KvCacheLayout::Static => "static",
+        }
+    }
+}
+
+impl std::str::FromStr for KvCacheLayout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "concat" => Ok(KvCacheLayout::Concat),
+            "static" => Ok(KvCacheLayout::Static),
+            other => Err(format!(
+                "unknown KV cache layout `{other}`; use `static` (preallocated, the default) or `concat` (optimum-style present = concat(past, new))"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,8 +189,7 @@ impl Manifest {
     pub fn read(bundle: &Path) -> Result<Manifest> {
         let path = bundle.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Bundle(format!("{}: invalid JSON: {e}", path.display())))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Bundle(format!("{}: invalid JSON: {e}", path.display())))?;
         let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
         let version = value.get("format_version").and_then(|v| v.as_u64());
         if format != FORMAT {
@@ -167,8 +206,6 @@ impl Manifest {
     }
 
     pub fn graph(&self, name: &str) -> Result<&GraphEntry> {
-        self.graphs.get(name).ok_or_else(|| {
-            Error::Bundle(format!("the bundle has no `{name}` graph; re-export with it (loc3r-export export --graphs ...)"))
-        })
+        self.graphs.get(name).ok_or_else(|| Error::Bundle(format!("the bundle has no `{name}` graph; re-export with it (loc3r-export export --graphs ...)")))
     }
 }

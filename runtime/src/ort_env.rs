@@ -33,12 +33,8 @@ static ENV: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment
 pub fn init() -> Result<&'static OrtInfo> {
     let loaded = ENV.get_or_init(|| {
         let library = locate_library()?;
-        let builder = ort::init_from(&library)
-            .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", library.display()))?;
-        let env = builder
-            .with_name("loc3r")
-            .build()
-            .map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+        let builder = ort::init_from(&library).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", library.display()))?;
+        let env = builder.with_name("loc3r").build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
         let build_info = ort::info().to_string();
         Ok((OrtInfo { library, build_info }, env))
     });

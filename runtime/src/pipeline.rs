@@ -317,13 +317,7 @@ impl Scene {
 
     /// Answers a question; `on_token` receives text pieces as they are decoded and
     /// returns `false` to stop early.
-    pub fn ask_streaming(
-        &self,
-        situation: Option<&str>,
-        question: &str,
-        opts: &GenerationOptions,
-        mut on_token: impl FnMut(&str) -> bool,
-    ) -> Result<Answer> {
+    pub fn ask_streaming(&self, situation: Option<&str>, question: &str, opts: &GenerationOptions, mut on_token: impl FnMut(&str) -> bool) -> Result<Answer> {
         let start = Instant::now();
         let b = self.model.bundle();
         let rt = &b.manifest.runtime;

@@ -89,18 +89,13 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
         2 => GraphOptimizationLevel::Level2,
         _ => GraphOptimizationLevel::Level3,
     };
-    let mut builder = Session::builder(env)
-        .map_err(err)?
-        .with_optimization_level(level)
-        .map_err(|e| err(ort::Error::<()>::from(e)))?;
+    let mut builder = Session::builder(env).map_err(err)?.with_optimization_level(level).map_err(|e| err(ort::Error::<()>::from(e)))?;
     if opts.intra_threads > 0 {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
     let bundle_dir = path.parent().unwrap_or(Path::new("."));
-    let mut builder = register(builder, &opts.device, bundle_dir).map_err(|e| Error::DeviceUnavailable {
-        device: opts.device.name().to_string(),
-        message: e.to_string().trim_end_matches('.').to_string(),
-    })?;
+    let mut builder = register(builder, &opts.device, bundle_dir)
+        .map_err(|e| Error::DeviceUnavailable { device: opts.device.name().to_string(), message: e.to_string().trim_end_matches('.').to_string() })?;
     builder.commit_from_file(path).map_err(err)
 }
 

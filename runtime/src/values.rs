@@ -26,10 +26,7 @@ pub fn to_f32(value: &DynValue, what: &str) -> Result<ArrayD<f32>> {
     if let Ok(a) = value.try_extract_array::<f32>() {
         return Ok(a.to_owned());
     }
-    value
-        .try_extract_array::<f16>()
-        .map(|a| a.mapv(f32::from))
-        .map_err(|e| Error::ort(format!("reading {what}"), e))
+    value.try_extract_array::<f16>().map(|a| a.mapv(f32::from)).map_err(|e| Error::ort(format!("reading {what}"), e))
 }
 
 /// An f32 array of the given shape from a flat vector.

@@ -17,10 +17,7 @@ fn fixtures() -> PathBuf {
 #[test]
 fn resize_matches_pillow_bit_exactly() {
     let dir = fixtures();
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json"),
-    )
-    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json")).unwrap();
     println!("fixtures from Pillow {}", manifest["pillow_version"]);
     let cases = manifest["cases"].as_array().unwrap();
     assert!(cases.len() >= 10);
@@ -33,10 +30,7 @@ fn resize_matches_pillow_bit_exactly() {
         let in_file = manifest["inputs"][input]["file"].as_str().unwrap();
         let src = read_image(&dir.join(in_file)).unwrap();
         let want = read_image(&dir.join(case["file"].as_str().unwrap())).unwrap();
-        let (w, h) = (
-            case["width"].as_u64().unwrap() as usize,
-            case["height"].as_u64().unwrap() as usize,
-        );
+        let (w, h) = (case["width"].as_u64().unwrap() as usize, case["height"].as_u64().unwrap() as usize);
         let filter = match case["filter"].as_str().unwrap() {
             "bicubic" => Filter::Bicubic,
             "lanczos" => Filter::Lanczos,
@@ -63,14 +57,8 @@ fn resize_matches_pillow_bit_exactly() {
             failures.push(format!("{input} {filter:?} {w}x{h}"));
         }
     }
-    println!(
-        "overall: max |diff| = {worst}, differing bytes = {total_diff}/{total_bytes} ({:.4}%)",
-        100.0 * total_diff as f64 / total_bytes as f64
-    );
-    assert!(
-        failures.is_empty(),
-        "not bit-exact with Pillow: {failures:?}"
-    );
+    println!("overall: max |diff| = {worst}, differing bytes = {total_diff}/{total_bytes} ({:.4}%)", 100.0 * total_diff as f64 / total_bytes as f64);
+    assert!(failures.is_empty(), "not bit-exact with Pillow: {failures:?}");
 }
 
 #[test]

@@ -10,11 +10,7 @@ use loc3r::stages::video::{load_frames, read_image, sample_indices, FrameSpec, V
 use ndarray::Array3;
 
 fn have_ffmpeg() -> bool {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
         eprintln!("SKIPPED: `ffmpeg` is not on PATH (tools/bootstrap installs it)");
     }
@@ -23,13 +19,8 @@ fn have_ffmpeg() -> bool {
 
 /// Runs `ffmpeg -y -loglevel error <args>` in `dir` and returns `dir/out`.
 fn ffmpeg(dir: &Path, args: &[&str], out: &str) -> PathBuf {
-    let status = Command::new("ffmpeg")
-        .current_dir(dir)
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .status()
-        .expect("running ffmpeg");
+    let status =
+        Command::new("ffmpeg").current_dir(dir).args(["-hide_banner", "-loglevel", "error", "-y"]).args(args).arg(out).status().expect("running ffmpeg");
     assert!(status.success(), "ffmpeg {args:?} {out} failed");
     dir.join(out)
 }
@@ -48,30 +39,13 @@ fn cli_frame(dir: &Path, video: &Path, k: usize) -> Array3<u8> {
     let filter = format!("select=eq(n\\,{k})");
     let out = format!("cli_{k}.png");
     let v = video.to_str().unwrap();
-    let png = ffmpeg(
-        dir,
-        &[
-            "-i",
-            v,
-            "-vf",
-            &filter,
-            "-frames:v",
-            "1",
-            "-pix_fmt",
-            "rgb24",
-        ],
-        &out,
-    );
+    let png = ffmpeg(dir, &["-i", v, "-vf", &filter, "-frames:v", "1", "-pix_fmt", "rgb24"], &out);
     read_image(&png).unwrap()
 }
 
 fn mean_abs_diff(a: &Array3<u8>, b: &Array3<u8>) -> f64 {
     assert_eq!(a.dim(), b.dim());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| x.abs_diff(*y) as f64)
-        .sum::<f64>()
-        / a.len() as f64
+    a.iter().zip(b.iter()).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64
 }
 
 #[test]
@@ -81,13 +55,7 @@ fn mp4_count_fps_indices_and_pixels() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // libx264 with B-frames (default preset): decode order != presentation order.
-    let video = testsrc(
-        tmp.path(),
-        "10",
-        25,
-        &["-c:v", "libx264", "-pix_fmt", "yuv420p"],
-        "x.mp4",
-    );
+    let video = testsrc(tmp.path(), "10", 25, &["-c:v", "libx264", "-pix_fmt", "yuv420p"], "x.mp4");
     let f = load_frames(&video, &FrameSpec::new(8)).unwrap();
     assert_eq!(f.total_frames, 25);
     assert_eq!(f.fps, 10.0);
@@ -101,12 +69,7 @@ fn mp4_count_fps_indices_and_pixels() {
     }
     // consecutive samples differ (testsrc moves)
     for w in f.frames.windows(2) {
-        assert!(
-            mean_abs_diff(&w[0].rgb, &w[1].rgb) > 1.0,
-            "frames {} and {} look identical",
-            w[0].index,
-            w[1].index
-        );
+        assert!(mean_abs_diff(&w[0].rgb, &w[1].rgb) > 1.0, "frames {} and {} look identical", w[0].index, w[1].index);
     }
     // each sampled frame is the frame the ffmpeg CLI extracts at that index
     for fr in [&f.frames[0], &f.frames[3], &f.frames[7]] {
@@ -114,11 +77,7 @@ fn mp4_count_fps_indices_and_pixels() {
         let d = mean_abs_diff(&fr.rgb, &want);
         println!("frame {}: mean |diff| vs ffmpeg CLI = {d}", fr.index);
         // the nearest other frame differs by far more than colour-conversion rounding
-        assert!(
-            d < 1.0,
-            "frame {}: mean |diff| vs ffmpeg CLI = {d}",
-            fr.index
-        );
+        assert!(d < 1.0, "frame {}: mean |diff| vs ffmpeg CLI = {d}", fr.index);
     }
 }
 
@@ -129,13 +88,7 @@ fn mkv_without_frame_count_uses_a_counting_pass() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // Matroska stores no nb_frames; NTSC frame rate 30000/1001.
-    let video = testsrc(
-        tmp.path(),
-        "30000/1001",
-        31,
-        &["-c:v", "mpeg4", "-q:v", "3"],
-        "x.mkv",
-    );
+    let video = testsrc(tmp.path(), "30000/1001", 31, &["-c:v", "mpeg4", "-q:v", "3"], "x.mkv");
     let f = load_frames(&video, &FrameSpec::new(32)).unwrap();
     assert_eq!(f.total_frames, 31);
     assert!((f.fps - 30000.0 / 1001.0).abs() < 1e-9, "fps {}", f.fps);
@@ -167,23 +120,13 @@ fn truncated_video_uses_the_frames_that_decode() {
     }
     let tmp = tempfile::tempdir().unwrap();
     // faststart puts the index (nb_frames = 40) first; then cut the file in half.
-    let video = testsrc(
-        tmp.path(),
-        "10",
-        40,
-        &["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"],
-        "t.mp4",
-    );
+    let video = testsrc(tmp.path(), "10", 40, &["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"], "t.mp4");
     let bytes = std::fs::read(&video).unwrap();
     let cut = tmp.path().join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let f = load_frames(&cut, &FrameSpec::new(8)).unwrap();
     println!("truncated file: {} of 40 frames decode", f.total_frames);
-    assert!(
-        f.total_frames > 0 && f.total_frames < 40,
-        "decoded {} frames",
-        f.total_frames
-    );
+    assert!(f.total_frames > 0 && f.total_frames < 40, "decoded {} frames", f.total_frames);
     let idx: Vec<usize> = f.frames.iter().map(|fr| fr.index).collect();
     assert_eq!(idx, sample_indices(f.total_frames, 8).unwrap());
     assert_eq!(*idx.last().unwrap(), f.total_frames - 1);
@@ -202,70 +145,37 @@ fn bad_video_inputs_are_typed_errors() {
     assert!(e.to_string().contains("nope.mp4"));
     // garbage bytes
     let junk = tmp.path().join("junk.mp4");
-    std::fs::write(
-        &junk,
-        (0..5000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(&junk, (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
     let e = load_frames(&junk, &spec).unwrap_err();
     println!("junk: {e}");
-    assert!(
-        matches!(
-            e,
-            VideoError::NotAVideo { .. } | VideoError::NoFrames { .. }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, VideoError::NotAVideo { .. } | VideoError::NoFrames { .. }), "{e}");
     // empty file
     let empty = tmp.path().join("empty.mp4");
     std::fs::write(&empty, b"").unwrap();
     let e = load_frames(&empty, &spec).unwrap_err();
     assert!(matches!(e, VideoError::NotAVideo { .. }), "{e}");
     // audio only: no video stream
-    let wav = ffmpeg(
-        tmp.path(),
-        &["-f", "lavfi", "-i", "sine=frequency=440:duration=0.2"],
-        "a.wav",
-    );
+    let wav = ffmpeg(tmp.path(), &["-f", "lavfi", "-i", "sine=frequency=440:duration=0.2"], "a.wav");
     let e = load_frames(&wav, &spec).unwrap_err();
     assert!(matches!(e, VideoError::NotAVideo { .. }), "{e}");
     assert!(e.to_string().contains("no video stream"), "{e}");
     // a valid header whose data is gone: 0 decodable frames
-    let video = testsrc(
-        tmp.path(),
-        "10",
-        20,
-        &["-c:v", "mpeg4", "-movflags", "+faststart"],
-        "z.mp4",
-    );
+    let video = testsrc(tmp.path(), "10", 20, &["-c:v", "mpeg4", "-movflags", "+faststart"], "z.mp4");
     let bytes = std::fs::read(&video).unwrap();
     let head = tmp.path().join("head.mp4");
     // keep the moov box (at the start with faststart) but not the frame data
-    let mdat = bytes
-        .windows(4)
-        .position(|w| w == b"mdat")
-        .expect("mdat box");
+    let mdat = bytes.windows(4).position(|w| w == b"mdat").expect("mdat box");
     std::fs::write(&head, &bytes[..mdat + 4]).unwrap();
     let e = load_frames(&head, &spec).unwrap_err();
     println!("header only: {e}");
-    assert!(
-        matches!(
-            e,
-            VideoError::NoFrames { .. } | VideoError::NotAVideo { .. }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, VideoError::NoFrames { .. } | VideoError::NotAVideo { .. }), "{e}");
     // N = 0
     let e = load_frames(&video, &FrameSpec::new(0)).unwrap_err();
     assert!(matches!(e, VideoError::ZeroSamples), "{e}");
 }
 
 fn write_png(path: &Path, w: u32, h: u32, value: u8) {
-    let img = image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([value, (x * 7) as u8, (y * 5) as u8])
-    });
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([value, (x * 7) as u8, (y * 5) as u8]));
     img.save(path).unwrap();
 }
 
@@ -286,33 +196,16 @@ fn image_directory_is_a_video() {
     assert_eq!(idx, sample_indices(12, 5).unwrap());
     for fr in &f.frames {
         assert_eq!(fr.rgb.dim(), (10, 20, 3));
-        assert_eq!(
-            fr.rgb[[0, 0, 0]],
-            fr.index as u8 * 10,
-            "frame {} is the wrong file",
-            fr.index
-        );
+        assert_eq!(fr.rgb[[0, 0, 0]], fr.index as u8 * 10, "frame {} is the wrong file", fr.index);
         assert_eq!(fr.time_s, fr.index as f64);
     }
     // fps given
-    let f = load_frames(
-        dir,
-        &FrameSpec {
-            num_frames: 3,
-            image_dir_fps: Some(4.0),
-        },
-    )
-    .unwrap();
+    let f = load_frames(dir, &FrameSpec { num_frames: 3, image_dir_fps: Some(4.0) }).unwrap();
     assert_eq!(f.frames[2].time_s, 11.0 / 4.0);
     assert_eq!(f.duration_s, 3.0);
     // jpg is accepted too
-    image::RgbImage::from_pixel(20, 10, image::Rgb([1, 2, 3]))
-        .save(dir.join("999.jpg"))
-        .unwrap();
-    assert_eq!(
-        load_frames(dir, &FrameSpec::new(2)).unwrap().total_frames,
-        13
-    );
+    image::RgbImage::from_pixel(20, 10, image::Rgb([1, 2, 3])).save(dir.join("999.jpg")).unwrap();
+    assert_eq!(load_frames(dir, &FrameSpec::new(2)).unwrap().total_frames, 13);
 }
 
 #[test]
@@ -326,30 +219,16 @@ fn bad_image_directories_are_typed_errors() {
     write_png(&tmp.path().join("a.png"), 4, 4, 0);
     std::fs::write(tmp.path().join("notes.txt"), b"hello").unwrap();
     let e = load_frames(tmp.path(), &spec).unwrap_err();
-    assert!(
-        matches!(e, VideoError::NonImageFiles { count: 1, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, VideoError::NonImageFiles { count: 1, .. }), "{e}");
     assert!(e.to_string().contains("notes.txt"), "{e}");
     std::fs::remove_file(tmp.path().join("notes.txt")).unwrap();
     // a corrupt image
-    std::fs::write(
-        tmp.path().join("b.png"),
-        b"\x89PNG\r\n\x1a\nthis is not a png",
-    )
-    .unwrap();
+    std::fs::write(tmp.path().join("b.png"), b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
     let e = load_frames(tmp.path(), &spec).unwrap_err();
     assert!(matches!(e, VideoError::UnreadableImage { .. }), "{e}");
     assert!(e.to_string().contains("b.png"), "{e}");
     // bad fps
     std::fs::remove_file(tmp.path().join("b.png")).unwrap();
-    let e = load_frames(
-        tmp.path(),
-        &FrameSpec {
-            num_frames: 2,
-            image_dir_fps: Some(0.0),
-        },
-    )
-    .unwrap_err();
+    let e = load_frames(tmp.path(), &FrameSpec { num_frames: 2, image_dir_fps: Some(0.0) }).unwrap_err();
     assert!(matches!(e, VideoError::BadFps(_)), "{e}");
 }

@@ -41,12 +41,11 @@ fn reference() -> Value {
 
 fn sha256_hex(data: &[u8]) -> String {
     const K: [u32; 64] = [
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
-        0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
-        0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
-        0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
-        0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
+        0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+        0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+        0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+        0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
         0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
     ];
     let mut h: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
@@ -120,9 +119,14 @@ fn bundle_checked(reference: &Value) -> &'static Path {
     let want = reference["checkpoint_sha256"].as_object().expect("checkpoint_sha256");
     assert!(want.contains_key("model.safetensors") && want.contains_key("cut3r.safetensors"), "reference.json lacks checkpoint hashes");
     for (name, digest) in want {
-        let bytes = std::fs::read(ckpt.join(name)).unwrap_or_else(|e| panic!("fixtures are stale (fresh make-tiny --seed 1 has no {name}: {e}), regenerate with {REGENERATE}"));
+        let bytes = std::fs::read(ckpt.join(name))
+            .unwrap_or_else(|e| panic!("fixtures are stale (fresh make-tiny --seed 1 has no {name}: {e}), regenerate with {REGENERATE}"));
         let got = sha256_hex(&bytes);
-        assert_eq!(got, digest.as_str().unwrap(), "fixtures are stale: make-tiny --seed 1 {name} has sha256 {got}, the fixtures were made from {digest}; regenerate with {REGENERATE}");
+        assert_eq!(
+            got,
+            digest.as_str().unwrap(),
+            "fixtures are stale: make-tiny --seed 1 {name} has sha256 {got}, the fixtures were made from {digest}; regenerate with {REGENERATE}"
+        );
     }
     bundle
 }
@@ -192,15 +196,9 @@ fn prompt_ids_match_the_reference() {
     let timing = VideoTiming { duration_s: frames.duration_s, frame_times_s: frames.frames.iter().map(|f| f.time_s).collect() };
     assert_eq!(prompt::time_instruction(&b.manifest.runtime.prompt, &timing), reference["time_instruction"].as_str().unwrap());
     for q in reference["questions"].as_array().unwrap() {
-        let plan = prompt::plan(&b.tokenizer, &b.manifest.runtime.prompt, &timing, situation(q), q["question"].as_str().unwrap())
-            .expect("prompt plan");
-        let got: Vec<i64> = plan
-            .head
-            .iter()
-            .map(|&i| i as i64)
-            .chain([IMAGE_TOKEN_INDEX])
-            .chain(plan.video_tail.iter().chain(&plan.question).map(|&i| i as i64))
-            .collect();
+        let plan = prompt::plan(&b.tokenizer, &b.manifest.runtime.prompt, &timing, situation(q), q["question"].as_str().unwrap()).expect("prompt plan");
+        let got: Vec<i64> =
+            plan.head.iter().map(|&i| i as i64).chain([IMAGE_TOKEN_INDEX]).chain(plan.video_tail.iter().chain(&plan.question).map(|&i| i as i64)).collect();
         let want: Vec<i64> = q["prompt_ids"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
         assert_eq!(got, want, "{}: prompt ids (runtime head + [-200] + video_tail + question vs reference)", q["name"]);
         assert!(!plan.video_tail.is_empty(), "{}: the video tail should be cached with the prefix", q["name"]);
@@ -263,8 +261,16 @@ fn answers_and_poses_match_the_reference_in_both_orders() {
         for (k, &i) in order.iter().enumerate() {
             let when = format!("order {order:?}, {}", if k == 0 { "first on the prefix" } else { "second, reused prefix" });
             let a = ask(&scene, &qs[i]);
-            eprintln!("{} ({when}): {} ids, pos ({:.5}, {:.5}) σ ({:.5}, {:.5}), yaw {:.4}°", qs[i]["name"], a.token_ids.len(),
-                a.pose.position.x, a.pose.position.y, a.pose.position.sigma_x, a.pose.position.sigma_y, a.pose.yaw_deg);
+            eprintln!(
+                "{} ({when}): {} ids, pos ({:.5}, {:.5}) σ ({:.5}, {:.5}), yaw {:.4}°",
+                qs[i]["name"],
+                a.token_ids.len(),
+                a.pose.position.x,
+                a.pose.position.y,
+                a.pose.position.sigma_x,
+                a.pose.position.sigma_y,
+                a.pose.yaw_deg
+            );
             check_answer(&model, &qs[i], &a, &when);
         }
         // localize() reads the same <Pos>/<Ori> hidden states (they do not see the question).

@@ -26,12 +26,8 @@ fn questions_reuse_the_video_prefix_and_are_deterministic() {
     assert_eq!(a.pose.position.x, b.pose.position.x);
     // Only the question's own tokens are prefilled after the cached prefix.
     assert!(a.tokens.prompt > scene.prefix_tokens());
-    let question_tokens = m
-        .bundle()
-        .tokenizer
-        .encode("I am standing in the room<Pos><Ori>Where is the chair?<|im_end|>\n<|im_start|>assistant\n", false)
-        .unwrap()
-        .len();
+    let question_tokens =
+        m.bundle().tokenizer.encode("I am standing in the room<Pos><Ori>Where is the chair?<|im_end|>\n<|im_start|>assistant\n", false).unwrap().len();
     assert_eq!(a.tokens.prompt - scene.prefix_tokens(), question_tokens);
     // The heads read <Pos>/<Ori>, which precede the question: localize gives the same pose.
     let pose = scene.localize(None).unwrap();
@@ -49,10 +45,20 @@ fn questions_reuse_the_video_prefix_and_are_deterministic() {
     assert_eq!(scene.ask(None, "Q", &sampled).unwrap().token_ids, scene.ask(None, "Q", &sampled).unwrap().token_ids);
     // Streaming delivers the same text and can stop early.
     let mut pieces = String::new();
-    let streamed = scene.ask_streaming(None, "Where is the chair?", &opts, |p| { pieces.push_str(p); true }).unwrap();
+    let streamed = scene
+        .ask_streaming(None, "Where is the chair?", &opts, |p| {
+            pieces.push_str(p);
+            true
+        })
+        .unwrap();
     assert_eq!(pieces.trim(), streamed.answer);
     let mut n = 0;
-    let stopped = scene.ask_streaming(None, "Where is the chair?", &opts, |_| { n += 1; n < 2 }).unwrap();
+    let stopped = scene
+        .ask_streaming(None, "Where is the chair?", &opts, |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
     assert!(stopped.tokens.generated <= 3, "{}", stopped.tokens.generated);
 }
 
@@ -142,7 +148,8 @@ fn cli_run_prints_the_documented_json() {
 
     let out = Command::new(&exe).args(["run", "--question", "Q", "--bundle"]).arg(tiny_bundle(1)).args(["--video", "/no/such.mp4"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(&exe).args(["run", "--question", "Q", "--device", "cuda", "--bundle"]).arg(tiny_bundle(1)).args(["--video"]).arg(&video).output().unwrap();
+    let out =
+        Command::new(&exe).args(["run", "--question", "Q", "--device", "cuda", "--bundle"]).arg(tiny_bundle(1)).args(["--video"]).arg(&video).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("cuda") && err.contains("not available"), "{err}");

@@ -104,7 +104,11 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line.trim().rsplit("http://").next().unwrap_or_default().to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "no address on stdout: {line:?}; log: {}", std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default());
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "no address on stdout: {line:?}; log: {}",
+            std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
         Server { child, addr, key: None, dir }
     }
 
@@ -149,7 +153,9 @@ impl Server {
     fn upload(&self, bytes: &[u8], frames: Option<usize>) -> Resp {
         let b = "loc3rBoundary7MA4YWxk";
         let mut body = Vec::new();
-        body.extend_from_slice(format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"v.mp4\"\r\nContent-Type: video/mp4\r\n\r\n").as_bytes(),
+        );
         body.extend_from_slice(bytes);
         if let Some(f) = frames {
             body.extend_from_slice(format!("\r\n--{b}\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\n{f}").as_bytes());
@@ -172,7 +178,10 @@ impl Server {
 
     fn metric(&self, name: &str) -> f64 {
         let text = self.get("/metrics").text();
-        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum()
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
     }
 
     fn log(&self) -> String {
@@ -248,10 +257,13 @@ fn videos_localize_ask_and_delete() {
     let (last, rest) = events.split_last().unwrap();
     assert_eq!(last.0, "end", "{events:?}");
     let end: Value = serde_json::from_str(&last.1).unwrap();
-    let text: String = rest.iter().map(|(n, d)| {
-        assert_eq!(n, "token");
-        serde_json::from_str::<Value>(d).unwrap()["token"].as_str().unwrap().to_string()
-    }).collect();
+    let text: String = rest
+        .iter()
+        .map(|(n, d)| {
+            assert_eq!(n, "token");
+            serde_json::from_str::<Value>(d).unwrap()["token"].as_str().unwrap().to_string()
+        })
+        .collect();
     assert_eq!(text.trim(), end["answer"].as_str().unwrap());
     assert_eq!(end["answer"], a["answer"]);
     assert_eq!(end["position"], a["position"]);
@@ -288,7 +300,11 @@ fn videos_localize_ask_and_delete() {
     assert_eq!(s.get("/v1/videos").json()["videos"].as_array().unwrap().len(), 1);
     // One log line per request, with id, route, status and timings.
     let log = s.log();
-    assert!(log.lines().any(|l| l.contains("loc3r::request") && l.contains("route=\"/v1/videos/{id}/ask\"") && l.contains("status=200") && l.contains("prefill_ms=")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("loc3r::request") && l.contains("route=\"/v1/videos/{id}/ask\"") && l.contains("status=200") && l.contains("prefill_ms=")),
+        "{log}"
+    );
 }
 
 #[test]
@@ -354,7 +370,10 @@ fn chat_completions_in_openai_shapes() {
     bad["messages"][1]["content"][0] = json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}});
     assert_eq!(s.post("/v1/chat/completions", &bad).error(422), "invalid_input");
     assert_eq!(s.post("/v1/chat/completions", &json!({"video_id": "nope", "messages": [{"role": "user", "content": "hi"}]})).error(404), "not_found");
-    assert_eq!(s.post("/v1/chat/completions", &json!({"video_id": id, "max_tokens": 100000, "messages": [{"role": "user", "content": "hi"}]})).error(422), "invalid_input");
+    assert_eq!(
+        s.post("/v1/chat/completions", &json!({"video_id": id, "max_tokens": 100000, "messages": [{"role": "user", "content": "hi"}]})).error(422),
+        "invalid_input"
+    );
     assert_eq!(s.post("/v1/chat/completions", &json!({"messages": "hi"})).error(400), "invalid_request");
     s.healthy();
 }
@@ -416,8 +435,16 @@ fn hostile_input_is_a_json_4xx_and_the_server_keeps_serving() {
         ("NUL in path", s.post("/v1/videos", &json!({"path": "room.mp4\u{0}.txt"})), 400),
         ("corrupt upload", s.upload(b"this is not a video at all, just bytes", Some(4)), 422),
         ("empty upload", s.upload(b"", Some(4)), 422),
-        ("upload frames not a number", s.req("POST", "/v1/videos", "multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\nmany\r\n--X--\r\n"), 400),
-        ("truncated multipart", s.req("POST", "/v1/videos", "multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc"), 400),
+        (
+            "upload frames not a number",
+            s.req("POST", "/v1/videos", "multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\nmany\r\n--X--\r\n"),
+            400,
+        ),
+        (
+            "truncated multipart",
+            s.req("POST", "/v1/videos", "multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc"),
+            400,
+        ),
         ("wrong content type", s.req("POST", "/v1/videos", "text/plain", b"room.mp4"), 415),
         ("huge body", s.req("POST", &ask, "application/json", &vec![b' '; 3 << 20]), 413),
         ("unknown route", s.get("/v2/everything"), 404),
@@ -429,7 +456,8 @@ fn hostile_input_is_a_json_4xx_and_the_server_keeps_serving() {
         s.healthy();
     }
     // Unicode that is fine: accepted, and answered.
-    for q in ["Où est la chaise ? 🪑", "أين الباب؟", "e\u{301}\u{301}\u{301} zalgo", "\u{202e}reversed\u{202c}", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u{FEFF}"] {
+    for q in ["Où est la chaise ? 🪑", "أين الباب؟", "e\u{301}\u{301}\u{301} zalgo", "\u{202e}reversed\u{202c}", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u{FEFF}"]
+    {
         let r = s.post(&ask, &json!({"question": q, "max_new_tokens": 3}));
         assert_eq!(r.status, 200, "{q:?}: {}", r.text());
     }

@@ -233,12 +233,9 @@ fn open_model_files(dir: &Path, problems: &mut Vec<String>) -> (BTreeMap<String,
                 }
                 Err(e) => {
                     let e = match e {
-                        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!(
-                            "{}: points to missing shard {file} (holding {} tensors, e.g. `{}`)",
-                            index_path.display(),
-                            tensors.len(),
-                            tensors[0]
-                        ),
+                        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                            format!("{}: points to missing shard {file} (holding {} tensors, e.g. `{}`)", index_path.display(), tensors.len(), tensors[0])
+                        }
                         other => other.to_string(),
                     };
                     problems.push(e);

@@ -72,8 +72,7 @@ impl SafetensorsFile {
             return Err(Error::format(path, format!("header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")));
         }
         let header_end = 8 + header_len as usize;
-        let header = std::str::from_utf8(&mmap[8..header_end])
-            .map_err(|e| Error::format(path, format!("header is not UTF-8: {e}")))?;
+        let header = std::str::from_utf8(&mmap[8..header_end]).map_err(|e| Error::format(path, format!("header is not UTF-8: {e}")))?;
         let raw: BTreeMap<String, serde_json::Value> =
             serde_json::from_str(header).map_err(|e| Error::format(path, format!("invalid safetensors header JSON: {e}")))?;
         let data_len = (len as usize) - header_end;
@@ -82,8 +81,7 @@ impl SafetensorsFile {
             if name == "__metadata__" {
                 continue;
             }
-            let info: RawInfo = serde_json::from_value(value)
-                .map_err(|e| Error::format(path, format!("tensor `{name}`: invalid header entry: {e}")))?;
+            let info: RawInfo = serde_json::from_value(value).map_err(|e| Error::format(path, format!("tensor `{name}`: invalid header entry: {e}")))?;
             let [start, end] = info.data_offsets;
             if start > end || end > data_len as u64 {
                 return Err(Error::format(
@@ -164,14 +162,9 @@ impl TensorRef {
     pub fn new(file: &Arc<SafetensorsFile>, name: &str) -> Option<Result<TensorRef>> {
         let info = file.tensors.get(name)?;
         Some(match &info.dtype {
-            Ok(dt) if dt.is_float() => Ok(TensorRef {
-                file: file.clone(),
-                name: name.to_string(),
-                dtype: *dt,
-                shape: info.shape.clone(),
-                start: info.start,
-                end: info.end,
-            }),
+            Ok(dt) if dt.is_float() => {
+                Ok(TensorRef { file: file.clone(), name: name.to_string(), dtype: *dt, shape: info.shape.clone(), start: info.start, end: info.end })
+            }
             Ok(dt) => Err(Error::Dtype { mapped: name.into(), file: file.file_name(), dtype: dt.to_string() }),
             Err(raw) => Err(Error::Dtype { mapped: name.into(), file: file.file_name(), dtype: raw.clone() }),
         })
@@ -258,10 +251,7 @@ pub fn write_safetensors(
     let mut offset = 0usize;
     for t in &sorted {
         let bytes = t.shape.iter().product::<usize>() * t.dtype.size();
-        header.insert(
-            t.name.clone(),
-            serde_json::json!({"dtype": t.dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, offset + bytes]}),
-        );
+        header.insert(t.name.clone(), serde_json::json!({"dtype": t.dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, offset + bytes]}));
         offset += bytes;
     }
     let mut text = serde_json::to_string(&header).expect("json");

@@ -48,9 +48,11 @@ impl Weights {
     /// The tensor `<path>.<name>`, which must have `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<TensorRef> {
         let logical = self.logical(name);
-        let spec = self.ckpt.names().resolve(&self.family, &logical).ok_or_else(|| {
-            Error::Invalid(format!("tensor `{logical}` is not in the name map's `{}` family; add it to models/names.json", self.family))
-        })?;
+        let spec = self
+            .ckpt
+            .names()
+            .resolve(&self.family, &logical)
+            .ok_or_else(|| Error::Invalid(format!("tensor `{logical}` is not in the name map's `{}` family; add it to models/names.json", self.family)))?;
         let t = self.ckpt.tensor(spec)?;
         let found = crate::tensor::TensorData::shape(&t);
         if found != shape {

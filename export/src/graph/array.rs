@@ -303,7 +303,11 @@ mod tests {
         assert_close(&out["concat"], &want_c, 1e-6);
         let want_ex = ArrayD::from_shape_fn(IxDyn(&[2, 2, 2, 3]), |ix| {
             let (bb, h, dd) = (ix[1], ix[2], ix[3]);
-            if dd >= h { want_c[[bb, h, 0, dd]] } else { 0.0 }
+            if dd >= h {
+                want_c[[bb, h, 0, dd]]
+            } else {
+                0.0
+            }
         });
         assert_close(&out["expand"], &want_ex, 1e-6);
         assert_close(&out["ones"], &ArrayD::from_elem(IxDyn(&[2, 3]), 1.5), 0.0);

@@ -332,15 +332,9 @@ impl GraphBuilder {
             return value.clone();
         };
         let old = self.values[slot].shape();
-        let conflict = old.len() != shape.len()
-            || old.iter().zip(&shape).any(|(a, b)| matches!((a, b), (Dim::Fixed(x), Dim::Fixed(y)) if x != y));
+        let conflict = old.len() != shape.len() || old.iter().zip(&shape).any(|(a, b)| matches!((a, b), (Dim::Fixed(x), Dim::Fixed(y)) if x != y));
         if conflict {
-            self.problem(format!(
-                "refine_shape: `{}` has shape {}, which {} contradicts",
-                value.name(),
-                shape_string(old),
-                shape_string(&shape)
-            ));
+            self.problem(format!("refine_shape: `{}` has shape {}, which {} contradicts", value.name(), shape_string(old), shape_string(&shape)));
             return value.clone();
         }
         let refined = Value::new(value.name().to_string(), value.dtype(), shape);
@@ -505,10 +499,7 @@ impl Scope<'_> {
         let first = values[0].dtype();
         if let Some(other) = values.iter().find(|v| v.dtype() != first) {
             let node = self.node_name(step);
-            self.g.problem(format!(
-                "node `{node}`: {op_type} inputs differ in dtype: {:?} vs {other:?}; add a Cast",
-                values[0]
-            ));
+            self.g.problem(format!("node `{node}`: {op_type} inputs differ in dtype: {:?} vs {other:?}; add a Cast", values[0]));
         }
         first
     }

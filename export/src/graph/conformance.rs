@@ -162,8 +162,7 @@ fn every_wrapper_runs_on_ort_with_the_inferred_shapes() {
 #[test]
 fn passes_the_onnx_checker() {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-dev/bin/python");
-    let has_onnx = python.is_file()
-        && std::process::Command::new(&python).args(["-c", "import onnx"]).output().is_ok_and(|o| o.status.success());
+    let has_onnx = python.is_file() && std::process::Command::new(&python).args(["-c", "import onnx"]).output().is_ok_and(|o| o.status.success());
     if !has_onnx {
         println!("SKIPPED passes_the_onnx_checker: {} with the `onnx` package is not available", python.display());
         return;

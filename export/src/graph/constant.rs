@@ -214,10 +214,7 @@ mod tests {
         assert_eq!(ConstTensor::scalar(DType::I64, 2.0).name(), "const/i64/2");
         assert_eq!(c(DType::I64, &[1], ConstValues::Int(vec![1])).name(), "const/i64/[1]");
         assert_eq!(c(DType::I64, &[3], ConstValues::Int(vec![0, 0, -1])).name(), "const/i64/[0,0,-1]");
-        assert_eq!(
-            c(DType::F32, &[2, 2], ConstValues::Float(vec![1.0, 0.0, 0.0, 1.0])).name(),
-            "const/f32/[[1.0,0.0],[0.0,1.0]]"
-        );
+        assert_eq!(c(DType::F32, &[2, 2], ConstValues::Float(vec![1.0, 0.0, 0.0, 1.0])).name(), "const/f32/[[1.0,0.0],[0.0,1.0]]");
         assert_eq!(c(DType::Bool, &[], ConstValues::Bool(vec![true])).name(), "const/bool/true");
         assert_eq!(c(DType::I64, &[0], ConstValues::Int(vec![])).name(), "const/i64/[]");
     }

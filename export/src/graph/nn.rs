@@ -61,12 +61,7 @@ impl ConvOptions {
     /// Per-axis (stride, (pad_begin, pad_end), dilation, output_padding) for axis `i` of `n`.
     fn axis(&self, i: usize, n: usize) -> (usize, (usize, usize), usize, usize) {
         let pads = if self.pads.len() == 2 * n { (self.pads[i], self.pads[n + i]) } else { (0, 0) };
-        (
-            self.strides.get(i).copied().unwrap_or(1),
-            pads,
-            self.dilations.get(i).copied().unwrap_or(1),
-            self.output_padding.get(i).copied().unwrap_or(0),
-        )
+        (self.strides.get(i).copied().unwrap_or(1), pads, self.dilations.get(i).copied().unwrap_or(1), self.output_padding.get(i).copied().unwrap_or(0))
     }
 
     fn check(&self, spatial: usize) -> Result<(), String> {
@@ -197,10 +192,8 @@ impl Scope<'_> {
                 (None, Some(self.ints(&ints)), s.iter().map(|&v| Dim::Fixed(v)).collect())
             }
         };
-        let mut attrs = vec![
-            ("mode", Attr::String(opts.mode.clone())),
-            ("coordinate_transformation_mode", Attr::String(opts.coordinate_transformation_mode.clone())),
-        ];
+        let mut attrs =
+            vec![("mode", Attr::String(opts.mode.clone())), ("coordinate_transformation_mode", Attr::String(opts.coordinate_transformation_mode.clone()))];
         match opts.mode.as_str() {
             "nearest" => attrs.push(("nearest_mode", Attr::String(opts.nearest_mode.clone()))),
             "cubic" => attrs.push(("cubic_coeff_a", Attr::Float(opts.cubic_coeff_a))),
@@ -214,11 +207,7 @@ impl Scope<'_> {
 /// Output shape of `Conv`/`ConvTranspose`.
 fn conv_shape(x: &[Dim], w: &[Dim], opts: &ConvOptions, transpose: bool, node: &str) -> Result<Vec<Dim>, String> {
     if x.len() < 3 || w.len() != x.len() {
-        return Err(format!(
-            "conv needs x [N, C, spatial…] and w of the same rank, got {} and {}",
-            super::shape_string(x),
-            super::shape_string(w)
-        ));
+        return Err(format!("conv needs x [N, C, spatial…] and w of the same rank, got {} and {}", super::shape_string(x), super::shape_string(w)));
     }
     let spatial = x.len() - 2;
     opts.check(spatial)?;
@@ -389,9 +378,7 @@ mod tests {
         let want = ArrayD::from_shape_fn(IxDyn(&[1, 2, 6, 8]), |ix| xv[[0, ix[1], ix[2] / 2, ix[3] / 2]]);
         assert_close(&out["up"], &want, 0.0);
         // Halving the width with half_pixel linear averages neighbouring pairs.
-        let want = ArrayD::from_shape_fn(IxDyn(&[1, 2, 3, 2]), |ix| {
-            (xv[[0, ix[1], ix[2], 2 * ix[3]]] + xv[[0, ix[1], ix[2], 2 * ix[3] + 1]]) / 2.0
-        });
+        let want = ArrayD::from_shape_fn(IxDyn(&[1, 2, 3, 2]), |ix| (xv[[0, ix[1], ix[2], 2 * ix[3]]] + xv[[0, ix[1], ix[2], 2 * ix[3] + 1]]) / 2.0);
         assert_close(&out["lin"], &want, 1e-6);
     }
 }

@@ -138,10 +138,8 @@ impl GraphBuilder {
     /// Node indices in a topological order: among ready nodes, creation order first.
     fn topological_order(&self) -> Result<Vec<usize>> {
         let graph = || self.name().to_string();
-        let producer: HashMap<&str, usize> =
-            self.nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i))).collect();
-        let outside: HashSet<&str> =
-            self.inputs.iter().map(Value::name).chain(self.initializers.iter().map(|i| i.value.name())).collect();
+        let producer: HashMap<&str, usize> = self.nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().map(move |o| (o.as_str(), i))).collect();
+        let outside: HashSet<&str> = self.inputs.iter().map(Value::name).chain(self.initializers.iter().map(|i| i.value.name())).collect();
         let mut pending = vec![0usize; self.nodes.len()];
         let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
@@ -222,10 +220,7 @@ fn value_info(v: &Value) -> proto::ValueInfoProto {
             ..Default::default()
         })
         .collect();
-    let tensor = proto::type_proto::Tensor {
-        elem_type: Some(onnx_elem_type(v.dtype())),
-        shape: Some(proto::TensorShapeProto { dim }),
-    };
+    let tensor = proto::type_proto::Tensor { elem_type: Some(onnx_elem_type(v.dtype())), shape: Some(proto::TensorShapeProto { dim }) };
     proto::ValueInfoProto {
         name: Some(v.name().to_string()),
         r#type: Some(proto::TypeProto { value: Some(proto::type_proto::Value::TensorType(tensor)), ..Default::default() }),
@@ -300,9 +295,7 @@ fn inline_tensor(init: &Initializer) -> Result<proto::TensorProto> {
     let (v, dtype) = (&init.value, init.value.dtype());
     let expected = (init.data.numel() * dtype.size()) as u64;
     let mut raw = Vec::with_capacity(expected as usize);
-    init.data
-        .write_as(dtype, &mut raw)
-        .map_err(|source| GraphError::TensorWrite { name: v.name().to_string(), dtype, source })?;
+    init.data.write_as(dtype, &mut raw).map_err(|source| GraphError::TensorWrite { name: v.name().to_string(), dtype, source })?;
     check_size(init, raw.len() as u64)?;
     let mut p = tensor_header(v.name(), init.data.shape(), dtype);
     p.raw_data = Some(raw);
@@ -356,18 +349,13 @@ impl DataFile {
         let (name, dtype) = (init.value.name(), init.value.dtype());
         let offset = self.pos;
         if let Err(source) = init.data.write_as(dtype, self) {
-            return Err(if self.disk_error {
-                self.io_error(source)
-            } else {
-                GraphError::TensorWrite { name: name.to_string(), dtype, source }
-            });
+            return Err(if self.disk_error { self.io_error(source) } else { GraphError::TensorWrite { name: name.to_string(), dtype, source } });
         }
         let length = self.pos - offset;
         check_size(init, length)?;
         let mut p = tensor_header(name, init.data.shape(), dtype);
         p.data_location = Some(DataLocation::External as i32);
-        p.external_data =
-            vec![entry("location", location), entry("offset", &offset.to_string()), entry("length", &length.to_string())];
+        p.external_data = vec![entry("location", location), entry("offset", &offset.to_string()), entry("length", &length.to_string())];
         Ok(p)
     }
 
@@ -491,9 +479,8 @@ mod tests {
         let (w2, b) = (&w2, &b);
         let want: Vec<f32> = (0..2)
             .flat_map(|r| {
-                let h: Vec<f32> = (0..32)
-                    .map(|j| (0..64).map(|k| xv[r * 64 + k] * half::f16::from_f32(w1[k * 32 + j]).to_f32()).sum::<f32>().max(0.0))
-                    .collect();
+                let h: Vec<f32> =
+                    (0..32).map(|j| (0..64).map(|k| xv[r * 64 + k] * half::f16::from_f32(w1[k * 32 + j]).to_f32()).sum::<f32>().max(0.0)).collect();
                 (0..8).map(move |n| (0..32).map(|j| h[j] * w2[j * 8 + n]).sum::<f32>() + b[n]).collect::<Vec<_>>()
             })
             .collect();

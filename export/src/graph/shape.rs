@@ -43,7 +43,9 @@ pub(crate) fn broadcast(shapes: &[&[Dim]]) -> Result<Vec<Dim>, String> {
     for i in 0..rank {
         let mut acc = Dim::Fixed(1);
         for s in shapes {
-            let Some(d) = (i + s.len()).checked_sub(rank).map(|j| &s[j]) else { continue };
+            let Some(d) = (i + s.len()).checked_sub(rank).map(|j| &s[j]) else {
+                continue;
+            };
             acc = match (&acc, d) {
                 (Dim::Fixed(1), d) => d.clone(),
                 (a, Dim::Fixed(1)) => a.clone(),
@@ -72,11 +74,7 @@ pub(crate) fn matmul(a: &[Dim], b: &[Dim]) -> Result<Vec<Dim>, String> {
     let (ka, kb) = (&a2[a2.len() - 1], &b2[b2.len() - 2]);
     if let (Dim::Fixed(x), Dim::Fixed(y)) = (ka, kb) {
         if x != y {
-            return Err(format!(
-                "MatMul inner dimensions differ: {} x {}",
-                super::shape_string(a),
-                super::shape_string(b)
-            ));
+            return Err(format!("MatMul inner dimensions differ: {} x {}", super::shape_string(a), super::shape_string(b)));
         }
     }
     let mut out = broadcast(&[&a2[..a2.len() - 2], &b2[..b2.len() - 2]])?;
@@ -239,9 +237,7 @@ pub(crate) fn reduce(input: &[Dim], axes_: &[i64], keepdims: bool) -> Result<Vec
 pub(crate) fn unsqueeze(input: &[Dim], axes_: &[i64]) -> Result<Vec<Dim>, String> {
     let ax = axes(axes_, input.len() + axes_.len())?;
     let mut rest = input.iter();
-    Ok((0..input.len() + ax.len())
-        .map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { rest.next().cloned().unwrap_or(Dim::Fixed(1)) })
-        .collect())
+    Ok((0..input.len() + ax.len()).map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { rest.next().cloned().unwrap_or(Dim::Fixed(1)) }).collect())
 }
 
 /// `Squeeze`: the named axes must be 1 (or symbolic); empty `axes` drops every fixed 1.
@@ -327,7 +323,14 @@ pub(crate) fn conv_dim(input: usize, kernel: usize, stride: usize, pad: (usize, 
 }
 
 /// Spatial output size of a transposed convolution.
-pub(crate) fn conv_transpose_dim(input: usize, kernel: usize, stride: usize, pad: (usize, usize), dilation: usize, output_padding: usize) -> Result<usize, String> {
+pub(crate) fn conv_transpose_dim(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    pad: (usize, usize),
+    dilation: usize,
+    output_padding: usize,
+) -> Result<usize, String> {
     let full = stride * input.saturating_sub(1) + output_padding + dilation * (kernel.max(1) - 1) + 1;
     full.checked_sub(pad.0 + pad.1).ok_or_else(|| format!("pads {pad:?} remove more than the output {full}"))
 }

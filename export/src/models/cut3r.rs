@@ -258,7 +258,11 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
         let mut s = g.scope("global_feature");
         let f = if features.dtype() == f32_ { features.clone() } else { s.cast("to_f32", &features, f32_) };
         let m = s.reduce_mean("ReduceMean", &f, &[1], true);
-        if p.compute == f32_ { m } else { s.cast("to_compute", &m, p.compute) }
+        if p.compute == f32_ {
+            m
+        } else {
+            s.cast("to_compute", &m, p.compute)
+        }
     };
     let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, true, p.compute)?;
 
@@ -292,15 +296,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
 
     // 7. dual decoder: both streams read the previous layer's outputs
     for l in 0..c.dec_depth {
-        let st_next = decoder_block(
-            &mut g,
-            &w.pp("dec_blocks_state").pp(l),
-            &st,
-            &img,
-            state_blk,
-            Some((&rope_state.own, &rope_state.other)),
-            p,
-        )?;
+        let st_next = decoder_block(&mut g, &w.pp("dec_blocks_state").pp(l), &st, &img, state_blk, Some((&rope_state.own, &rope_state.other)), p)?;
         let img_next = decoder_block(&mut g, &w.pp("dec_blocks").pp(l), &img, &st, img_blk, Some((&rope_img.own, &rope_img.other)), p)?;
         (st, img) = (st_next, img_next);
     }
@@ -456,19 +452,7 @@ mod tests {
     use super::*;
 
     fn dims(state: usize) -> Dims {
-        Dims {
-            ce: 64,
-            dc: 48,
-            cm: 96,
-            patch: 16,
-            width: 64,
-            height: 48,
-            grid_w: 4,
-            grid_h: 3,
-            state,
-            mem: 8,
-            rope_base: 100.0,
-        }
+        Dims { ce: 64, dc: 48, cm: 96, patch: 16, width: 64, height: 48, grid_w: 4, grid_h: 3, state, mem: 8, rope_base: 100.0 }
     }
 
     #[test]

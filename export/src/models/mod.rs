@@ -25,4 +25,6 @@ pub struct ExportOptions {
     pub cut3r_size: (usize, usize),
     /// Also export the CUT3R point-map heads (`cut3r_points.onnx`).
     pub cut3r_points: bool,
+    /// KV cache interface of the decoder.
+    pub kv_cache: qwen2::KvCacheLayout,
 }

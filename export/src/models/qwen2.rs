@@ -6,11 +6,25 @@
 //! ```text
 //! inputs_embeds [B,S,H] ─▶ L × { x + Attn(RMSNorm(x)); x + MLP(RMSNorm(x)) } ─▶ RMSNorm ─▶ hidden_states [B,S,H]
 //!                                                                                      └─ last position ─lm_head─▶ logits [B,1,V]
-//! past_key_values.{i}.key/.value [B,KVH,P,D] ─concat new─▶ present.{i}.key/.value [B,KVH,P+S,D]
 //! ```
-//! The mask is built in-graph from `attention_mask [B,P+S]`: key j is visible to query i
-//! iff `attention_mask[j] = 1` and `j ≤ P + i` (bottom-right aligned, so chunked prefill
-//! works). RoPE angles are computed in f32 from `position_ids`.
+//! Two KV cache layouts ([`KvCacheLayout`], recorded in the manifest):
+//!
+//! - **concat** (HF optimum / onnxruntime-genai convention):
+//!   `past_key_values.{i}.key/.value [B,KVH,P,D] ─concat new─▶ present.{i}.key/.value [B,KVH,P+S,D]`.
+//!   Simple, but every step copies the whole cache into a new `present` tensor.
+//! - **static** (spec §7.2a, extended with a shared prefix): the keys come in three blocks,
+//!   none of which is copied by the graph:
+//!   `past_key_values.{i}.*  [B,KVH,P,D]` a read-only prefix shared by many sequences (a
+//!   video's cached prompt), `cache.{i}.* [B,KVH,C,D]` the sequence's own preallocated
+//!   buffer (slots whose `attention_mask` is 0 are ignored), and the `S` new positions.
+//!   The graph outputs only the new slice `present_new.{i}.* [B,KVH,S,D]`; the runtime
+//!   writes it into `cache` at the next free slot. Decode shapes stay constant, so the
+//!   runtime binds every buffer once per sequence and ONNX Runtime/TensorRT allocate nothing per step.
+//!
+//! The mask is built in-graph from `attention_mask [B,T]` (T = every key position: P+S for
+//! concat, P+C+S for static): key j is visible to query i iff `attention_mask[j] = 1` and
+//! `j ≤ T − S + i` (bottom-right aligned, so chunked prefill works; prefix and cache slots
+//! always precede the new positions). RoPE angles are computed in f32 from `position_ids`.
 
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Config;
@@ -38,6 +52,28 @@ pub fn present_key(i: usize) -> String {
 pub fn present_value(i: usize) -> String {
     format!("present.{i}.value")
 }
+pub fn cache_key(i: usize) -> String {
+    format!("cache.{i}.key")
+}
+pub fn cache_value(i: usize) -> String {
+    format!("cache.{i}.value")
+}
+pub fn present_new_key(i: usize) -> String {
+    format!("present_new.{i}.key")
+}
+pub fn present_new_value(i: usize) -> String {
+    format!("present_new.{i}.value")
+}
+
+pub use loc3r::manifest::KvCacheLayout;
+
+/// The key/value inputs of one layer.
+struct LayerKv {
+    past_k: Value,
+    past_v: Value,
+    /// The sequence's own buffer (static layout only).
+    cache: Option<(Value, Value)>,
+}
 
 /// Graph inputs shared by every layer.
 struct StepInputs {
@@ -46,6 +82,8 @@ struct StepInputs {
     sin: Value,
     /// `[B,1,1,S,T]` additive f32 mask (0 or f32::MIN).
     mask: Value,
+    /// Static layout: `[P]` and `[P+C]`, where the prefix and the cache blocks end along T.
+    block_ends: Option<(Value, Value)>,
 }
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
@@ -53,32 +91,60 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let dt = opts.precision;
     let (h, kvh, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim());
     let w = ckpt.weights("decoder")?;
+    let layout = opts.kv_cache;
     let mut g = GraphBuilder::new("decoder");
-    g.set_doc("Qwen2 decoder step with KV cache (prefill and decode). Linear weights are stored transposed [in, out].");
+    g.set_doc(match layout {
+        KvCacheLayout::Concat => "Qwen2 decoder step with KV cache (prefill and decode), concat cache layout. Linear weights are stored transposed [in, out].",
+        KvCacheLayout::Static => "Qwen2 decoder step with KV cache (prefill and decode), static cache layout: read-only shared prefix past_key_values.*, preallocated per-sequence cache.* (masked by attention_mask), outputs only present_new.* for the runtime to write into cache. Linear weights are stored transposed [in, out].",
+    });
+    g.add_metadata("kv_cache", layout.as_str());
 
     let batch = || Dim::sym("batch");
     let seq = || Dim::sym("sequence");
     let past = || Dim::sym("past_sequence");
-    let total = || Dim::sym("past_sequence+sequence");
+    let cached = || Dim::sym("cache_sequence");
+    let total = || match layout {
+        KvCacheLayout::Concat => Dim::sym("past_sequence+sequence"),
+        KvCacheLayout::Static => Dim::sym("past_sequence+cache_sequence+sequence"),
+    };
     let embeds = g.input(INPUTS_EMBEDS, DType::F32, [batch(), seq(), h.into()]);
     let mask = g.input(ATTENTION_MASK, DType::I64, [batch(), total()]);
     let positions = g.input(POSITION_IDS, DType::I64, [batch(), seq()]);
-    let mut pasts = Vec::new();
+    let mut kvs = Vec::new();
     for i in 0..cfg.num_hidden_layers {
-        let k = g.input(&past_key(i), dt, [batch(), kvh.into(), past(), d.into()]);
-        let v = g.input(&past_value(i), dt, [batch(), kvh.into(), past(), d.into()]);
-        pasts.push((k, v));
+        let past_k = g.input(&past_key(i), dt, [batch(), kvh.into(), past(), d.into()]);
+        let past_v = g.input(&past_value(i), dt, [batch(), kvh.into(), past(), d.into()]);
+        kvs.push(LayerKv { past_k, past_v, cache: None });
+    }
+    if layout == KvCacheLayout::Static {
+        for (i, kv) in kvs.iter_mut().enumerate() {
+            let k = g.input(&cache_key(i), dt, [batch(), kvh.into(), cached(), d.into()]);
+            let v = g.input(&cache_value(i), dt, [batch(), kvh.into(), cached(), d.into()]);
+            kv.cache = Some((k, v));
+        }
     }
 
     let (cos, sin) = rotary(&mut g, cfg, &positions, dt);
-    let mask = causal_mask(&mut g, &embeds, &mask);
-    let step = StepInputs { cos, sin, mask };
+    let mask = causal_mask(&mut g, &embeds, &mask, total());
+    let block_ends = match &kvs[..] {
+        [LayerKv { past_k, cache: Some((cache_k, _)), .. }, ..] => Some(block_ends(&mut g, past_k, cache_k)),
+        _ => None,
+    };
+    let step = StepInputs { cos, sin, mask, block_ends };
 
     let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
-    for (i, (pk, pv)) in pasts.iter().enumerate() {
-        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, pk, pv, &step, dt)?;
-        g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
-        g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
+    for (i, kv) in kvs.iter().enumerate() {
+        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, kv, &step, dt)?;
+        match layout {
+            KvCacheLayout::Concat => {
+                g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
+                g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
+            }
+            KvCacheLayout::Static => {
+                g.output_with_shape(&present_new_key(i), &k, [batch(), kvh.into(), seq(), d.into()]);
+                g.output_with_shape(&present_new_value(i), &v, [batch(), kvh.into(), seq(), d.into()]);
+            }
+        }
         // Name the shape again: inferred symbolic dims would otherwise nest deeper with every layer.
         x = g.refine_shape(&y, [batch(), seq(), h.into()]);
     }
@@ -133,7 +199,7 @@ fn rotary(g: &mut GraphBuilder, cfg: &Config, positions: &Value, dt: DType) -> (
 /// keys j ∈ Range(0,T) ─┐
 /// queries P+i ∈ Range(P,T) ─ j ≤ P+i ─▶ causal [S,T] ─And─ attention_mask[b,j]=1 ─▶ Where(0, f32::MIN)
 /// ```
-fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value) -> Value {
+fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value, total_dim: Dim) -> Value {
     let mut s = g.scope("model.causal_mask");
     let zero = s.scalar_i64(0);
     let one = s.scalar_i64(1);
@@ -143,7 +209,7 @@ fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value) -> 
     let seq = s.gather("sequence_length", &embeds_shape, &one, 0);
     let past = s.sub("past_length", &total, &seq);
     let keys = s.range("key_positions", &zero, &total, &one);
-    let keys = s.refine_shape(&keys, [Dim::sym("past_sequence+sequence")]);
+    let keys = s.refine_shape(&keys, [total_dim]);
     let queries = s.range("query_positions", &past, &total, &one);
     let queries = s.refine_shape(&queries, [Dim::sym("sequence")]);
     let queries = s.unsqueeze("query_column", &queries, &[1]);
@@ -157,21 +223,24 @@ fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value) -> 
     s.unsqueeze("group_axis", &bias, &[2]).clone()
 }
 
-/// One layer; returns (output, present key, present value).
-#[allow(clippy::too_many_arguments)]
-fn decoder_layer(
-    g: &mut GraphBuilder,
-    cfg: &Config,
-    w: &Weights,
-    x: &Value,
-    past_k: &Value,
-    past_v: &Value,
-    step: &StepInputs,
-    dt: DType,
-) -> Result<(Value, Value, Value)> {
+/// `[P]` and `[P+C]`: where the prefix block and the cache block end along the key axis
+/// (the same for every layer).
+fn block_ends(g: &mut GraphBuilder, past_k: &Value, cache_k: &Value) -> (Value, Value) {
+    let mut s = g.scope("model.kv_blocks");
+    let past_shape = s.shape("past_shape", past_k);
+    let prefix_end = s.slice("prefix_length", &past_shape, [2i64], [3i64], &[0], &[]);
+    let cache_shape = s.shape("cache_shape", cache_k);
+    let cache_len = s.slice("cache_length", &cache_shape, [2i64], [3i64], &[0], &[]);
+    let cache_end = s.add("cache_end", &prefix_end, &cache_len);
+    (prefix_end, cache_end)
+}
+
+/// One layer; returns (output, key output, value output): the whole present for the
+/// concat layout, the new positions only for the static one.
+fn decoder_layer(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs, dt: DType) -> Result<(Value, Value, Value)> {
     let h = cfg.hidden_size;
     let n = rms_norm(g, &w.pp("input_layernorm"), x, h, cfg.rms_norm_eps)?;
-    let (a, k, v) = attention(g, cfg, &w.pp("self_attn"), &n, past_k, past_v, step, dt)?;
+    let (a, k, v) = attention(g, cfg, &w.pp("self_attn"), &n, kv, step, dt)?;
     let x = g.scope(w.path()).add("attn_residual", x, &a);
     let n = rms_norm(g, &w.pp("post_attention_layernorm"), &x, h, cfg.rms_norm_eps)?;
     let m = mlp(g, cfg, &w.pp("mlp"), &n, dt)?;
@@ -208,26 +277,18 @@ fn apply_rope(g: &mut GraphBuilder, path: &str, v: &Value, step: &StepInputs, he
     s.add("output", &a, &b)
 }
 
-/// GQA attention with past; returns (output, present key, present value).
+/// GQA attention with past; returns (output, key output, value output).
 ///
 /// ```text
 /// q [B,S,nh·D] ─▶ [B,S,nh,D] ─T─▶ [B,nh,S,D] ─RoPE─▶ [B,KVH,n_rep,S,D]
-/// k, v [B,S,KVH·D] ─▶ [B,KVH,S,D] ─RoPE(k)─▶ Concat(past, ·) = present [B,KVH,T,D] ─Unsqueeze─▶ [B,KVH,1,T,D]
-/// scores = q·kᵀ/√D [B,KVH,n_rep,S,T] (f32) + mask ─Softmax─▶ ·v ─▶ [B,KVH,n_rep,S,D] ─▶ [B,S,nh·D] ─o_proj─▶
+/// k, v [B,S,KVH·D] ─▶ [B,KVH,S,D] ─RoPE(k)─▶ new k, v
+/// key blocks: concat layout [Concat(past, new)]; static layout [past, cache, new] (never copied)
+/// scores = q·kᵀ/√D per block [B,KVH,n_rep,S,·] (f32) ─Concat─▶ [..,S,T] + mask ─Softmax─▶ probs
+/// context = Σ_block probs[.., block]·v_block [B,KVH,n_rep,S,D] ─▶ [B,S,nh·D] ─o_proj─▶
 /// ```
 /// Query head h uses KV head ⌊h / n_rep⌋: reshaping [nh] to [KVH, n_rep] groups them so,
 /// and the matmuls broadcast over n_rep instead of materialising expanded K/V.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    g: &mut GraphBuilder,
-    cfg: &Config,
-    w: &Weights,
-    x: &Value,
-    past_k: &Value,
-    past_v: &Value,
-    step: &StepInputs,
-    dt: DType,
-) -> Result<(Value, Value, Value)> {
+fn attention(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs, dt: DType) -> Result<(Value, Value, Value)> {
     let (h, nh, kvh, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
     let n_rep = nh / kvh;
     let q = linear(g, &w.pp("q_proj"), x, h, nh * d, true, dt)?;
@@ -245,26 +306,62 @@ fn attention(
     let q = apply_rope(g, &format!("{path}/rope_q"), &q, step, d);
     let k = apply_rope(g, &format!("{path}/rope_k"), &k, step, d);
     let mut s = g.scope(path.as_str());
-    let present_k = s.concat("present_key", &[past_k, &k], 2);
-    let present_v = s.concat("present_value", &[past_v, &v], 2);
+    let (blocks, out_k, out_v) = match &kv.cache {
+        None => {
+            let present_k = s.concat("present_key", &[&kv.past_k, &k], 2);
+            let present_v = s.concat("present_value", &[&kv.past_v, &v], 2);
+            (vec![("", present_k.clone(), present_v.clone())], present_k, present_v)
+        }
+        Some((cache_k, cache_v)) => {
+            (vec![("prefix/", kv.past_k.clone(), kv.past_v.clone()), ("cache/", cache_k.clone(), cache_v.clone()), ("new/", k.clone(), v.clone())], k, v)
+        }
+    };
     let q = s.reshape("q/group", &q, [0, kvh as i64, n_rep as i64, -1, d as i64]);
-    let k5 = s.unsqueeze("k/group_axis", &present_k, &[2]);
-    let v5 = s.unsqueeze("v/group_axis", &present_v, &[2]);
-    let kt = s.transpose("k/transpose", &k5, &[0, 1, 2, 4, 3]);
-    let scores = s.matmul("scores", &q, &kt);
-    let scores = s.mul_scalar("scale", &scores, (d as f64).powf(-0.5));
-    let scores = if dt == DType::F32 { scores } else { s.cast("scores_to_f32", &scores, DType::F32) };
+    let mut block_scores = Vec::new();
+    for (name, bk, _) in &blocks {
+        let k5 = s.unsqueeze(&format!("{name}k/group_axis"), bk, &[2]);
+        let kt = s.transpose(&format!("{name}k/transpose"), &k5, &[0, 1, 2, 4, 3]);
+        let scores = s.matmul(&format!("{name}scores"), &q, &kt);
+        let scores = s.mul_scalar(&format!("{name}scale"), &scores, (d as f64).powf(-0.5));
+        block_scores.push(if dt == DType::F32 { scores } else { s.cast(&format!("{name}scores_to_f32"), &scores, DType::F32) });
+    }
+    let scores = match &block_scores[..] {
+        [one] => one.clone(),
+        many => s.concat("scores", &many.iter().collect::<Vec<_>>(), -1),
+    };
     let scores = s.add("masked_scores", &scores, &step.mask);
     drop(s);
     let probs = softmax_f32(g, &path, &scores, -1);
     let probs = cast_to(g, &path, "probs_to_io", &probs, dt);
     let mut s = g.scope(path.as_str());
-    let ctx = s.matmul("context", &probs, &v5);
+    let ctx = match (&blocks[..], &step.block_ends) {
+        ([(_, _, bv)], _) => {
+            let v5 = s.unsqueeze("v/group_axis", bv, &[2]);
+            s.matmul("context", &probs, &v5)
+        }
+        ([(_, _, prefix_v), (_, _, cache_v), (_, _, new_v)], Some((prefix_end, cache_end))) => {
+            let zero = s.ints(&[0]);
+            let open = s.ints(&[i64::MAX]);
+            let parts = [(prefix_v, &zero, prefix_end, "prefix/"), (cache_v, prefix_end, cache_end, "cache/"), (new_v, cache_end, &open, "new/")];
+            let mut ctx: Option<Value> = None;
+            for (bv, start, end, name) in parts {
+                let p = s.slice(&format!("{name}probs"), &probs, start, end, &[-1], &[]);
+                let v5 = s.unsqueeze(&format!("{name}v/group_axis"), bv, &[2]);
+                let c = s.matmul(&format!("{name}context"), &p, &v5);
+                ctx = Some(match ctx {
+                    None => c,
+                    Some(acc) => s.add(&format!("{name}context_sum"), &acc, &c),
+                });
+            }
+            ctx.expect("three blocks")
+        }
+        _ => unreachable!("one key block (concat) or three with their bounds (static)"),
+    };
     let ctx = s.reshape("ungroup", &ctx, [0, nh as i64, -1, d as i64]);
     let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);
     let ctx = s.reshape("merge", &ctx, [0, 0, (nh * d) as i64]);
     let ctx = s.refine_shape(&ctx, [Dim::sym("batch"), Dim::sym("sequence"), (nh * d).into()]);
     drop(s);
     let out = linear(g, &w.pp("o_proj"), &ctx, nh * d, h, false, dt)?;
-    Ok((out, present_k, present_v))
+    Ok((out, out_k, out_v))
 }

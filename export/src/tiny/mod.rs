@@ -58,9 +58,10 @@ pub fn default_qwen2_tokenizer() -> PathBuf {
 /// assembled under a temporary name beside `out` and renamed at the end, so a failure
 /// leaves nothing behind. `progress` is called with (done, total) tensor counts.
 pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize, usize)) -> Result<TinyReport> {
-    let (_, config_text) = BUILTIN_CONFIGS.iter().find(|(n, _)| *n == opts.config).ok_or_else(|| {
-        Error::Invalid(format!("unknown config `{}`; make-tiny supports: tiny, small", opts.config))
-    })?;
+    let (_, config_text) = BUILTIN_CONFIGS
+        .iter()
+        .find(|(n, _)| *n == opts.config)
+        .ok_or_else(|| Error::Invalid(format!("unknown config `{}`; make-tiny supports: tiny, small", opts.config)))?;
     if opts.config == "loc3r-vlm-7b" {
         return Err(Error::Invalid("make-tiny does not generate the release-size 7B model (16 GB); use --config tiny or small".into()));
     }
@@ -136,10 +137,12 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
             Ok(())
         };
         let mut files = vec![CONFIG_FILE.to_string(), TOKENIZER_FILE.to_string(), CUT3R_FILE.to_string()];
-        let meta: BTreeMap<String, String> =
-            [("format".to_string(), "pt".to_string()), ("generator".to_string(), format!("loc3r-export make-tiny --config {} --seed {}", opts.config, opts.seed))]
-                .into_iter()
-                .collect();
+        let meta: BTreeMap<String, String> = [
+            ("format".to_string(), "pt".to_string()),
+            ("generator".to_string(), format!("loc3r-export make-tiny --config {} --seed {}", opts.config, opts.seed)),
+        ]
+        .into_iter()
+        .collect();
         if opts.shards == 1 {
             write_safetensors(&staging.join(MODEL_FILE), &model, Some(&meta), &mut fill)?;
             files.push(MODEL_FILE.into());
@@ -295,8 +298,7 @@ mod tests {
 
     #[test]
     fn shard_split_is_balanced_and_complete() {
-        let ts: Vec<TensorToWrite> =
-            (0..10).map(|i| TensorToWrite { name: format!("t{i}"), dtype: DType::F32, shape: vec![100 + i] }).collect();
+        let ts: Vec<TensorToWrite> = (0..10).map(|i| TensorToWrite { name: format!("t{i}"), dtype: DType::F32, shape: vec![100 + i] }).collect();
         for k in 1..=10 {
             let groups = split_by_bytes(&ts, k);
             assert_eq!(groups.len(), k, "k={k}");

@@ -13,8 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Qwen2's pre-tokenizer regex (specs/llava-video-qwen2.md §5.1).
-pub const QWEN2_SPLIT_REGEX: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 const CORPUS: &str = include_str!("corpus.txt");
 
@@ -88,13 +87,9 @@ pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
         merges.push((a, b));
     }
     if vocab.len() < regular {
-        return Err(Error::Invalid(format!(
-            "the tiny tokenizer corpus yields only {} tokens, fewer than loc3r.endoftext_token_id = {regular}",
-            vocab.len()
-        )));
+        return Err(Error::Invalid(format!("the tiny tokenizer corpus yields only {} tokens, fewer than loc3r.endoftext_token_id = {regular}", vocab.len())));
     }
-    let vocab_json: serde_json::Map<String, serde_json::Value> =
-        vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+    let vocab_json: serde_json::Map<String, serde_json::Value> = vocab.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
     let merges_json: Vec<String> = merges.iter().map(|(a, b)| format!("{a} {b}")).collect();
     let specials = [
         (l.endoftext_token_id, "<|endoftext|>"),
@@ -105,9 +100,9 @@ pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
     ];
     let added: Vec<serde_json::Value> = specials
         .iter()
-        .map(|(id, content)| {
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
-        })
+        .map(
+            |(id, content)| json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}),
+        )
         .collect();
     let doc = json!({
         "version": "1.0",
@@ -131,7 +126,17 @@ pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
 fn pre_split(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let class = |c: char| if c.is_alphabetic() { 0 } else if c.is_numeric() { 1 } else if c == ' ' { 2 } else { 3 };
+    let class = |c: char| {
+        if c.is_alphabetic() {
+            0
+        } else if c.is_numeric() {
+            1
+        } else if c == ' ' {
+            2
+        } else {
+            3
+        }
+    };
     let mut i = 0;
     while i < chars.len() {
         let (pos, c) = chars[i];

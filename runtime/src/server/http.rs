@@ -125,8 +125,12 @@ async fn around(State(st): St, req: Request, next: Next) -> Response {
 
 fn authorized(st: &AppState, req: &Request) -> bool {
     let Some(want) = &st.api_key else { return true };
-    let Some(got) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(key) = got.strip_prefix("Bearer ") else { return false };
+    let Some(got) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(key) = got.strip_prefix("Bearer ") else {
+        return false;
+    };
     let got: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
     constant_time_eq(&got, want)
 }
@@ -253,7 +257,9 @@ async fn create_video(State(st): St, req: Request) -> ApiResult {
                 other => return Err(ApiError::bad_request(format!("unknown multipart field `{other}`; send `file` and optionally `frames`"))),
             }
         }
-        let Some(file) = file else { return Err(ApiError::bad_request("the multipart body has no `file` field")) };
+        let Some(file) = file else {
+            return Err(ApiError::bad_request("the multipart body has no `file` field"));
+        };
         if file.is_empty() {
             return Err(ApiError::unprocessable("invalid_video", "the uploaded file is empty"));
         }
@@ -266,7 +272,11 @@ async fn create_video(State(st): St, req: Request) -> ApiResult {
         let path = validate::allowed_path(&r.path, &st.limits)?;
         Ok(registered_response(register(&st, Source::Path(path), None, frames).await?))
     } else {
-        Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", format!("content type `{ctype}`: send multipart/form-data (field `file`) or application/json `{{\"path\": ...}}`")))
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type `{ctype}`: send multipart/form-data (field `file`) or application/json `{{\"path\": ...}}`"),
+        ))
     }
 }
 
@@ -488,7 +498,9 @@ fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
                     match p {
                         Part::Text { text: t } => text.push(t.clone()),
                         Part::VideoUrl { video_url: u } => video_url = Some(u.url().to_string()),
-                        Part::ImageUrl {} => return Err(ApiError::unprocessable("invalid_input", "image_url parts are not supported; send the video as a video_url part")),
+                        Part::ImageUrl {} => {
+                            return Err(ApiError::unprocessable("invalid_input", "image_url parts are not supported; send the video as a video_url part"))
+                        }
                     }
                 }
             }
@@ -500,7 +512,9 @@ fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
             other => return Err(ApiError::bad_request(format!("unknown message role `{other}`"))),
         }
     }
-    let Some(question) = question else { return Err(ApiError::unprocessable("invalid_input", "no user message: the last user message is the question")) };
+    let Some(question) = question else {
+        return Err(ApiError::unprocessable("invalid_input", "no user message: the last user message is the question"));
+    };
     let situation = r.situation.clone().or_else(|| Some(system.join("\n")).filter(|s| !s.trim().is_empty()));
     Ok(ChatInputs { video_url, question, situation })
 }
@@ -508,7 +522,9 @@ fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
 /// Resolves the chat request's video to a registered id (registering it if needed).
 async fn chat_video(st: &Arc<AppState>, url: Option<&str>, video_id: Option<&str>, frames: Option<usize>) -> ApiResult<String> {
     let Some(url) = url else {
-        return video_id.map(str::to_string).ok_or_else(|| ApiError::unprocessable("invalid_input", "no video: add a video_url content part (file:// or data:) or a `video_id` field"));
+        return video_id
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::unprocessable("invalid_input", "no video: add a video_url content part (file:// or data:) or a `video_id` field"));
     };
     let frames = validate::frames(frames, &st.limits)?;
     if let Some(rest) = url.strip_prefix("file://") {
@@ -516,11 +532,15 @@ async fn chat_video(st: &Arc<AppState>, url: Option<&str>, video_id: Option<&str
         return Ok(register(st, Source::Path(path), None, frames).await?.info.video_id);
     }
     if let Some(rest) = url.strip_prefix("data:") {
-        let Some((meta, data)) = rest.split_once(',') else { return Err(ApiError::bad_request("a data: URL needs a comma before its payload")) };
+        let Some((meta, data)) = rest.split_once(',') else {
+            return Err(ApiError::bad_request("a data: URL needs a comma before its payload"));
+        };
         if !meta.ends_with(";base64") {
             return Err(ApiError::bad_request("data: URLs must be base64 (`data:video/mp4;base64,...`)"));
         }
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| ApiError::bad_request(format!("the data: URL is not valid base64: {e}")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| ApiError::bad_request(format!("the data: URL is not valid base64: {e}")))?;
         if bytes.is_empty() {
             return Err(ApiError::unprocessable("invalid_video", "the data: URL holds no bytes"));
         }
@@ -567,7 +587,13 @@ async fn chat(State(st): St, req: Request) -> ApiResult {
     let id = format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed));
     let created = unix_now();
     let model = r.model.clone().unwrap_or_else(|| st.model_name.clone());
-    let finish = move |a: &Answer| if a.tokens.generated >= max_tokens { "length" } else { "stop" };
+    let finish = move |a: &Answer| {
+        if a.tokens.generated >= max_tokens {
+            "length"
+        } else {
+            "stop"
+        }
+    };
     if !r.stream {
         let a = fold(rx).await?;
         record(&st, &a);
@@ -615,4 +641,3 @@ async fn chat(State(st): St, req: Request) -> ApiResult {
     let all = ReceiverStream::new(erx).map(Ok::<_, Infallible>);
     Ok(Sse::new(all).keep_alive(KeepAlive::default()).into_response())
 }
-

@@ -235,7 +235,14 @@ impl Store {
     }
 
     fn info(id: &str, e: &Entry) -> VideoInfo {
-        VideoInfo { video_id: id.to_string(), frames: e.frames, duration_s: e.duration_s, resident: e.scene.is_some(), cache_bytes: e.bytes, source: e.source.kind() }
+        VideoInfo {
+            video_id: id.to_string(),
+            frames: e.frames,
+            duration_s: e.duration_s,
+            resident: e.scene.is_some(),
+            cache_bytes: e.bytes,
+            source: e.source.kind(),
+        }
     }
 
     /// The info of a registered video (touching it), if any.
@@ -267,7 +274,9 @@ impl Store {
                 return Self::info(id, e);
             }
             while g.entries.len() >= self.max_videos {
-                let Some(old) = g.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone()) else { break };
+                let Some(old) = g.entries.iter().min_by_key(|(_, e)| e.last_used).map(|(k, _)| k.clone()) else {
+                    break;
+                };
                 if let Some(e) = g.entries.remove(&old) {
                     g.bytes -= e.bytes;
                     forgotten.push(e.source);
@@ -319,7 +328,9 @@ impl Store {
     pub fn delete(&self, id: &str) -> bool {
         let e = {
             let mut g = self.lock();
-            let Some(e) = g.entries.remove(id) else { return false };
+            let Some(e) = g.entries.remove(id) else {
+                return false;
+            };
             g.bytes -= e.bytes;
             e
         };
@@ -335,7 +346,9 @@ impl Store {
             let mut g = self.lock();
             g.tick += 1;
             let tick = g.tick;
-            let Some(e) = g.entries.get_mut(id) else { return Err(ApiError::not_found(format!("no video `{id}`; register it with POST /v1/videos"))) };
+            let Some(e) = g.entries.get_mut(id) else {
+                return Err(ApiError::not_found(format!("no video `{id}`; register it with POST /v1/videos")));
+            };
             e.last_used = tick;
             if let Some(s) = &e.scene {
                 self.metrics.cache_hit(true);
@@ -346,7 +359,9 @@ impl Store {
         let _one_observer = lock.lock().await;
         let (source, frames) = {
             let g = self.lock();
-            let Some(e) = g.entries.get(id) else { return Err(ApiError::not_found(format!("video `{id}` was deleted"))) };
+            let Some(e) = g.entries.get(id) else {
+                return Err(ApiError::not_found(format!("video `{id}` was deleted")));
+            };
             if let Some(s) = &e.scene {
                 self.metrics.cache_hit(true);
                 return Ok((s.clone(), None));
@@ -361,8 +376,20 @@ impl Store {
             .run(move |_| {
                 match video_id_of_file(&path, frames) {
                     Ok(got) if got == want => {}
-                    Ok(_) => return Err(ApiError::new(axum::http::StatusCode::GONE, "gone", format!("video `{want}` was evicted from memory and its file has changed since; register it again"))),
-                    Err(e) => return Err(ApiError::new(axum::http::StatusCode::GONE, "gone", format!("video `{want}` was evicted from memory and its file can no longer be read ({e}); register it again"))),
+                    Ok(_) => {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::GONE,
+                            "gone",
+                            format!("video `{want}` was evicted from memory and its file has changed since; register it again"),
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(ApiError::new(
+                            axum::http::StatusCode::GONE,
+                            "gone",
+                            format!("video `{want}` was evicted from memory and its file can no longer be read ({e}); register it again"),
+                        ))
+                    }
                 }
                 observe(&model, &path, frames)
             })
@@ -372,7 +399,9 @@ impl Store {
         let mut g = self.lock();
         g.tick += 1;
         let tick = g.tick;
-        let Some(e) = g.entries.get_mut(id) else { return Err(ApiError::not_found(format!("video `{id}` was deleted"))) };
+        let Some(e) = g.entries.get_mut(id) else {
+            return Err(ApiError::not_found(format!("video `{id}` was deleted")));
+        };
         let scene = Arc::new(observed.scene);
         let bytes = scene.cache_bytes();
         e.scene = Some(scene.clone());

@@ -113,7 +113,10 @@ pub struct GenParams {
 pub fn generation(p: GenParams, limits: &Limits, field: &str) -> Result<GenerationOptions, ApiError> {
     let max_new_tokens = p.max_new_tokens.unwrap_or(limits.max_new_tokens.min(128));
     if max_new_tokens == 0 || max_new_tokens > limits.max_new_tokens {
-        return Err(ApiError::unprocessable("invalid_input", format!("`{field}` must be in 1..={} (see --max-new-tokens), got {max_new_tokens}", limits.max_new_tokens)));
+        return Err(ApiError::unprocessable(
+            "invalid_input",
+            format!("`{field}` must be in 1..={} (see --max-new-tokens), got {max_new_tokens}", limits.max_new_tokens),
+        ));
     }
     let gen = GenerationOptions {
         max_new_tokens,

@@ -64,11 +64,7 @@ impl<'b> Cut3r<'b> {
 
     fn input_dtype(&self, graph: &str, input: &str) -> Result<String> {
         let g = self.bundle.manifest.graph(graph)?;
-        g.inputs
-            .iter()
-            .find(|i| i.name == input)
-            .map(|i| i.dtype.clone())
-            .ok_or_else(|| Error::Bundle(format!("{graph}.onnx has no input `{input}`")))
+        g.inputs.iter().find(|i| i.name == input).map(|i| i.dtype.clone()).ok_or_else(|| Error::Bundle(format!("{graph}.onnx has no input `{input}`")))
     }
 
     /// Encodes frames `[F,3,H,W]` and runs the recurrence over them, continuing `state`.
@@ -112,4 +108,3 @@ impl<'b> Cut3r<'b> {
         Ok(CameraTokens { tokens, poses })
     }
 }
-

@@ -59,26 +59,15 @@ pub const MIN_RESULTANT: f64 = 1e-6;
 /// `[x, y, log σx², log σy²]` -> position with σ = exp(½·log σ²).
 pub fn decode_position(out: [f32; 4]) -> Position {
     let [x, y, log_var_x, log_var_y] = out;
-    Position {
-        x,
-        y,
-        sigma_x: (0.5 * f64::from(log_var_x)).exp() as f32,
-        sigma_y: (0.5 * f64::from(log_var_y)).exp() as f32,
-    }
+    Position { x, y, sigma_x: (0.5 * f64::from(log_var_x)).exp() as f32, sigma_y: (0.5 * f64::from(log_var_y)).exp() as f32 }
 }
 
 /// BEV head output `[T, 4]` (one row per vision token) -> one [`Position`] per token.
 pub fn decode_bev(bev: ArrayView2<'_, f32>) -> Result<Vec<Position>, HeadsError> {
     if bev.ncols() != 4 {
-        return Err(HeadsError::BevShape {
-            found: bev.shape().to_vec(),
-        });
+        return Err(HeadsError::BevShape { found: bev.shape().to_vec() });
     }
-    Ok(bev
-        .rows()
-        .into_iter()
-        .map(|r| decode_position([r[0], r[1], r[2], r[3]]))
-        .collect())
+    Ok(bev.rows().into_iter().map(|r| decode_position([r[0], r[1], r[2], r[3]])).collect())
 }
 
 /// Centre of bin `k` of `K`: `θ_k = 2πk/K` (radians).
@@ -129,23 +118,13 @@ pub fn decode_orientation(logits: &[f32]) -> Result<Orientation, HeadsError> {
     if yaw_deg <= -180.0 {
         yaw_deg += 360.0;
     }
-    Ok(Orientation {
-        yaw_rad,
-        yaw_deg,
-        probs: probs.into_iter().map(|p| p as f32).collect(),
-        resultant_length,
-        confident,
-    })
+    Ok(Orientation { yaw_rad, yaw_deg, probs: probs.into_iter().map(|p| p as f32).collect(), resultant_length, confident })
 }
 
 /// Training target of the orientation head (paper eq. 6-7): a wrapped Gaussian around
 /// `yaw` (radians) over the `K` bin centres, `w_k = exp(-wrap(θ_k − yaw)² / 2σ²)`,
 /// normalised to sum to 1; `wrap` maps to (-π, π] and `sigma` is in radians.
-pub fn wrapped_gaussian_target(
-    yaw: f64,
-    num_bins: usize,
-    sigma: f64,
-) -> Result<Vec<f64>, HeadsError> {
+pub fn wrapped_gaussian_target(yaw: f64, num_bins: usize, sigma: f64) -> Result<Vec<f64>, HeadsError> {
     if num_bins == 0 || sigma.is_nan() || sigma <= 0.0 || sigma.is_infinite() || !yaw.is_finite() {
         return Err(HeadsError::BadTarget { sigma, k: num_bins });
     }
@@ -166,9 +145,7 @@ pub fn wrapped_gaussian_target(
                 da.total_cmp(&db)
             })
             .unwrap_or(0);
-        return Ok((0..num_bins)
-            .map(|k| if k == nearest { 1.0 } else { 0.0 })
-            .collect());
+        return Ok((0..num_bins).map(|k| if k == nearest { 1.0 } else { 0.0 }).collect());
     }
     Ok(w.into_iter().map(|v| v / sum).collect())
 }
@@ -186,9 +163,7 @@ mod tests {
 
     /// Logits with the given bins hot (equal logits) and the others at -1000 (p = 0 exactly).
     fn hot(k: usize, bins: &[usize]) -> Vec<f32> {
-        (0..k)
-            .map(|i| if bins.contains(&i) { 0.0 } else { -1000.0 })
-            .collect()
+        (0..k).map(|i| if bins.contains(&i) { 0.0 } else { -1000.0 }).collect()
     }
 
     #[test]
@@ -211,10 +186,7 @@ mod tests {
         assert_eq!(out[0], decode_position([1.0, 2.0, 0.0, 0.0]));
         assert!((out[1].sigma_x - 2.0).abs() < 1e-6);
         let bad = ndarray::Array2::<f32>::zeros((3, 5));
-        assert_eq!(
-            decode_bev(bad.view()),
-            Err(HeadsError::BevShape { found: vec![3, 5] })
-        );
+        assert_eq!(decode_bev(bad.view()), Err(HeadsError::BevShape { found: vec![3, 5] }));
     }
 
     #[test]
@@ -223,11 +195,7 @@ mod tests {
             for b in 0..k {
                 let o = decode_orientation(&hot(k, &[b])).unwrap();
                 let want = 360.0 * b as f64 / k as f64;
-                assert!(
-                    circ_deg(o.yaw_deg, want) < 1e-9,
-                    "K={k} b={b}: {} vs {want}",
-                    o.yaw_deg
-                );
+                assert!(circ_deg(o.yaw_deg, want) < 1e-9, "K={k} b={b}: {} vs {want}", o.yaw_deg);
                 assert!(o.yaw_deg > -180.0 && o.yaw_deg <= 180.0);
                 assert!(o.confident);
                 assert!((o.resultant_length - 1.0).abs() < 1e-12);
@@ -297,10 +265,7 @@ mod tests {
     #[test]
     fn bad_logits_are_errors() {
         assert_eq!(decode_orientation(&[]), Err(HeadsError::NoBins));
-        assert!(matches!(
-            decode_orientation(&[0.0, f32::NAN]),
-            Err(HeadsError::NonFiniteLogit { bin: 1, .. })
-        ));
+        assert!(matches!(decode_orientation(&[0.0, f32::NAN]), Err(HeadsError::NonFiniteLogit { bin: 1, .. })));
     }
 
     #[test]

@@ -19,9 +19,7 @@ use super::video::Frames;
 /// Errors of the preprocess stage.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PreprocessError {
-    #[error(
-        "frame {frame}: expected an RGB image of shape [H, W, 3] with H, W > 0, found {shape:?}"
-    )]
+    #[error("frame {frame}: expected an RGB image of shape [H, W, 3] with H, W > 0, found {shape:?}")]
     BadFrame { frame: usize, shape: Vec<usize> },
     #[error("cannot resize to {width}x{height}: sizes must be at least 1")]
     BadSize { width: usize, height: usize },
@@ -30,15 +28,7 @@ pub enum PreprocessError {
          but the bundle was exported for {want_w}x{want_h}; re-export the bundle with \
          --cut3r-size {got_w}x{got_h}"
     )]
-    Cut3rSize {
-        frame: usize,
-        in_w: usize,
-        in_h: usize,
-        got_w: usize,
-        got_h: usize,
-        want_w: usize,
-        want_h: usize,
-    },
+    Cut3rSize { frame: usize, in_w: usize, in_h: usize, got_w: usize, got_h: usize, want_w: usize, want_h: usize },
     #[error("no frames to preprocess")]
     NoFrames,
 }
@@ -135,19 +125,11 @@ fn precompute_coeffs(in_size: usize, out_size: usize, filter: Filter) -> Coeffs 
             let v = if ww != 0.0 { k[x] / ww } else { k[x] };
             // round half away from zero, then truncate (C `(int)`)
             let scaled = v * (1u32 << PRECISION_BITS) as f64;
-            *out = if v < 0.0 {
-                (-0.5 + scaled) as i32
-            } else {
-                (0.5 + scaled) as i32
-            };
+            *out = if v < 0.0 { (-0.5 + scaled) as i32 } else { (0.5 + scaled) as i32 };
         }
         bounds.push((xmin as usize, count));
     }
-    Coeffs {
-        ksize,
-        bounds,
-        weights,
-    }
+    Coeffs { ksize, bounds, weights }
 }
 
 /// Pillow `clip8`: arithmetic shift by `PRECISION_BITS`, clamp to [0, 255].
@@ -159,13 +141,7 @@ fn clip8(v: i32) -> u8 {
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Horizontal pass over input rows `rows` of an interleaved `[h, w, 3]` image.
-fn resample_horizontal(
-    src: &[u8],
-    w: usize,
-    rows: std::ops::Range<usize>,
-    out_w: usize,
-    c: &Coeffs,
-) -> Vec<u8> {
+fn resample_horizontal(src: &[u8], w: usize, rows: std::ops::Range<usize>, out_w: usize, c: &Coeffs) -> Vec<u8> {
     let mut out = vec![0u8; rows.len() * out_w * 3];
     for (oy, y) in rows.enumerate() {
         let src_row = &src[y * w * 3..(y + 1) * w * 3];
@@ -229,24 +205,13 @@ fn vertical_first(w: usize, h: usize, out_w: usize, out_h: usize) -> bool {
 /// two separable passes with a uint8 intermediate, horizontal first unless
 /// [`vertical_first`]; a pass is skipped when its size does not change
 /// (`ImagingResampleInner`); equal sizes return a copy.
-pub fn resize_pil(
-    rgb: ArrayView3<'_, u8>,
-    out_w: usize,
-    out_h: usize,
-    filter: Filter,
-) -> Result<Array3<u8>, PreprocessError> {
+pub fn resize_pil(rgb: ArrayView3<'_, u8>, out_w: usize, out_h: usize, filter: Filter) -> Result<Array3<u8>, PreprocessError> {
     let (h, w, ch) = rgb.dim();
     if h == 0 || w == 0 || ch != 3 {
-        return Err(PreprocessError::BadFrame {
-            frame: 0,
-            shape: rgb.shape().to_vec(),
-        });
+        return Err(PreprocessError::BadFrame { frame: 0, shape: rgb.shape().to_vec() });
     }
     if out_w == 0 || out_h == 0 {
-        return Err(PreprocessError::BadSize {
-            width: out_w,
-            height: out_h,
-        });
+        return Err(PreprocessError::BadSize { width: out_w, height: out_h });
     }
     let std = rgb.as_standard_layout();
     let src = std.as_slice().expect("standard layout is contiguous");
@@ -254,9 +219,7 @@ pub fn resize_pil(
     let need_v = out_h != h;
     let out = match (need_h, need_v) {
         (false, false) => src.to_vec(),
-        (true, false) => {
-            resample_horizontal(src, w, 0..h, out_w, &precompute_coeffs(w, out_w, filter))
-        }
+        (true, false) => resample_horizontal(src, w, 0..h, out_w, &precompute_coeffs(w, out_w, filter)),
         (false, true) => resample_vertical(src, w, out_h, &precompute_coeffs(h, out_h, filter), 0),
         (true, true) => {
             let horiz = precompute_coeffs(w, out_w, filter);
@@ -277,20 +240,12 @@ pub fn resize_pil(
 }
 
 /// `Image.resize(..., BICUBIC)` bit-exactly (see [`resize_pil`]).
-pub fn resize_bicubic_pil(
-    rgb: &Array3<u8>,
-    out_w: usize,
-    out_h: usize,
-) -> Result<Array3<u8>, PreprocessError> {
+pub fn resize_bicubic_pil(rgb: &Array3<u8>, out_w: usize, out_h: usize) -> Result<Array3<u8>, PreprocessError> {
     resize_pil(rgb.view(), out_w, out_h, Filter::Bicubic)
 }
 
 /// `Image.resize(..., LANCZOS)` bit-exactly (see [`resize_pil`]).
-pub fn resize_lanczos_pil(
-    rgb: &Array3<u8>,
-    out_w: usize,
-    out_h: usize,
-) -> Result<Array3<u8>, PreprocessError> {
+pub fn resize_lanczos_pil(rgb: &Array3<u8>, out_w: usize, out_h: usize) -> Result<Array3<u8>, PreprocessError> {
     resize_pil(rgb.view(), out_w, out_h, Filter::Lanczos)
 }
 
@@ -301,10 +256,7 @@ pub fn resize_lanczos_pil(
 fn check_frame(i: usize, f: &ArrayView3<'_, u8>) -> Result<(), PreprocessError> {
     let (h, w, c) = f.dim();
     if h == 0 || w == 0 || c != 3 {
-        return Err(PreprocessError::BadFrame {
-            frame: i,
-            shape: f.shape().to_vec(),
-        });
+        return Err(PreprocessError::BadFrame { frame: i, shape: f.shape().to_vec() });
     }
     Ok(())
 }
@@ -338,18 +290,12 @@ pub fn cut3r_norm(u: u8) -> f32 {
 }
 
 /// SigLIP pixel values `[F, 3, S, S]` (parallel over frames).
-pub fn siglip_pixels(
-    frames: &[ArrayView3<'_, u8>],
-    image_size: usize,
-) -> Result<Array4<f32>, PreprocessError> {
+pub fn siglip_pixels(frames: &[ArrayView3<'_, u8>], image_size: usize) -> Result<Array4<f32>, PreprocessError> {
     if frames.is_empty() {
         return Err(PreprocessError::NoFrames);
     }
     if image_size == 0 {
-        return Err(PreprocessError::BadSize {
-            width: 0,
-            height: 0,
-        });
+        return Err(PreprocessError::BadSize { width: 0, height: 0 });
     }
     for (i, f) in frames.iter().enumerate() {
         check_frame(i, f)?;
@@ -357,13 +303,11 @@ pub fn siglip_pixels(
     let s = image_size;
     let mut out = Array4::<f32>::zeros((frames.len(), 3, s, s));
     let buf = out.as_slice_mut().expect("fresh array is contiguous");
-    buf.par_chunks_mut(3 * s * s)
-        .zip(frames.par_iter())
-        .try_for_each(|(dst, f)| {
-            let resized = resize_pil(f.view(), s, s, Filter::Bicubic)?;
-            hwc_to_chw(&resized, dst, siglip_norm);
-            Ok(())
-        })?;
+    buf.par_chunks_mut(3 * s * s).zip(frames.par_iter()).try_for_each(|(dst, f)| {
+        let resized = resize_pil(f.view(), s, s, Filter::Bicubic)?;
+        hwc_to_chw(&resized, dst, siglip_norm);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -397,11 +341,7 @@ pub fn cut3r_geometry(in_w: usize, in_h: usize, long_side: usize) -> Cut3rGeomet
     // Python: int(round(x * L / S)); x·L is an exact integer, `/` is correctly rounded.
     let scaled = |x: usize| ((x * long_side) as f64 / s as f64).round_ties_even() as usize;
     let (w, h) = (scaled(in_w), scaled(in_h));
-    let filter = if s > long_side {
-        Filter::Lanczos
-    } else {
-        Filter::Bicubic
-    };
+    let filter = if s > long_side { Filter::Lanczos } else { Filter::Bicubic };
     let (cx, cy) = (w / 2, h / 2);
     let halfw = ((2 * cx) / 16) * 8;
     let mut halfh = ((2 * cy) / 16) * 8;
@@ -410,22 +350,13 @@ pub fn cut3r_geometry(in_w: usize, in_h: usize, long_side: usize) -> Cut3rGeomet
         // and PIL's crop rounding does not change it.
         halfh = 3 * halfw / 4;
     }
-    Cut3rGeometry {
-        resized: (w, h),
-        filter,
-        crop: (cx - halfw, cy.saturating_sub(halfh), cx + halfw, cy + halfh),
-    }
+    Cut3rGeometry { resized: (w, h), filter, crop: (cx - halfw, cy.saturating_sub(halfh), cx + halfw, cy + halfh) }
 }
 
 /// CUT3R input images `[F, 3, height, width]` in [-1, 1]; every frame must come out at the
 /// bundle's fixed `(width, height)`, otherwise a [`PreprocessError::Cut3rSize`] says which
 /// `--cut3r-size` to export with.
-pub fn cut3r_pixels(
-    frames: &[ArrayView3<'_, u8>],
-    long_side: usize,
-    width: usize,
-    height: usize,
-) -> Result<Array4<f32>, PreprocessError> {
+pub fn cut3r_pixels(frames: &[ArrayView3<'_, u8>], long_side: usize, width: usize, height: usize) -> Result<Array4<f32>, PreprocessError> {
     if frames.is_empty() {
         return Err(PreprocessError::NoFrames);
     }
@@ -436,32 +367,19 @@ pub fn cut3r_pixels(
         let g = cut3r_geometry(in_w, in_h, long_side);
         let (got_w, got_h) = g.size();
         if (got_w, got_h) != (width, height) {
-            return Err(PreprocessError::Cut3rSize {
-                frame: i,
-                in_w,
-                in_h,
-                got_w,
-                got_h,
-                want_w: width,
-                want_h: height,
-            });
+            return Err(PreprocessError::Cut3rSize { frame: i, in_w, in_h, got_w, got_h, want_w: width, want_h: height });
         }
         geoms.push(g);
     }
     let mut out = Array4::<f32>::zeros((frames.len(), 3, height, width));
     let buf = out.as_slice_mut().expect("fresh array is contiguous");
-    buf.par_chunks_mut(3 * height * width)
-        .zip(frames.par_iter().zip(geoms.par_iter()))
-        .try_for_each(|(dst, (f, g))| {
-            let resized = resize_pil(f.view(), g.resized.0, g.resized.1, g.filter)?;
-            let (l, t, r, b) = g.crop;
-            let cropped = resized
-                .slice(ndarray::s![t..b, l..r, ..])
-                .as_standard_layout()
-                .into_owned();
-            hwc_to_chw(&cropped, dst, cut3r_norm);
-            Ok(())
-        })?;
+    buf.par_chunks_mut(3 * height * width).zip(frames.par_iter().zip(geoms.par_iter())).try_for_each(|(dst, (f, g))| {
+        let resized = resize_pil(f.view(), g.resized.0, g.resized.1, g.filter)?;
+        let (l, t, r, b) = g.crop;
+        let cropped = resized.slice(ndarray::s![t..b, l..r, ..]).as_standard_layout().into_owned();
+        hwc_to_chw(&cropped, dst, cut3r_norm);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -493,12 +411,7 @@ pub struct Pixels {
 /// The stage's main function: both pixel tensors of the sampled frames.
 pub fn preprocess(frames: &Frames, spec: &PreprocessSpec) -> Result<Pixels, PreprocessError> {
     let views: Vec<ArrayView3<'_, u8>> = frames.frames.iter().map(|f| f.rgb.view()).collect();
-    let cut3r = cut3r_pixels(
-        &views,
-        spec.cut3r_long_side,
-        spec.cut3r_width,
-        spec.cut3r_height,
-    )?;
+    let cut3r = cut3r_pixels(&views, spec.cut3r_long_side, spec.cut3r_width, spec.cut3r_height)?;
     let siglip = siglip_pixels(&views, spec.siglip_size)?;
     Ok(Pixels { siglip, cut3r })
 }
@@ -508,13 +421,9 @@ mod tests {
     use super::*;
 
     fn noise(h: usize, w: usize, seed: u64) -> Array3<u8> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         Array3::from_shape_fn((h, w, 3), |_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (s >> 56) as u8
         })
     }
@@ -546,21 +455,9 @@ mod tests {
     fn cut3r_size_mismatch_is_a_clear_error() {
         let f = noise(1080, 1920, 1);
         let err = cut3r_pixels(&[f.view()], 512, 512, 384).unwrap_err();
-        assert!(matches!(
-            err,
-            PreprocessError::Cut3rSize {
-                got_w: 512,
-                got_h: 288,
-                ..
-            }
-        ));
+        assert!(matches!(err, PreprocessError::Cut3rSize { got_w: 512, got_h: 288, .. }));
         let msg = err.to_string();
-        assert!(
-            msg.contains("512x288")
-                && msg.contains("512x384")
-                && msg.contains("--cut3r-size 512x288"),
-            "{msg}"
-        );
+        assert!(msg.contains("512x288") && msg.contains("512x384") && msg.contains("--cut3r-size 512x288"), "{msg}");
     }
 
     #[test]
@@ -569,10 +466,7 @@ mod tests {
         let px = cut3r_pixels(&[f.view(), f.view()], 512, 512, 384).unwrap();
         assert_eq!(px.shape(), &[2, 3, 384, 512]);
         assert!(px.iter().all(|&v| (-1.0..=1.0).contains(&v)));
-        assert_eq!(
-            px.index_axis(ndarray::Axis(0), 0),
-            px.index_axis(ndarray::Axis(0), 1)
-        );
+        assert_eq!(px.index_axis(ndarray::Axis(0), 0), px.index_axis(ndarray::Axis(0), 1));
     }
 
     #[test]
@@ -581,14 +475,8 @@ mod tests {
         assert_eq!(resize_bicubic_pil(&f, 37, 23).unwrap(), f);
         let c = Array3::from_elem((17, 30, 3), 200u8);
         for (w, h) in [(384, 384), (5, 7), (30, 40), (60, 17)] {
-            assert!(resize_bicubic_pil(&c, w, h)
-                .unwrap()
-                .iter()
-                .all(|&v| v == 200));
-            assert!(resize_lanczos_pil(&c, w, h)
-                .unwrap()
-                .iter()
-                .all(|&v| v == 200));
+            assert!(resize_bicubic_pil(&c, w, h).unwrap().iter().all(|&v| v == 200));
+            assert!(resize_lanczos_pil(&c, w, h).unwrap().iter().all(|&v| v == 200));
         }
     }
 
@@ -623,23 +511,11 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let empty = Array3::<u8>::zeros((0, 4, 3));
-        assert!(matches!(
-            siglip_pixels(&[empty.view()], 384),
-            Err(PreprocessError::BadFrame { .. })
-        ));
+        assert!(matches!(siglip_pixels(&[empty.view()], 384), Err(PreprocessError::BadFrame { .. })));
         let gray = Array3::<u8>::zeros((4, 4, 1));
-        assert!(matches!(
-            resize_bicubic_pil(&gray, 2, 2),
-            Err(PreprocessError::BadFrame { .. })
-        ));
-        assert!(matches!(
-            siglip_pixels(&[], 384),
-            Err(PreprocessError::NoFrames)
-        ));
+        assert!(matches!(resize_bicubic_pil(&gray, 2, 2), Err(PreprocessError::BadFrame { .. })));
+        assert!(matches!(siglip_pixels(&[], 384), Err(PreprocessError::NoFrames)));
         let f = noise(4, 4, 0);
-        assert!(matches!(
-            resize_bicubic_pil(&f, 0, 2),
-            Err(PreprocessError::BadSize { .. })
-        ));
+        assert!(matches!(resize_bicubic_pil(&f, 0, 2), Err(PreprocessError::BadSize { .. })));
     }
 }

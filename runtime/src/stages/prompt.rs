@@ -77,15 +77,8 @@ pub fn prompt_text(params: &PromptParams, timing: &VideoTiming, situation: Optio
         Some(s) if !s.trim().is_empty() => s,
         _ => params.default_situation.as_str(),
     };
-    let user_template = if params.add_time_instruction {
-        params.user_template.clone()
-    } else {
-        params.user_template.replace("{time}\n", "")
-    };
-    let user = user_template
-        .replace("{time}", &time_instruction(params, timing))
-        .replace("{situation}", situation)
-        .replace("{question}", question);
+    let user_template = if params.add_time_instruction { params.user_template.clone() } else { params.user_template.replace("{time}\n", "") };
+    let user = user_template.replace("{time}", &time_instruction(params, timing)).replace("{situation}", situation).replace("{question}", question);
     params.chat_template.replace("{system}", &params.system).replace("{user}", &user)
 }
 
@@ -94,13 +87,7 @@ fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, PromptError> {
 }
 
 /// Tokenises the prompt for one question about a video.
-pub fn plan(
-    tok: &Tokenizer,
-    params: &PromptParams,
-    timing: &VideoTiming,
-    situation: Option<&str>,
-    question: &str,
-) -> Result<PromptPlan, PromptError> {
+pub fn plan(tok: &Tokenizer, params: &PromptParams, timing: &VideoTiming, situation: Option<&str>, question: &str) -> Result<PromptPlan, PromptError> {
     if question.trim().is_empty() {
         return Err(PromptError::EmptyQuestion);
     }

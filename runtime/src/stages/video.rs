@@ -35,10 +35,7 @@ pub enum VideoError {
     #[error("video input `{}` does not exist", path.display())]
     NotFound { path: PathBuf },
     #[error("cannot read `{}`: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("`{}` is not a readable video ({reason}); give a file FFmpeg can decode (mp4, mkv, webm, avi, ...) or a directory of png/jpg images", path.display())]
     NotAVideo { path: PathBuf, reason: String },
     #[error("`{}` contains no decodable video frames", path.display())]
@@ -48,11 +45,7 @@ pub enum VideoError {
     #[error("`{}` has no usable frame rate (avg_frame_rate and r_frame_rate are both 0 or invalid)", path.display())]
     NoFrameRate { path: PathBuf },
     #[error("image directory `{}` contains {count} non-image entr{} (first: `{first}`); only .png, .jpg and .jpeg files are allowed", dir.display(), if *count == 1 { "y" } else { "ies" })]
-    NonImageFiles {
-        dir: PathBuf,
-        first: String,
-        count: usize,
-    },
+    NonImageFiles { dir: PathBuf, first: String, count: usize },
     #[error("image directory `{}` contains no .png/.jpg/.jpeg files", dir.display())]
     EmptyDirectory { dir: PathBuf },
     #[error("cannot read image `{}`: {reason}", path.display())]
@@ -79,10 +72,7 @@ pub struct FrameSpec {
 
 impl FrameSpec {
     pub fn new(num_frames: usize) -> Self {
-        FrameSpec {
-            num_frames,
-            image_dir_fps: None,
-        }
+        FrameSpec { num_frames, image_dir_fps: None }
     }
 }
 
@@ -125,9 +115,7 @@ pub fn sample_indices(total_frames: usize, n: usize) -> Result<Vec<usize>, Video
     }
     let last = total_frames - 1;
     let step = last as f64 / (n - 1) as f64;
-    let mut idx: Vec<usize> = (0..n)
-        .map(|k| ((k as f64 * step).floor() as usize).min(last))
-        .collect();
+    let mut idx: Vec<usize> = (0..n).map(|k| ((k as f64 * step).floor() as usize).min(last)).collect();
     idx[n - 1] = last;
     Ok(idx)
 }
@@ -139,13 +127,8 @@ pub fn load_frames(path: &Path, spec: &FrameSpec) -> Result<Frames, VideoError> 
         return Err(VideoError::ZeroSamples);
     }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => VideoError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => VideoError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
+        std::io::ErrorKind::NotFound => VideoError::NotFound { path: path.to_path_buf() },
+        _ => VideoError::Io { path: path.to_path_buf(), source: e },
     })?;
     if meta.is_dir() {
         load_image_dir(path, spec.num_frames, spec.image_dir_fps.unwrap_or(1.0))
@@ -205,9 +188,7 @@ pub fn decode_video(path: &Path, n: usize) -> Result<Frames, VideoError> {
         (decode_pass(path, &[])?.decoded, None)
     };
     if total == 0 {
-        return Err(VideoError::NoFrames {
-            path: path.to_path_buf(),
-        });
+        return Err(VideoError::NoFrames { path: path.to_path_buf() });
     }
     // 2. Second pass only when the count was unknown or wrong.
     let (idx, pass) = match pass {
@@ -230,116 +211,67 @@ pub fn decode_video(path: &Path, n: usize) -> Result<Frames, VideoError> {
                 None => {
                     return Err(VideoError::Decode {
                         path: path.to_path_buf(),
-                        reason: format!(
-                            "frame {i} of {total} was not produced on the second decode (non-deterministic decoding?)"
-                        ),
+                        reason: format!("frame {i} of {total} was not produced on the second decode (non-deterministic decoding?)"),
                     })
                 }
             }
         }
         let (_, rgb) = current.as_ref().expect("set by the loop above");
-        frames.push(Frame {
-            index: i,
-            time_s: i as f64 / fps,
-            rgb: rgb.clone(),
-        });
+        frames.push(Frame { index: i, time_s: i as f64 / fps, rgb: rgb.clone() });
     }
-    Ok(Frames {
-        frames,
-        total_frames: total,
-        fps,
-        duration_s: total as f64 / fps,
-    })
+    Ok(Frames { frames, total_frames: total, fps, duration_s: total as f64 / fps })
 }
 
 fn open(path: &Path) -> Result<(video_rs::Reader, usize), VideoError> {
-    let not_a_video = |reason: String| VideoError::NotAVideo {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let not_a_video = |reason: String| VideoError::NotAVideo { path: path.to_path_buf(), reason };
     let reader = video_rs::Reader::new(path).map_err(|e| not_a_video(e.to_string()))?;
-    let stream = reader
-        .best_video_stream_index()
-        .map_err(|_| not_a_video("no video stream".into()))?;
+    let stream = reader.best_video_stream_index().map_err(|_| not_a_video("no video stream".into()))?;
     Ok((reader, stream))
 }
 
 fn rational(r: ffmpeg::Rational) -> Option<f64> {
-    (r.numerator() > 0 && r.denominator() > 0)
-        .then(|| r.numerator() as f64 / r.denominator() as f64)
+    (r.numerator() > 0 && r.denominator() > 0).then(|| r.numerator() as f64 / r.denominator() as f64)
 }
 
 fn probe(path: &Path) -> Result<StreamInfo, VideoError> {
     let (reader, idx) = open(path)?;
-    let stream = reader
-        .input
-        .stream(idx)
-        .ok_or_else(|| VideoError::NotAVideo {
-            path: path.to_path_buf(),
-            reason: "no video stream".into(),
-        })?;
-    let fps = rational(stream.avg_frame_rate())
-        .or_else(|| rational(stream.rate()))
-        .ok_or_else(|| VideoError::NoFrameRate {
-            path: path.to_path_buf(),
-        })?;
-    Ok(StreamInfo {
-        header_frames: stream.frames().max(0) as usize,
-        fps,
-    })
+    let stream = reader.input.stream(idx).ok_or_else(|| VideoError::NotAVideo { path: path.to_path_buf(), reason: "no video stream".into() })?;
+    let fps = rational(stream.avg_frame_rate()).or_else(|| rational(stream.rate())).ok_or_else(|| VideoError::NoFrameRate { path: path.to_path_buf() })?;
+    Ok(StreamInfo { header_frames: stream.frames().max(0) as usize, fps })
 }
 
 /// Decodes the whole stream once, converting the frames whose index is in `wanted`
 /// (sorted, may contain duplicates) to RGB.
 fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
-    let decode_err = |reason: String| VideoError::Decode {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let decode_err = |reason: String| VideoError::Decode { path: path.to_path_buf(), reason };
     let (mut reader, idx) = open(path)?;
-    let params = reader
-        .input
-        .stream(idx)
-        .map(|s| s.parameters())
-        .ok_or_else(|| decode_err("no video stream".into()))?;
-    let mut ctx = ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| {
-        VideoError::NotAVideo {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }
-    })?;
+    let params = reader.input.stream(idx).map(|s| s.parameters()).ok_or_else(|| decode_err("no video stream".into()))?;
+    let mut ctx =
+        ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| VideoError::NotAVideo { path: path.to_path_buf(), reason: e.to_string() })?;
     ctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
         count: 0, // auto
         ..Default::default()
     });
-    let mut decoder = ctx.decoder().video().map_err(|e| VideoError::NotAVideo {
-        path: path.to_path_buf(),
-        reason: format!("no decoder: {e}"),
-    })?;
+    let mut decoder = ctx.decoder().video().map_err(|e| VideoError::NotAVideo { path: path.to_path_buf(), reason: format!("no decoder: {e}") })?;
 
     let mut conv = Converter::default();
-    let mut pass = Pass {
-        decoded: 0,
-        converted: Vec::new(),
-    };
+    let mut pass = Pass { decoded: 0, converted: Vec::new() };
     let mut next_wanted = 0usize; // position in `wanted`
     let mut frame = ffmpeg::frame::Video::empty();
-    let mut receive =
-        |decoder: &mut ffmpeg::decoder::Video, pass: &mut Pass| -> Result<(), VideoError> {
-            while decoder.receive_frame(&mut frame).is_ok() {
-                let i = pass.decoded;
-                pass.decoded += 1;
-                if next_wanted < wanted.len() && wanted[next_wanted] == i {
-                    pass.converted
-                        .push((i, conv.convert(&frame).map_err(decode_err)?));
-                    while next_wanted < wanted.len() && wanted[next_wanted] == i {
-                        next_wanted += 1;
-                    }
+    let mut receive = |decoder: &mut ffmpeg::decoder::Video, pass: &mut Pass| -> Result<(), VideoError> {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            let i = pass.decoded;
+            pass.decoded += 1;
+            if next_wanted < wanted.len() && wanted[next_wanted] == i {
+                pass.converted.push((i, conv.convert(&frame).map_err(decode_err)?));
+                while next_wanted < wanted.len() && wanted[next_wanted] == i {
+                    next_wanted += 1;
                 }
             }
-            Ok(())
-        };
+        }
+        Ok(())
+    };
 
     // Demux by hand (not `Input::packets()`) so that I/O errors surface instead of ending
     // the stream silently. Corrupt packets (`InvalidData`) are skipped, like FFmpeg does.
@@ -354,9 +286,7 @@ fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
             Err(ffmpeg::Error::InvalidData) => {
                 corrupt_in_a_row += 1;
                 if corrupt_in_a_row > 10_000 {
-                    return Err(decode_err(
-                        "the container is corrupt (10000 unreadable packets in a row)".into(),
-                    ));
+                    return Err(decode_err("the container is corrupt (10000 unreadable packets in a row)".into()));
                 }
                 continue;
             }
@@ -378,9 +308,7 @@ fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
     if pass.decoded == 0 && send_errors > 0 {
         return Err(VideoError::NotAVideo {
             path: path.to_path_buf(),
-            reason: format!(
-                "{send_errors} packets failed to decode, none succeeded (last: {last_send_error})"
-            ),
+            reason: format!("{send_errors} packets failed to decode, none succeeded (last: {last_send_error})"),
         });
     }
     Ok(pass)
@@ -389,12 +317,7 @@ fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
 /// swscale context to RGB24, rebuilt when the input format or size changes mid-stream.
 #[derive(Default)]
 struct Converter {
-    ctx: Option<(
-        ffmpeg::format::Pixel,
-        u32,
-        u32,
-        ffmpeg::software::scaling::Context,
-    )>,
+    ctx: Option<(ffmpeg::format::Pixel, u32, u32, ffmpeg::software::scaling::Context)>,
 }
 
 impl Converter {
@@ -405,22 +328,13 @@ impl Converter {
             return Err("decoded a frame of size 0".into());
         }
         if !matches!(&self.ctx, Some((f, cw, ch, _)) if *f == fmt && *cw == w && *ch == h) {
-            let sws = Context::get(
-                fmt,
-                w,
-                h,
-                ffmpeg::format::Pixel::RGB24,
-                w,
-                h,
-                Flags::BICUBIC,
-            )
-            .map_err(|e| format!("no conversion from {fmt:?} to RGB24: {e}"))?;
+            let sws =
+                Context::get(fmt, w, h, ffmpeg::format::Pixel::RGB24, w, h, Flags::BICUBIC).map_err(|e| format!("no conversion from {fmt:?} to RGB24: {e}"))?;
             self.ctx = Some((fmt, w, h, sws));
         }
         let (_, _, _, sws) = self.ctx.as_mut().expect("set above");
         let mut rgb = ffmpeg::frame::Video::empty();
-        sws.run(frame, &mut rgb)
-            .map_err(|e| format!("converting to RGB: {e}"))?;
+        sws.run(frame, &mut rgb).map_err(|e| format!("converting to RGB: {e}"))?;
         // Copy row by row: FFmpeg rows are padded to `stride` bytes.
         let (w, h) = (w as usize, h as usize);
         let stride = rgb.stride(0);
@@ -442,10 +356,7 @@ const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// Lists the images of a directory, sorted by file name (byte order). Hidden entries
 /// (starting with `.`) are ignored; any other non-image entry is an error.
 pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
-    let io = |e| VideoError::Io {
-        path: dir.to_path_buf(),
-        source: e,
-    };
+    let io = |e| VideoError::Io { path: dir.to_path_buf(), source: e };
     let mut images = Vec::new();
     let mut others = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -455,10 +366,7 @@ pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
             continue;
         }
         let is_image = entry.path().is_file()
-            && Path::new(&name)
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
+            && Path::new(&name).extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| e.eq_ignore_ascii_case(x)));
         if is_image {
             images.push(entry.path());
         } else {
@@ -467,16 +375,10 @@ pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
     }
     if !others.is_empty() {
         others.sort();
-        return Err(VideoError::NonImageFiles {
-            dir: dir.to_path_buf(),
-            count: others.len(),
-            first: others[0].clone(),
-        });
+        return Err(VideoError::NonImageFiles { dir: dir.to_path_buf(), count: others.len(), first: others[0].clone() });
     }
     if images.is_empty() {
-        return Err(VideoError::EmptyDirectory {
-            dir: dir.to_path_buf(),
-        });
+        return Err(VideoError::EmptyDirectory { dir: dir.to_path_buf() });
     }
     images.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     Ok(images)
@@ -487,32 +389,18 @@ pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
 /// crate's decoder, which can differ from libjpeg by ±1-2 LSB.
 pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
     use image::ImageDecoder;
-    let bad = |e: image::ImageError| VideoError::UnreadableImage {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let bad = |e: image::ImageError| VideoError::UnreadableImage { path: path.to_path_buf(), reason: e.to_string() };
     let reader = image::ImageReader::open(path)
-        .map_err(|e| VideoError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?
+        .map_err(|e| VideoError::Io { path: path.to_path_buf(), source: e })?
         .with_guessed_format()
-        .map_err(|e| VideoError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        .map_err(|e| VideoError::Io { path: path.to_path_buf(), source: e })?;
     let mut decoder = reader.into_decoder().map_err(bad)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
     img.apply_orientation(orientation);
     let rgb = img.into_rgb8();
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    Array3::from_shape_vec((h, w, 3), rgb.into_raw()).map_err(|e| VideoError::UnreadableImage {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    Array3::from_shape_vec((h, w, 3), rgb.into_raw()).map_err(|e| VideoError::UnreadableImage { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// A directory of images as a video: the same index rule over the sorted file list; only
@@ -526,27 +414,15 @@ pub fn load_image_dir(dir: &Path, n: usize, fps: f64) -> Result<Frames, VideoErr
     let idx = sample_indices(total, n)?;
     let mut unique = idx.clone();
     unique.dedup();
-    let images: Vec<(usize, Array3<u8>)> = unique
-        .par_iter()
-        .map(|&i| read_image(&files[i]).map(|rgb| (i, rgb)))
-        .collect::<Result<_, _>>()?;
+    let images: Vec<(usize, Array3<u8>)> = unique.par_iter().map(|&i| read_image(&files[i]).map(|rgb| (i, rgb))).collect::<Result<_, _>>()?;
     let frames = idx
         .iter()
         .map(|&i| {
             let pos = unique.binary_search(&i).unwrap_or(0);
-            Frame {
-                index: i,
-                time_s: i as f64 / fps,
-                rgb: images[pos].1.clone(),
-            }
+            Frame { index: i, time_s: i as f64 / fps, rgb: images[pos].1.clone() }
         })
         .collect();
-    Ok(Frames {
-        frames,
-        total_frames: total,
-        fps,
-        duration_s: total as f64 / fps,
-    })
+    Ok(Frames { frames, total_frames: total, fps, duration_s: total as f64 / fps })
 }
 
 #[cfg(test)]
@@ -557,18 +433,12 @@ mod tests {
     fn indices_match_numpy_linspace() {
         // Expected values computed with NumPy 2.4.6:
         //   np.linspace(0, T-1, N, dtype=int).tolist()
-        let want_100_32 = [
-            0, 3, 6, 9, 12, 15, 19, 22, 25, 28, 31, 35, 38, 41, 44, 47, 51, 54, 57, 60, 63, 67, 70,
-            73, 76, 79, 83, 86, 89, 92, 95, 99,
-        ];
+        let want_100_32 = [0, 3, 6, 9, 12, 15, 19, 22, 25, 28, 31, 35, 38, 41, 44, 47, 51, 54, 57, 60, 63, 67, 70, 73, 76, 79, 83, 86, 89, 92, 95, 99];
         assert_eq!(sample_indices(100, 32).unwrap(), want_100_32);
         let want_31_32: Vec<usize> = std::iter::once(0).chain(0..31).collect(); // [0, 0, 1, ..., 30]
         assert_eq!(sample_indices(31, 32).unwrap(), want_31_32);
         assert_eq!(sample_indices(1, 32).unwrap(), vec![0; 32]);
-        assert_eq!(
-            sample_indices(25, 8).unwrap(),
-            [0, 3, 6, 10, 13, 17, 20, 24]
-        );
+        assert_eq!(sample_indices(25, 8).unwrap(), [0, 3, 6, 10, 13, 17, 20, 24]);
         assert_eq!(sample_indices(2, 3).unwrap(), [0, 0, 1]);
         // N = 1: numpy gives [0]
         assert_eq!(sample_indices(10, 1).unwrap(), [0]);
@@ -577,10 +447,7 @@ mod tests {
     #[test]
     fn zero_frames_or_samples_are_errors() {
         assert!(matches!(sample_indices(0, 32), Err(VideoError::ZeroFrames)));
-        assert!(matches!(
-            sample_indices(10, 0),
-            Err(VideoError::ZeroSamples)
-        ));
+        assert!(matches!(sample_indices(10, 0), Err(VideoError::ZeroSamples)));
     }
 
     #[test]

@@ -39,9 +39,7 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
     let mut projector = bundle.session("projector")?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
     let feats = values::from_f32(features, "f32", "image_features")?;
     let cams = values::f32_view(camera_tokens.view(), "camera_tokens")?;
-    let out = projector
-        .run(ort::inputs!["image_features" => feats, "camera_tokens" => cams])
-        .map_err(|e| Error::ort("running projector", e))?;
+    let out = projector.run(ort::inputs!["image_features" => feats, "camera_tokens" => cams]).map_err(|e| Error::ort("running projector", e))?;
     let vision = values::to_f32(&out["vision_embeds"], "vision_embeds")?
         .into_dimensionality::<Ix3>()
         .map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?;
