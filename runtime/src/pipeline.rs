@@ -10,8 +10,9 @@
 //!    cache plus the hidden states of the grid tokens (for the BEV head).
 //!
 //! Asking a question then prefills only the question's own tokens on top of the prefix
-//! (the cache is passed by reference, never modified), reads the hidden states at `<Pos>`
-//! and `<Ori>` for the heads, and decodes the answer.
+//! (the cache is shared by reference, never copied or modified; the question's own K/V go
+//! into buffers allocated once for it), reads the hidden states at `<Pos>` and `<Ori>` for
+//! the heads, and decodes the answer.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::session::SessionOptions;
 use crate::stages::cut3r::{Cut3r, Cut3rState};
-use crate::stages::decode::{KvCache, Llm};
+use crate::stages::decode::{KvCache, Llm, Prefix, Sequence};
 use crate::stages::heads::{decode_bev, decode_orientation, decode_position, Position};
 use crate::stages::preprocess::{preprocess, PreprocessSpec};
 use crate::stages::prompt::{self, PromptPlan, VideoTiming};
@@ -184,7 +185,7 @@ impl Loc3r {
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
             .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
         let t = Instant::now();
-        let out = llm.forward(&prefix_embeds, &llm.empty_cache()?)?;
+        let out = llm.prefill(&prefix_embeds)?;
         timings.prefill = ms(t);
 
         // Grid tokens: per frame, skip the camera token and every row's newline.
@@ -227,9 +228,9 @@ impl Loc3r {
 }
 
 /// What a question's prefill produced.
-struct Prefilled {
+struct Prefilled<'s> {
     logits: Vec<f32>,
-    cache: KvCache,
+    sequence: Sequence<'s, 's>,
     pose: Localization,
     prompt_tokens: usize,
 }
@@ -250,8 +251,9 @@ impl Scene {
         self.prefix.bytes(self.model.bundle()) + 4 * (self.prefix_embeds.len() + self.grid_hidden.len())
     }
 
-    /// Prefills the question after the cached prefix and runs the heads.
-    fn prefill(&self, situation: Option<&str>, question: &str) -> Result<Prefilled> {
+    /// Prefills the question after the cached prefix and runs the heads; the sequence has
+    /// room for `new_tokens` more positions.
+    fn prefill(&self, situation: Option<&str>, question: &str, new_tokens: usize) -> Result<Prefilled<'_>> {
         let b = self.model.bundle();
         let rt = &b.manifest.runtime;
         let plan: PromptPlan = prompt::plan(&b.tokenizer, &rt.prompt, &self.timing, situation, question).map_err(|e| Error::Input(e.to_string()))?;
@@ -262,19 +264,20 @@ impl Scene {
         let llm = Llm::new(b)?;
         let question_embeds = llm.embed(&plan.question)?;
         let reuse = plan.head == self.plan_head && plan.video_tail == self.plan_video_tail;
-        let (out, offset) = if reuse {
-            (llm.forward(&question_embeds, &self.prefix)?, 0)
+        let prefix = if reuse {
+            Prefix::Shared(&self.prefix)
         } else {
-            // The tail chunk tokenised differently with this question: prefill it whole.
+            // The tail chunk tokenised differently with this question: this question gets
+            // its own prefix (rare).
             let head_video = self.prefix_embeds.slice(s![..self.prefix_embeds.nrows() - self.plan_video_tail.len(), ..]);
             let tail = llm.embed(&plan.video_tail)?;
-            let all = concatenate(Axis(0), &[head_video, tail.view(), question_embeds.view()]).map_err(|e| Error::Input(e.to_string()))?;
-            let off = all.nrows() - question_embeds.nrows();
-            (llm.forward(&all, &llm.empty_cache()?)?, off)
+            let all = concatenate(Axis(0), &[head_video, tail.view()]).map_err(|e| Error::Input(e.to_string()))?;
+            Prefix::Owned(llm.prefill(&all)?.cache)
         };
-        let pose = self.run_heads(out.hidden.row(offset + pos_at).to_owned(), out.hidden.row(offset + ori_at).to_owned())?;
-        let prompt_tokens = out.cache.len;
-        Ok(Prefilled { logits: out.logits, cache: out.cache, pose, prompt_tokens })
+        let mut sequence = llm.sequence(prefix, question_embeds.nrows() + new_tokens)?;
+        let out = sequence.feed(&question_embeds)?;
+        let pose = self.run_heads(out.hidden.row(pos_at).to_owned(), out.hidden.row(ori_at).to_owned())?;
+        Ok(Prefilled { logits: out.logits, prompt_tokens: sequence.len(), sequence, pose })
     }
 
     fn run_heads(&self, pos: ndarray::Array1<f32>, ori: ndarray::Array1<f32>) -> Result<Localization> {
@@ -312,7 +315,7 @@ impl Scene {
     pub fn localize(&self, situation: Option<&str>) -> Result<Localization> {
         // The heads read <Pos>/<Ori>, which come before the question: any question gives
         // the same pose, so a neutral one is used.
-        Ok(self.prefill(situation, "?")?.pose)
+        Ok(self.prefill(situation, "?", 0)?.pose)
     }
 
     /// Answers a question; `on_token` receives text pieces as they are decoded and
@@ -323,10 +326,9 @@ impl Scene {
         let rt = &b.manifest.runtime;
         let mut sampler = Sampler::new(opts.clone(), rt.tokens.tokenizer_size as usize).map_err(|e| Error::Input(e.to_string()))?;
         let t = Instant::now();
-        let pre = self.prefill(situation, question)?;
+        let pre = self.prefill(situation, question, opts.max_new_tokens)?;
         let mut timings = Timings { prefill: ms(t), ..Timings::default() };
-        let llm = Llm::new(b)?;
-        let mut cache = pre.cache;
+        let mut sequence = pre.sequence;
         let mut logits = pre.logits;
         let mut ids = Vec::new();
         let mut stream = b.tokenizer.decode_stream(true);
@@ -347,12 +349,11 @@ impl Scene {
                 text.push_str(&piece);
                 keep_going = on_token(&piece);
             }
-            if !keep_going || step + 1 == opts.max_new_tokens {
+            // Stop at the token budget, or where the model's context ends.
+            if !keep_going || step + 1 == opts.max_new_tokens || !sequence.has_room(1) {
                 break;
             }
-            let out = llm.forward(&llm.embed(&[id])?, &cache)?;
-            cache = out.cache;
-            logits = out.logits;
+            logits = sequence.feed_token(id)?;
         }
         // The stream holds back bytes of an incomplete UTF-8 character; the final text is
         // the whole decode (with U+FFFD for bytes that never completed a character).

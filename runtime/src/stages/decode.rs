@@ -1,21 +1,33 @@
 //! The language model: token embeddings, prefill and autoregressive decoding through
-//! `embed.onnx` and `decoder.onnx`, with the KV cache carried as ONNX Runtime values.
+//! `embed.onnx` and `decoder.onnx`.
 //!
-//! The cache of a video prefix is kept as the `present` values of its prefill and passed
-//! *by reference* to every question on that video: the graph concatenates, so the prefix
-//! is never copied or modified (copy-on-write by construction).
+//! A video's prompt prefix is prefilled once into a [`KvCache`] that many questions share
+//! read-only. Each question is a [`Sequence`] on top of that prefix. How the sequence keeps
+//! its own positions depends on the bundle's KV layout (manifest `llm.kv_cache`):
+//!
+//! - **static** (default): the sequence owns one preallocated buffer per layer,
+//!   `[1,KVH,C,D]` with C = question + new tokens, allocated once. The graph reads the
+//!   prefix and the buffer in place and returns only the new positions, which are written
+//!   into the next free slots. Decode steps run through ONNX Runtime I/O bindings made once
+//!   per sequence: the token id, its embedding (written by `embed.onnx` straight into the
+//!   decoder's input), position, mask, logits and new K/V all live in buffers that are
+//!   reused every step. Nothing is copied from the prefix, and no tensor is allocated per step.
+//! - **concat** (optimum-style bundles): the graph returns `present = concat(past, new)`,
+//!   a fresh tensor every step; the prefix is still passed by reference, never modified.
 
 use half::f16;
-use ndarray::{Array2, ArrayD, IxDyn};
-use ort::session::SessionInputValue;
+use ndarray::{s, Array2, ArrayD, ArrayViewMutD, IxDyn};
+use ort::memory::Allocator;
+use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
+use ort::value::PrimitiveTensorElementType;
 use ort::value::{DynValue, Tensor};
 
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
+use crate::manifest::KvCacheLayout;
 
-/// KV cache: `present.{i}.key/.value` of every layer, `len` positions.
+/// A KV cache of `len` positions: 2 values per layer (key, value), `[1,KVH,len,D]`.
 pub struct KvCache {
-    /// 2 per layer: key, value.
     values: Vec<DynValue>,
     pub len: usize,
 }
@@ -29,25 +41,54 @@ impl std::fmt::Debug for KvCache {
 impl KvCache {
     /// Bytes held (for cache accounting).
     pub fn bytes(&self, bundle: &Bundle) -> usize {
-        let l = &bundle.manifest.runtime.llm;
-        let elem = if bundle.manifest.precision == "f16" { 2 } else { 4 };
-        2 * l.num_layers * l.num_kv_heads * l.head_dim * self.len * elem
+        kv_bytes(bundle, self.len)
     }
 }
 
-/// Output of one decoder call.
-pub struct StepOutput {
+fn kv_bytes(bundle: &Bundle, positions: usize) -> usize {
+    let l = &bundle.manifest.runtime.llm;
+    2 * l.num_layers * l.num_kv_heads * l.head_dim * positions * kv_element_size(bundle)
+}
+
+fn kv_element_size(bundle: &Bundle) -> usize {
+    if bundle.manifest.precision == "f16" {
+        2
+    } else {
+        4
+    }
+}
+
+/// Output of a prefill from an empty cache.
+pub struct Prefill {
     /// Logits of the last position `[V]`.
     pub logits: Vec<f32>,
     /// Hidden states after the final norm `[S, H]`.
     pub hidden: Array2<f32>,
-    /// Cache including this call's positions.
+    /// The cache of these positions, to be shared as a prefix.
     pub cache: KvCache,
+}
+
+/// Output of feeding positions to a [`Sequence`].
+pub struct Fed {
+    pub logits: Vec<f32>,
+    pub hidden: Array2<f32>,
 }
 
 /// The LLM half of a bundle.
 pub struct Llm<'b> {
     bundle: &'b Bundle,
+}
+
+fn e(what: &'static str) -> impl Fn(ort::Error) -> Error {
+    move |err| Error::ort(what, err)
+}
+
+fn kv_name(kind: &str, index: usize) -> String {
+    format!("{kind}.{}.{}", index / 2, if index % 2 == 0 { "key" } else { "value" })
+}
+
+fn lock<'a>(bundle: &'a Bundle, graph: &str) -> Result<std::sync::MutexGuard<'a, Session>> {
+    bundle.session(graph)?.lock().map_err(|_| Error::Input(format!("{graph} session poisoned by an earlier panic; reopen the bundle")))
 }
 
 impl<'b> Llm<'b> {
@@ -57,91 +98,437 @@ impl<'b> Llm<'b> {
         Ok(Llm { bundle })
     }
 
-    /// An empty cache (zero past positions).
-    pub fn empty_cache(&self) -> Result<KvCache> {
+    fn layout(&self) -> KvCacheLayout {
+        self.bundle.manifest.runtime.llm.kv_cache
+    }
+
+    fn f16(&self) -> bool {
+        self.bundle.manifest.precision == "f16"
+    }
+
+    /// KV values of `positions` zeros each, 2 per layer.
+    fn zero_kv(&self, positions: usize, what: &'static str) -> Result<Vec<DynValue>> {
         let l = &self.bundle.manifest.runtime.llm;
-        let shape = [1usize, l.num_kv_heads, 0, l.head_dim];
-        let mut values = Vec::with_capacity(2 * l.num_layers);
-        for _ in 0..2 * l.num_layers {
-            let v = if self.bundle.manifest.precision == "f16" {
-                Tensor::from_array(ArrayD::<f16>::from_elem(IxDyn(&shape), f16::ZERO)).map(|t| t.into_dyn())
-            } else {
-                Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape))).map(|t| t.into_dyn())
-            }
-            .map_err(|e| Error::ort("allocating the KV cache", e))?;
-            values.push(v);
-        }
-        Ok(KvCache { values, len: 0 })
+        let shape = [1usize, l.num_kv_heads, positions, l.head_dim];
+        (0..2 * l.num_layers)
+            .map(|_| {
+                if self.f16() {
+                    Tensor::from_array(ArrayD::<f16>::from_elem(IxDyn(&shape), f16::ZERO)).map(|t| t.into_dyn())
+                } else {
+                    Tensor::from_array(ArrayD::<f32>::zeros(IxDyn(&shape))).map(|t| t.into_dyn())
+                }
+                .map_err(e(what))
+            })
+            .collect()
+    }
+
+    /// An empty cache (zero positions).
+    pub fn empty_cache(&self) -> Result<KvCache> {
+        Ok(KvCache { values: self.zero_kv(0, "allocating the KV cache")?, len: 0 })
     }
 
     /// Token ids -> embeddings `[S, H]`. Ids must be valid rows (no placeholders).
     pub fn embed(&self, ids: &[u32]) -> Result<Array2<f32>> {
         let h = self.bundle.manifest.runtime.llm.hidden_size;
-        let rows = self.bundle.manifest.runtime.llm.vocab_size as u32;
-        if let Some(bad) = ids.iter().find(|&&i| i >= rows) {
-            return Err(Error::Input(format!("token id {bad} is outside the embedding table ({rows} rows)")));
-        }
+        self.check_ids(ids)?;
         if ids.is_empty() {
             return Ok(Array2::zeros((0, h)));
         }
         let input = Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i64).collect()).expect("shape");
-        let mut session = self.bundle.session("embed")?.lock().map_err(|_| Error::Input("embed session poisoned".into()))?;
-        let tensor = Tensor::from_array(input).map_err(|e| Error::ort("embed input", e))?;
-        let outputs = session.run(ort::inputs!["input_ids" => tensor]).map_err(|e| Error::ort("running embed", e))?;
-        let e = outputs["inputs_embeds"].try_extract_array::<f32>().map_err(|e| Error::ort("embed output", e))?;
-        e.to_owned()
+        let mut session = lock(self.bundle, "embed")?;
+        let tensor = Tensor::from_array(input).map_err(e("embed input"))?;
+        let outputs = session.run(ort::inputs!["input_ids" => tensor]).map_err(e("running embed"))?;
+        let embeds = outputs["inputs_embeds"].try_extract_array::<f32>().map_err(e("embed output"))?;
+        embeds
+            .to_owned()
             .into_shape_with_order((ids.len(), h))
-            .map_err(|err| Error::Bundle(format!("embed.onnx returned {:?}, expected [1, {}, {h}]: {err}", e.shape(), ids.len())))
+            .map_err(|err| Error::Bundle(format!("embed.onnx returned {:?}, expected [1, {}, {h}]: {err}", embeds.shape(), ids.len())))
     }
 
-    /// Runs `embeds [S, H]` after `past` (by reference: `past` stays valid).
-    pub fn forward(&self, embeds: &Array2<f32>, past: &KvCache) -> Result<StepOutput> {
-        let l = &self.bundle.manifest.runtime.llm;
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let rows = self.bundle.manifest.runtime.llm.vocab_size as u32;
+        match ids.iter().find(|&&i| i >= rows) {
+            Some(bad) => Err(Error::Input(format!("token id {bad} is outside the embedding table ({rows} rows)"))),
+            None => Ok(()),
+        }
+    }
+
+    fn check_room(&self, total: usize) -> Result<()> {
+        let max = self.bundle.manifest.runtime.llm.max_positions;
+        if total > max {
+            return Err(Error::Input(format!("the prompt needs {total} positions but the model supports {max}; use fewer frames or a shorter question")));
+        }
+        Ok(())
+    }
+
+    /// Prefills `embeds [S, H]` from an empty cache; the result's cache can be shared by
+    /// any number of sequences as their prefix.
+    pub fn prefill(&self, embeds: &Array2<f32>) -> Result<Prefill> {
+        let empty = self.empty_cache()?;
+        match self.layout() {
+            KvCacheLayout::Concat => {
+                let (fed, cache) = self.run_concat(embeds, &empty)?;
+                Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache })
+            }
+            KvCacheLayout::Static => {
+                let no_slots = self.zero_kv(0, "allocating the KV cache")?;
+                let (fed, new) = self.run_static(embeds, &empty, &no_slots, &[])?;
+                Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache: KvCache { values: new, len: embeds.nrows() } })
+            }
+        }
+    }
+
+    /// A sequence after `prefix` with room for `capacity` more positions (its prompt and
+    /// the tokens it will generate), clamped to the model's context.
+    pub fn sequence<'p>(&self, prefix: Prefix<'p>, capacity: usize) -> Result<Sequence<'p, 'b>> {
+        let capacity = capacity.min(self.bundle.manifest.runtime.llm.max_positions.saturating_sub(prefix.get().len));
+        let own = match self.layout() {
+            KvCacheLayout::Concat => Own::Concat(None),
+            KvCacheLayout::Static => {
+                Own::Static(StaticCache { buffers: self.zero_kv(capacity, "allocating the KV cache buffers")?, capacity, filled: 0, decode: None })
+            }
+        };
+        Ok(Sequence { llm: Llm { bundle: self.bundle }, prefix, own })
+    }
+
+    /// The common inputs of a decoder call.
+    fn step_inputs<'v>(&self, embeds: &'v Array2<f32>, start: usize, mask: Vec<i64>) -> Result<Vec<(String, SessionInputValue<'v>)>> {
         let s = embeds.nrows();
-        if s == 0 {
-            return Err(Error::Input("nothing to run: zero input positions".into()));
-        }
-        let total = past.len + s;
-        if total > l.max_positions {
-            return Err(Error::Input(format!(
-                "the prompt needs {total} positions but the model supports {}; use fewer frames or a shorter question",
-                l.max_positions
-            )));
-        }
-        fn e(what: &'static str) -> impl Fn(ort::Error) -> Error {
-            move |err| Error::ort(what, err)
-        }
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+        let positions = Array2::from_shape_vec((1, s), (start as i64..(start + s) as i64).collect()).expect("shape");
+        let mask = Array2::from_shape_vec((1, mask.len()), mask).expect("shape");
+        Ok(vec![
             ("inputs_embeds".into(), crate::values::f32_view(embeds.view().insert_axis(ndarray::Axis(0)), "decoder input")?.into()),
-            ("attention_mask".into(), Tensor::from_array(Array2::<i64>::ones((1, total))).map_err(e("decoder input"))?.into_dyn().into()),
-            (
-                "position_ids".into(),
-                Tensor::from_array(Array2::from_shape_vec((1, s), (past.len as i64..total as i64).collect()).expect("shape"))
-                    .map_err(e("decoder input"))?
-                    .into_dyn()
-                    .into(),
-            ),
-        ];
-        for (i, v) in past.values.iter().enumerate() {
-            let name = if i % 2 == 0 { format!("past_key_values.{}.key", i / 2) } else { format!("past_key_values.{}.value", i / 2) };
-            inputs.push((name, v.into()));
-        }
-        let mut session = self.bundle.session("decoder")?.lock().map_err(|_| Error::Input("decoder session poisoned".into()))?;
-        let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
+            ("attention_mask".into(), Tensor::from_array(mask).map_err(e("decoder input"))?.into_dyn().into()),
+            ("position_ids".into(), Tensor::from_array(positions).map_err(e("decoder input"))?.into_dyn().into()),
+        ])
+    }
+
+    fn read_outputs(&self, outputs: &SessionOutputs<'_>, s: usize) -> Result<Fed> {
+        let h = self.bundle.manifest.runtime.llm.hidden_size;
         let logits = outputs["logits"].try_extract_array::<f32>().map_err(e("decoder logits"))?.iter().copied().collect();
         let hidden = outputs["hidden_states"]
             .try_extract_array::<f32>()
             .map_err(e("decoder hidden states"))?
             .to_owned()
-            .into_shape_with_order((s, l.hidden_size))
-            .map_err(|err| Error::Bundle(format!("decoder.onnx hidden_states do not match [1, {s}, {}]: {err}", l.hidden_size)))?;
-        let mut values = Vec::with_capacity(2 * l.num_layers);
-        for i in 0..l.num_layers {
-            for kind in ["key", "value"] {
-                let name = format!("present.{i}.{kind}");
-                values.push(outputs.remove(name.as_str()).ok_or_else(|| Error::Bundle(format!("decoder.onnx has no output `{name}`")))?);
+            .into_shape_with_order((s, h))
+            .map_err(|err| Error::Bundle(format!("decoder.onnx hidden_states do not match [1, {s}, {h}]: {err}")))?;
+        Ok(Fed { logits, hidden })
+    }
+
+    /// Concat layout: runs `embeds` after `past`; returns the new whole cache.
+    fn run_concat(&self, embeds: &Array2<f32>, past: &KvCache) -> Result<(Fed, KvCache)> {
+        let s = embeds.nrows();
+        if s == 0 {
+            return Err(Error::Input("nothing to run: zero input positions".into()));
+        }
+        let total = past.len + s;
+        self.check_room(total)?;
+        let mut inputs = self.step_inputs(embeds, past.len, vec![1; total])?;
+        for (i, v) in past.values.iter().enumerate() {
+            inputs.push((kv_name("past_key_values", i), v.into()));
+        }
+        let mut session = lock(self.bundle, "decoder")?;
+        let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
+        let fed = self.read_outputs(&outputs, s)?;
+        let values = (0..past.values.len())
+            .map(|i| {
+                let name = kv_name("present", i);
+                outputs.remove(name.as_str()).ok_or_else(|| Error::Bundle(format!("decoder.onnx has no output `{name}`")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((fed, KvCache { values, len: total }))
+    }
+
+    /// Static layout: runs `embeds` after `prefix` and the sequence's `slots` (of which
+    /// `mask` marks the filled ones); returns the K/V of the new positions.
+    fn run_static(&self, embeds: &Array2<f32>, prefix: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
+        let s = embeds.nrows();
+        if s == 0 {
+            return Err(Error::Input("nothing to run: zero input positions".into()));
+        }
+        let filled = slot_mask.iter().filter(|&&m| m == 1).count();
+        self.check_room(prefix.len + filled + s)?;
+        let mut mask = vec![1i64; prefix.len];
+        mask.extend_from_slice(slot_mask);
+        mask.extend(std::iter::repeat_n(1, s));
+        let mut inputs = self.step_inputs(embeds, prefix.len + filled, mask)?;
+        for (i, v) in prefix.values.iter().enumerate() {
+            inputs.push((kv_name("past_key_values", i), v.into()));
+        }
+        for (i, v) in slots.iter().enumerate() {
+            inputs.push((kv_name("cache", i), v.into()));
+        }
+        let mut session = lock(self.bundle, "decoder")?;
+        let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
+        let fed = self.read_outputs(&outputs, s)?;
+        let new = (0..prefix.values.len())
+            .map(|i| {
+                let name = kv_name("present_new", i);
+                outputs.remove(name.as_str()).ok_or_else(|| Error::Bundle(format!("decoder.onnx has no output `{name}`")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((fed, new))
+    }
+}
+
+/// The prefix of a sequence: usually a scene's cache shared by reference.
+pub enum Prefix<'p> {
+    Shared(&'p KvCache),
+    Owned(KvCache),
+}
+
+impl Prefix<'_> {
+    pub fn get(&self) -> &KvCache {
+        match self {
+            Prefix::Shared(c) => c,
+            Prefix::Owned(c) => c,
+        }
+    }
+}
+
+/// A question's own positions on top of a shared prefix.
+pub struct Sequence<'p, 'b> {
+    llm: Llm<'b>,
+    prefix: Prefix<'p>,
+    own: Own,
+}
+
+enum Own {
+    /// The whole cache after the last call (None before the first).
+    Concat(Option<KvCache>),
+    Static(StaticCache),
+}
+
+/// The preallocated per-sequence buffers of the static layout.
+struct StaticCache {
+    /// `[1,KVH,capacity,D]` per layer and kind; slots `..filled` hold this sequence's K/V.
+    buffers: Vec<DynValue>,
+    capacity: usize,
+    filled: usize,
+    /// Bound lazily by the first single-token step (boxed: bindings are large and most
+    /// sequences of `localize` never decode).
+    decode: Option<Box<DecodeBinding>>,
+}
+
+/// Everything a decode step touches, bound once to both sessions.
+struct DecodeBinding {
+    embed: IoBinding,
+    decoder: IoBinding,
+    /// `[1,1]` token id, input of `embed.onnx`.
+    token: Tensor<i64>,
+    /// `[1,1]` position id.
+    position: Tensor<i64>,
+    /// `[1, P + C + 1]`: prefix, slots (1 once filled), the new position.
+    mask: Tensor<i64>,
+    /// `present_new.*` `[1,KVH,1,D]`, written by the decoder.
+    new_kv: Vec<DynValue>,
+    /// `[1,1,V]`.
+    logits: Tensor<f32>,
+}
+
+impl<'p, 'b> Sequence<'p, 'b> {
+    /// Positions so far: prefix plus this sequence's own.
+    pub fn len(&self) -> usize {
+        self.prefix.get().len + self.own_len()
+    }
+
+    fn own_len(&self) -> usize {
+        match &self.own {
+            Own::Concat(None) => 0,
+            Own::Concat(Some(cache)) => cache.len - self.prefix.get().len,
+            Own::Static(c) => c.filled,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `positions` more fit (in the model's context and, for the static layout,
+    /// in the buffers allocated for this sequence).
+    pub fn has_room(&self, positions: usize) -> bool {
+        match &self.own {
+            Own::Concat(_) => self.len() + positions <= self.llm.bundle.manifest.runtime.llm.max_positions,
+            Own::Static(c) => c.filled + positions <= c.capacity,
+        }
+    }
+
+    /// Bytes of KV held by this sequence beyond the shared prefix.
+    pub fn own_bytes(&self) -> usize {
+        match &self.own {
+            Own::Concat(_) => kv_bytes(self.llm.bundle, self.own_len()),
+            Own::Static(c) => kv_bytes(self.llm.bundle, c.capacity),
+        }
+    }
+
+    /// Runs `embeds [S, H]` as the next positions; returns the last logits and all hidden states.
+    pub fn feed(&mut self, embeds: &Array2<f32>) -> Result<Fed> {
+        let llm = &self.llm;
+        match &mut self.own {
+            Own::Concat(own) => {
+                let past = own.as_ref().unwrap_or(self.prefix.get());
+                let (fed, cache) = llm.run_concat(embeds, past)?;
+                *own = Some(cache);
+                Ok(fed)
+            }
+            Own::Static(c) => {
+                let s = embeds.nrows();
+                c.check_room(s)?;
+                // The first call (the question's prompt) sees no slots at all, so its result
+                // does not depend on the capacity reserved for the answer: `localize` and
+                // `ask` give bit-identical poses whatever `max_new_tokens` is.
+                let (fed, new) = if c.filled == 0 {
+                    llm.run_static(embeds, self.prefix.get(), &llm.zero_kv(0, "allocating the KV cache")?, &[])?
+                } else {
+                    let slot_mask: Vec<i64> = (0..c.capacity).map(|slot| i64::from(slot < c.filled)).collect();
+                    llm.run_static(embeds, self.prefix.get(), &c.buffers, &slot_mask)?
+                };
+                c.write(&new, llm.f16())?;
+                if let Some(d) = &mut c.decode {
+                    d.mark_filled(self.prefix.get().len, c.filled - s..c.filled)?;
+                }
+                Ok(fed)
             }
         }
-        Ok(StepOutput { logits, hidden, cache: KvCache { values, len: total } })
+    }
+
+    /// Runs one token as the next position; returns its logits `[V]`.
+    pub fn feed_token(&mut self, id: u32) -> Result<Vec<f32>> {
+        self.llm.check_ids(&[id])?;
+        let llm = &self.llm;
+        let c = match &mut self.own {
+            Own::Concat(_) => return Ok(self.feed(&llm_embed(&self.llm, id)?)?.logits),
+            Own::Static(c) => c,
+        };
+        c.check_room(1)?;
+        if c.decode.is_none() {
+            c.decode = Some(Box::new(DecodeBinding::new(llm, self.prefix.get(), c)?));
+        }
+        let d = c.decode.as_mut().expect("bound above");
+        let position = (self.prefix.get().len + c.filled) as i64;
+        d.token.extract_array_mut().fill(id as i64);
+        d.position.extract_array_mut().fill(position);
+        {
+            let mut embed = lock(llm.bundle, "embed")?;
+            embed.run_binding(&d.embed).map_err(e("running embed"))?;
+        }
+        {
+            let mut decoder = lock(llm.bundle, "decoder")?;
+            decoder.run_binding(&d.decoder).map_err(e("running decoder"))?;
+        }
+        let logits = d.logits.extract_array().iter().copied().collect();
+        let new_kv = std::mem::take(&mut d.new_kv);
+        let written = c.write(&new_kv, llm.f16());
+        let d = c.decode.as_mut().expect("bound above");
+        d.new_kv = new_kv;
+        written?;
+        d.mark_filled(self.prefix.get().len, c.filled - 1..c.filled)?;
+        Ok(logits)
+    }
+
+    /// Address of the first K/V buffer's data (tests check that decode steps reuse it).
+    #[doc(hidden)]
+    pub fn kv_buffer_address(&self) -> Option<usize> {
+        match &self.own {
+            Own::Concat(own) => own.as_ref().map(|c| tensor_address(&c.values[0])),
+            Own::Static(c) => c.buffers.first().map(tensor_address),
+        }
+    }
+}
+
+fn llm_embed(llm: &Llm<'_>, id: u32) -> Result<Array2<f32>> {
+    llm.embed(&[id])
+}
+
+fn tensor_address(v: &DynValue) -> usize {
+    v.try_extract_tensor::<f32>().map(|(_, d)| d.as_ptr() as usize).or_else(|_| v.try_extract_tensor::<f16>().map(|(_, d)| d.as_ptr() as usize)).unwrap_or(0)
+}
+
+impl StaticCache {
+    fn check_room(&self, positions: usize) -> Result<()> {
+        if self.filled + positions > self.capacity {
+            return Err(Error::Input(format!(
+                "the sequence's KV cache has room for {} positions and {} are used; {positions} more do not fit (raise the capacity: max_new_tokens)",
+                self.capacity, self.filled
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the K/V of new positions (`[1,KVH,S,D]` each) into the next free slots.
+    fn write(&mut self, new: &[DynValue], f16: bool) -> Result<()> {
+        let mut s = 0;
+        for (dst, src) in self.buffers.iter_mut().zip(new) {
+            s = if f16 { copy_slots::<f16>(dst, src, self.filled)? } else { copy_slots::<f32>(dst, src, self.filled)? };
+        }
+        self.filled += s;
+        Ok(())
+    }
+}
+
+/// `dst[:, :, at..at+S, :] = src`; returns S.
+fn copy_slots<T: PrimitiveTensorElementType + Copy + std::fmt::Debug>(dst: &mut DynValue, src: &DynValue, at: usize) -> Result<usize> {
+    let src = src.try_extract_array::<T>().map_err(e("reading new K/V"))?;
+    let s = src.shape()[2];
+    let mut dst: ArrayViewMutD<'_, T> = dst.try_extract_array_mut::<T>().map_err(e("writing the KV cache"))?;
+    if dst.shape()[2] < at + s || dst.shape()[..2] != src.shape()[..2] || dst.shape()[3] != src.shape()[3] {
+        return Err(Error::Bundle(format!("decoder.onnx returned new K/V of shape {:?}, which does not fit the cache {:?} at {at}", src.shape(), dst.shape())));
+    }
+    dst.slice_mut(s![.., .., at..at + s, ..]).assign(&src);
+    Ok(s)
+}
+
+impl DecodeBinding {
+    fn new(llm: &Llm<'_>, prefix: &KvCache, c: &StaticCache) -> Result<DecodeBinding> {
+        let l = &llm.bundle.manifest.runtime.llm;
+        let allocator = Allocator::default();
+        let token = Tensor::from_array(Array2::<i64>::zeros((1, 1))).map_err(e("decode token"))?;
+        let position = Tensor::from_array(Array2::<i64>::zeros((1, 1))).map_err(e("decode position"))?;
+        let mut mask = vec![1i64; prefix.len];
+        mask.extend((0..c.capacity).map(|slot| i64::from(slot < c.filled)));
+        mask.push(1);
+        let mask = Tensor::from_array(Array2::from_shape_vec((1, mask.len()), mask).expect("shape")).map_err(e("decode mask"))?;
+        let mut embeds = Tensor::<f32>::new(&allocator, [1usize, 1, l.hidden_size]).map_err(e("decode embeddings"))?;
+        let mut logits = Tensor::<f32>::new(&allocator, [1usize, 1, l.vocab_size]).map_err(e("decode logits"))?;
+        let kv_shape = [1usize, l.num_kv_heads, 1, l.head_dim];
+        let mut new_kv = (0..2 * l.num_layers)
+            .map(|_| {
+                if llm.f16() {
+                    Tensor::<f16>::new(&allocator, kv_shape).map(|t| t.into_dyn())
+                } else {
+                    Tensor::<f32>::new(&allocator, kv_shape).map(|t| t.into_dyn())
+                }
+                .map_err(e("decode K/V"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut embed = lock(llm.bundle, "embed")?.create_binding().map_err(e("binding embed"))?;
+        embed.bind_input("input_ids", &token).map_err(e("binding embed"))?;
+        embed.bind_output("inputs_embeds", &mut embeds).map_err(e("binding embed"))?;
+
+        let mut decoder = lock(llm.bundle, "decoder")?.create_binding().map_err(e("binding decoder"))?;
+        decoder.bind_input("inputs_embeds", &embeds).map_err(e("binding decoder"))?;
+        decoder.bind_input("position_ids", &position).map_err(e("binding decoder"))?;
+        decoder.bind_input("attention_mask", &mask).map_err(e("binding decoder"))?;
+        for (i, v) in prefix.values.iter().enumerate() {
+            decoder.bind_input(kv_name("past_key_values", i), v).map_err(e("binding decoder"))?;
+        }
+        for (i, v) in c.buffers.iter().enumerate() {
+            decoder.bind_input(kv_name("cache", i), v).map_err(e("binding decoder"))?;
+        }
+        decoder.bind_output("logits", &mut logits).map_err(e("binding decoder"))?;
+        for (i, v) in new_kv.iter_mut().enumerate() {
+            decoder.bind_output(kv_name("present_new", i), v).map_err(e("binding decoder"))?;
+        }
+        Ok(DecodeBinding { embed, decoder, token, position, mask, new_kv, logits })
+    }
+
+    /// Opens the mask for slots that were just written.
+    fn mark_filled(&mut self, prefix_len: usize, slots: std::ops::Range<usize>) -> Result<()> {
+        let mut mask = self.mask.extract_array_mut();
+        for slot in slots {
+            mask[[0, prefix_len + slot]] = 1;
+        }
+        Ok(())
     }
 }
