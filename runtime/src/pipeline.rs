@@ -24,14 +24,14 @@ use serde::Serialize;
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::session::SessionOptions;
-use crate::stages::cut3r::{Cut3r, Cut3rState};
+use crate::stages::cut3r::{CameraTokens, Cut3r, Cut3rState};
 use crate::stages::decode::{KvCache, Llm, Prefix, Sequence};
 use crate::stages::heads::{decode_bev, decode_orientation, decode_position, Position};
 use crate::stages::preprocess::{preprocess, PreprocessSpec};
 use crate::stages::prompt::{self, PromptPlan, VideoTiming};
 use crate::stages::sampling::{GenerationOptions, Sampler};
 use crate::stages::video::{load_frames, FrameSpec, Frames};
-use crate::stages::vision::embed_frames;
+use crate::stages::vision::{embed_frames, VisionEmbeds};
 use crate::values;
 
 /// An opened bundle. Cheap to clone; scenes of one model can be used from many threads.
@@ -155,63 +155,27 @@ impl Loc3r {
         let start = Instant::now();
         let b = &self.bundle;
         let rt = &b.manifest.runtime;
-        let mut timings = Timings::default();
         if frames.frames.is_empty() {
             return Err(Error::Input("no frames to observe".into()));
         }
-        let spec = PreprocessSpec {
-            siglip_size: rt.vision.image_size,
-            cut3r_long_side: rt.cut3r.long_side,
-            cut3r_width: rt.cut3r.width,
-            cut3r_height: rt.cut3r.height,
-        };
-        let pixels = preprocess(frames, &spec)?;
-
-        let t = Instant::now();
-        let cut3r = Cut3r::new(b)?;
-        let mut state = cut3r.initial_state()?;
-        let cams = cut3r.run(&pixels.cut3r, &mut state)?;
-        timings.cut3r = ms(t);
-
-        let t = Instant::now();
-        let embeds = embed_frames(b, &pixels.siglip, &cams.tokens)?;
-        timings.siglip = ms(t);
+        let initial = Cut3r::new(b)?.initial_state()?;
+        let (encoded, mut timings) = self.encode_frames(frames, &initial)?;
 
         let timing = VideoTiming { duration_s: frames.duration_s, frame_times_s: frames.frames.iter().map(|f| f.time_s).collect() };
         // A neutral question fixes the question-independent parts of the prompt.
         let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
         let llm = Llm::new(b)?;
-        let video = embeds.spliced();
+        let video = encoded.embeds.spliced();
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
             .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
         let t = Instant::now();
         let out = llm.prefill(&prefix_embeds)?;
         timings.prefill = ms(t);
 
-        // Grid tokens: per frame, skip the camera token and every row's newline.
-        let per_frame = embeds.vision.dim().1 + 1;
-        let g = rt.vision.pooled_grid;
-        let mut rows = Vec::new();
-        for f in 0..frames.frames.len() {
-            let base = plan.head.len() + f * per_frame + 1;
-            for r in 0..g {
-                for c in 0..g {
-                    rows.push(base + r * (g + 1) + c);
-                }
-            }
-        }
-        let grid_hidden = out.hidden.select(Axis(0), &rows);
+        let grid_hidden = out.hidden.select(Axis(0), &self.grid_rows(plan.head.len(), frames.frames.len()));
         timings.total = ms(start);
-        let infos = frames
-            .frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let mut pose = [0f32; 7];
-                pose.iter_mut().zip(cams.poses.row(i).iter()).for_each(|(d, s)| *d = *s);
-                FrameInfo { index: f.index, time_s: f.time_s, camera_pose: pose }
-            })
-            .collect();
+        let infos = frame_infos(frames, &encoded.cameras);
+        let state = encoded.state;
         Ok(Scene {
             model: self.clone(),
             frames: infos,
@@ -225,6 +189,68 @@ impl Loc3r {
             cut3r_state: state,
         })
     }
+}
+
+/// Frames through CUT3R (continuing a state), SigLIP and the projector.
+struct EncodedFrames {
+    cameras: CameraTokens,
+    state: Cut3rState,
+    embeds: VisionEmbeds,
+}
+
+impl Loc3r {
+    fn encode_frames(&self, frames: &Frames, state: &Cut3rState) -> Result<(EncodedFrames, Timings)> {
+        let b = &self.bundle;
+        let rt = &b.manifest.runtime;
+        let mut timings = Timings::default();
+        let spec = PreprocessSpec {
+            siglip_size: rt.vision.image_size,
+            cut3r_long_side: rt.cut3r.long_side,
+            cut3r_width: rt.cut3r.width,
+            cut3r_height: rt.cut3r.height,
+        };
+        let pixels = preprocess(frames, &spec)?;
+
+        let t = Instant::now();
+        let (cameras, state) = Cut3r::new(b)?.run(&pixels.cut3r, state)?;
+        timings.cut3r = ms(t);
+
+        let t = Instant::now();
+        let embeds = embed_frames(b, &pixels.siglip, &cameras.tokens)?;
+        timings.siglip = ms(t);
+        Ok((EncodedFrames { cameras, state, embeds }, timings))
+    }
+
+    /// Positions of the pooled grid tokens of `frames` spliced frames starting at `start`:
+    /// per frame, skip the camera token and every row's newline.
+    fn grid_rows(&self, start: usize, frames: usize) -> Vec<usize> {
+        let v = &self.bundle.manifest.runtime.vision;
+        let g = v.pooled_grid;
+        let per_frame = v.tokens_per_frame + 1;
+        let mut rows = Vec::with_capacity(frames * g * g);
+        for f in 0..frames {
+            let base = start + f * per_frame + 1;
+            for r in 0..g {
+                for c in 0..g {
+                    rows.push(base + r * (g + 1) + c);
+                }
+            }
+        }
+        rows
+    }
+}
+
+fn frame_infos(frames: &Frames, cameras: &CameraTokens) -> Vec<FrameInfo> {
+    frames
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let mut pose = [0f32; 7];
+            pose.iter_mut().zip(cameras.poses.row(i).iter()).for_each(|(d, s)| *d = *s);
+            FrameInfo { index: f.index, time_s: f.time_s, camera_pose: pose }
+        })
+        .collect()
 }
 
 /// What a question's prefill produced.
@@ -244,6 +270,52 @@ impl Scene {
     /// Tokens in the cached video prefix.
     pub fn prefix_tokens(&self) -> usize {
         self.prefix.len
+    }
+
+    /// Appends live frames to the scene (`more.duration_s`: the stream's duration so far,
+    /// for the time instruction). CUT3R continues its recurrence from the last frame, the
+    /// cached prefix keeps the system turn and the frames so far and prefills only the new
+    /// frames and the new time instruction, and later answers use every frame. The result
+    /// equals observing all the frames at once. On error the scene is unchanged.
+    pub fn push_frames(&mut self, more: &Frames) -> Result<()> {
+        if more.frames.is_empty() {
+            return Err(Error::Input("no frames to push".into()));
+        }
+        let start = Instant::now();
+        let model = self.model.clone();
+        let b = model.bundle();
+        let rt = &b.manifest.runtime;
+        let (encoded, mut timings) = model.encode_frames(more, &self.cut3r_state)?;
+
+        let mut frame_times_s = self.timing.frame_times_s.clone();
+        frame_times_s.extend(more.frames.iter().map(|f| f.time_s));
+        let timing = VideoTiming { duration_s: more.duration_s, frame_times_s };
+        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
+        if plan.head != self.plan_head {
+            return Err(Error::Bundle("the prompt before the video changed with the frames; the template must not depend on the video there".into()));
+        }
+        let llm = Llm::new(b)?;
+        let keep = self.plan_head.len() + self.frames.len() * (rt.vision.tokens_per_frame + 1);
+        let fed = concatenate(Axis(0), &[encoded.embeds.spliced().view(), llm.embed(&plan.video_tail)?.view()])
+            .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
+        let t = Instant::now();
+        let out = llm.extend(&self.prefix, keep, &fed)?;
+        timings.prefill = ms(t);
+        let new_grid = out.hidden.select(Axis(0), &model.grid_rows(0, more.frames.len()));
+        let grid_hidden = concatenate(Axis(0), &[self.grid_hidden.view(), new_grid.view()]).map_err(|e| Error::Input(e.to_string()))?;
+        let prefix_embeds = concatenate(Axis(0), &[self.prefix_embeds.slice(s![..keep, ..]), fed.view()]).map_err(|e| Error::Input(e.to_string()))?;
+
+        // Everything succeeded: commit.
+        self.frames.extend(frame_infos(more, &encoded.cameras));
+        self.timing = timing;
+        self.plan_video_tail = plan.video_tail;
+        self.prefix_embeds = prefix_embeds;
+        self.prefix = out.cache;
+        self.grid_hidden = grid_hidden;
+        self.cut3r_state = encoded.state;
+        timings.total = ms(start);
+        self.observe_timings = timings;
+        Ok(())
     }
 
     /// Bytes held by this scene's caches (KV prefix and embeddings).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use loc3r::manifest::KvCacheLayout;
 use loc3r::stages::decode::{Llm, Prefix};
+use loc3r::stages::video::{load_frames, FrameSpec, Frames};
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
 use loc3r_e2e::{synthetic_video, tiny_bundle};
 use ndarray::{s, Array2};
@@ -94,7 +95,8 @@ fn concat_layout_steps_equal_one_prefill() {
     prefix_then_chunk_then_steps(KvCacheLayout::Concat);
 }
 
-/// Both layouts answer identically end to end (same video, questions, greedy ids, pose).
+/// Both layouts answer identically end to end (same video, questions, greedy ids, pose),
+/// before and after a frame is pushed.
 #[test]
 fn both_layouts_give_the_same_answers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -104,8 +106,12 @@ fn both_layouts_give_the_same_answers() {
         .into_iter()
         .map(|layout| {
             let model = open(&bundle(layout, tmp.path()));
-            let scene = model.observe_video(&video, 3).unwrap();
-            ["Where is the chair?", "What is on the table?"].map(|q| scene.ask(None, q, &opts).unwrap())
+            let frames = load_frames(&video, &FrameSpec::new(4)).unwrap();
+            let mut scene = model.observe_frames(&Frames { frames: frames.frames[..3].to_vec(), ..frames.clone() }).unwrap();
+            let first = scene.ask(None, "Where is the chair?", &opts).unwrap();
+            // A pushed frame grows the prefix (both layouts extend their cache).
+            scene.push_frames(&Frames { frames: frames.frames[3..].to_vec(), ..frames.clone() }).unwrap();
+            [first, scene.ask(None, "What is on the table?", &opts).unwrap()]
         })
         .collect();
     for (s, c) in answers[0].iter().zip(&answers[1]) {

@@ -326,3 +326,40 @@ fn fp16_bundle_generates_the_same_ids() {
         eprintln!("{name} fp16: {} ids identical; yaw {:.4}° vs {:.4}°", a.token_ids.len(), a.pose.yaw_deg, q["yaw_deg"].as_f64().unwrap());
     }
 }
+
+/// Live frames: observing the first frames and pushing the rest one or two at a time gives
+/// the reference's answers, poses and CUT3R camera poses, as observing them all at once does.
+#[test]
+fn pushing_frames_equals_observing_them_at_once() {
+    let (reference, model) = open();
+    let n = num_frames(&reference);
+    assert!(n >= 3, "the reference needs at least 3 frames, has {n}");
+    let all = load_frames(&frames_dir(&reference), &FrameSpec::new(n)).expect("load frames");
+    let part = |range: std::ops::Range<usize>| loc3r::stages::video::Frames { frames: all.frames[range].to_vec(), ..all.clone() };
+    let mut scene = model.observe_frames(&part(0..1)).expect("observe the first frame");
+    let at_once = model.observe_frames(&all).expect("observe all");
+    let mut pushed = 1;
+    for step in [1, 2].iter().cycle() {
+        let end = (pushed + step).min(n);
+        scene.push_frames(&part(pushed..end)).expect("push frames");
+        pushed = end;
+        if pushed == n {
+            break;
+        }
+    }
+    assert_eq!(scene.frames_seen(), n);
+    assert_eq!(scene.prefix_tokens(), at_once.prefix_tokens());
+    for (f, (got, want)) in scene.frames.iter().zip(&at_once.frames).enumerate() {
+        assert_eq!((got.index, got.time_s), (want.index, want.time_s), "frame {f}");
+        for (k, (a, b)) in got.camera_pose.iter().zip(&want.camera_pose).enumerate() {
+            close(&format!("pushed frame {f} camera_pose[{k}]"), *a as f64, *b as f64, POSE_TOL);
+        }
+    }
+    for q in reference["questions"].as_array().unwrap() {
+        check_answer(&model, q, &ask(&scene, q), "frames pushed one or two at a time");
+    }
+    // An empty push is an error and leaves the scene as it was.
+    let empty = loc3r::stages::video::Frames { frames: Vec::new(), ..all.clone() };
+    assert!(scene.push_frames(&empty).is_err());
+    assert_eq!(scene.frames.len(), n);
+}

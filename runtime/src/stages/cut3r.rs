@@ -67,9 +67,14 @@ impl<'b> Cut3r<'b> {
         g.inputs.iter().find(|i| i.name == input).map(|i| i.dtype.clone()).ok_or_else(|| Error::Bundle(format!("{graph}.onnx has no input `{input}`")))
     }
 
-    /// Encodes frames `[F,3,H,W]` and runs the recurrence over them, continuing `state`.
-    pub fn run(&self, pixels: &Array4<f32>, state: &mut Cut3rState) -> Result<CameraTokens> {
+    /// Encodes frames `[F,3,H,W]` and runs the recurrence over them, continuing `state`;
+    /// returns the camera outputs and the state after the last frame (`state` itself is
+    /// left as it was, so a caller can drop the result if a later stage fails).
+    pub fn run(&self, pixels: &Array4<f32>, state: &Cut3rState) -> Result<(CameraTokens, Cut3rState)> {
         let frames = pixels.shape()[0];
+        if frames == 0 {
+            return Err(Error::Input("no frames for CUT3R".into()));
+        }
         let image_dtype = self.input_dtype("cut3r_encoder", "image")?;
         let features_dtype = self.input_dtype("cut3r_step", "features")?;
         let features = {
@@ -82,14 +87,19 @@ impl<'b> Cut3r<'b> {
         let mut tokens = Array2::zeros((frames, dc));
         let mut poses = Array2::zeros((frames, 7));
         let mut step = self.bundle.session("cut3r_step")?.lock().map_err(|_| Error::Input("cut3r_step session poisoned".into()))?;
+        let mut carried: Option<(DynValue, DynValue)> = None;
         for f in 0..frames {
+            let (state_in, memory_in) = match &carried {
+                Some((s, m)) => (s, m),
+                None => (&state.state, &state.memory),
+            };
             let feat: ArrayD<f32> = features.slice(s![f..f + 1, .., ..]).to_owned().into_dyn();
             let flag = |v: f32| values::from_f32(values::array(&[1], vec![v]), "f32", "cut3r flag");
             let inputs: Vec<(String, SessionInputValue<'_>)> = vec![
                 ("features".into(), values::from_f32(feat, &features_dtype, "cut3r features")?.into()),
-                ("state".into(), (&state.state).into()),
-                ("memory".into(), (&state.memory).into()),
-                ("is_first".into(), flag(if state.frames_seen == 0 { 1.0 } else { 0.0 })?.into()),
+                ("state".into(), state_in.into()),
+                ("memory".into(), memory_in.into()),
+                ("is_first".into(), flag(if state.frames_seen + f == 0 { 1.0 } else { 0.0 })?.into()),
                 ("update".into(), flag(1.0)?.into()),
                 ("reset".into(), flag(0.0)?.into()),
             ];
@@ -101,10 +111,9 @@ impl<'b> Cut3r<'b> {
             let new_memory = take("memory_out")?;
             tokens.row_mut(f).assign(&values::to_f32(&token, "camera_token")?.index_axis(Axis(0), 0));
             poses.row_mut(f).assign(&values::to_f32(&pose, "camera_pose")?.index_axis(Axis(0), 0));
-            state.state = new_state;
-            state.memory = new_memory;
-            state.frames_seen += 1;
+            carried = Some((new_state, new_memory));
         }
-        Ok(CameraTokens { tokens, poses })
+        let (state_out, memory_out) = carried.expect("at least one frame");
+        Ok((CameraTokens { tokens, poses }, Cut3rState { state: state_out, memory: memory_out, frames_seen: state.frames_seen + frames }))
     }
 }

@@ -178,6 +178,30 @@ impl<'b> Llm<'b> {
         }
     }
 
+    /// Prefills `embeds [S, H]` after the first `keep` positions of `prefix`, for a prefix
+    /// that grows (frames pushed to a scene). Returns a new cache of `keep + S` positions;
+    /// `prefix` itself is not modified.
+    pub fn extend(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
+        if keep > prefix.len {
+            return Err(Error::Input(format!("cannot keep {keep} positions of a {}-position cache", prefix.len)));
+        }
+        let f16 = self.f16();
+        let kept = prefix.values.iter().map(|v| if f16 { leading::<f16>(v, keep) } else { leading::<f32>(v, keep) }).collect::<Result<Vec<_>>>()?;
+        let kept = KvCache { values: kept, len: keep };
+        match self.layout() {
+            KvCacheLayout::Concat => {
+                let (fed, cache) = self.run_concat(embeds, &kept)?;
+                Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache })
+            }
+            KvCacheLayout::Static => {
+                let (fed, new) = self.run_static(embeds, &kept, &self.zero_kv(0, "allocating the KV cache")?, &[])?;
+                let values =
+                    kept.values.iter().zip(&new).map(|(a, b)| if f16 { joined::<f16>(a, b) } else { joined::<f32>(a, b) }).collect::<Result<Vec<_>>>()?;
+                Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache: KvCache { values, len: keep + embeds.nrows() } })
+            }
+        }
+    }
+
     /// A sequence after `prefix` with room for `capacity` more positions (its prompt and
     /// the tokens it will generate), clamped to the model's context.
     pub fn sequence<'p>(&self, prefix: Prefix<'p>, capacity: usize) -> Result<Sequence<'p, 'b>> {
@@ -464,6 +488,22 @@ impl StaticCache {
         self.filled += s;
         Ok(())
     }
+}
+
+/// The first `keep` positions of a K/V value, as a new value.
+fn leading<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(v: &DynValue, keep: usize) -> Result<DynValue> {
+    let a = v.try_extract_array::<T>().map_err(e("reading the KV cache"))?;
+    Tensor::from_array(a.slice(s![.., .., ..keep, ..]).to_owned()).map(|t| t.into_dyn()).map_err(e("copying the KV cache"))
+}
+
+/// Two K/V values joined along the sequence axis.
+fn joined<T: PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static>(a: &DynValue, b: &DynValue) -> Result<DynValue> {
+    let a = a.try_extract_array::<T>().map_err(e("reading the KV cache"))?;
+    let b = b.try_extract_array::<T>().map_err(e("reading new K/V"))?;
+    let both = ndarray::concatenate(ndarray::Axis(2), &[a.view(), b.view()]).map_err(|err| {
+        Error::Bundle(format!("decoder.onnx returned new K/V of shape {:?}, which does not extend the cache {:?}: {err}", b.shape(), a.shape()))
+    })?;
+    Tensor::from_array(both).map(|t| t.into_dyn()).map_err(e("copying the KV cache"))
 }
 
 /// `dst[:, :, at..at+S, :] = src`; returns S.
