@@ -17,6 +17,8 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub tokenizer: Tokenizer,
+    /// Where the sessions run.
+    pub device: crate::session::Device,
     sessions: BTreeMap<String, Mutex<Session>>,
 }
 
@@ -54,7 +56,7 @@ impl Bundle {
             let session = load(&dir.join(&entry.file), opts)?;
             sessions.insert(name.clone(), Mutex::new(session));
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, sessions })
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, device: opts.device.clone(), sessions })
     }
 
     /// The session of a graph.

@@ -25,6 +25,10 @@
 //! # }
 //! ```
 //!
+//! Live frames (a robot's camera) can be appended to a scene with
+//! [`Scene::push_frames`]: CUT3R continues its recurrence and only the new frames and the new
+//! time instruction are prefilled; the answers equal observing all frames at once.
+//!
 //! [`Loc3r`] is `Clone + Send + Sync` and a [`Scene`] can be shared between threads: graph
 //! sessions are behind mutexes and a scene's cached prefix is only ever read. This crate
 //! also owns loading of the ONNX Runtime shared library ([`ort_env`]), which every binary

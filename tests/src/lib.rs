@@ -26,6 +26,17 @@ pub fn tiny_bundle(seed: u64) -> &'static Path {
     bundle
 }
 
+/// A copy of the tiny seed-1 bundle in `dir`, for tests that edit a bundle's files.
+pub fn tiny_bundle_copy(dir: &Path) -> PathBuf {
+    let copy = dir.join("bundle-copy");
+    std::fs::create_dir(&copy).expect("create the bundle copy");
+    for entry in std::fs::read_dir(tiny_bundle(1)).expect("read the tiny bundle") {
+        let entry = entry.expect("bundle entry");
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy a bundle file");
+    }
+    copy
+}
+
 /// The `loc3r-serve` binary that cargo built for this workspace (next to the test binary).
 pub fn serve_exe() -> PathBuf {
     let mut p = std::env::current_exe().expect("test binary path");

@@ -9,7 +9,7 @@ use loc3r::manifest::KvCacheLayout;
 use loc3r::stages::decode::{Llm, Prefix};
 use loc3r::stages::video::{load_frames, FrameSpec, Frames};
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
-use loc3r_e2e::{synthetic_video, tiny_bundle};
+use loc3r_e2e::{synthetic_video, tiny_bundle, tiny_bundle_copy};
 use ndarray::{s, Array2};
 
 const TOL: f32 = 1e-4;
@@ -133,12 +133,7 @@ fn generation_stops_at_the_end_of_the_context() {
     let room = 20;
     assert!(free.tokens.generated > room + 1, "the tiny model stopped by itself after {} tokens", free.tokens.generated);
 
-    let short = tmp.path().join("short-context");
-    std::fs::create_dir(&short).unwrap();
-    for entry in std::fs::read_dir(tiny_bundle(1)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), short.join(entry.file_name())).unwrap();
-    }
+    let short = tiny_bundle_copy(tmp.path());
     let manifest_path = short.join("manifest.json");
     let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     manifest["runtime"]["llm"]["max_positions"] = (free.tokens.prompt + room).into();

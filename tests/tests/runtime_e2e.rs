@@ -105,12 +105,7 @@ fn bad_input_is_an_error_not_a_panic() {
 #[test]
 fn bundles_of_another_format_version_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("bundle");
-    std::fs::create_dir(&copy).unwrap();
-    for entry in std::fs::read_dir(tiny_bundle(1)).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
+    let copy = loc3r_e2e::tiny_bundle_copy(tmp.path());
     let manifest = copy.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap().replace("\"format_version\": 1", "\"format_version\": 7");
     std::fs::write(&manifest, text).unwrap();

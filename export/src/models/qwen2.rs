@@ -12,14 +12,14 @@
 //! - **concat** (HF optimum / onnxruntime-genai convention):
 //!   `past_key_values.{i}.key/.value [B,KVH,P,D] ─concat new─▶ present.{i}.key/.value [B,KVH,P+S,D]`.
 //!   Simple, but every step copies the whole cache into a new `present` tensor.
-//! - **static** (spec §7.2a, extended with a shared prefix): the keys come in three blocks,
-//!   none of which is copied by the graph:
-//!   `past_key_values.{i}.*  [B,KVH,P,D]` a read-only prefix shared by many sequences (a
-//!   video's cached prompt), `cache.{i}.* [B,KVH,C,D]` the sequence's own preallocated
-//!   buffer (slots whose `attention_mask` is 0 are ignored), and the `S` new positions.
-//!   The graph outputs only the new slice `present_new.{i}.* [B,KVH,S,D]`; the runtime
-//!   writes it into `cache` at the next free slot. Decode shapes stay constant, so the
-//!   runtime binds every buffer once per sequence and ONNX Runtime/TensorRT allocate nothing per step.
+//! - **static** (spec §7.2a, extended with a shared prefix): the keys come from
+//!   `past_key_values.{i}.* [B,KVH,P,D]`, a read-only prefix shared by many sequences (a
+//!   video's cached prompt, never copied), `cache.{i}.* [B,KVH,C,D]`, the sequence's own
+//!   preallocated buffer (slots whose `attention_mask` is 0 are ignored), and the `S` new
+//!   positions. Attention runs over two blocks, the prefix and `concat(cache, new)` (C+S
+//!   positions: a question and its answer, small). The graph outputs only the new slice
+//!   `present_new.{i}.* [B,KVH,S,D]`; the runtime writes it into `cache` at the next free
+//!   slot. Decode shapes stay constant, so the runtime binds every buffer once per sequence.
 //!
 //! The mask is built in-graph from `attention_mask [B,T]` (T = every key position: P+S for
 //! concat, P+C+S for static): key j is visible to query i iff `attention_mask[j] = 1` and
@@ -82,8 +82,8 @@ struct StepInputs {
     sin: Value,
     /// `[B,1,1,S,T]` additive f32 mask (0 or f32::MIN).
     mask: Value,
-    /// Static layout: `[P]` and `[P+C]`, where the prefix and the cache blocks end along T.
-    block_ends: Option<(Value, Value)>,
+    /// Static layout: `[P]`, where the shared prefix block ends along T.
+    prefix_end: Option<Value>,
 }
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
@@ -126,11 +126,11 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
 
     let (cos, sin) = rotary(&mut g, cfg, &positions, dt);
     let mask = causal_mask(&mut g, &embeds, &mask, total());
-    let block_ends = match &kvs[..] {
-        [LayerKv { past_k, cache: Some((cache_k, _)), .. }, ..] => Some(block_ends(&mut g, past_k, cache_k)),
+    let prefix_end = match &kvs[..] {
+        [LayerKv { past_k, cache: Some(_), .. }, ..] => Some(prefix_end(&mut g, past_k)),
         _ => None,
     };
-    let step = StepInputs { cos, sin, mask, block_ends };
+    let step = StepInputs { cos, sin, mask, prefix_end };
 
     let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
     for (i, kv) in kvs.iter().enumerate() {
@@ -223,16 +223,11 @@ fn causal_mask(g: &mut GraphBuilder, embeds: &Value, attention_mask: &Value, tot
     s.unsqueeze("group_axis", &bias, &[2]).clone()
 }
 
-/// `[P]` and `[P+C]`: where the prefix block and the cache block end along the key axis
-/// (the same for every layer).
-fn block_ends(g: &mut GraphBuilder, past_k: &Value, cache_k: &Value) -> (Value, Value) {
+/// `[P]`: where the shared prefix block ends along the key axis (the same for every layer).
+fn prefix_end(g: &mut GraphBuilder, past_k: &Value) -> Value {
     let mut s = g.scope("model.kv_blocks");
     let past_shape = s.shape("past_shape", past_k);
-    let prefix_end = s.slice("prefix_length", &past_shape, [2i64], [3i64], &[0], &[]);
-    let cache_shape = s.shape("cache_shape", cache_k);
-    let cache_len = s.slice("cache_length", &cache_shape, [2i64], [3i64], &[0], &[]);
-    let cache_end = s.add("cache_end", &prefix_end, &cache_len);
-    (prefix_end, cache_end)
+    s.slice("prefix_length", &past_shape, [2i64], [3i64], &[0], &[])
 }
 
 /// One layer; returns (output, key output, value output): the whole present for the
@@ -282,7 +277,7 @@ fn apply_rope(g: &mut GraphBuilder, path: &str, v: &Value, step: &StepInputs, he
 /// ```text
 /// q [B,S,nh·D] ─▶ [B,S,nh,D] ─T─▶ [B,nh,S,D] ─RoPE─▶ [B,KVH,n_rep,S,D]
 /// k, v [B,S,KVH·D] ─▶ [B,KVH,S,D] ─RoPE(k)─▶ new k, v
-/// key blocks: concat layout [Concat(past, new)]; static layout [past, cache, new] (never copied)
+/// key blocks: concat layout [Concat(past, new)]; static layout [past (never copied), Concat(cache, new)]
 /// scores = q·kᵀ/√D per block [B,KVH,n_rep,S,·] (f32) ─Concat─▶ [..,S,T] + mask ─Softmax─▶ probs
 /// context = Σ_block probs[.., block]·v_block [B,KVH,n_rep,S,D] ─▶ [B,S,nh·D] ─o_proj─▶
 /// ```
@@ -313,7 +308,9 @@ fn attention(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &La
             (vec![("", present_k.clone(), present_v.clone())], present_k, present_v)
         }
         Some((cache_k, cache_v)) => {
-            (vec![("prefix/", kv.past_k.clone(), kv.past_v.clone()), ("cache/", cache_k.clone(), cache_v.clone()), ("new/", k.clone(), v.clone())], k, v)
+            let own_k = s.concat("own_key", &[cache_k, &k], 2);
+            let own_v = s.concat("own_value", &[cache_v, &v], 2);
+            (vec![("prefix/", kv.past_k.clone(), kv.past_v.clone()), ("own/", own_k, own_v)], k, v)
         }
     };
     let q = s.reshape("q/group", &q, [0, kvh as i64, n_rep as i64, -1, d as i64]);
@@ -334,28 +331,23 @@ fn attention(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &La
     let probs = softmax_f32(g, &path, &scores, -1);
     let probs = cast_to(g, &path, "probs_to_io", &probs, dt);
     let mut s = g.scope(path.as_str());
-    let ctx = match (&blocks[..], &step.block_ends) {
+    let ctx = match (&blocks[..], &step.prefix_end) {
         ([(_, _, bv)], _) => {
             let v5 = s.unsqueeze("v/group_axis", bv, &[2]);
             s.matmul("context", &probs, &v5)
         }
-        ([(_, _, prefix_v), (_, _, cache_v), (_, _, new_v)], Some((prefix_end, cache_end))) => {
+        ([(_, _, prefix_v), (_, _, own_v)], Some(prefix_end)) => {
             let zero = s.ints(&[0]);
             let open = s.ints(&[i64::MAX]);
-            let parts = [(prefix_v, &zero, prefix_end, "prefix/"), (cache_v, prefix_end, cache_end, "cache/"), (new_v, cache_end, &open, "new/")];
-            let mut ctx: Option<Value> = None;
-            for (bv, start, end, name) in parts {
-                let p = s.slice(&format!("{name}probs"), &probs, start, end, &[-1], &[]);
-                let v5 = s.unsqueeze(&format!("{name}v/group_axis"), bv, &[2]);
-                let c = s.matmul(&format!("{name}context"), &p, &v5);
-                ctx = Some(match ctx {
-                    None => c,
-                    Some(acc) => s.add(&format!("{name}context_sum"), &acc, &c),
-                });
-            }
-            ctx.expect("three blocks")
+            let prefix_probs = s.slice("prefix/probs", &probs, &zero, prefix_end, &[-1], &[]);
+            let own_probs = s.slice("own/probs", &probs, prefix_end, &open, &[-1], &[]);
+            let prefix_v = s.unsqueeze("prefix/v/group_axis", prefix_v, &[2]);
+            let own_v = s.unsqueeze("own/v/group_axis", own_v, &[2]);
+            let prefix_ctx = s.matmul("prefix/context", &prefix_probs, &prefix_v);
+            let own_ctx = s.matmul("own/context", &own_probs, &own_v);
+            s.add("context", &prefix_ctx, &own_ctx)
         }
-        _ => unreachable!("one key block (concat) or three with their bounds (static)"),
+        _ => unreachable!("one key block (concat) or two with the prefix bound (static)"),
     };
     let ctx = s.reshape("ungroup", &ctx, [0, nh as i64, -1, d as i64]);
     let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);

@@ -241,57 +241,49 @@ impl<'b> Llm<'b> {
 
     /// Concat layout: runs `embeds` after `past`; returns the new whole cache.
     fn run_concat(&self, embeds: &Array2<f32>, past: &KvCache) -> Result<(Fed, KvCache)> {
-        let s = embeds.nrows();
-        if s == 0 {
-            return Err(Error::Input("nothing to run: zero input positions".into()));
-        }
-        let total = past.len + s;
-        self.check_room(total)?;
-        let mut inputs = self.step_inputs(embeds, past.len, vec![1; total])?;
-        for (i, v) in past.values.iter().enumerate() {
-            inputs.push((kv_name("past_key_values", i), v.into()));
-        }
-        let mut session = lock(self.bundle, "decoder")?;
-        let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
-        let fed = self.read_outputs(&outputs, s)?;
-        let values = (0..past.values.len())
-            .map(|i| {
-                let name = kv_name("present", i);
-                outputs.remove(name.as_str()).ok_or_else(|| Error::Bundle(format!("decoder.onnx has no output `{name}`")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok((fed, KvCache { values, len: total }))
+        let (fed, values) = self.run(embeds, past, &[], &[])?;
+        Ok((fed, KvCache { values, len: past.len + embeds.nrows() }))
     }
 
     /// Static layout: runs `embeds` after `prefix` and the sequence's `slots` (of which
-    /// `mask` marks the filled ones); returns the K/V of the new positions.
+    /// `slot_mask` marks the filled ones); returns the K/V of the new positions.
     fn run_static(&self, embeds: &Array2<f32>, prefix: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
+        self.run(embeds, prefix, slots, slot_mask)
+    }
+
+    /// One decoder call: `embeds` after `past` and (static layout) `slots`; returns the
+    /// logits, hidden states and the K/V outputs (`present.*` or `present_new.*`).
+    fn run(&self, embeds: &Array2<f32>, past: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
         let s = embeds.nrows();
         if s == 0 {
             return Err(Error::Input("nothing to run: zero input positions".into()));
         }
         let filled = slot_mask.iter().filter(|&&m| m == 1).count();
-        self.check_room(prefix.len + filled + s)?;
-        let mut mask = vec![1i64; prefix.len];
+        self.check_room(past.len + filled + s)?;
+        let mut mask = vec![1i64; past.len];
         mask.extend_from_slice(slot_mask);
         mask.extend(std::iter::repeat_n(1, s));
-        let mut inputs = self.step_inputs(embeds, prefix.len + filled, mask)?;
-        for (i, v) in prefix.values.iter().enumerate() {
+        let mut inputs = self.step_inputs(embeds, past.len + filled, mask)?;
+        for (i, v) in past.values.iter().enumerate() {
             inputs.push((kv_name("past_key_values", i), v.into()));
         }
         for (i, v) in slots.iter().enumerate() {
             inputs.push((kv_name("cache", i), v.into()));
         }
+        let kv_outputs = match self.layout() {
+            KvCacheLayout::Concat => "present",
+            KvCacheLayout::Static => "present_new",
+        };
         let mut session = lock(self.bundle, "decoder")?;
         let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
         let fed = self.read_outputs(&outputs, s)?;
-        let new = (0..prefix.values.len())
+        let kv = (0..past.values.len())
             .map(|i| {
-                let name = kv_name("present_new", i);
+                let name = kv_name(kv_outputs, i);
                 outputs.remove(name.as_str()).ok_or_else(|| Error::Bundle(format!("decoder.onnx has no output `{name}`")))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((fed, new))
+        Ok((fed, kv))
     }
 }
 
@@ -338,8 +330,13 @@ struct StaticCache {
 struct DecodeBinding {
     embed: IoBinding,
     decoder: IoBinding,
+    /// Whether ONNX Runtime copied the host inputs to a device when they were bound (GPU
+    /// sessions): then inputs written on the host must be bound again before each run.
+    rebind_inputs: bool,
     /// `[1,1]` token id, input of `embed.onnx`.
     token: Tensor<i64>,
+    /// `[1,1,H]`, written by `embed.onnx`, read by the decoder.
+    embeds: Tensor<f32>,
     /// `[1,1]` position id.
     position: Tensor<i64>,
     /// `[1, P + C + 1]`: prefix, slots (1 once filled), the new position.
@@ -432,9 +429,15 @@ impl<'p, 'b> Sequence<'p, 'b> {
         let position = (self.prefix.get().len + c.filled) as i64;
         d.token.extract_array_mut().fill(id as i64);
         d.position.extract_array_mut().fill(position);
+        if d.rebind_inputs {
+            d.embed.bind_input("input_ids", &d.token).map_err(e("binding embed"))?;
+        }
         {
             let mut embed = lock(llm.bundle, "embed")?;
             embed.run_binding(&d.embed).map_err(e("running embed"))?;
+        }
+        if d.rebind_inputs {
+            d.bind_step_inputs(&c.buffers)?;
         }
         {
             let mut decoder = lock(llm.bundle, "decoder")?;
@@ -547,20 +550,31 @@ impl DecodeBinding {
         embed.bind_output("inputs_embeds", &mut embeds).map_err(e("binding embed"))?;
 
         let mut decoder = lock(llm.bundle, "decoder")?.create_binding().map_err(e("binding decoder"))?;
-        decoder.bind_input("inputs_embeds", &embeds).map_err(e("binding decoder"))?;
-        decoder.bind_input("position_ids", &position).map_err(e("binding decoder"))?;
-        decoder.bind_input("attention_mask", &mask).map_err(e("binding decoder"))?;
+        // The shared prefix is bound once (on a GPU: copied to the device once per sequence).
         for (i, v) in prefix.values.iter().enumerate() {
             decoder.bind_input(kv_name("past_key_values", i), v).map_err(e("binding decoder"))?;
-        }
-        for (i, v) in c.buffers.iter().enumerate() {
-            decoder.bind_input(kv_name("cache", i), v).map_err(e("binding decoder"))?;
         }
         decoder.bind_output("logits", &mut logits).map_err(e("binding decoder"))?;
         for (i, v) in new_kv.iter_mut().enumerate() {
             decoder.bind_output(kv_name("present_new", i), v).map_err(e("binding decoder"))?;
         }
-        Ok(DecodeBinding { embed, decoder, token, position, mask, new_kv, logits })
+        let rebind_inputs = !matches!(llm.bundle.device, crate::session::Device::Cpu);
+        let mut binding = DecodeBinding { embed, decoder, rebind_inputs, token, embeds, position, mask, new_kv, logits };
+        binding.bind_step_inputs(&c.buffers)?;
+        Ok(binding)
+    }
+
+    /// Binds the inputs that change between steps. On the CPU, ONNX Runtime reads them in
+    /// place, so once is enough; device sessions copy them at binding time.
+    fn bind_step_inputs(&mut self, cache: &[DynValue]) -> Result<()> {
+        let d = &mut self.decoder;
+        d.bind_input("inputs_embeds", &self.embeds).map_err(e("binding decoder"))?;
+        d.bind_input("position_ids", &self.position).map_err(e("binding decoder"))?;
+        d.bind_input("attention_mask", &self.mask).map_err(e("binding decoder"))?;
+        for (i, v) in cache.iter().enumerate() {
+            d.bind_input(kv_name("cache", i), v).map_err(e("binding decoder"))?;
+        }
+        Ok(())
     }
 
     /// Opens the mask for slots that were just written.
