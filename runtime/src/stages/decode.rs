@@ -374,14 +374,6 @@ impl<'p, 'b> Sequence<'p, 'b> {
         }
     }
 
-    /// Bytes of KV held by this sequence beyond the shared prefix.
-    pub fn own_bytes(&self) -> usize {
-        match &self.own {
-            Own::Concat(_) => kv_bytes(self.llm.bundle, self.own_len()),
-            Own::Static(c) => kv_bytes(self.llm.bundle, c.capacity),
-        }
-    }
-
     /// Runs `embeds [S, H]` as the next positions; returns the last logits and all hidden states.
     pub fn feed(&mut self, embeds: &Array2<f32>) -> Result<Fed> {
         let llm = &self.llm;
@@ -416,11 +408,12 @@ impl<'p, 'b> Sequence<'p, 'b> {
     /// Runs one token as the next position; returns its logits `[V]`.
     pub fn feed_token(&mut self, id: u32) -> Result<Vec<f32>> {
         self.llm.check_ids(&[id])?;
+        if matches!(self.own, Own::Concat(_)) {
+            let embeds = self.llm.embed(&[id])?;
+            return Ok(self.feed(&embeds)?.logits);
+        }
         let llm = &self.llm;
-        let c = match &mut self.own {
-            Own::Concat(_) => return Ok(self.feed(&llm_embed(&self.llm, id)?)?.logits),
-            Own::Static(c) => c,
-        };
+        let Own::Static(c) = &mut self.own else { unreachable!("the concat layout returned above") };
         c.check_room(1)?;
         if c.decode.is_none() {
             c.decode = Some(Box::new(DecodeBinding::new(llm, self.prefix.get(), c)?));
@@ -461,10 +454,6 @@ impl<'p, 'b> Sequence<'p, 'b> {
             Own::Static(c) => c.buffers.first().map(tensor_address),
         }
     }
-}
-
-fn llm_embed(llm: &Llm<'_>, id: u32) -> Result<Array2<f32>> {
-    llm.embed(&[id])
 }
 
 fn tensor_address(v: &DynValue) -> usize {
