@@ -36,7 +36,7 @@ demo: build clean-demo
 	@echo "== 5/6 a synthetic 4 s test video (ffmpeg testsrc)"
 	ffmpeg -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=10 -frames:v 40 -pix_fmt yuv420p $(DEMO_DIR)/room.mp4
 	@echo "== 6/6 run: observe the video once, then two questions (the second prefills only its own tokens)"
-	./target/release/loc3r-serve run --bundle $(DEMO_DIR)/bundle --video $(DEMO_DIR)/room.mp4 --max-new-tokens 16 \
+	./target/release/loc3r-serve run --bundle $(DEMO_DIR)/bundle --video $(DEMO_DIR)/room.mp4 --frames 16 --max-new-tokens 16 \
 	  --question "Where is the chair relative to me?" --question "Which direction am I facing?"
 	@echo "== demo done: checkpoint, bundle and video in $(DEMO_DIR)/"
 
