@@ -114,7 +114,8 @@ pub struct Scene {
     prefix: KvCache,
     /// Hidden states of the pooled grid tokens (no camera or newline tokens) `[T, H]`.
     grid_hidden: Array2<f32>,
-    /// Time spent observing (the first question reports it in its timings).
+    /// Time spent by the last observe or push of frames (the first question after it
+    /// reports it in its timings).
     pub observe_timings: Timings,
     cut3r_state: Cut3rState,
 }
@@ -281,6 +282,23 @@ impl Scene {
         if more.frames.is_empty() {
             return Err(Error::Input("no frames to push".into()));
         }
+        // Times are of the whole stream (the time instruction lists every frame's).
+        let mut previous = self.timing.frame_times_s.last().copied().unwrap_or(0.0);
+        for f in &more.frames {
+            if f.time_s.is_nan() || f.time_s < previous {
+                return Err(Error::Input(format!(
+                    "pushed frame {} is at {:.3} s, before the previous frame at {previous:.3} s; frame times must be of the whole stream and non-decreasing",
+                    f.index, f.time_s
+                )));
+            }
+            previous = f.time_s;
+        }
+        if more.duration_s.is_nan() || more.duration_s < previous {
+            return Err(Error::Input(format!(
+                "the stream's duration ({:.3} s) is shorter than its last frame's time ({previous:.3} s); pass the duration of the whole stream so far",
+                more.duration_s
+            )));
+        }
         let start = Instant::now();
         let model = self.model.clone();
         let b = model.bundle();
@@ -346,7 +364,7 @@ impl Scene {
             let all = concatenate(Axis(0), &[head_video, tail.view()]).map_err(|e| Error::Input(e.to_string()))?;
             Prefix::Owned(llm.prefill(&all)?.cache)
         };
-        let mut sequence = llm.sequence(prefix, question_embeds.nrows() + new_tokens)?;
+        let mut sequence = llm.sequence(prefix, question_embeds.nrows().saturating_add(new_tokens))?;
         let out = sequence.feed(&question_embeds)?;
         let pose = self.run_heads(out.hidden.row(pos_at).to_owned(), out.hidden.row(ori_at).to_owned())?;
         Ok(Prefilled { logits: out.logits, prompt_tokens: sequence.len(), sequence, pose })

@@ -28,9 +28,14 @@ pub fn tiny_bundle(seed: u64) -> &'static Path {
 
 /// A copy of the tiny seed-1 bundle in `dir`, for tests that edit a bundle's files.
 pub fn tiny_bundle_copy(dir: &Path) -> PathBuf {
+    bundle_copy(tiny_bundle(1), dir)
+}
+
+/// A copy of `bundle` in `dir/bundle-copy`.
+pub fn bundle_copy(bundle: &Path, dir: &Path) -> PathBuf {
     let copy = dir.join("bundle-copy");
     std::fs::create_dir(&copy).expect("create the bundle copy");
-    for entry in std::fs::read_dir(tiny_bundle(1)).expect("read the tiny bundle") {
+    for entry in std::fs::read_dir(bundle).expect("read the bundle") {
         let entry = entry.expect("bundle entry");
         std::fs::copy(entry.path(), copy.join(entry.file_name())).expect("copy a bundle file");
     }

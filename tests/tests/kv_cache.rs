@@ -9,7 +9,7 @@ use loc3r::manifest::KvCacheLayout;
 use loc3r::stages::decode::{Llm, Prefix};
 use loc3r::stages::video::{load_frames, FrameSpec, Frames};
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
-use loc3r_e2e::{synthetic_video, tiny_bundle, tiny_bundle_copy};
+use loc3r_e2e::{bundle_copy, synthetic_video, tiny_bundle};
 use ndarray::{s, Array2};
 
 const TOL: f32 = 1e-4;
@@ -63,15 +63,23 @@ fn prefix_then_chunk_then_steps(layout: KvCacheLayout) {
     let want_hidden: Array2<f32> = whole.hidden.slice(s![prefix_len.., ..]).to_owned();
     assert!(max_diff(fed.hidden.as_slice().unwrap(), want_hidden.as_slice().unwrap()) < TOL, "{layout:?} chunk hidden");
 
+    // Single steps, a two-position chunk in the middle (a prompt continued after decoding,
+    // which must open the decode mask for the chunk's slots), then single steps again.
     let buffer = seq.kv_buffer_address();
-    for (i, &id) in ids.iter().enumerate().skip(chunk_end) {
-        let logits = seq.feed_token(id).unwrap();
-        let want = llm.prefill(&embeds.slice(s![..=i, ..]).to_owned()).unwrap().logits;
+    let chunk_at = chunk_end + 3;
+    let mut i = chunk_end;
+    while i < n {
+        let (logits, fed_len) =
+            if i == chunk_at { (seq.feed(&embeds.slice(s![i..i + 2, ..]).to_owned()).unwrap().logits, 2) } else { (seq.feed_token(ids[i]).unwrap(), 1) };
+        let last = i + fed_len - 1;
+        let want = llm.prefill(&embeds.slice(s![..=last, ..]).to_owned()).unwrap().logits;
         let err = max_diff(&logits, &want);
-        assert!(err < TOL, "{layout:?} step at {i}: max abs error {err}");
+        assert!(err < TOL, "{layout:?} step at {i} ({fed_len} positions): max abs error {err}");
         if layout == KvCacheLayout::Static {
+            // Regression guard: steps write into the buffers allocated for the sequence.
             assert_eq!(seq.kv_buffer_address(), buffer, "step at {i} moved the KV buffers");
         }
+        i += fed_len;
     }
     assert_eq!(seq.len(), n);
     if layout == KvCacheLayout::Static {
@@ -115,32 +123,49 @@ fn both_layouts_give_the_same_answers() {
         })
         .collect();
     for (s, c) in answers[0].iter().zip(&answers[1]) {
+        assert!(!s.token_ids.is_empty(), "the tiny model should say something");
         assert_eq!(s.token_ids, c.token_ids);
         assert_eq!(s.tokens.prompt, c.tokens.prompt);
         assert!((s.pose.position.x - c.pose.position.x).abs() < 1e-5 && (s.pose.yaw_deg - c.pose.yaw_deg).abs() < 1e-3);
     }
 }
 
+/// A copy of `bundle` whose context is `max_positions` long.
+fn with_context(bundle: &Path, dir: &Path, max_positions: usize) -> PathBuf {
+    let copy = bundle_copy(bundle, dir);
+    let manifest_path = copy.join("manifest.json");
+    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["runtime"]["llm"]["max_positions"] = max_positions.into();
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    copy
+}
+
 /// A token budget beyond the model's context stops generation where the context ends,
-/// instead of allocating for the budget or failing. The bundle's context is shortened to
-/// 20 positions past the prompt (the tiny model would otherwise stop by itself first).
+/// instead of allocating for the budget or failing; a question that does not fit at all is
+/// an error naming the context. The bundle's context is shortened to 20 positions past the
+/// prompt (the tiny model would otherwise stop by itself first).
 #[test]
 fn generation_stops_at_the_end_of_the_context() {
     let tmp = tempfile::tempdir().unwrap();
     let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 10);
-    let opts = GenerationOptions { max_new_tokens: usize::MAX / 4, ..GenerationOptions::default() };
-    let free = open(tiny_bundle(1)).observe_video(&video, 2).unwrap().ask(None, "Describe the room.", &opts).unwrap();
-    let room = 20;
-    assert!(free.tokens.generated > room + 1, "the tiny model stopped by itself after {} tokens", free.tokens.generated);
+    let opts = GenerationOptions { max_new_tokens: usize::MAX, ..GenerationOptions::default() };
+    for layout in [KvCacheLayout::Static, KvCacheLayout::Concat] {
+        let dir = tmp.path().join(layout.as_str());
+        std::fs::create_dir(&dir).unwrap();
+        let full = bundle(layout, &dir);
+        let free = open(&full).observe_video(&video, 2).unwrap().ask(None, "Describe the room.", &opts).unwrap();
+        let room = 20;
+        assert!(free.tokens.generated > room + 1, "the tiny model stopped by itself after {} tokens", free.tokens.generated);
 
-    let short = tiny_bundle_copy(tmp.path());
-    let manifest_path = short.join("manifest.json");
-    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    manifest["runtime"]["llm"]["max_positions"] = (free.tokens.prompt + room).into();
-    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        let short = with_context(&full, &dir, free.tokens.prompt + room);
+        let scene = open(&short).observe_video(&video, 2).unwrap();
+        let a = scene.ask(None, "Describe the room.", &opts).unwrap();
+        // Positions prompt..prompt+room are fed back; the token sampled from the last of them ends the answer.
+        assert_eq!(a.tokens.generated, room + 1, "{layout:?}");
+        assert_eq!(a.token_ids[..], free.token_ids[..room + 1], "{layout:?}");
 
-    let a = open(&short).observe_video(&video, 2).unwrap().ask(None, "Describe the room.", &opts).unwrap();
-    // Positions prompt..prompt+room are fed back; the token sampled from the last of them ends the answer.
-    assert_eq!(a.tokens.generated, room + 1);
-    assert_eq!(a.token_ids[..], free.token_ids[..room + 1]);
+        let long_question = "Describe the room. ".repeat(12);
+        let err = scene.ask(None, &long_question, &opts).unwrap_err().to_string();
+        assert!(err.contains("positions but the model supports"), "{layout:?}: {err}");
+    }
 }

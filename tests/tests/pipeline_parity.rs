@@ -363,3 +363,51 @@ fn pushing_frames_equals_observing_them_at_once() {
     assert!(scene.push_frames(&empty).is_err());
     assert_eq!(scene.frames.len(), n);
 }
+
+/// A push that fails part-way (here: the new frames overflow a shortened context in the LLM
+/// stage, after CUT3R and SigLIP ran) leaves the scene exactly as it was; pushed times must
+/// continue the stream.
+#[test]
+fn a_failed_push_leaves_the_scene_unchanged() {
+    let (reference, model) = open();
+    let n = num_frames(&reference);
+    let all = load_frames(&frames_dir(&reference), &FrameSpec::new(n)).expect("load frames");
+    let part = |range: std::ops::Range<usize>| loc3r::stages::video::Frames { frames: all.frames[range].to_vec(), ..all.clone() };
+    let prefix_one_frame = model.observe_frames(&part(0..1)).expect("observe").prefix_tokens();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let short = loc3r_e2e::tiny_bundle_copy(tmp.path());
+    let manifest_path = short.join("manifest.json");
+    let mut manifest: Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    // Room for a question after one frame, not for the video tokens of the other frames.
+    let per_frame = model.bundle().manifest.runtime.vision.tokens_per_frame + 1;
+    assert!(n >= 3 && (n - 1) * per_frame > 28, "{n} frames of {per_frame} tokens");
+    manifest["runtime"]["llm"]["max_positions"] = (prefix_one_frame + 28).into();
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let short_model = Loc3r::open(&short, &SessionOptions::default()).expect("open the short-context bundle");
+
+    let mut scene = short_model.observe_frames(&part(0..1)).expect("observe the first frame");
+    let opts = GenerationOptions { max_new_tokens: 8, ..Default::default() };
+    let before = scene.ask(None, "Where is the chair?", &opts).expect("ask before");
+    let (frames, seen, prefix, bytes) = (scene.frames.len(), scene.frames_seen(), scene.prefix_tokens(), scene.cache_bytes());
+
+    let err = scene.push_frames(&part(1..n)).expect_err("the pushed frames cannot fit the context").to_string();
+    assert!(err.contains("positions but the model supports"), "{err}");
+    assert_eq!((scene.frames.len(), scene.frames_seen(), scene.prefix_tokens(), scene.cache_bytes()), (frames, seen, prefix, bytes));
+    let after = scene.ask(None, "Where is the chair?", &opts).expect("ask after");
+    assert_eq!(after.token_ids, before.token_ids);
+    assert_eq!(after.pose.position.x, before.pose.position.x);
+
+    // Times that restart (a new clip's own clock) are refused before any work.
+    let mut restarted = part(1..2);
+    restarted.frames[0].time_s = -1.0;
+    let err = scene.push_frames(&restarted).expect_err("a time before the last frame's").to_string();
+    assert!(err.contains("non-decreasing"), "{err}");
+    let mut short_duration = part(1..2);
+    short_duration.duration_s = short_duration.frames[0].time_s / 2.0;
+    if short_duration.frames[0].time_s > 0.0 {
+        let err = scene.push_frames(&short_duration).expect_err("a duration before the last frame").to_string();
+        assert!(err.contains("duration"), "{err}");
+    }
+    assert_eq!(scene.frames.len(), frames);
+}

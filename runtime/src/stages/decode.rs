@@ -209,6 +209,8 @@ impl<'b> Llm<'b> {
         let own = match self.layout() {
             KvCacheLayout::Concat => Own::Concat(None),
             KvCacheLayout::Static => {
+                // Zeros, not uninitialised memory: masked slots get probability 0, and 0 × NaN
+                // garbage would still be NaN.
                 Own::Static(StaticCache { buffers: self.zero_kv(capacity, "allocating the KV cache buffers")?, capacity, filled: 0, decode: None })
             }
         };
@@ -330,9 +332,6 @@ struct StaticCache {
 struct DecodeBinding {
     embed: IoBinding,
     decoder: IoBinding,
-    /// Whether ONNX Runtime copied the host inputs to a device when they were bound (GPU
-    /// sessions): then inputs written on the host must be bound again before each run.
-    rebind_inputs: bool,
     /// `[1,1]` token id, input of `embed.onnx`.
     token: Tensor<i64>,
     /// `[1,1,H]`, written by `embed.onnx`, read by the decoder.
@@ -386,6 +385,7 @@ impl<'p, 'b> Sequence<'p, 'b> {
             }
             Own::Static(c) => {
                 let s = embeds.nrows();
+                llm.check_room(self.prefix.get().len + c.filled + s)?;
                 c.check_room(s)?;
                 // The first call (the question's prompt) sees no slots at all, so its result
                 // does not depend on the capacity reserved for the answer: `localize` and
@@ -414,6 +414,7 @@ impl<'p, 'b> Sequence<'p, 'b> {
         }
         let llm = &self.llm;
         let Own::Static(c) = &mut self.own else { unreachable!("the concat layout returned above") };
+        llm.check_room(self.prefix.get().len + c.filled + 1)?;
         c.check_room(1)?;
         if c.decode.is_none() {
             c.decode = Some(Box::new(DecodeBinding::new(llm, self.prefix.get(), c)?));
@@ -422,16 +423,15 @@ impl<'p, 'b> Sequence<'p, 'b> {
         let position = (self.prefix.get().len + c.filled) as i64;
         d.token.extract_array_mut().fill(id as i64);
         d.position.extract_array_mut().fill(position);
-        if d.rebind_inputs {
-            d.embed.bind_input("input_ids", &d.token).map_err(e("binding embed"))?;
-        }
+        // Inputs written on the host are bound again before each run: ONNX Runtime's
+        // contract is that a bound value is what it was at binding time (device sessions
+        // copy it then). On the CPU this is bookkeeping only; the buffers are not copied.
+        d.embed.bind_input("input_ids", &d.token).map_err(e("binding embed"))?;
         {
             let mut embed = lock(llm.bundle, "embed")?;
             embed.run_binding(&d.embed).map_err(e("running embed"))?;
         }
-        if d.rebind_inputs {
-            d.bind_step_inputs(&c.buffers)?;
-        }
+        d.bind_step_inputs(&c.buffers)?;
         {
             let mut decoder = lock(llm.bundle, "decoder")?;
             decoder.run_binding(&d.decoder).map_err(e("running decoder"))?;
@@ -446,7 +446,8 @@ impl<'p, 'b> Sequence<'p, 'b> {
         Ok(logits)
     }
 
-    /// Address of the first K/V buffer's data (tests check that decode steps reuse it).
+    /// Address of the first K/V buffer's data (a regression test checks that decode steps
+    /// keep writing into the buffers allocated for the sequence).
     #[doc(hidden)]
     pub fn kv_buffer_address(&self) -> Option<usize> {
         match &self.own {
@@ -464,7 +465,7 @@ impl StaticCache {
     fn check_room(&self, positions: usize) -> Result<()> {
         if self.filled + positions > self.capacity {
             return Err(Error::Input(format!(
-                "the sequence's KV cache has room for {} positions and {} are used; {positions} more do not fit (raise the capacity: max_new_tokens)",
+                "the sequence's KV cache has room for {} positions and {} are used; {positions} more do not fit (reserve more when creating the sequence)",
                 self.capacity, self.filled
             )));
         }
@@ -547,14 +548,10 @@ impl DecodeBinding {
         for (i, v) in new_kv.iter_mut().enumerate() {
             decoder.bind_output(kv_name("present_new", i), v).map_err(e("binding decoder"))?;
         }
-        let rebind_inputs = !matches!(llm.bundle.device, crate::session::Device::Cpu);
-        let mut binding = DecodeBinding { embed, decoder, rebind_inputs, token, embeds, position, mask, new_kv, logits };
-        binding.bind_step_inputs(&c.buffers)?;
-        Ok(binding)
+        Ok(DecodeBinding { embed, decoder, token, embeds, position, mask, new_kv, logits })
     }
 
-    /// Binds the inputs that change between steps. On the CPU, ONNX Runtime reads them in
-    /// place, so once is enough; device sessions copy them at binding time.
+    /// Binds the decoder inputs that change between steps.
     fn bind_step_inputs(&mut self, cache: &[DynValue]) -> Result<()> {
         let d = &mut self.decoder;
         d.bind_input("inputs_embeds", &self.embeds).map_err(e("binding decoder"))?;
