@@ -1,7 +1,8 @@
 //! Decode speed of two bundles of the same checkpoint (e.g. the static and the concat KV
-//! cache layouts) after a shared prefix of N positions, measured in one process and
-//! interleaved so that machine load affects both alike. Prints ms per decode step (median
-//! of the rounds) and the ratio.
+//! cache layouts) after a shared prefix of N positions, measured in one process: one
+//! discarded warm-up round each, then rounds interleaved in alternating order so that
+//! machine load affects both alike. Prints ms per decode step (median of the rounds) and
+//! the ratio.
 //!
 //!   cargo run --release -p loc3r --example decode_bench -- BUNDLE_A BUNDLE_B [PREFIX_LEN ...]
 
@@ -13,7 +14,7 @@ use loc3r::stages::decode::{KvCache, Llm, Prefix};
 use loc3r::{Loc3r, SessionOptions};
 
 const STEPS: usize = 32;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// Deterministic ordinary-text ids, cycled to `n`.
 fn prompt_ids(model: &Loc3r, n: usize) -> Result<Vec<u32>> {
@@ -49,16 +50,29 @@ fn main() -> Result<()> {
     let [a, b] = models;
     let (a, b) = (a?, b?);
     let layout = |m: &Loc3r| m.bundle().manifest.runtime.llm.kv_cache.as_str();
-    println!("decode after a shared prefix, {STEPS} steps x {ROUNDS} rounds (median), A = {} ({}), B = {} ({})", args[0], layout(&a), args[1], layout(&b));
+    println!(
+        "decode after a shared prefix, {STEPS} steps x {ROUNDS} rounds after a warm-up (median), A = {} ({}), B = {} ({})",
+        args[0],
+        layout(&a),
+        args[1],
+        layout(&b)
+    );
     for n in lens {
         let ids = prompt_ids(&a, n + STEPS + 1)?;
         let (llm_a, llm_b) = (Llm::new(a.bundle())?, Llm::new(b.bundle())?);
         let prefix_a = llm_a.prefill(&llm_a.embed(&ids[..n])?)?.cache;
         let prefix_b = llm_b.prefill(&llm_b.embed(&ids[..n])?)?.cache;
+        decode_ms(&llm_a, &prefix_a, &ids[n..])?;
+        decode_ms(&llm_b, &prefix_b, &ids[n..])?;
         let (mut ms_a, mut ms_b) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            ms_a.push(decode_ms(&llm_a, &prefix_a, &ids[n..])?);
-            ms_b.push(decode_ms(&llm_b, &prefix_b, &ids[n..])?);
+        for round in 0..ROUNDS {
+            if round % 2 == 0 {
+                ms_a.push(decode_ms(&llm_a, &prefix_a, &ids[n..])?);
+                ms_b.push(decode_ms(&llm_b, &prefix_b, &ids[n..])?);
+            } else {
+                ms_b.push(decode_ms(&llm_b, &prefix_b, &ids[n..])?);
+                ms_a.push(decode_ms(&llm_a, &prefix_a, &ids[n..])?);
+            }
         }
         let (ma, mb) = (median(ms_a), median(ms_b));
         println!("prefix {n:>6}: A {ma:8.2} ms/step, B {mb:8.2} ms/step, A/B {:.3}", ma / mb);
