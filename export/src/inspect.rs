@@ -14,6 +14,8 @@ pub struct InspectReport {
     pub format_version: u32,
     pub producer: String,
     pub precision: String,
+    /// KV cache interface of `decoder.onnx` (`static` or `concat`).
+    pub kv_cache: String,
     pub graphs: Vec<GraphInfo>,
     pub files_checked: usize,
     /// Empty when the bundle is healthy.
@@ -72,6 +74,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         format_version: manifest.format_version,
         producer: manifest.producer,
         precision: manifest.precision,
+        kv_cache: manifest.runtime.llm.kv_cache.as_str().to_string(),
         graphs,
         files_checked: manifest.files.len(),
         problems,

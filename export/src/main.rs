@@ -236,7 +236,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("bundle {}: format {} by {}, precision {}", bundle.display(), report.format_version, report.producer, report.precision);
+                println!(
+                    "bundle {}: format {} by {}, precision {}, {} KV cache",
+                    bundle.display(),
+                    report.format_version,
+                    report.producer,
+                    report.precision,
+                    report.kv_cache
+                );
                 for g in &report.graphs {
                     let status = match g.loads {
                         Some(true) => "loads in ORT",

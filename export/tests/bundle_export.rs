@@ -81,7 +81,37 @@ fn export_is_deterministic_and_complete() {
         ok(&out);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(report["graphs"].as_array().unwrap().iter().all(|g| g["loads"] == true), "{report}");
+        assert_eq!(report["kv_cache"], "static", "the default KV cache layout");
     }
+}
+
+#[test]
+fn kv_cache_layouts_have_their_interfaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(tmp.path());
+    let names = |manifest: &serde_json::Value, side: &str| -> Vec<String> {
+        manifest["graphs"]["decoder"][side].as_array().unwrap().iter().map(|io| io["name"].as_str().unwrap().to_string()).collect()
+    };
+    for (layout, extra_inputs, kv_outputs) in [("static", &["cache.0.key", "cache.1.value"][..], "present_new.1.value"), ("concat", &[][..], "present.1.value")]
+    {
+        let out = tmp.path().join(layout);
+        ok(&export(&ckpt, &out, &["--graphs", "decoder", "--kv-cache", layout]));
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["runtime"]["llm"]["kv_cache"], layout);
+        let (inputs, outputs) = (names(&manifest, "inputs"), names(&manifest, "outputs"));
+        assert!(inputs.contains(&"past_key_values.1.value".to_string()), "{layout}: {inputs:?}");
+        for name in extra_inputs {
+            assert!(inputs.contains(&name.to_string()), "{layout}: {inputs:?}");
+        }
+        // The tiny config has 2 layers: a key and a value buffer each for the static layout.
+        let want_buffers = if layout == "static" { 4 } else { 0 };
+        assert_eq!(inputs.iter().filter(|n| n.starts_with("cache.")).count(), want_buffers, "{layout}: {inputs:?}");
+        assert!(outputs.contains(&kv_outputs.to_string()), "{layout}: {outputs:?}");
+        let out = run(&["inspect", "--json"], &[&out]);
+        ok(&out);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["kv_cache"], layout);
+    }
+    fails_with(&export(&ckpt, &tmp.path().join("bad"), &["--kv-cache", "paged"]), 2, &["paged", "static", "concat"]);
 }
 
 #[test]
