@@ -17,8 +17,6 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub tokenizer: Tokenizer,
-    /// Where the sessions run.
-    pub device: crate::session::Device,
     sessions: BTreeMap<String, Mutex<Session>>,
 }
 
@@ -56,7 +54,7 @@ impl Bundle {
             let session = load(&dir.join(&entry.file), opts)?;
             sessions.insert(name.clone(), Mutex::new(session));
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, device: opts.device.clone(), sessions })
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, sessions })
     }
 
     /// The session of a graph.

@@ -42,6 +42,18 @@ pub fn bundle_copy(bundle: &Path, dir: &Path) -> PathBuf {
     copy
 }
 
+/// A copy of `bundle` in `dir/bundle-copy` whose model context is `max_positions` long
+/// (manifest `runtime.llm.max_positions`), for tests of what happens at the context's end.
+pub fn bundle_with_context(bundle: &Path, dir: &Path, max_positions: usize) -> PathBuf {
+    let copy = bundle_copy(bundle, dir);
+    let manifest_path = copy.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).expect("read the manifest");
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest JSON");
+    manifest["runtime"]["llm"]["max_positions"] = max_positions.into();
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).expect("JSON")).expect("write the manifest");
+    copy
+}
+
 /// The `loc3r-serve` binary that cargo built for this workspace (next to the test binary).
 pub fn serve_exe() -> PathBuf {
     let mut p = std::env::current_exe().expect("test binary path");

@@ -9,7 +9,7 @@ use loc3r::manifest::KvCacheLayout;
 use loc3r::stages::decode::{Llm, Prefix};
 use loc3r::stages::video::{load_frames, FrameSpec, Frames};
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
-use loc3r_e2e::{bundle_copy, synthetic_video, tiny_bundle};
+use loc3r_e2e::{bundle_with_context, synthetic_video, tiny_bundle};
 use ndarray::{s, Array2};
 
 const TOL: f32 = 1e-4;
@@ -130,16 +130,6 @@ fn both_layouts_give_the_same_answers() {
     }
 }
 
-/// A copy of `bundle` whose context is `max_positions` long.
-fn with_context(bundle: &Path, dir: &Path, max_positions: usize) -> PathBuf {
-    let copy = bundle_copy(bundle, dir);
-    let manifest_path = copy.join("manifest.json");
-    let mut manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    manifest["runtime"]["llm"]["max_positions"] = max_positions.into();
-    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
-    copy
-}
-
 /// A token budget beyond the model's context stops generation where the context ends,
 /// instead of allocating for the budget or failing; a question that does not fit at all is
 /// an error naming the context. The bundle's context is shortened to 20 positions past the
@@ -157,7 +147,7 @@ fn generation_stops_at_the_end_of_the_context() {
         let room = 20;
         assert!(free.tokens.generated > room + 1, "the tiny model stopped by itself after {} tokens", free.tokens.generated);
 
-        let short = with_context(&full, &dir, free.tokens.prompt + room);
+        let short = bundle_with_context(&full, &dir, free.tokens.prompt + room);
         let scene = open(&short).observe_video(&video, 2).unwrap();
         let a = scene.ask(None, "Describe the room.", &opts).unwrap();
         // Positions prompt..prompt+room are fed back; the token sampled from the last of them ends the answer.

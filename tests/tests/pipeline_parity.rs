@@ -376,14 +376,10 @@ fn a_failed_push_leaves_the_scene_unchanged() {
     let prefix_one_frame = model.observe_frames(&part(0..1)).expect("observe").prefix_tokens();
 
     let tmp = tempfile::tempdir().unwrap();
-    let short = loc3r_e2e::tiny_bundle_copy(tmp.path());
-    let manifest_path = short.join("manifest.json");
-    let mut manifest: Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     // Room for a question after one frame, not for the video tokens of the other frames.
     let per_frame = model.bundle().manifest.runtime.vision.tokens_per_frame + 1;
     assert!(n >= 3 && (n - 1) * per_frame > 28, "{n} frames of {per_frame} tokens");
-    manifest["runtime"]["llm"]["max_positions"] = (prefix_one_frame + 28).into();
-    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+    let short = loc3r_e2e::bundle_with_context(loc3r_e2e::tiny_bundle(1), tmp.path(), prefix_one_frame + 28);
     let short_model = Loc3r::open(&short, &SessionOptions::default()).expect("open the short-context bundle");
 
     let mut scene = short_model.observe_frames(&part(0..1)).expect("observe the first frame");

@@ -41,20 +41,9 @@ impl std::fmt::Debug for KvCache {
 impl KvCache {
     /// Bytes held (for cache accounting).
     pub fn bytes(&self, bundle: &Bundle) -> usize {
-        kv_bytes(bundle, self.len)
-    }
-}
-
-fn kv_bytes(bundle: &Bundle, positions: usize) -> usize {
-    let l = &bundle.manifest.runtime.llm;
-    2 * l.num_layers * l.num_kv_heads * l.head_dim * positions * kv_element_size(bundle)
-}
-
-fn kv_element_size(bundle: &Bundle) -> usize {
-    if bundle.manifest.precision == "f16" {
-        2
-    } else {
-        4
+        let l = &bundle.manifest.runtime.llm;
+        let element = if bundle.manifest.precision == "f16" { 2 } else { 4 };
+        2 * l.num_layers * l.num_kv_heads * l.head_dim * self.len * element
     }
 }
 
@@ -171,8 +160,7 @@ impl<'b> Llm<'b> {
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache })
             }
             KvCacheLayout::Static => {
-                let no_slots = self.zero_kv(0, "allocating the KV cache")?;
-                let (fed, new) = self.run_static(embeds, &empty, &no_slots, &[])?;
+                let (fed, new) = self.run(embeds, &empty, &[], &[])?;
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache: KvCache { values: new, len: embeds.nrows() } })
             }
         }
@@ -194,7 +182,7 @@ impl<'b> Llm<'b> {
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache })
             }
             KvCacheLayout::Static => {
-                let (fed, new) = self.run_static(embeds, &kept, &self.zero_kv(0, "allocating the KV cache")?, &[])?;
+                let (fed, new) = self.run(embeds, &kept, &[], &[])?;
                 let values =
                     kept.values.iter().zip(&new).map(|(a, b)| if f16 { joined::<f16>(a, b) } else { joined::<f32>(a, b) }).collect::<Result<Vec<_>>>()?;
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache: KvCache { values, len: keep + embeds.nrows() } })
@@ -247,14 +235,10 @@ impl<'b> Llm<'b> {
         Ok((fed, KvCache { values, len: past.len + embeds.nrows() }))
     }
 
-    /// Static layout: runs `embeds` after `prefix` and the sequence's `slots` (of which
-    /// `slot_mask` marks the filled ones); returns the K/V of the new positions.
-    fn run_static(&self, embeds: &Array2<f32>, prefix: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
-        self.run(embeds, prefix, slots, slot_mask)
-    }
-
-    /// One decoder call: `embeds` after `past` and (static layout) `slots`; returns the
-    /// logits, hidden states and the K/V outputs (`present.*` or `present_new.*`).
+    /// One decoder call: `embeds` after `past` and (static layout) the sequence's `slots`,
+    /// of which `slot_mask` marks the filled ones (no slots: an empty cache block). Returns
+    /// the logits, hidden states and the K/V outputs (`present.*`, or `present_new.*`: the
+    /// new positions only).
     fn run(&self, embeds: &Array2<f32>, past: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
         let s = embeds.nrows();
         if s == 0 {
@@ -269,7 +253,11 @@ impl<'b> Llm<'b> {
         for (i, v) in past.values.iter().enumerate() {
             inputs.push((kv_name("past_key_values", i), v.into()));
         }
-        for (i, v) in slots.iter().enumerate() {
+        let no_slots = match self.layout() {
+            KvCacheLayout::Static if slots.is_empty() => self.zero_kv(0, "allocating the KV cache")?,
+            _ => Vec::new(),
+        };
+        for (i, v) in slots.iter().chain(&no_slots).enumerate() {
             inputs.push((kv_name("cache", i), v.into()));
         }
         let kv_outputs = match self.layout() {
@@ -390,12 +378,8 @@ impl<'p, 'b> Sequence<'p, 'b> {
                 // The first call (the question's prompt) sees no slots at all, so its result
                 // does not depend on the capacity reserved for the answer: `localize` and
                 // `ask` give bit-identical poses whatever `max_new_tokens` is.
-                let (fed, new) = if c.filled == 0 {
-                    llm.run_static(embeds, self.prefix.get(), &llm.zero_kv(0, "allocating the KV cache")?, &[])?
-                } else {
-                    let slot_mask: Vec<i64> = (0..c.capacity).map(|slot| i64::from(slot < c.filled)).collect();
-                    llm.run_static(embeds, self.prefix.get(), &c.buffers, &slot_mask)?
-                };
+                let (fed, new) =
+                    if c.filled == 0 { llm.run(embeds, self.prefix.get(), &[], &[])? } else { llm.run(embeds, self.prefix.get(), &c.buffers, &c.slot_mask())? };
                 c.write(&new, llm.f16())?;
                 if let Some(d) = &mut c.decode {
                     d.mark_filled(self.prefix.get().len, c.filled - s..c.filled)?;
@@ -462,6 +446,11 @@ fn tensor_address(v: &DynValue) -> usize {
 }
 
 impl StaticCache {
+    /// 1 for the filled slots, 0 for the rest.
+    fn slot_mask(&self) -> Vec<i64> {
+        (0..self.capacity).map(|slot| i64::from(slot < self.filled)).collect()
+    }
+
     fn check_room(&self, positions: usize) -> Result<()> {
         if self.filled + positions > self.capacity {
             return Err(Error::Input(format!(
@@ -518,7 +507,7 @@ impl DecodeBinding {
         let token = Tensor::from_array(Array2::<i64>::zeros((1, 1))).map_err(e("decode token"))?;
         let position = Tensor::from_array(Array2::<i64>::zeros((1, 1))).map_err(e("decode position"))?;
         let mut mask = vec![1i64; prefix.len];
-        mask.extend((0..c.capacity).map(|slot| i64::from(slot < c.filled)));
+        mask.extend(c.slot_mask());
         mask.push(1);
         let mask = Tensor::from_array(Array2::from_shape_vec((1, mask.len()), mask).expect("shape")).map_err(e("decode mask"))?;
         let mut embeds = Tensor::<f32>::new(&allocator, [1usize, 1, l.hidden_size]).map_err(e("decode embeddings"))?;

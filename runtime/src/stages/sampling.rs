@@ -86,7 +86,7 @@ impl Sampler {
         if cands.is_empty() {
             return Err(SamplingError::NoCandidate);
         }
-        cands.sort_by(|a, b| b.1.partial_cmp(&a.1).expect("finite").then(a.0.cmp(&b.0)));
+        cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.opts.top_k > 0 {
             cands.truncate(self.opts.top_k);
         }
