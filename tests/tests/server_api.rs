@@ -90,7 +90,10 @@ impl Server {
         synthetic_video(dir.path(), "secret.mp4", 160, 120, 10);
         std::os::unix::fs::symlink(dir.path().join("secret.mp4"), allow.join("escape.mp4")).unwrap();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        // The server's own temporary files (uploads) go here, so a test can see they are cleaned up.
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut child = Command::new(serve_exe())
+            .env("TMPDIR", dir.path().join("tmp"))
             .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--workers", "2", "--max-frames", "8", "--max-new-tokens", "32", "--max-body-mb", "1"])
             .arg("--bundle")
             .arg(tiny_bundle(1))
@@ -189,10 +192,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM, then the exit status once the server has stopped (None if it is still up after `patience`).
+    fn terminate(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < patience {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The server's own temporary files (ONNX Runtime keeps a `.ses` id file there too, which is not ours).
+    fn temp_files(&self) -> Vec<PathBuf> {
+        let ours = |p: &PathBuf| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("loc3r-"));
+        std::fs::read_dir(self.dir.path().join("tmp")).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(ours).collect()).unwrap_or_default()
+    }
+}
+
 impl Drop for Server {
+    /// Stops the server the way an operator would, so it cleans up after itself; kills it if it hangs.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.terminate(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -548,20 +575,13 @@ fn limits_timeouts_concurrency_and_graceful_shutdown() {
     for pair in answers.chunks(2).collect::<Vec<_>>().windows(2) {
         assert_eq!(pair[0][0].1["answer"], pair[1][0].1["answer"], "same scene, same greedy answer");
     }
-    // SIGTERM: exits cleanly and promptly.
+    // SIGTERM: exits cleanly and promptly, removing its upload directory.
     let mut s = s;
-    let pid = s.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    assert!(!s.temp_files().is_empty(), "the upload directory lives in the server's TMPDIR");
+    let status = s.terminate(Duration::from_secs(15)).expect("no exit after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(s.log().contains("shutting down"));
+    assert_eq!(s.temp_files(), Vec::<PathBuf>::new(), "temporary files left behind");
 }
 
 /// The official `openai` Python package against /v1/chat/completions (dev venv only).

@@ -77,6 +77,7 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("loc3r-http").build().context("starting tokio")?;
     let deadline = cfg.shutdown_timeout;
+    let uploads_dir = uploads.path().to_path_buf();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("binding {}", cfg.addr))?;
         let addr = listener.local_addr()?;
@@ -96,6 +97,8 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     tokio::time::sleep(deadline).await;
                     tracing::warn!("shutdown deadline passed; cancelling the remaining requests");
+                    // exit() skips destructors: remove the uploads here.
+                    let _ = std::fs::remove_dir_all(&uploads_dir);
                     std::process::exit(0);
                 });
             })
