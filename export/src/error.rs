@@ -9,8 +9,9 @@ pub enum Error {
     Config { file: String, message: String },
     #[error("{file}: {message}")]
     NameMap { file: String, message: String },
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// (The I/O error is part of the message, not a `source`, so a printed error chain does not repeat it.)
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     /// A safetensors file or index that cannot be read as such.
     #[error("{}: {message}", path.display())]
     Format { path: PathBuf, message: String },
@@ -28,8 +29,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), source }
+    pub fn io(path: &Path, error: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), error }
     }
     pub fn format(path: &Path, message: impl Into<String>) -> Self {
         Error::Format { path: path.to_path_buf(), message: message.into() }

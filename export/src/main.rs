@@ -36,7 +36,8 @@ enum Command {
         /// Random seed: the same seed writes the same bytes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Built-in config: `tiny` (every structural feature, seconds) or `small` (CPU benchmark size, ~0.6B parameters).
+        /// Built-in config: `tiny` (every structural feature, seconds) or `small` (CPU benchmark size, ~0.6B parameters),
+        /// or the path of a config.json (same schema as models/tiny/config.json) for other shapes.
         #[arg(long, default_value = "tiny")]
         config: String,
         /// Split the model weights into K shards with a model.safetensors.index.json.

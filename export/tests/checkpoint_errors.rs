@@ -216,3 +216,38 @@ fn make_tiny_is_deterministic_and_refuses_to_overwrite() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+/// `make-tiny --config PATH` builds a checkpoint of any valid config (here other head counts, layer
+/// counts and frame count than the built-in tiny one); an invalid or missing config file is a clear
+/// one-line error that writes nothing.
+#[test]
+fn make_tiny_accepts_a_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(include_str!("../../models/tiny/config.json")).unwrap();
+    cfg["hidden_size"] = 96.into();
+    cfg["num_attention_heads"] = 6.into();
+    cfg["num_key_value_heads"] = 3.into();
+    cfg["num_hidden_layers"] = 3.into();
+    cfg["loc3r"]["num_frames"] = 5.into();
+    let path = tmp.path().join("variant.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    make_tiny(&ckpt, &["--config", path.to_str().unwrap()]);
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(ckpt.join("config.json")).unwrap()).unwrap();
+    assert_eq!(written, cfg);
+    let out = Command::new(exe()).args(["check", "--checkpoint"]).arg(&ckpt).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    cfg["num_key_value_heads"] = 4.into(); // 6 heads do not share 4 KV heads
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    for (config, expect) in
+        [(path.to_str().unwrap(), "num_key_value_heads"), ("/no/such/config.json", "/no/such/config.json"), ("huge", "unknown config `huge`")]
+    {
+        let out = Command::new(exe()).args(["make-tiny", "--quiet", "--config", config, "--out"]).arg(tmp.path().join("bad")).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        one_line(&stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+        assert!(!tmp.path().join("bad").exists(), "nothing is written for a bad config");
+    }
+}

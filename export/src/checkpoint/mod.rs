@@ -80,7 +80,7 @@ impl Checkpoint {
         let model_unreadable = model.is_empty() && !problems.is_empty();
         let cut3r = match SafetensorsFile::open(&dir.join(CUT3R_FILE)) {
             Ok(f) => Some(f),
-            Err(Error::Io { path, source }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { path, error }) if error.kind() == std::io::ErrorKind::NotFound => {
                 problems.push(format!("{}: missing (CUT3R weights with the official names)", path.display()));
                 None
             }
@@ -233,7 +233,7 @@ fn open_model_files(dir: &Path, problems: &mut Vec<String>) -> (BTreeMap<String,
                 }
                 Err(e) => {
                     let e = match e {
-                        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Error::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
                             format!("{}: points to missing shard {file} (holding {} tensors, e.g. `{}`)", index_path.display(), tensors.len(), tensors[0])
                         }
                         other => other.to_string(),
@@ -250,7 +250,7 @@ fn open_model_files(dir: &Path, problems: &mut Vec<String>) -> (BTreeMap<String,
                     map.insert(t.clone(), f.clone());
                 }
             }
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                 problems.push(format!("{}: neither {MODEL_FILE} nor {MODEL_INDEX_FILE} found", dir.display()));
             }
             Err(e) => problems.push(e.to_string()),

@@ -279,11 +279,11 @@ pub enum GraphError {
     #[error("graph `{graph}` has a cycle through node(s) {}", nodes.join(", "))]
     Cycle { graph: String, nodes: Vec<String> },
     /// Writing a file failed.
-    #[error("cannot write {}: {source}", path.display())]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot write {}: {error}", path.display())]
+    Io { path: std::path::PathBuf, error: std::io::Error },
     /// An initializer could not produce its bytes (e.g. an impossible dtype conversion).
-    #[error("initializer `{name}`: cannot write it as {dtype}: {source}")]
-    TensorWrite { name: String, dtype: DType, source: std::io::Error },
+    #[error("initializer `{name}`: cannot write it as {dtype}: {error}")]
+    TensorWrite { name: String, dtype: DType, error: std::io::Error },
     /// An initializer wrote another number of bytes than its shape and dtype need.
     #[error("initializer `{name}` wrote {written} bytes, but {numel} elements of {dtype} need {expected}")]
     TensorSize { name: String, dtype: DType, numel: usize, expected: u64, written: u64 },

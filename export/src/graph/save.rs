@@ -285,7 +285,7 @@ fn tensor_header(name: &str, dims: &[usize], dtype: crate::tensor::DType) -> pro
 
 fn const_tensor_proto(t: &ConstTensor, name: &str) -> Result<proto::TensorProto> {
     let mut raw = Vec::new();
-    t.write_as(t.dtype, &mut raw).map_err(|source| GraphError::TensorWrite { name: name.to_string(), dtype: t.dtype, source })?;
+    t.write_as(t.dtype, &mut raw).map_err(|error| GraphError::TensorWrite { name: name.to_string(), dtype: t.dtype, error })?;
     let mut p = tensor_header("", &t.shape, t.dtype);
     p.raw_data = Some(raw);
     Ok(p)
@@ -295,7 +295,7 @@ fn inline_tensor(init: &Initializer) -> Result<proto::TensorProto> {
     let (v, dtype) = (&init.value, init.value.dtype());
     let expected = (init.data.numel() * dtype.size()) as u64;
     let mut raw = Vec::with_capacity(expected as usize);
-    init.data.write_as(dtype, &mut raw).map_err(|source| GraphError::TensorWrite { name: v.name().to_string(), dtype, source })?;
+    init.data.write_as(dtype, &mut raw).map_err(|error| GraphError::TensorWrite { name: v.name().to_string(), dtype, error })?;
     check_size(init, raw.len() as u64)?;
     let mut p = tensor_header(v.name(), init.data.shape(), dtype);
     p.raw_data = Some(raw);
@@ -334,12 +334,12 @@ impl Write for DataFile {
 
 impl DataFile {
     fn create(path: &Path) -> Result<DataFile> {
-        let file = File::create(path).map_err(|source| GraphError::Io { path: path.to_path_buf(), source })?;
+        let file = File::create(path).map_err(|error| GraphError::Io { path: path.to_path_buf(), error })?;
         Ok(DataFile { path: path.to_path_buf(), out: BufWriter::with_capacity(8 << 20, file), pos: 0, disk_error: false })
     }
 
-    fn io_error(&self, source: io::Error) -> GraphError {
-        GraphError::Io { path: self.path.clone(), source }
+    fn io_error(&self, error: io::Error) -> GraphError {
+        GraphError::Io { path: self.path.clone(), error }
     }
 
     /// Pads to `alignment`, streams the tensor, and returns its `TensorProto` pointing here.
@@ -348,8 +348,8 @@ impl DataFile {
         self.write_all(&vec![0u8; pad as usize]).map_err(|e| self.io_error(e))?;
         let (name, dtype) = (init.value.name(), init.value.dtype());
         let offset = self.pos;
-        if let Err(source) = init.data.write_as(dtype, self) {
-            return Err(if self.disk_error { self.io_error(source) } else { GraphError::TensorWrite { name: name.to_string(), dtype, source } });
+        if let Err(error) = init.data.write_as(dtype, self) {
+            return Err(if self.disk_error { self.io_error(error) } else { GraphError::TensorWrite { name: name.to_string(), dtype, error } });
         }
         let length = self.pos - offset;
         check_size(init, length)?;
@@ -369,7 +369,7 @@ impl DataFile {
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io_err = |source| GraphError::Io { path: path.to_path_buf(), source };
+    let io_err = |error| GraphError::Io { path: path.to_path_buf(), error };
     let mut f = File::create(path).map_err(io_err)?;
     f.write_all(bytes).map_err(io_err)?;
     f.sync_all().map_err(io_err)
@@ -377,7 +377,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn remove_stale(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(GraphError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(GraphError::Io { path: path.to_path_buf(), error: e }),
         _ => Ok(()),
     }
 }

@@ -20,7 +20,7 @@ use crate::tensor::DType;
 /// What to generate.
 #[derive(Debug, Clone)]
 pub struct TinyOptions {
-    /// A built-in config name (`tiny`, `small`).
+    /// A built-in config name (`tiny`, `small`) or the path of a config.json.
     pub config: String,
     pub seed: u64,
     /// Number of model shards (1 = a single `model.safetensors`).
@@ -54,14 +54,25 @@ pub fn default_qwen2_tokenizer() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/qwen2/tokenizer.json")
 }
 
+/// The text of `--config` and its name for errors: a built-in name, or the path of a config.json
+/// (any file name ending in `.json`, or an existing file), so tests can try configs beyond the built-ins.
+fn config_source(config: &str) -> Result<(String, String)> {
+    if let Some((_, text)) = BUILTIN_CONFIGS.iter().find(|(n, _)| *n == config) {
+        return Ok((text.to_string(), format!("models/{config}/config.json")));
+    }
+    let path = Path::new(config);
+    if config.ends_with(".json") || path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        return Ok((text, path.display().to_string()));
+    }
+    Err(Error::Invalid(format!("unknown config `{config}`; make-tiny supports: tiny, small, or the path of a config.json")))
+}
+
 /// Writes a checkpoint into `out` (which must not exist or be empty). The directory is
 /// assembled under a temporary name beside `out` and renamed at the end, so a failure
 /// leaves nothing behind. `progress` is called with (done, total) tensor counts.
 pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize, usize)) -> Result<TinyReport> {
-    let (_, config_text) = BUILTIN_CONFIGS
-        .iter()
-        .find(|(n, _)| *n == opts.config)
-        .ok_or_else(|| Error::Invalid(format!("unknown config `{}`; make-tiny supports: tiny, small", opts.config)))?;
+    let (config_text, origin) = config_source(&opts.config)?;
     if opts.config == "loc3r-vlm-7b" {
         return Err(Error::Invalid("make-tiny does not generate the release-size 7B model (16 GB); use --config tiny or small".into()));
     }
@@ -71,7 +82,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     if !opts.dtype.is_float() {
         return Err(Error::Invalid(format!("--dtype {} is not a float type; use f32, f16 or bf16", opts.dtype)));
     }
-    let cfg = Config::from_json(config_text, &format!("models/{}/config.json", opts.config))?;
+    let cfg = Config::from_json(&config_text, &origin)?;
     let names = NameMap::builtin(&cfg)?;
     if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_some() {
         return Err(Error::Invalid(format!("{}: already exists and is not empty; choose another --out or remove it", out.display())));
@@ -163,7 +174,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
             files.push(MODEL_INDEX_FILE.into());
         }
         write_safetensors(&staging.join(CUT3R_FILE), &cut3r, Some(&meta), &mut fill)?;
-        write_file(&staging.join(CONFIG_FILE), config_text)?;
+        write_file(&staging.join(CONFIG_FILE), &config_text)?;
         write_file(&staging.join(TOKENIZER_FILE), &tokenizer)?;
         Ok::<_, Error>(files)
     })();

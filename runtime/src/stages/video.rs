@@ -34,8 +34,8 @@ use video_rs::ffmpeg;
 pub enum VideoError {
     #[error("video input `{}` does not exist", path.display())]
     NotFound { path: PathBuf },
-    #[error("cannot read `{}`: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot read `{}`: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("`{}` is not a readable video ({reason}); give a file FFmpeg can decode (mp4, mkv, webm, avi, ...) or a directory of png/jpg images", path.display())]
     NotAVideo { path: PathBuf, reason: String },
     #[error("`{}` contains no decodable video frames", path.display())]
@@ -128,7 +128,7 @@ pub fn load_frames(path: &Path, spec: &FrameSpec) -> Result<Frames, VideoError> 
     }
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => VideoError::NotFound { path: path.to_path_buf() },
-        _ => VideoError::Io { path: path.to_path_buf(), source: e },
+        _ => VideoError::Io { path: path.to_path_buf(), error: e },
     })?;
     if meta.is_dir() {
         load_image_dir(path, spec.num_frames, spec.image_dir_fps.unwrap_or(1.0))
@@ -356,7 +356,7 @@ const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// Lists the images of a directory, sorted by file name (byte order). Hidden entries
 /// (starting with `.`) are ignored; any other non-image entry is an error.
 pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
-    let io = |e| VideoError::Io { path: dir.to_path_buf(), source: e };
+    let io = |e| VideoError::Io { path: dir.to_path_buf(), error: e };
     let mut images = Vec::new();
     let mut others = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -391,9 +391,9 @@ pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
     use image::ImageDecoder;
     let bad = |e: image::ImageError| VideoError::UnreadableImage { path: path.to_path_buf(), reason: e.to_string() };
     let reader = image::ImageReader::open(path)
-        .map_err(|e| VideoError::Io { path: path.to_path_buf(), source: e })?
+        .map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?
         .with_guessed_format()
-        .map_err(|e| VideoError::Io { path: path.to_path_buf(), source: e })?;
+        .map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
