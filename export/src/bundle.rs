@@ -23,6 +23,8 @@ use crate::tensor::DType;
 pub const VLM_GRAPHS: [&str; 5] = ["siglip", "projector", "embed", "decoder", "heads"];
 /// The CUT3R graphs, in export order.
 pub const CUT3R_GRAPHS: [&str; 2] = [models::cut3r::ENCODER_GRAPH, models::cut3r::STEP_GRAPH];
+/// The optional point-map graph (`--cut3r-points`).
+pub const CUT3R_POINTS_GRAPH: &str = models::cut3r::POINTS_GRAPH;
 /// The CUT3R initial state file (`state_init`, `mem_init`; cut3r.md §5).
 pub const CUT3R_INIT_FILE: &str = "cut3r_init.safetensors";
 
@@ -87,15 +89,20 @@ pub struct ExportReport {
 
 /// Every graph name the exporter knows.
 pub fn known_graphs() -> Vec<&'static str> {
-    VLM_GRAPHS.iter().chain(CUT3R_GRAPHS.iter()).copied().collect()
+    VLM_GRAPHS.iter().chain(CUT3R_GRAPHS.iter()).copied().chain([CUT3R_POINTS_GRAPH]).collect()
 }
 
 fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<String>> {
     let known = known_graphs();
     let wanted: Vec<String> = match &opts.graphs {
-        None => known.iter().map(|s| s.to_string()).collect(),
+        None => known.iter().filter(|g| opts.cut3r_points || **g != CUT3R_POINTS_GRAPH).map(|s| s.to_string()).collect(),
         Some(list) => list.clone(),
     };
+    if !opts.cut3r_points && wanted.iter().any(|g| g == CUT3R_POINTS_GRAPH) {
+        return Err(Error::Invalid(format!(
+            "graph `{CUT3R_POINTS_GRAPH}` needs --cut3r-points (which also makes cut3r_step output the decoder hooks it reads)"
+        )));
+    }
     if wanted.is_empty() {
         return Err(Error::Invalid("--graphs is empty; name at least one graph".into()));
     }
@@ -117,6 +124,7 @@ fn build(name: &str, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBui
         "heads" => models::heads::graph(ckpt, opts),
         models::cut3r::ENCODER_GRAPH => models::cut3r::encoder_graph(ckpt, opts),
         models::cut3r::STEP_GRAPH => models::cut3r::step_graph(ckpt, opts),
+        CUT3R_POINTS_GRAPH => models::cut3r::points_graph(ckpt, opts),
         other => Err(Error::Invalid(format!("unknown graph `{other}`"))),
     }
 }

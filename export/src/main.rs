@@ -79,7 +79,8 @@ enum Command {
         /// CUT3R input size WxH (multiples of the CUT3R patch size); default from config.json.
         #[arg(long)]
         cut3r_size: Option<String>,
-        /// Also export CUT3R point-map heads.
+        /// Also export `cut3r_points.onnx` (the CUT3R point-map heads: points in the camera and
+        /// world frames with confidences); cut3r_step then also outputs the decoder hooks it reads.
         #[arg(long)]
         cut3r_points: bool,
         /// Decoder KV cache interface: `static` (a preallocated cache the runtime fills in

@@ -114,6 +114,39 @@ fn kv_cache_layouts_have_their_interfaces() {
     fails_with(&export(&ckpt, &tmp.path().join("bad"), &["--kv-cache", "paged"]), 2, &["paged", "static", "concat"]);
 }
 
+/// `--cut3r-points` adds `cut3r_points.onnx` and the step's decoder hooks; without the flag
+/// neither exists, and asking for the graph alone says which flag it needs.
+#[test]
+fn cut3r_points_is_opt_in_and_adds_the_step_hooks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(tmp.path());
+    let io_names = |manifest: &serde_json::Value, graph: &str, side: &str| -> Vec<String> {
+        manifest["graphs"][graph][side].as_array().unwrap().iter().map(|io| io["name"].as_str().unwrap().to_string()).collect()
+    };
+    let hooks = ["decoder_half", "decoder_three_quarters", "decoder_final"];
+    for (args, with_points) in [(&["--graphs", "cut3r_encoder,cut3r_step"][..], false), (&["--cut3r-points"][..], true)] {
+        let out = tmp.path().join(format!("points-{with_points}"));
+        ok(&export(&ckpt, &out, args));
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(files(&out).contains(&"cut3r_points.onnx".to_string()), with_points);
+        let step_outputs = io_names(&manifest, "cut3r_step", "outputs");
+        assert_eq!(hooks.iter().all(|h| step_outputs.contains(&h.to_string())), with_points, "{step_outputs:?}");
+        if with_points {
+            let inputs = io_names(&manifest, "cut3r_points", "inputs");
+            assert_eq!(inputs, ["features", "decoder_half", "decoder_three_quarters", "decoder_final", "camera_token"]);
+            let outputs = io_names(&manifest, "cut3r_points", "outputs");
+            assert_eq!(outputs, ["pts3d_in_self_view", "conf_self", "pts3d_in_other_view", "conf"]);
+            let shape = &manifest["graphs"]["cut3r_points"]["outputs"][2]["shape"];
+            assert_eq!(shape, &serde_json::json!([1, 48, 64, 3]), "points at the CUT3R input size");
+            let report = run(&["inspect", "--json"], &[&out]);
+            ok(&report);
+            let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+            assert!(report["graphs"].as_array().unwrap().iter().all(|g| g["loads"] == true), "{report}");
+        }
+    }
+    fails_with(&export(&ckpt, &tmp.path().join("alone"), &["--graphs", "cut3r_points"]), 2, &["cut3r_points", "--cut3r-points"]);
+}
+
 #[test]
 fn graph_subset_and_unknown_graph() {
     let tmp = tempfile::tempdir().unwrap();
@@ -198,7 +231,7 @@ fn onnx_checker_and_python_onnxruntime_accept_every_graph() {
     let ckpt = checkpoint(tmp.path());
     for precision in ["fp32", "fp16"] {
         let out = tmp.path().join(precision);
-        ok(&export(&ckpt, &out, &["--precision", precision]));
+        ok(&export(&ckpt, &out, &["--precision", precision, "--cut3r-points"]));
         let script = "import sys, glob, onnx, onnxruntime as ort\n\
                       for p in sorted(glob.glob(sys.argv[1] + '/*.onnx')):\n\
                       \x20   onnx.checker.check_model(p, full_check=True)\n\
@@ -206,6 +239,6 @@ fn onnx_checker_and_python_onnxruntime_accept_every_graph() {
                       \x20   print('ok', p)\n";
         let res = Command::new(&python).args(["-c", script]).arg(&out).output().unwrap();
         assert!(res.status.success(), "{precision}: {}{}", String::from_utf8_lossy(&res.stdout), String::from_utf8_lossy(&res.stderr));
-        assert_eq!(String::from_utf8_lossy(&res.stdout).lines().filter(|l| l.starts_with("ok ")).count(), 7);
+        assert_eq!(String::from_utf8_lossy(&res.stdout).lines().filter(|l| l.starts_with("ok ")).count(), 8);
     }
 }

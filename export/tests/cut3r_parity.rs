@@ -8,6 +8,9 @@
 //!   first frame) against the fp32 ONNX chain; per-frame errors printed, bounded by
 //!   [`FP16_REL_TOL`] relative to each output's magnitude, with no growth along the chain.
 //!   The host side is f32 in both precisions; only `features` (encoder → step) is f16.
+//! * Point maps (`--cut3r-points`): at the fixture's point frames, the step's decoder hooks
+//!   (max |err| <= 1e-4) and `cut3r_points`' four outputs (relative to the magnitude of each value,
+//!   [`POINTS_REL_TOL`]) against the official heads; in fp16 against the fp32 graphs.
 //! * Graph hygiene: no control flow, f32 at every host boundary, short symbolic dims even for a
 //!   deeper config.
 //! * Bad inputs give errors naming the problem.
@@ -39,6 +42,16 @@ const FP32_TOL: f32 = 1e-4;
 /// goes from ~6 to ~150 over 32 frames of the tiny model) while its relative error stays flat.
 /// fp16 has a relative step of 2^-11 ≈ 4.9e-4; measured worst ≈ 3.9e-3 (camera_pose, frame 7).
 const FP16_REL_TOL: f32 = 1e-2;
+/// Point maps against the official heads, per pixel: ‖ours − theirs‖ <= tol · max(1, ‖theirs‖) for
+/// points, |ours − theirs| <= tol · max(1, |theirs|) for confidences. Relative, because
+/// `expm1(‖xyz‖)` turns the random tiny heads' distances into points up to ~1e4 (an f32 ulp there
+/// is ~1e-3); per point rather than per coordinate, because a coordinate near 0 of a distant
+/// point carries the error of the whole point. (The heads' raw distances and confidences, before
+/// the exponentials, agree to ~1e-5 absolute when fed the fixture's own hooks.)
+const POINTS_REL_TOL: f32 = 1e-4;
+/// fp16 point maps against the fp32 graphs, relative to each map's largest magnitude. Measured
+/// 1.6e-2: the random tiny heads put distances near 9 before `expm1`, where an f16 step is 2^-7.
+const POINTS_FP16_REL_TOL: f32 = 3e-2;
 /// Longest symbolic dim allowed in a saved graph: inferred dims must not nest with depth
 /// (in the Qwen2 decoder they grew exponentially until export ran out of memory).
 const MAX_DIM_PARAM_LEN: usize = 40;
@@ -75,25 +88,70 @@ impl Golden {
     fn frame(&self, i: usize, what: &str) -> ArrayD<f32> {
         self.get(&format!("frame.{i}.{what}"))
     }
+
+    /// Frames whose point maps and decoder hooks the fixture holds.
+    fn points_frames(&self) -> Vec<usize> {
+        (0..self.frames).filter(|i| self.file.raw(&format!("frame.{i}.{}", io::PTS3D_OTHER)).is_some()).collect()
+    }
 }
 
 fn options(precision: DType) -> ExportOptions {
-    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: false, kv_cache: KvCacheLayout::Static }
+    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: true, kv_cache: KvCacheLayout::Static }
 }
 
-/// Builds and saves both graphs into `dir`.
+/// The three graphs of a `--cut3r-points` export (the step then also outputs the decoder hooks).
+const GRAPHS: [&str; 3] = [cut3r::ENCODER_GRAPH, cut3r::STEP_GRAPH, cut3r::POINTS_GRAPH];
+
+/// Builds and saves the three graphs into `dir`.
 fn save_graphs(ckpt: &Checkpoint, dir: &Path, precision: DType) {
     let opts = options(precision);
     std::fs::create_dir_all(dir).unwrap();
     cut3r::encoder_graph(ckpt, &opts).unwrap().save(dir).unwrap();
     cut3r::step_graph(ckpt, &opts).unwrap().save(dir).unwrap();
+    cut3r::points_graph(ckpt, &opts).unwrap().save(dir).unwrap();
 }
 
-/// Builds and saves both graphs; returns (encoder, step) sessions.
-fn export(ckpt: &Checkpoint, dir: &Path, precision: DType) -> (Session, Session) {
-    save_graphs(ckpt, dir, precision);
-    (session(&dir.join("cut3r_encoder.onnx")), session(&dir.join("cut3r_step.onnx")))
+struct Graphs {
+    encoder: Session,
+    step: Session,
+    points: Session,
 }
+
+/// Builds and saves the graphs; returns their sessions.
+fn export(ckpt: &Checkpoint, dir: &Path, precision: DType) -> Graphs {
+    save_graphs(ckpt, dir, precision);
+    let open = |g: &str| session(&dir.join(format!("{g}.onnx")));
+    Graphs { encoder: open(cut3r::ENCODER_GRAPH), step: open(cut3r::STEP_GRAPH), points: open(cut3r::POINTS_GRAPH) }
+}
+
+/// `cut3r_points` on one step's outputs: the features and hooks as the graphs returned them
+/// (export precision), the camera token f32.
+fn point_maps(
+    points: &mut Session,
+    features: DynValue,
+    step_raw: &mut std::collections::HashMap<String, DynValue>,
+) -> std::collections::HashMap<String, ArrayD<f32>> {
+    let mut inputs = vec![(io::FEATURES.to_string(), features)];
+    for name in [io::DECODER_HALF, io::DECODER_THREE_QUARTERS, io::DECODER_FINAL, io::CAMERA_TOKEN] {
+        inputs.push((name.to_string(), step_raw.remove(name).unwrap_or_else(|| panic!("cut3r_step has no `{name}` output"))));
+    }
+    run(points, inputs).0
+}
+
+/// Largest ‖got − want‖ / max(1, ‖want‖) over the vectors of the last axis (points: xyz; a
+/// confidence map gets a unit last axis, so per element).
+fn max_rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f32 {
+    assert_eq!(got.shape(), want.shape(), "shape mismatch");
+    let width = if want.shape().last() == Some(&3) { 3 } else { 1 };
+    let (got, want) = (got.as_slice().expect("contiguous"), want.as_slice().expect("contiguous"));
+    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x * x).sum::<f32>().sqrt();
+    got.chunks(width)
+        .zip(want.chunks(width))
+        .map(|(a, b)| norm(&mut a.iter().zip(b).map(|(x, y)| x - y)) / norm(&mut b.iter().copied()).max(1.0))
+        .fold(0.0, f32::max)
+}
+
+const POINT_OUTPUTS: [&str; 4] = [io::PTS3D_SELF, io::CONF_SELF, io::PTS3D_OTHER, io::CONF_OTHER];
 
 fn flag(v: f32) -> ArrayD<f32> {
     ArrayD::from_elem(IxDyn(&[1]), v)
@@ -134,7 +192,9 @@ fn fp32_graphs_match_the_official_implementation_on_every_frame() {
     let golden = Golden::load();
     let (_, ckpt) = tiny_checkpoint();
     let tmp = tempfile::tempdir().unwrap();
-    let (mut enc, mut step) = export(ckpt, &tmp.path().join("fp32"), DType::F32);
+    let Graphs { encoder: mut enc, mut step, mut points } = export(ckpt, &tmp.path().join("fp32"), DType::F32);
+    let points_frames = golden.points_frames();
+    assert!(!points_frames.is_empty(), "the fixture has no point maps; regenerate it (tools/golden/README-cut3r.md)");
 
     // Encoder: all frames in one batch, as the official sequence path does.
     let images: Vec<ArrayD<f32>> = (0..golden.frames).map(|i| golden.frame(i, "image")).collect();
@@ -151,7 +211,17 @@ fn fp32_graphs_match_the_official_implementation_on_every_frame() {
         let f = features.index_axis(Axis(0), i).insert_axis(Axis(0)).to_owned();
         let e_feat = max_err(&f, &golden.frame(i, "features"));
         let flags = [golden.frame(i, "is_first")[0], golden.frame(i, "update")[0], golden.frame(i, "reset")[0]];
-        let (out, _) = run(&mut step, step_inputs(f32_input(io::FEATURES, f).1, &state, &memory, flags));
+        let (out, mut raw) = run(&mut step, step_inputs(f32_input(io::FEATURES, f.clone()).1, &state, &memory, flags));
+        if points_frames.contains(&i) {
+            for hook in [io::DECODER_HALF, io::DECODER_THREE_QUARTERS, io::DECODER_FINAL] {
+                let e = max_err(&out[hook], &golden.frame(i, hook));
+                assert!(e <= FP32_TOL, "frame {i}: {hook} max error {e} > {FP32_TOL}");
+            }
+            let maps = point_maps(&mut points, f32_input(io::FEATURES, f).1, &mut raw);
+            let rel: Vec<f32> = POINT_OUTPUTS.iter().map(|o| max_rel_err(&maps[*o], &golden.frame(i, o))).collect();
+            println!("frame {i} point maps, max ‖err‖ / max(1, ‖value‖) per pixel for {POINT_OUTPUTS:?}: {rel:?}");
+            assert!(rel.iter().all(|&e| e <= POINTS_REL_TOL), "frame {i}: point-map errors {rel:?} exceed {POINTS_REL_TOL}");
+        }
         let errs = [
             e_feat,
             max_err(&out[io::CAMERA_TOKEN], &golden.frame(i, "camera_token")),
@@ -175,8 +245,9 @@ fn fp16_chain_of_32_frames_stays_close_to_the_fp32_chain() {
     let golden = Golden::load();
     let (_, ckpt) = tiny_checkpoint();
     let tmp = tempfile::tempdir().unwrap();
-    let (mut enc32, mut step32) = export(ckpt, &tmp.path().join("fp32"), DType::F32);
-    let (mut enc16, mut step16) = export(ckpt, &tmp.path().join("fp16"), DType::F16);
+    let Graphs { encoder: mut enc32, step: mut step32, points: mut points32 } = export(ckpt, &tmp.path().join("fp32"), DType::F32);
+    let Graphs { encoder: mut enc16, step: mut step16, points: mut points16 } = export(ckpt, &tmp.path().join("fp16"), DType::F16);
+    let mut points_worst = 0.0f32;
 
     let (init_s, init_m) = init_arrays(ckpt);
     let (mut s32, mut m32, mut s16, mut m16) = (init_s.clone(), init_m.clone(), init_s, init_m);
@@ -193,12 +264,22 @@ fn fp16_chain_of_32_frames_stays_close_to_the_fp32_chain() {
         // features travel from encoder to step in the export precision.
         let (mut f32_feat, _) = run(&mut enc32, vec![f32_input(io::IMAGE, image.clone())]);
         let f32_feat = f32_feat.remove(io::FEATURES).unwrap();
-        let (out32, _) = run(&mut step32, step_inputs(f32_input(io::FEATURES, f32_feat.clone()).1, &s32, &m32, flags));
+        let (out32, mut step_raw32) = run(&mut step32, step_inputs(f32_input(io::FEATURES, f32_feat.clone()).1, &s32, &m32, flags));
 
         let (_, mut raw16) = run(&mut enc16, vec![f32_input(io::IMAGE, image)]);
         let f16_feat = raw16.remove(io::FEATURES).unwrap();
         let feat16 = f16_feat.try_extract_array::<half::f16>().expect("fp16 features are f16").mapv(f32::from).into_dyn();
-        let (out16, _) = run(&mut step16, step_inputs(f16_feat, &s16, &m16, flags));
+        let feat16_value = ort::value::Tensor::from_array(feat16.mapv(half::f16::from_f32)).unwrap().into_dyn();
+        let (out16, mut step_raw16) = run(&mut step16, step_inputs(f16_feat, &s16, &m16, flags));
+
+        // Point maps on every 4th frame, relative to each map's largest magnitude.
+        if i % 4 == 0 {
+            let maps32 = point_maps(&mut points32, f32_input(io::FEATURES, f32_feat.clone()).1, &mut step_raw32);
+            let maps16 = point_maps(&mut points16, feat16_value, &mut step_raw16);
+            for o in POINT_OUTPUTS {
+                points_worst = points_worst.max(max_err(&maps16[o], &maps32[o]) / scale(&maps32[o]).max(1e-6));
+            }
+        }
 
         let pairs = [
             (&feat16, &f32_feat),
@@ -221,6 +302,8 @@ fn fp16_chain_of_32_frames_stays_close_to_the_fp32_chain() {
     let (all, first, last) = (worst(&rel_per_frame), worst(&rel_per_frame[..8]), worst(&rel_per_frame[24..]));
     println!("fp16 worst relative error: {all:.2e} over 32 frames (frames 0-7: {first:.2e}, 24-31: {last:.2e}); tolerance {FP16_REL_TOL:.0e}");
     assert!(all <= FP16_REL_TOL, "fp16 relative error {all} exceeds {FP16_REL_TOL}: {rel_per_frame:?}");
+    println!("fp16 point maps: worst relative error {points_worst:.2e} (every 4th frame); tolerance {POINTS_FP16_REL_TOL:.0e}");
+    assert!(points_worst <= POINTS_FP16_REL_TOL, "fp16 point maps: relative error {points_worst} exceeds {POINTS_FP16_REL_TOL}");
     // No drift growth: the last frames are not much worse than the first ones.
     assert!(last <= 2.0 * first, "fp16 error grows along the chain: frames 0-7 {first}, frames 24-31 {last}");
 }
@@ -260,7 +343,7 @@ fn graphs_have_no_control_flow_and_use_layer_normalization() {
     for precision in [DType::F32, DType::F16] {
         let dir = tmp.path().join(precision.to_string());
         save_graphs(ckpt, &dir, precision);
-        for graph in ["cut3r_step", "cut3r_encoder"] {
+        for graph in GRAPHS {
             let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
             let initializers: std::collections::HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
             let ops: Vec<String> = g.node.iter().filter_map(|n| n.op_type.clone()).collect();
@@ -283,7 +366,7 @@ fn graphs_have_no_control_flow_and_use_layer_normalization() {
 }
 
 /// Project convention: every float the host produces or consumes is f32; only `features`
-/// (encoder → step) is in the export precision.
+/// (encoder → step, points) and the decoder hooks (step → points) are in the export precision.
 #[test]
 fn host_boundaries_are_f32_and_only_features_use_the_export_precision() {
     let (_, ckpt) = tiny_checkpoint();
@@ -291,12 +374,13 @@ fn host_boundaries_are_f32_and_only_features_use_the_export_precision() {
     for precision in [DType::F32, DType::F16] {
         let dir = tmp.path().join(precision.to_string());
         save_graphs(ckpt, &dir, precision);
-        for graph in ["cut3r_encoder", "cut3r_step"] {
+        for graph in GRAPHS {
             let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
             for v in g.input.iter().chain(&g.output) {
                 let name = v.name.clone().unwrap_or_default();
                 let (dtype, dims) = tensor_type(v);
-                let want = if name == io::FEATURES { precision } else { DType::F32 };
+                let graph_to_graph = [io::FEATURES, io::DECODER_HALF, io::DECODER_THREE_QUARTERS, io::DECODER_FINAL];
+                let want = if graph_to_graph.contains(&name.as_str()) { precision } else { DType::F32 };
                 println!("{graph} ({precision}) {name}: {dtype} {dims:?}");
                 assert_eq!(dtype, want, "{graph} ({precision}): `{name}` is {dtype}, expected {want}");
             }
@@ -337,7 +421,7 @@ fn symbolic_dims_stay_short_in_a_deeper_config() {
     let ckpt = Checkpoint::open(&deeper_tiny(tmp.path(), enc_depth, dec_depth), None, Requirements::default()).unwrap();
     let dir = tmp.path().join("graphs");
     save_graphs(&ckpt, &dir, DType::F16);
-    for graph in ["cut3r_encoder", "cut3r_step"] {
+    for graph in GRAPHS {
         let g = load_model(&dir.join(format!("{graph}.onnx"))).graph.unwrap();
         let mut params: Vec<String> = g.input.iter().chain(&g.output).chain(&g.value_info).flat_map(|v| tensor_type(v).1).collect();
         params.retain(|d| d.parse::<u64>().is_err());

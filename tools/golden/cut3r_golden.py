@@ -74,6 +74,8 @@ def parse_args():
     p.add_argument("--seed", type=int, default=1234, help="seed of the random frames")
     p.add_argument("--no-update-frame", type=int, default=2, help="frame with update=0")
     p.add_argument("--reset-frame", type=int, default=4, help="frame with reset=1")
+    p.add_argument("--points-frames", default="0,5,7",
+                   help="frames whose point maps (and decoder hooks) are saved, comma-separated ('' for none)")
     p.add_argument("--encoder-fp16-rope", action="store_true",
                    help="keep the official fp16 rounding of encoder q/k around RoPE (default: fp32)")
     return p.parse_args()
@@ -102,12 +104,35 @@ def analytic_rope_forward(self, tokens, positions):
     return torch.cat(out, dim=-1).to(tokens.dtype)
 
 
-# Every tensor of these families must come from our file (the camera-token path + init + pose head).
+# Every tensor of these families must come from our file (the camera-token path + init + pose head,
+# and the point-map heads: final_transform and the self/cross DPT adapters).
 REQUIRED_PREFIXES = (
     "patch_embed.proj.", "enc_blocks.", "enc_norm.", "decoder_embed.", "dec_blocks.", "dec_blocks_state.",
     "dec_norm.", "dec_norm_state.", "decoder_embed_state.", "register_tokens.", "pose_token",
-    "pose_retriever.", "downstream_head.pose_head.",
+    "pose_retriever.", "downstream_head.pose_head.", "downstream_head.final_transform.",
+    "downstream_head.dpt_self.", "downstream_head.dpt_cross.",
 )
+
+
+def use_config_dpt_dims(cfg):
+    """Patch 3: the official DPTPts3dPose hard-codes its DPT widths (layer_dims [96,192,384,768],
+    feature_dim 256, last_dim 128). Build its adapters with the config's widths instead (the same
+    values for the release config); only these hyperparameters change, the forward code is official.
+    """
+    import dust3r.heads.dpt_head as dpt_head
+
+    official = dpt_head.DPTOutputAdapter_fix
+    if getattr(official, "_loc3r_config_dims", False):
+        official = official.__mro__[1]
+
+    class ConfigDims(official):
+        _loc3r_config_dims = True
+
+        def __init__(self, **kw):
+            kw.update(layer_dims=list(cfg["dpt_layer_dims"]), feature_dim=cfg["dpt_feature_dim"], last_dim=cfg["dpt_last_dim"])
+            super().__init__(**kw)
+
+    dpt_head.DPTOutputAdapter_fix = ConfigDims
 
 
 def build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, weights_path):
@@ -133,11 +158,22 @@ def build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, weights_pa
         state_dec_num_heads=cfg["state_dec_num_heads"], local_mem_size=cfg["local_mem_size"],
         patch_size=cfg["patch_size"], mlp_ratio=cfg["mlp_ratio"], landscape_only=False,
     )
-    torch.manual_seed(0)  # only the DPT heads stay random (hard-coded dims; not compared)
+    use_config_dpt_dims(cfg)
+    torch.manual_seed(0)  # only the RGB head and the ray-map encoder stay random (not exported, not compared)
     model = ARCroco3DStereo(conf).eval()
     ours = load_file(str(weights_path))
     theirs = model.state_dict()
     usable = {k: v for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) == tuple(v.shape)}
+    # Aliases (the DPT's `scratch.layer_rn.i` is `scratch.layer{i+1}_rn`): one parameter under two
+    # names; our file keeps one name, the alias gets the same tensor.
+    by_storage = {}
+    for k, t in theirs.items():
+        by_storage.setdefault(t.data_ptr(), []).append(k)
+    for names in by_storage.values():
+        source = next((k for k in names if k in usable), None)
+        for k in names:
+            if source is not None and k not in usable:
+                usable[k] = usable[source]
     res = model.load_state_dict(usable, strict=False)
     missing_required = [k for k in theirs if k not in usable and k.startswith(REQUIRED_PREFIXES)]
     if missing_required:
@@ -174,13 +210,12 @@ def main():
     model, ours, theirs, usable, res = build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, weights_path)
     skipped = sorted(set(ours) - set(usable))
     not_loaded = [k for k in theirs if k not in usable]
-    print(f"loaded {len(usable)} tensors; {len(skipped)} of our keys skipped (DPT dims/aliases), "
-          f"{len(not_loaded)} model keys left random (DPT/ray only); load result: "
+    print(f"loaded {len(usable)} tensors; {len(skipped)} of our keys skipped (aliases), "
+          f"{len(not_loaded)} model keys left random (RGB head/ray map only); load result: "
           f"{len(res.missing_keys)} missing, {len(res.unexpected_keys)} unexpected", file=sys.stderr)
-    assert all(k.startswith(("downstream_head.dpt_", "downstream_head.final_transform.")) or
-               k.startswith(("enc_blocks_ray_map.", "enc_norm_ray_map.", "patch_embed_ray_map.",
+    assert all(k.startswith(("downstream_head.dpt_rgb.", "enc_blocks_ray_map.", "enc_norm_ray_map.", "patch_embed_ray_map.",
                              "masked_img_token", "masked_ray_map_token"))
-               for k in not_loaded), [k for k in not_loaded if "dpt" not in k][:10]
+               for k in not_loaded), [k for k in not_loaded if "dpt_rgb" not in k][:10]
 
     # Patch 2: encoder q/k stay fp32 around RoPE unless asked otherwise.
     if not args.encoder_fp16_rope:
@@ -188,9 +223,12 @@ def main():
             blk.attn.forward = types.MethodType(dblocks.Attention.forward, blk.attn)
 
     # Capture the encoder output (per batched call) and the camera token (dec_norm(I_L)[:, 0]).
-    captured = {"features": [], "camera_token": []}
+    captured = {"features": [], "camera_token": [], "head_input": []}
     model.enc_norm.register_forward_hook(lambda m, i, o: captured["features"].append(o.detach().clone()))
     model.dec_norm.register_forward_hook(lambda m, i, o: captured["camera_token"].append(o[:, 0].detach().clone()))
+    # The head's input list [F, dec[2L/4][:,1:], dec[3L/4][:,1:], dec[L]] (the hooks cut3r_step exports).
+    model.downstream_head.register_forward_pre_hook(
+        lambda m, args: captured["head_input"].append([t.detach().clone() for t in args[0]]))
 
     T = args.frames
     assert 0 < args.no_update_frame < T and 0 < args.reset_frame < T - 1 and args.reset_frame != args.no_update_frame
@@ -226,6 +264,16 @@ def main():
         out[f"frame.{i}.camera_pose"] = f32(ress[i]["camera_pose"])
         out[f"frame.{i}.state_out"] = f32(states[i + 1][0])
         out[f"frame.{i}.memory_out"] = f32(states[i + 1][3])
+    points_frames = [int(f) for f in args.points_frames.split(",") if f.strip()]
+    assert all(0 <= f < T for f in points_frames), points_frames
+    for i in points_frames:
+        F, half, three_quarters, final = captured["head_input"][i]
+        assert torch.equal(F, feats[i:i + 1]), "head hook 0 is the encoder output"
+        out[f"frame.{i}.decoder_half"] = f32(half)
+        out[f"frame.{i}.decoder_three_quarters"] = f32(three_quarters)
+        out[f"frame.{i}.decoder_final"] = f32(final[:, 1:])
+        for name in ("pts3d_in_self_view", "conf_self", "pts3d_in_other_view", "conf"):
+            out[f"frame.{i}.{name}"] = f32(ress[i][name])
     for k, a in out.items():
         assert np.isfinite(a).all(), k
 
@@ -240,6 +288,8 @@ def main():
         "seed": str(args.seed),
         "no_update_frame": str(args.no_update_frame),
         "reset_frame": str(args.reset_frame),
+        "points_frames": ",".join(str(f) for f in points_frames),
+        "dpt_dims": "config (patched DPTOutputAdapter_fix widths)",
         "image_size_wh": f"{W}x{H}",
         "encoder_qk_rope": "fp16 (official quirk)" if args.encoder_fp16_rope else "fp32 (patched)",
         "rope": "analytic (patched RoPE2D.forward, cuRoPE semantics)",

@@ -7,7 +7,9 @@
 //!   `state [1,S,Dc]`, `memory [1,M,2Dc]`, `is_first`, `update`, `reset` (`[1]`, float 0/1)
 //!   → `camera_token [1,Dc]`, `state_out`, `memory_out`, `camera_pose [1,7]`.
 //!   No control flow: the `is_first` choice and the update/reset gating are arithmetic blends
-//!   as in the official code.
+//!   as in the official code. With `--cut3r-points` it also outputs the decoder hooks of the
+//!   point-map heads (`decoder_half`, `decoder_three_quarters`, `decoder_final`).
+//! * `cut3r_points` (optional, [`points`]): hooks + camera token → point maps and confidences.
 //! * [`initial_state`]: `state_init = decoder_embed_state(register_tokens.weight)` and
 //!   `mem_init = pose_retriever.mem` (spec §5), for `cut3r_init.safetensors`.
 //!
@@ -27,16 +29,18 @@
 //! Dc = 768, S = 768 state tokens, M = 256 memory tokens of 2·Dc = 1536.
 
 mod blocks;
+mod points;
 
 use std::sync::Arc;
 
 use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, Precision, RopeTable};
+pub use points::{points_graph, POINTS_GRAPH};
 
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
 use crate::error::{Error, Result};
-use crate::graph::{ConvOptions, GraphBuilder, Value};
+use crate::graph::{ConvOptions, GraphBuilder, Scope, Value};
 use crate::models::layers::{cast_to, linear, weight};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
@@ -58,6 +62,16 @@ pub mod io {
     pub const STATE_OUT: &str = "state_out";
     pub const MEMORY_OUT: &str = "memory_out";
     pub const CAMERA_POSE: &str = "camera_pose";
+    /// `cut3r_step` outputs of a `--cut3r-points` export, inputs of `cut3r_points`: the image
+    /// tokens (camera token dropped) of decoder layers ⌊2L/4⌋ and ⌊3L/4⌋ and after `dec_norm`.
+    pub const DECODER_HALF: &str = "decoder_half";
+    pub const DECODER_THREE_QUARTERS: &str = "decoder_three_quarters";
+    pub const DECODER_FINAL: &str = "decoder_final";
+    /// `cut3r_points` outputs (spec §4 outputs table).
+    pub const PTS3D_SELF: &str = "pts3d_in_self_view";
+    pub const CONF_SELF: &str = "conf_self";
+    pub const PTS3D_OTHER: &str = "pts3d_in_other_view";
+    pub const CONF_OTHER: &str = "conf";
 }
 
 /// Names of the tensors in `cut3r_init.safetensors`.
@@ -295,10 +309,19 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     };
 
     // 7. dual decoder: both streams read the previous layer's outputs
+    let (half_layer, three_quarters_layer) = points::hook_layers(c.dec_depth);
+    let (mut half, mut three_quarters) = (None, None);
     for l in 0..c.dec_depth {
         let st_next = decoder_block(&mut g, &w.pp("dec_blocks_state").pp(l), &st, &img, state_blk, Some((&rope_state.own, &rope_state.other)), p)?;
         let img_next = decoder_block(&mut g, &w.pp("dec_blocks").pp(l), &img, &st, img_blk, Some((&rope_img.own, &rope_img.other)), p)?;
         (st, img) = (st_next, img_next);
+        // `l + 1` counts layers as the official `dec` list does (dec[0] is the encoder output).
+        if l + 1 == half_layer {
+            half = Some(img.clone());
+        }
+        if l + 1 == three_quarters_layer {
+            three_quarters = Some(img.clone());
+        }
     }
 
     // 8. final norms: the new state in f32, the image stream in the compute dtype
@@ -327,6 +350,14 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     g.output(io::STATE_OUT, &state_out);
     g.output(io::MEMORY_OUT, &memory_out);
     g.output(io::CAMERA_POSE, &camera_pose);
+    if opts.cut3r_points {
+        // Image tokens without the camera token, in the compute dtype (they go straight to cut3r_points).
+        for (name, stream) in [(io::DECODER_HALF, half), (io::DECODER_THREE_QUARTERS, three_quarters), (io::DECODER_FINAL, Some(img_fin.clone()))] {
+            let stream = stream.ok_or_else(|| Error::Invalid(format!("cut3r.dec_depth = {} has no decoder layer for the `{name}` hook", c.dec_depth)))?;
+            let tokens = g.scope(format!("points_hooks/{name}")).slice("drop_camera_token", &stream, [1], [i64::MAX], &[1], &[]);
+            g.output_with_shape(name, &tokens, dims![1, d.tokens(), d.dc]);
+        }
+    }
     g.check().map_err(graph_error)?;
     Ok(g)
 }
@@ -400,16 +431,7 @@ fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_rati
     let (t, q) = (&parts[0], &parts[1]);
     // translation
     let dist = s.reduce_l2("t_norm", t, &[-1], true);
-    let exp = s.exp("exp", &dist);
-    let expm1_direct = s.sub_scalar("exp_minus_one", &exp, 1.0);
-    let poly = s.mul_scalar("series/d_over_6", &dist, 1.0 / 6.0);
-    let poly = s.add_scalar("series/add_half", &poly, 0.5);
-    let poly = s.mul("series/mul_d", &poly, &dist);
-    let poly = s.add_scalar("series/add_one", &poly, 1.0);
-    let expm1_series = s.mul("series/mul_d2", &poly, &dist);
-    let small = s.scalar_f32(1e-3);
-    let is_small = s.less("is_small", &dist, &small);
-    let expm1 = s.where_("expm1", &is_small, &expm1_series, &expm1_direct);
+    let expm1 = expm1_f32(&mut s, &dist);
     let denom = s.clip("clamp_d", &dist, Some(1e-8), None);
     let scale = s.div("scale", &expm1, &denom);
     let t = s.mul("translation", t, &scale);
@@ -423,6 +445,21 @@ fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_rati
     let neg_q = s.neg("neg_q", &q);
     let q = s.where_("standardize", &negative, &neg_q, &q);
     Ok(s.concat("pose", &[&t, &q], -1))
+}
+
+/// `expm1(d)` of an f32 tensor without the cancellation of `exp(d) − 1` near 0 (ONNX has no
+/// Expm1): the cubic series `d·(1 + d·(1/2 + d/6))` below 1e-3, `exp(d) − 1` above.
+fn expm1_f32(s: &mut Scope<'_>, d: &Value) -> Value {
+    let exp = s.exp("exp", d);
+    let direct = s.sub_scalar("exp_minus_one", &exp, 1.0);
+    let poly = s.mul_scalar("series/d_over_6", d, 1.0 / 6.0);
+    let poly = s.add_scalar("series/add_half", &poly, 0.5);
+    let poly = s.mul("series/mul_d", &poly, d);
+    let poly = s.add_scalar("series/add_one", &poly, 1.0);
+    let series = s.mul("series/mul_d2", &poly, d);
+    let small = s.scalar_f32(1e-3);
+    let is_small = s.less("is_small", d, &small);
+    s.where_("expm1", &is_small, &series, &direct)
 }
 
 /// `state_init [1,S,Dc] = decoder_embed_state(register_tokens.weight)` and
