@@ -21,6 +21,14 @@ Built from the specs, not from the Rust runtime:
 
 `--write-frames` (re)creates the synthetic frames in OUT/frames/ first; without it the committed frames
 are read as they are (they are the input of record).
+
+Other inputs (defaults reproduce tests/fixtures/pipeline_tiny byte for byte):
+  --frame-size WxH, --num-video-frames T   size and count of the synthetic frames (with --write-frames);
+  --frames DIR                             read the frames from DIR instead of OUT/frames/;
+  --lenient                                the >= 16 ids / greedy margin self-checks warn instead of
+                                           failing; per-step margins are written to reference.json;
+  --dump FILE.npz                          intermediate tensors (pixels, camera tokens, SigLIP features,
+                                           vision/camera embeddings, prefill hidden states) for debugging.
 """
 from __future__ import annotations
 
@@ -51,7 +59,7 @@ CUT3R_COMMIT = "8bc15dc92a6d7fd92920b4ec81540d3dec7d3ecf"
 IMAGE_TOKEN_INDEX = -200
 MAKE_TINY = "target/debug/loc3r-export make-tiny --out DIR --seed 1"
 
-# Frames of the committed "video".
+# Frames of the committed "video" (defaults of --num-video-frames and --frame-size).
 NUM_VIDEO_FRAMES = 12
 FRAME_W, FRAME_H = 160, 120
 
@@ -77,11 +85,11 @@ def log(msg: str) -> None:
 # input frames
 
 
-def make_frames(out: Path) -> None:
-    """12 deterministic 160x120 frames: a camera panning over a synthetic room-like panorama
-    (smooth gradients, a floor, shapes with hard edges, stripes), plus a small object moving on its own."""
-    W, H = FRAME_W, FRAME_H
-    PW = W + 8 * NUM_VIDEO_FRAMES
+def make_frames(out: Path, W: int = FRAME_W, H: int = FRAME_H, count: int = NUM_VIDEO_FRAMES) -> None:
+    """`count` deterministic WxH frames (default 12 of 160x120): a camera panning over a synthetic
+    room-like panorama (smooth gradients, a floor, shapes with hard edges, stripes), plus a small object
+    moving on its own."""
+    PW = W + 8 * count
     yy, xx = np.mgrid[0:H, 0:PW].astype(np.float64)
     pano = np.zeros((H, PW, 3))
     pano[..., 0] = 60 + 120 * xx / PW
@@ -101,7 +109,7 @@ def make_frames(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    for i in range(NUM_VIDEO_FRAMES):
+    for i in range(count):
         frame = pano[:, 8 * i: 8 * i + W].copy()
         # a ball moving on its own (down-right), not with the pan
         fy, fx = np.mgrid[0:H, 0:W]
@@ -192,7 +200,8 @@ def run_cut3r(cut3r_repo: Path, ckpt_dir: Path, images: np.ndarray):
     cams = []
     model.dec_norm.register_forward_hook(lambda m, i, o: cams.append(o[:, 0].detach().clone()))
     F_, _, h, w = images.shape
-    assert (w, h) == (W, H), f"CUT3R input {w}x{h}, config says {W}x{H}"
+    if (w, h) != (W, H):  # the bundle must then be exported with --cut3r-size {w}x{h}
+        log(f"CUT3R input {w}x{h} (the config says {W}x{H}; export with --cut3r-size {w}x{h})")
     views = [dict(img=torch.from_numpy(images[i:i + 1]), true_shape=torch.tensor([[h, w]], dtype=torch.int32),
                   img_mask=torch.tensor([True]), ray_mask=torch.tensor([False]), ray_map=torch.zeros(1, h, w, 6),
                   update=torch.tensor([True]), reset=torch.tensor([False])) for i in range(F_)]
@@ -272,7 +281,22 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True, type=Path, help=f"tiny checkpoint ({MAKE_TINY})")
     ap.add_argument("--out", required=True, type=Path, help="fixture dir (tests/fixtures/pipeline_tiny)")
     ap.add_argument("--write-frames", action="store_true", help="(re)create OUT/frames/ first")
+    ap.add_argument("--frame-size", default=f"{FRAME_W}x{FRAME_H}", help="WxH of the synthetic frames (--write-frames)")
+    ap.add_argument("--num-video-frames", type=int, default=NUM_VIDEO_FRAMES, help="number of synthetic frames (--write-frames)")
+    ap.add_argument("--frames", type=Path, help="read the frames from this directory instead of OUT/frames/")
+    ap.add_argument("--lenient", action="store_true",
+                    help=f"report instead of enforcing >= {MIN_GENERATED} ids and greedy margins >= {MIN_MARGIN}")
+    ap.add_argument("--dump", type=Path, help="write intermediate tensors to this .npz")
+    ap.add_argument("--checkpoint-command", default=MAKE_TINY, help="how the checkpoint was made (recorded)")
     args = ap.parse_args()
+    try:
+        frame_w, frame_h = (int(v) for v in args.frame_size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--frame-size {args.frame_size}: expected WxH, e.g. 200x120")
+    if args.frames is not None and args.write_frames:
+        raise SystemExit("--frames and --write-frames exclude each other (--write-frames writes OUT/frames/)")
+    if not args.write_frames and ((frame_w, frame_h) != (FRAME_W, FRAME_H) or args.num_video_frames != NUM_VIDEO_FRAMES):
+        raise SystemExit("--frame-size and --num-video-frames shape the synthetic frames: add --write-frames")
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -280,9 +304,9 @@ def main() -> None:
     ck = Checkpoint(args.checkpoint)
     cfg = ck.config
     lc, vc = cfg["loc3r"], cfg["vision_config"]
-    frames_dir = args.out / "frames"
+    frames_dir = args.out / "frames" if args.frames is None else args.frames
     if args.write_frames:
-        make_frames(frames_dir)
+        make_frames(frames_dir, frame_w, frame_h, args.num_video_frames)
     files = list_frames(frames_dir)
     T, N, fps = len(files), lc["num_frames"], 1.0
     idx = sample_indices(T, N)
@@ -300,10 +324,13 @@ def main() -> None:
         W, H = theirs.size
         cx, cy = W // 2, H // 2
         hw, hh = ((2 * cx) // 16) * 8, ((2 * cy) // 16) * 8
+        if W == H:  # official load_images: `if not (square_ok) and W == H: halfh = 3 * halfw / 4`
+            hh = 3 * hw / 4
         theirs = theirs.crop((cx - hw, cy - hh, cx + hw, cy + hh))
         chk.true(f"CUT3R preprocessing == official _resize_pil_image + crop ({im.size} -> {mine.size})",
                  mine.size == theirs.size and np.array_equal(np.asarray(mine), np.asarray(theirs)))
     cut = np.stack([cut3r_pixels(im, cut_long) for im in pil])
+    dump = {"siglip_pixels": sig, "cut3r_pixels": cut}
 
     with torch.no_grad():
         cam_tokens, cam_poses = run_cut3r(args.cut3r_repo, args.checkpoint, cut)
@@ -318,6 +345,8 @@ def main() -> None:
         cam_emb = mlp2(cam_tokens, ck, "model.loc3r.cam_projector.")
         video = torch.cat([cam_emb[:, None], grid], 1).reshape(-1, cfg["hidden_size"])  # [cam_f, grid_f] per frame
         per_frame = grid.shape[1] + 1
+        dump.update(camera_tokens=cam_tokens.numpy(), camera_poses=cam_poses.numpy(), siglip_features=feats.numpy(),
+                    vision_embeds=grid.numpy(), camera_embeds=cam_emb.numpy())
         log(f"video tokens {video.shape[0]} ({per_frame} per frame)")
 
         from tokenizers import Tokenizer
@@ -327,7 +356,7 @@ def main() -> None:
         time_text = time_instruction(duration, times)
         emb_table = llm.get_input_embeddings()
 
-        results = []
+        results, warnings = [], []
         for q in QUESTIONS:
             situation = q["situation"] if q["situation"] is not None else lc["default_situation"]
             text = prompt_text(time_text, situation, q["question"])
@@ -348,6 +377,8 @@ def main() -> None:
             out = llm(inputs_embeds=embeds, attention_mask=torch.ones(1, S, dtype=torch.int64),
                       position_ids=torch.arange(S)[None], output_hidden_states=True, use_cache=False)
             hidden = out.hidden_states[-1][0]
+            dump[f"{q['name']}/prefill_embeds"] = embeds[0].numpy()
+            dump[f"{q['name']}/prefill_hidden"] = hidden.numpy()
             np_logits, np_hidden, _ = vlm_golden.np_qwen2(ck, embeds[0].numpy())
             chk.close(f"{q['name']}: prefill hidden HF vs numpy float64", hidden, np_hidden, 1e-4)
             chk.close(f"{q['name']}: prefill last logits HF vs numpy float64", out.logits[0, -1], np_logits[-1], 1e-4)
@@ -377,10 +408,15 @@ def main() -> None:
             unmasked_same = raw.argmax(-1).tolist() == seq
             top2 = masked.topk(2, -1).values
             margins = (top2[:, 0] - top2[:, 1]).tolist()
-            chk.true(f"{q['name']}: >= {MIN_GENERATED} generated ids ({len(generated)}, stop token: {stopped})",
-                     len(generated) >= MIN_GENERATED)
-            chk.true(f"{q['name']}: greedy margin >= {MIN_MARGIN} every step (min {min(margins):.3e})",
-                     min(margins) >= MIN_MARGIN)
+            for what, ok in [(f"{q['name']}: >= {MIN_GENERATED} generated ids ({len(generated)}, stop token: {stopped})",
+                              len(generated) >= MIN_GENERATED),
+                             (f"{q['name']}: greedy margin >= {MIN_MARGIN} every step (min {min(margins):.3e})",
+                              min(margins) >= MIN_MARGIN)]:
+                if args.lenient and not ok:
+                    warnings.append(what)
+                    log(f"WARNING (--lenient) {what}: not met")
+                else:
+                    chk.true(what, ok)
             log(f"{q['name']}: {len(ids)} prompt ids (+{shift} video), generated {len(generated)} ids "
                 f"(stopped {stopped}), padding mask irrelevant: {unmasked_same}, pos {position}, yaw {yaw:.3f}")
             results.append({
@@ -406,10 +442,14 @@ def main() -> None:
                 "orientation_probs": [float(v) for v in probs],
                 "yaw_deg": yaw,
             })
+            if args.lenient:
+                results[-1]["greedy_margins"] = margins  # per step, top-1 minus top-2 (masked)
 
+    # The test joins this to the fixture dir (an absolute path stays as it is).
+    video_dir = "frames" if args.frames is None else str(args.frames.resolve())
     ref = {
         "generator": "tools/golden/pipeline_golden.py",
-        "checkpoint_command": MAKE_TINY,
+        "checkpoint_command": args.checkpoint_command,
         "checkpoint_sha256": ck.sha256,
         "cut3r_repo": "https://github.com/CUT3R/CUT3R",
         "cut3r_commit": cut3r_golden.repo_commit(str(args.cut3r_repo)),
@@ -419,7 +459,7 @@ def main() -> None:
         "notes": ("CPU fp32; CUT3R official _forward_impl with analytic RoPE and fp32 encoder q/k "
                   "(as tools/golden/cut3r_golden.py); greedy with ids >= tokenizer size masked; "
                   "heads on final-norm prefill hidden states"),
-        "video": {"dir": "frames", "total_frames": T, "fps": fps, "duration_s": duration,
+        "video": {"dir": video_dir, "total_frames": T, "fps": fps, "duration_s": duration,
                   "files": [f.name for f in files]},
         "num_frames": N,
         "sampled_indices": idx,
@@ -436,10 +476,20 @@ def main() -> None:
         "questions": results,
         "checks": chk.lines,
     }
+    if args.lenient:
+        ref["lenient"] = {"min_generated": MIN_GENERATED, "min_margin": MIN_MARGIN, "not_met": warnings}
+    if tuple(cut.shape[-1:-3:-1]) != tuple(cfg["cut3r"]["input_size"]):
+        ref["cut3r_input_size"] = [int(cut.shape[-1]), int(cut.shape[-2])]
+    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "reference.json"
     path.write_text(json.dumps(ref, indent=1) + "\n")
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     log(f"wrote {path}; fixture dir {size} bytes; {len(chk.lines)} checks passed")
+    if warnings:
+        log(f"{len(warnings)} self-checks not met (--lenient): " + "; ".join(warnings))
+    if args.dump is not None:
+        np.savez(args.dump, **dump)
+        log(f"wrote {args.dump}")
 
 
 if __name__ == "__main__":
