@@ -1,4 +1,5 @@
-//! `stages::preprocess::resize_pil` against Pillow's `Image.resize` (BICUBIC, LANCZOS).
+//! `stages::preprocess::resize_pil` against Pillow's `Image.resize` (BICUBIC, LANCZOS), and
+//! `stages::video::read_image` against Pillow's `exif_transpose(open(f)).convert("RGB")`.
 //!
 //! Fixtures: `tests/fixtures/preprocess/` written by `tools/golden/pillow_fixtures.py`
 //! (Pillow version recorded in its manifest.json). Bit-exact equality is required; on a
@@ -71,4 +72,33 @@ fn siglip_pixels_of_a_fixture_use_the_pillow_resize() {
     for ((y, x, c), &u) in want.indexed_iter() {
         assert_eq!(px[[0, c, y, x]], siglip_norm(u));
     }
+}
+
+/// JPEG (every chroma subsampling, greyscale, progressive, EXIF orientation, partial MCUs) and
+/// 16-bit PNG frames decode to Pillow's bytes exactly; 16-bit greyscale is refused clearly.
+#[test]
+fn decoding_matches_pillow_bit_exactly() {
+    let dir = fixtures();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json")).unwrap();
+    let cases = manifest["decode"].as_array().expect("decode cases in the manifest (tools/golden/pillow_fixtures.py)");
+    assert!(cases.len() >= 8);
+    let mut failures = Vec::new();
+    for case in cases {
+        let input = dir.join(case["input"].as_str().unwrap());
+        if case["refused"] == true {
+            let e = read_image(&input).expect_err("16-bit greyscale is refused").to_string();
+            assert!(e.contains("16-bit greyscale") && e.contains("8-bit"), "{e}");
+            continue;
+        }
+        let got = read_image(&input).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
+        let want = read_image(&dir.join(case["expected"].as_str().unwrap())).unwrap();
+        assert_eq!(got.dim(), want.dim(), "{}", input.display());
+        let max = got.iter().zip(want.iter()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+        let diff = got.iter().zip(want.iter()).filter(|(a, b)| a != b).count();
+        println!("{}: {}x{}, max |diff| = {max}, differing bytes = {diff}/{}", case["input"], got.dim().1, got.dim().0, got.len());
+        if max != 0 {
+            failures.push(case["input"].to_string());
+        }
+    }
+    assert!(failures.is_empty(), "not bit-exact with Pillow: {failures:?}");
 }

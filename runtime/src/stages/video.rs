@@ -384,23 +384,69 @@ pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
     Ok(images)
 }
 
-/// Reads one image as RGB u8 `[H, W, 3]`, applying the EXIF orientation (like CUT3R's
-/// `exif_transpose`). PNG decodes bit-identically to PIL; JPEG goes through the `image`
-/// crate's decoder, which can differ from libjpeg by ±1-2 LSB.
+/// Reads one image as RGB u8 `[H, W, 3]` the way the reference preprocessing (Pillow's
+/// `open(...).convert("RGB")` after `exif_transpose`) does:
+///
+/// * JPEG is decoded by libjpeg-turbo, Pillow's own decoder, with its defaults (accurate integer
+///   IDCT, smooth chroma upsampling): bit-identical. (CMYK/YCCK JPEGs, which libjpeg-turbo does not
+///   convert to RGB, go through the `image` crate and may differ from Pillow.)
+/// * PNG and the rest are decoded by the `image` crate (bit-identical for 8-bit PNG); 16-bit
+///   channels keep their high byte, as Pillow's `;16B` raw modes do. 16-bit greyscale is refused:
+///   Pillow clips it to white, which no model should see.
+/// * The EXIF orientation is applied.
 pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
     use image::ImageDecoder;
-    let bad = |e: image::ImageError| VideoError::UnreadableImage { path: path.to_path_buf(), reason: e.to_string() };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?
-        .with_guessed_format()
-        .map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
+    let unreadable = |reason: String| VideoError::UnreadableImage { path: path.to_path_buf(), reason };
+    let bad = |e: image::ImageError| unreadable(e.to_string());
+    let bytes = std::fs::read(path).map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
+    let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
+    let jpeg = if is_jpeg { decode_jpeg_like_pillow(&bytes).map_err(unreadable)? } else { None };
+    let mut img = match jpeg {
+        Some(rgb) => image::DynamicImage::ImageRgb8(rgb),
+        None => image::DynamicImage::from_decoder(decoder).map_err(bad)?,
+    };
     img.apply_orientation(orientation);
-    let rgb = img.into_rgb8();
+    let rgb = to_rgb8_like_pillow(img).map_err(unreadable)?;
     let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    Array3::from_shape_vec((h, w, 3), rgb.into_raw()).map_err(|e| VideoError::UnreadableImage { path: path.to_path_buf(), reason: e.to_string() })
+    Array3::from_shape_vec((h, w, 3), rgb.into_raw()).map_err(|e| unreadable(e.to_string()))
+}
+
+/// libjpeg-turbo decode to RGB; `None` for CMYK/YCCK, which it cannot convert to RGB.
+fn decode_jpeg_like_pillow(bytes: &[u8]) -> Result<Option<image::RgbImage>, String> {
+    use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
+    let mut decompressor = Decompressor::new().map_err(|e| e.to_string())?;
+    let header = decompressor.read_header(bytes).map_err(|e| format!("not a decodable JPEG: {e}"))?;
+    if matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK) {
+        return Ok(None);
+    }
+    let (width, height) = (header.width, header.height);
+    let mut image = Image { pixels: vec![0u8; 3 * width * height], width, pitch: 3 * width, height, format: PixelFormat::RGB };
+    decompressor.decompress(bytes, image.as_deref_mut()).map_err(|e| format!("JPEG data: {e}"))?;
+    let size = |v: usize| u32::try_from(v).map_err(|_| format!("JPEG of {width}x{height} pixels is too large"));
+    Ok(image::RgbImage::from_raw(size(width)?, size(height)?, image.pixels))
+}
+
+/// `convert("RGB")` with Pillow's 16-bit rule: the high byte of each channel.
+fn to_rgb8_like_pillow(img: image::DynamicImage) -> Result<image::RgbImage, String> {
+    use image::DynamicImage as D;
+    let high = |v: &[u16]| -> Vec<u8> { v.iter().map(|x| (x >> 8) as u8).collect() };
+    let (w, h) = (img.width(), img.height());
+    let eight_bit = match &img {
+        D::ImageRgb16(b) => image::RgbImage::from_raw(w, h, high(b.as_raw())).map(D::ImageRgb8),
+        D::ImageRgba16(b) => image::RgbaImage::from_raw(w, h, high(b.as_raw())).map(D::ImageRgba8),
+        D::ImageLumaA16(b) => image::GrayAlphaImage::from_raw(w, h, high(b.as_raw())).map(D::ImageLumaA8),
+        D::ImageLuma16(_) => {
+            return Err("16-bit greyscale images are not supported (Pillow, the reference preprocessing, clips them to white); \
+                        convert the frames to 8-bit"
+                .into())
+        }
+        _ => None,
+    };
+    Ok(eight_bit.unwrap_or(img).into_rgb8())
 }
 
 /// A directory of images as a video: the same index rule over the sorted file list; only
