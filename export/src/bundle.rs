@@ -268,10 +268,7 @@ fn tokenizer_size(path: &Path) -> Result<u32> {
 pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -> RuntimeParams {
     let v = &cfg.vision_config;
     let l = &cfg.loc3r;
-    let pooled = match opts.pooling {
-        PoolMode::Bilinear => cfg.vision_grid().div_ceil(2),
-        PoolMode::Average => cfg.vision_grid() / 2,
-    };
+    let pooled = crate::config::pooled_side(cfg.vision_grid(), opts.pooling, cfg.mm_spatial_pool_stride);
     RuntimeParams {
         frames: l.num_frames,
         vision: manifest::VisionParams {

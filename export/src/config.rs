@@ -61,6 +61,15 @@ pub struct Config {
     pub loc3r: Loc3rConfig,
 }
 
+/// Side of LLaVA's `get_2dPool` output for a `grid`×`grid` input and stride `s`: bilinear
+/// `interpolate(size=ceil(g/s))` (27 -> 14 at s = 2), average `avg_pool2d(s)` floor(g/s) (27 -> 13).
+pub fn pooled_side(grid: usize, mode: PoolMode, stride: usize) -> usize {
+    match mode {
+        PoolMode::Bilinear => grid.div_ceil(stride.max(1)),
+        PoolMode::Average => grid / stride.max(1),
+    }
+}
+
 fn default_pool_stride() -> usize {
     2
 }
@@ -182,14 +191,9 @@ impl Config {
         self.vision_config.image_size / self.vision_config.patch_size
     }
 
-    /// Side of the pooled grid: bilinear ceil(g/2) (27 -> 14), average floor(g/2) (27 -> 13).
+    /// Side of the pooled grid with the config's pooling mode (see [`pooled_side`]).
     pub fn pooled_grid(&self) -> usize {
-        let g = self.vision_grid();
-        let s = self.mm_spatial_pool_stride;
-        match self.mm_spatial_pool_mode {
-            PoolMode::Bilinear => g.div_ceil(s),
-            PoolMode::Average => g / s,
-        }
+        pooled_side(self.vision_grid(), self.mm_spatial_pool_mode, self.mm_spatial_pool_stride)
     }
 
     /// Vision tokens per frame with one newline per pooled row: 14·(14+1) = 210.

@@ -340,7 +340,7 @@ def main() -> None:
         llm, _ = build_qwen2(ck)
         feats = siglip(pixel_values=torch.from_numpy(sig), output_hidden_states=True).hidden_states[-1]
         proj = mlp2(feats, ck, "model.mm_projector.")
-        pooled = get_2dpool(proj, cfg["mm_spatial_pool_mode"])
+        pooled = get_2dpool(proj, cfg["mm_spatial_pool_mode"], cfg.get("mm_spatial_pool_stride", 2))
         grid = add_token_per_grid(pooled, ck.get("model.image_newline")).reshape(N, -1, cfg["hidden_size"])
         cam_emb = mlp2(cam_tokens, ck, "model.loc3r.cam_projector.")
         video = torch.cat([cam_emb[:, None], grid], 1).reshape(-1, cfg["hidden_size"])  # [cam_f, grid_f] per frame

@@ -190,7 +190,7 @@ def add_token_per_grid(feat: torch.Tensor, newline: torch.Tensor) -> torch.Tenso
 
 def vision_embeds(ck: Checkpoint, image_features: torch.Tensor, mode: str) -> torch.Tensor:
     proj = mlp2(image_features, ck, "model.mm_projector.")
-    pooled = get_2dpool(proj, mode)
+    pooled = get_2dpool(proj, mode, ck.config.get("mm_spatial_pool_stride", 2))
     seq = add_token_per_grid(pooled, ck.get("model.image_newline"))
     return seq.reshape(image_features.shape[0], -1, seq.shape[-1])
 

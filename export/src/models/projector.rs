@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use crate::checkpoint::Checkpoint;
-use crate::config::PoolMode;
+use crate::config::{pooled_side, PoolMode};
 use crate::error::Result;
 use crate::graph::{Dim, GraphBuilder};
 use crate::models::layers::{cast_to, mlp_erf, weight};
@@ -38,7 +38,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let feats = g.input(IMAGE_FEATURES, DType::F32, [Dim::sym("frames"), (grid * grid).into(), cv.into()]);
     let x = cast_to(&mut g, "model.mm_projector", "to_io", &feats, dt);
     let z = mlp_erf(&mut g, &w.pp("mm_projector"), ("0", "2"), &x, cv, h, h, dt)?;
-    let (layout, newline_rows, tokens) = pool_and_newline_layout(grid, opts.pooling);
+    let (layout, newline_rows, tokens) = pool_and_newline_layout(grid, opts.pooling, cfg.mm_spatial_pool_stride);
     let layout = g.initializer("const/pool_newline_layout", Arc::new(layout), dt);
     let rows = g.initializer("const/newline_rows", Arc::new(newline_rows), dt);
     let newline = weight(&mut g, &w, "image_newline", &[h], dt)?;
@@ -78,13 +78,13 @@ pub fn bilinear_weights(input: usize, output: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// 1-D 2-wide average weights `[floor(in/2), in]` (the last odd row is dropped).
-fn average_weights(input: usize) -> Vec<Vec<f64>> {
-    (0..input / 2)
+/// 1-D `stride`-wide average weights `[floor(in/stride), in]` of `avg_pool2d(stride)` (the
+/// rows that do not fill a window are dropped).
+fn average_weights(input: usize, stride: usize) -> Vec<Vec<f64>> {
+    (0..input / stride)
         .map(|d| {
             let mut row = vec![0.0; input];
-            row[2 * d] = 0.5;
-            row[2 * d + 1] = 0.5;
+            row[stride * d..stride * (d + 1)].fill(1.0 / stride as f64);
             row
         })
         .collect()
@@ -93,10 +93,10 @@ fn average_weights(input: usize) -> Vec<Vec<f64>> {
 /// The constant `P [T, g²]`, the newline indicator `e [T, 1]`, and T.
 /// Output order per frame: for each pooled row a, the G pooled tokens (a, 0..G) then
 /// one newline (specs §3.6).
-pub fn pool_and_newline_layout(grid: usize, mode: PoolMode) -> (F32Tensor, F32Tensor, usize) {
+pub fn pool_and_newline_layout(grid: usize, mode: PoolMode, stride: usize) -> (F32Tensor, F32Tensor, usize) {
     let axis = match mode {
-        PoolMode::Bilinear => bilinear_weights(grid, grid.div_ceil(2)),
-        PoolMode::Average => average_weights(grid),
+        PoolMode::Bilinear => bilinear_weights(grid, pooled_side(grid, mode, stride)),
+        PoolMode::Average => average_weights(grid, stride),
     };
     let pooled = axis.len();
     let tokens = pooled * (pooled + 1);
@@ -154,14 +154,31 @@ mod tests {
 
     #[test]
     fn layout_has_210_tokens_with_newlines_after_each_row() {
-        let (p, e, t) = pool_and_newline_layout(27, PoolMode::Bilinear);
+        let (p, e, t) = pool_and_newline_layout(27, PoolMode::Bilinear, 2);
         assert_eq!((t, p.shape.clone()), (210, vec![210, 729]));
         let newline_rows: Vec<usize> = (0..t).filter(|&i| e.data[i] == 1.0).collect();
         assert_eq!(newline_rows, (0..14).map(|a| a * 15 + 14).collect::<Vec<_>>());
         for r in newline_rows {
             assert!(p.data[r * 729..(r + 1) * 729].iter().all(|&v| v == 0.0));
         }
-        let (_, _, t) = pool_and_newline_layout(27, PoolMode::Average);
+        let (_, _, t) = pool_and_newline_layout(27, PoolMode::Average, 2);
         assert_eq!(t, 182);
+    }
+
+    #[test]
+    fn other_strides_follow_get_2dpool() {
+        // Stride 3: bilinear 27 -> ceil(27/3) = 9 (source (d+0.5)·3−0.5: exact hits, weight 1),
+        // average 28 -> floor(28/3) = 9 windows of 3 (the last row dropped).
+        let w = bilinear_weights(27, 9);
+        for (d, row) in w.iter().enumerate() {
+            assert!((row[3 * d + 1] - 1.0).abs() < 1e-12, "row {d}: {row:?}");
+        }
+        let (_, _, t) = pool_and_newline_layout(27, PoolMode::Bilinear, 3);
+        assert_eq!(t, 9 * 10);
+        let a = average_weights(28, 3);
+        assert_eq!(a.len(), 9);
+        assert_eq!(&a[8][24..28], &[1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0, 0.0]);
+        let (_, _, t) = pool_and_newline_layout(28, PoolMode::Average, 3);
+        assert_eq!(t, 90);
     }
 }
