@@ -17,6 +17,9 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub tokenizer: Tokenizer,
+    /// Frames per encoder call and positions per prefill call (`SessionOptions`; 0 = no limit).
+    pub frame_batch: usize,
+    pub prefill_chunk: usize,
     sessions: BTreeMap<String, Mutex<Session>>,
 }
 
@@ -24,6 +27,12 @@ impl std::fmt::Debug for Bundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bundle").field("dir", &self.dir).field("graphs", &self.sessions.keys().collect::<Vec<_>>()).finish()
     }
+}
+
+/// `0..total` in consecutive ranges of at most `limit` (0 = one range).
+pub fn batches(total: usize, limit: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let step = if limit == 0 { total.max(1) } else { limit };
+    (0..total).step_by(step).map(move |start| start..(start + step).min(total))
 }
 
 impl Bundle {
@@ -54,7 +63,7 @@ impl Bundle {
             let session = load(&dir.join(&entry.file), opts)?;
             sessions.insert(name.clone(), Mutex::new(session));
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, sessions })
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: opts.frame_batch, prefill_chunk: opts.prefill_chunk, sessions })
     }
 
     /// The session of a graph.

@@ -44,7 +44,9 @@ impl Device {
     }
 }
 
-/// Session settings.
+/// Session settings, and how much work one graph call may take (which bounds memory: ONNX
+/// Runtime keeps each session's largest activations allocated, so one call over 32 frames or
+/// 5000 prompt tokens would pin gigabytes for the life of the process).
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
     pub device: Device,
@@ -52,11 +54,18 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Graph optimisation level 0..=3 (disable, basic, extended, all).
     pub optimization_level: u8,
+    /// Frames per call of the per-frame encoders (`cut3r_encoder`, `siglip`, `projector`);
+    /// 0 = all frames in one call. Results do not depend on it.
+    pub frame_batch: usize,
+    /// Prompt positions per decoder call when prefilling (later chunks attend to the earlier
+    /// ones through the KV cache); 0 = the whole prompt in one call. Results agree to float
+    /// rounding.
+    pub prefill_chunk: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3 }
+        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512 }
     }
 }
 

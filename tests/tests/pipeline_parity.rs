@@ -350,6 +350,20 @@ fn answers_and_poses_match_the_reference_in_both_orders() {
     }
 }
 
+/// Encoders run one frame per call and the prompt is prefilled 7 positions per decoder call
+/// (chunk borders inside the frames and the text): the reference's ids and poses still hold.
+#[test]
+fn frame_batches_and_prefill_chunks_do_not_change_the_results() {
+    let reference = reference();
+    let bundle = &bundle_checked(&reference).bundle;
+    let model = Loc3r::open(bundle, &SessionOptions { frame_batch: 1, prefill_chunk: 7, ..SessionOptions::default() }).expect("open the bundle");
+    let scene = model.observe_video(&frames_dir(&reference), num_frames(&reference)).expect("observe");
+    for q in reference["questions"].as_array().unwrap() {
+        check_answer(&model, q, &ask(&scene, q), "frame_batch 1, prefill_chunk 7");
+        check_pose(q, &scene.localize(situation(q)).expect("localize"), &format!("{} localize, prefill_chunk 7", q["name"]));
+    }
+}
+
 /// The answer text should be the generated ids detokenised at once (specs/llava-video-qwen2.md
 /// §3.9, §5.5: skip specials, lossy UTF-8, strip), including a trailing incomplete UTF-8
 /// sequence, which must become U+FFFD (q_default_situation ends with two such bytes).

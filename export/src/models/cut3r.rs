@@ -429,12 +429,7 @@ fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_rati
     let raw = if raw.dtype() == DType::F32 { raw } else { s.cast("to_f32", &raw, DType::F32) };
     let parts = s.split("split_tq", &raw, -1, &[3, 4]);
     let (t, q) = (&parts[0], &parts[1]);
-    // translation
-    let dist = s.reduce_l2("t_norm", t, &[-1], true);
-    let expm1 = expm1_f32(&mut s, &dist);
-    let denom = s.clip("clamp_d", &dist, Some(1e-8), None);
-    let scale = s.div("scale", &expm1, &denom);
-    let t = s.mul("translation", t, &scale);
+    let t = exp_norm(&mut s, t);
     // rotation
     let qn = s.reduce_l2("q_norm", q, &[-1], true);
     let qn = s.clip("clamp_q_norm", &qn, Some(1e-12), None);
@@ -445,6 +440,16 @@ fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_rati
     let neg_q = s.neg("neg_q", &q);
     let q = s.where_("standardize", &negative, &neg_q, &q);
     Ok(s.concat("pose", &[&t, &q], -1))
+}
+
+/// DUSt3R's `exp` mode for vectors (translations, points): `x / max(‖x‖, 1e-8) · expm1(‖x‖)`
+/// over the last axis, in f32.
+fn exp_norm(s: &mut Scope<'_>, x: &Value) -> Value {
+    let dist = s.reduce_l2("norm", x, &[-1], true);
+    let expm1 = expm1_f32(s, &dist);
+    let denom = s.clip("clamp_norm", &dist, Some(1e-8), None);
+    let scale = s.div("scale", &expm1, &denom);
+    s.mul("exp_norm", x, &scale)
 }
 
 /// `expm1(d)` of an f32 tensor without the cancellation of `exp(d) − 1` near 0 (ONNX has no

@@ -56,6 +56,8 @@ enum Command {
         /// Intra-op threads (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        #[command(flatten)]
+        work: WorkLimits,
         /// Print JSON (one object per question) instead of a readable summary.
         #[arg(long)]
         json: bool,
@@ -78,6 +80,8 @@ enum Command {
         /// Intra-op threads per model job (0 = one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        #[command(flatten)]
+        work: WorkLimits,
         /// Model jobs run at once on the blocking pool (default: the number of cores).
         #[arg(long)]
         workers: Option<usize>,
@@ -121,6 +125,23 @@ enum Command {
     },
 }
 
+/// How much one model call may take; smaller bounds peak memory, results do not change.
+#[derive(clap::Args, Debug, Clone)]
+struct WorkLimits {
+    /// Frames per call of the frame encoders (CUT3R, SigLIP); 0 = all frames at once.
+    #[arg(long, default_value_t = SessionOptions::default().frame_batch)]
+    frame_batch: usize,
+    /// Prompt positions per decoder call when prefilling a video; 0 = the whole prompt at once.
+    #[arg(long, default_value_t = SessionOptions::default().prefill_chunk)]
+    prefill_chunk: usize,
+}
+
+impl WorkLimits {
+    fn session(&self, device: Device, intra_threads: usize) -> SessionOptions {
+        SessionOptions { device, intra_threads, frame_batch: self.frame_batch, prefill_chunk: self.prefill_chunk, ..SessionOptions::default() }
+    }
+}
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe instead of panicking.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
@@ -158,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             addr,
             device,
             threads,
+            work,
             workers,
             max_queue,
             max_sessions,
@@ -176,7 +198,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             loc3r::server::serve(loc3r::server::ServeConfig {
                 bundle,
                 addr,
-                session: SessionOptions { device, intra_threads: threads, ..SessionOptions::default() },
+                session: work.session(device, threads),
                 workers,
                 max_queue,
                 max_sessions,
@@ -190,9 +212,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_timeout: std::time::Duration::from_secs_f64(shutdown_timeout_s),
             })?;
         }
-        Command::Run { bundle, video, frames, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, json, quiet } => {
+        Command::Run { bundle, video, frames, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, work, json, quiet } => {
             let device: Device = device.parse()?;
-            let opts = SessionOptions { device, intra_threads: threads, ..SessionOptions::default() };
+            let opts = work.session(device, threads);
             let say = |msg: &str| {
                 if !quiet && !json {
                     eprintln!("{msg}");

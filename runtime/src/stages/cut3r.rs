@@ -6,7 +6,7 @@ use ndarray::{s, Array2, Array4, ArrayD, Axis};
 use ort::session::SessionInputValue;
 use ort::value::DynValue;
 
-use crate::bundle::Bundle;
+use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
 use crate::values;
 
@@ -79,9 +79,14 @@ impl<'b> Cut3r<'b> {
         let features_dtype = self.input_dtype("cut3r_step", "features")?;
         let features = {
             let mut enc = self.bundle.session("cut3r_encoder")?.lock().map_err(|_| Error::Input("cut3r_encoder session poisoned".into()))?;
-            let image = values::from_f32(pixels.clone().into_dyn(), &image_dtype, "cut3r image")?;
-            let out = enc.run(ort::inputs!["image" => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
-            values::to_f32(&out["features"], "cut3r features")?
+            let mut parts = Vec::new();
+            for range in batches(frames, self.bundle.frame_batch) {
+                let image = values::from_f32(pixels.slice(s![range, .., .., ..]).to_owned().into_dyn(), &image_dtype, "cut3r image")?;
+                let out = enc.run(ort::inputs!["image" => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
+                parts.push(values::to_f32(&out["features"], "cut3r features")?);
+            }
+            let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Bundle(format!("cut3r_encoder features: {e}")))?
         };
         let dc = self.bundle.manifest.runtime.cut3r.dim;
         let mut tokens = Array2::zeros((frames, dc));

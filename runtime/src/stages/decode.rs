@@ -16,13 +16,13 @@
 //!   a fresh tensor every step; the prefix is still passed by reference, never modified.
 
 use half::f16;
-use ndarray::{s, Array2, ArrayD, ArrayViewMutD, IxDyn};
+use ndarray::{s, Array2, ArrayD, ArrayViewMutD, Axis, IxDyn};
 use ort::memory::Allocator;
 use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
 use ort::value::PrimitiveTensorElementType;
 use ort::value::{DynValue, Tensor};
 
-use crate::bundle::Bundle;
+use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
 use crate::manifest::KvCacheLayout;
 
@@ -150,9 +150,31 @@ impl<'b> Llm<'b> {
         Ok(())
     }
 
-    /// Prefills `embeds [S, H]` from an empty cache; the result's cache can be shared by
-    /// any number of sequences as their prefix.
+    /// Prefills `embeds [S, H]` from an empty cache, `prefill_chunk` positions per decoder
+    /// call (each chunk extends the cache of the ones before); the result's cache can be
+    /// shared by any number of sequences as their prefix.
     pub fn prefill(&self, embeds: &Array2<f32>) -> Result<Prefill> {
+        self.chunked(embeds, |first| self.prefill_whole(first))
+    }
+
+    /// Runs `first` on the first `prefill_chunk` positions of `embeds`, then extends its cache
+    /// chunk by chunk; hidden states are joined, logits are the last position's.
+    fn chunked(&self, embeds: &Array2<f32>, first: impl FnOnce(&Array2<f32>) -> Result<Prefill>) -> Result<Prefill> {
+        let total = embeds.nrows();
+        let mut ranges = batches(total, self.bundle.prefill_chunk);
+        let head = ranges.next().unwrap_or(0..total);
+        let mut out = first(&embeds.slice(s![head, ..]).to_owned())?;
+        for range in ranges {
+            let next = self.extend_whole(&out.cache, out.cache.len, &embeds.slice(s![range, ..]).to_owned())?;
+            let hidden =
+                ndarray::concatenate(Axis(0), &[out.hidden.view(), next.hidden.view()]).map_err(|e| Error::Bundle(format!("decoder hidden states: {e}")))?;
+            out = Prefill { logits: next.logits, hidden, cache: next.cache };
+        }
+        Ok(out)
+    }
+
+    /// Prefills `embeds [S, H]` in one decoder call.
+    fn prefill_whole(&self, embeds: &Array2<f32>) -> Result<Prefill> {
         let empty = self.empty_cache()?;
         match self.layout() {
             KvCacheLayout::Concat => {
@@ -167,9 +189,14 @@ impl<'b> Llm<'b> {
     }
 
     /// Prefills `embeds [S, H]` after the first `keep` positions of `prefix`, for a prefix
-    /// that grows (frames pushed to a scene). Returns a new cache of `keep + S` positions;
-    /// `prefix` itself is not modified.
+    /// that grows (frames pushed to a scene), `prefill_chunk` positions per call. Returns a new
+    /// cache of `keep + S` positions; `prefix` itself is not modified.
     pub fn extend(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
+        self.chunked(embeds, |first| self.extend_whole(prefix, keep, first))
+    }
+
+    /// [`Llm::extend`] in one decoder call.
+    fn extend_whole(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
         if keep > prefix.len {
             return Err(Error::Input(format!("cannot keep {keep} positions of a {}-position cache", prefix.len)));
         }

@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, Array3, Array4, Ix2, Ix3};
 
-use crate::bundle::Bundle;
+use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
 use crate::values;
 
@@ -28,8 +28,26 @@ impl VisionEmbeds {
     }
 }
 
-/// Runs SigLIP on `[F,3,S,S]` pixels and the projector on its features and the camera tokens.
+/// Runs SigLIP on `[F,3,S,S]` pixels and the projector on its features and the camera tokens,
+/// `bundle.frame_batch` frames per call.
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
+    let mut parts = Vec::new();
+    for range in batches(pixels.shape()[0], bundle.frame_batch) {
+        let pixels = pixels.slice(ndarray::s![range.clone(), .., .., ..]).to_owned();
+        parts.push(embed_batch(bundle, &pixels, &camera_tokens.slice(ndarray::s![range, ..]).to_owned())?);
+    }
+    let join = |what: &str, views: Vec<ndarray::ArrayViewD<'_, f32>>| {
+        ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| Error::Bundle(format!("projector.onnx {what}: {e}")))
+    };
+    let vision = join("vision_embeds", parts.iter().map(|p| p.vision.view().into_dyn()).collect())?;
+    let camera = join("camera_embeds", parts.iter().map(|p| p.camera.view().into_dyn()).collect())?;
+    Ok(VisionEmbeds {
+        vision: vision.into_dimensionality::<Ix3>().map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?,
+        camera: camera.into_dimensionality::<Ix2>().map_err(|e| Error::Bundle(format!("projector.onnx camera_embeds: {e}")))?,
+    })
+}
+
+fn embed_batch(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
     let features = {
         let mut siglip = bundle.session("siglip")?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
         let input = values::f32_view(pixels.view(), "pixel_values")?;

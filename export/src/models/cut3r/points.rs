@@ -16,7 +16,7 @@
 //! Convolutions run in the export precision; the post-processing (`expm1`, `exp`) runs in f32.
 
 use super::blocks::{mlp, rope_table, self_attention, BlockDims, Precision, Rope, RopeTable};
-use super::{expm1_f32, graph_error, io, precision, Dims};
+use super::{exp_norm, graph_error, io, precision, Dims};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
@@ -267,11 +267,7 @@ fn postprocess(g: &mut GraphBuilder, adapter: &str, raw: &Value) -> (Value, Valu
     let fmap = s.transpose("channels_last", &raw, &[0, 2, 3, 1]);
     let parts = s.split("split_xyz_conf", &fmap, -1, &[3, 1]);
     let (xyz, c) = (&parts[0], &parts[1]);
-    let dist = s.reduce_l2("distance", xyz, &[-1], true);
-    let expm1 = expm1_f32(&mut s, &dist);
-    let denom = s.clip("clamp_distance", &dist, Some(1e-8), None);
-    let scale = s.div("scale", &expm1, &denom);
-    let pts = s.mul("points", xyz, &scale);
+    let pts = exp_norm(&mut s, xyz);
     let e = s.exp("conf_exp", c);
     let conf = s.add_scalar("conf_from_one", &e, 1.0);
     let conf = s.squeeze("conf_squeeze", &conf, &[-1]);
