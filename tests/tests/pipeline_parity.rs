@@ -395,24 +395,31 @@ fn fp16_bundle_generates_the_same_ids() {
     let fp16 = tmp.path().join("bundle-fp16");
     let opts = loc3r_export::bundle::BundleOptions { precision: loc3r_export::DType::F16, ..export_options(&reference) };
     loc3r_export::bundle::export_bundle(ckpt, &fp16, &opts, |_| {}).expect("fp16 export");
-    let model = Loc3r::open(&fp16, &SessionOptions::default()).expect("open the fp16 bundle");
-    let scene = model.observe_video(&frames_dir(&reference), num_frames(&reference)).expect("observe");
-    for q in reference["questions"].as_array().unwrap() {
-        let a = ask(&scene, q);
-        let name = q["name"].as_str().unwrap();
-        assert_eq!(a.token_ids.iter().map(|&i| i as u64).collect::<Vec<_>>(), u64s(&q["generated_ids"]), "{name}: fp16 generated ids");
-        let p = &q["position"];
-        for (what, got, want) in [
-            ("x", a.pose.position.x, &p["x"]),
-            ("y", a.pose.position.y, &p["y"]),
-            ("sigma_x", a.pose.position.sigma_x, &p["sigma_x"]),
-            ("sigma_y", a.pose.position.sigma_y, &p["sigma_y"]),
-        ] {
-            close(&format!("{name} fp16 {what}"), got as f64, want.as_f64().unwrap(), 2e-2);
+    // Whole calls, and small frame batches / prefill chunks (f16 KV caches joined chunk by chunk).
+    for work in [SessionOptions::default(), SessionOptions { frame_batch: 3, prefill_chunk: 7, ..SessionOptions::default() }] {
+        let model = Loc3r::open(&fp16, &work).expect("open the fp16 bundle");
+        let scene = model.observe_video(&frames_dir(&reference), num_frames(&reference)).expect("observe");
+        for q in qs {
+            let name = format!("{} (frame_batch {}, prefill_chunk {})", q["name"].as_str().unwrap(), work.frame_batch, work.prefill_chunk);
+            check_fp16_answer(&ask(&scene, q), q, &name);
         }
-        close(&format!("{name} fp16 yaw_deg"), a.pose.yaw_deg, q["yaw_deg"].as_f64().unwrap(), 1.0);
-        eprintln!("{name} fp16: {} ids identical; yaw {:.4}° vs {:.4}°", a.token_ids.len(), a.pose.yaw_deg, q["yaw_deg"].as_f64().unwrap());
     }
+}
+
+/// An fp16 answer: the reference's ids exactly, pose within fp16 tolerances.
+fn check_fp16_answer(a: &Answer, q: &Value, name: &str) {
+    assert_eq!(a.token_ids.iter().map(|&i| i as u64).collect::<Vec<_>>(), u64s(&q["generated_ids"]), "{name}: fp16 generated ids");
+    let p = &q["position"];
+    for (what, got, want) in [
+        ("x", a.pose.position.x, &p["x"]),
+        ("y", a.pose.position.y, &p["y"]),
+        ("sigma_x", a.pose.position.sigma_x, &p["sigma_x"]),
+        ("sigma_y", a.pose.position.sigma_y, &p["sigma_y"]),
+    ] {
+        close(&format!("{name} fp16 {what}"), got as f64, want.as_f64().unwrap(), 2e-2);
+    }
+    close(&format!("{name} fp16 yaw_deg"), a.pose.yaw_deg, q["yaw_deg"].as_f64().unwrap(), 1.0);
+    eprintln!("{name} fp16: {} ids identical; yaw {:.4}° vs {:.4}°", a.token_ids.len(), a.pose.yaw_deg, q["yaw_deg"].as_f64().unwrap());
 }
 
 /// Live frames: observing the first frames and pushing the rest one or two at a time gives
