@@ -159,12 +159,12 @@ impl Loc3r {
         if frames.frames.is_empty() {
             return Err(Error::Input("no frames to observe".into()));
         }
-        let initial = Cut3r::new(b)?.initial_state()?;
-        let (encoded, mut timings) = self.encode_frames(frames, &initial)?;
-
         let timing = VideoTiming { duration_s: frames.duration_s, frame_times_s: frames.frames.iter().map(|f| f.time_s).collect() };
         // A neutral question fixes the question-independent parts of the prompt.
         let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
+        self.check_video_fits(&plan, frames.frames.len())?;
+        let initial = Cut3r::new(b)?.initial_state()?;
+        let (encoded, mut timings) = self.encode_frames(frames, &initial)?;
         let llm = Llm::new(b)?;
         let video = encoded.embeds.spliced();
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
@@ -220,6 +220,23 @@ impl Loc3r {
         let embeds = embed_frames(b, &pixels.siglip, &cameras.tokens)?;
         timings.siglip = ms(t);
         Ok((EncodedFrames { cameras, state, embeds }, timings))
+    }
+
+    /// Refuses, before any frame is encoded, a video whose prompt cannot fit the model's context
+    /// even before a question is added: encoding would take long and end in the same error.
+    fn check_video_fits(&self, plan: &prompt::PromptPlan, frames: usize) -> Result<()> {
+        let rt = &self.bundle.manifest.runtime;
+        let needed = plan.head.len() + frames * (rt.vision.tokens_per_frame + 1) + plan.video_tail.len();
+        let max = rt.llm.max_positions;
+        if needed > max {
+            // The time instruction lists every frame's timestamp, so each frame costs more than its tokens.
+            let per_frame = (needed - plan.head.len()).div_ceil(frames.max(1));
+            return Err(Error::Input(format!(
+                "{frames} frames need a prompt of at least {needed} positions but the model supports {max}; use fewer frames \
+                 (each takes about {per_frame} positions with its timestamp)"
+            )));
+        }
+        Ok(())
     }
 
     /// Positions of the pooled grid tokens of `frames` spliced frames starting at `start`:
@@ -303,8 +320,6 @@ impl Scene {
         let model = self.model.clone();
         let b = model.bundle();
         let rt = &b.manifest.runtime;
-        let (encoded, mut timings) = model.encode_frames(more, &self.cut3r_state)?;
-
         let mut frame_times_s = self.timing.frame_times_s.clone();
         frame_times_s.extend(more.frames.iter().map(|f| f.time_s));
         let timing = VideoTiming { duration_s: more.duration_s, frame_times_s };
@@ -312,6 +327,8 @@ impl Scene {
         if plan.head != self.plan_head {
             return Err(Error::Bundle("the prompt before the video changed with the frames; the template must not depend on the video there".into()));
         }
+        model.check_video_fits(&plan, self.frames.len() + more.frames.len())?;
+        let (encoded, mut timings) = model.encode_frames(more, &self.cut3r_state)?;
         let llm = Llm::new(b)?;
         let keep = self.plan_head.len() + self.frames.len() * (rt.vision.tokens_per_frame + 1);
         let fed = concatenate(Axis(0), &[encoded.embeds.spliced().view(), llm.embed(&plan.video_tail)?.view()])

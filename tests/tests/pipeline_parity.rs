@@ -459,9 +459,9 @@ fn pushing_frames_equals_observing_them_at_once() {
     assert_eq!(scene.frames.len(), n);
 }
 
-/// A push that fails part-way (here: the new frames overflow a shortened context in the LLM
-/// stage, after CUT3R and SigLIP ran) leaves the scene exactly as it was; pushed times must
-/// continue the stream.
+/// A push that fails (here: the new frames overflow a shortened context, which is found before
+/// any frame is encoded) leaves the scene exactly as it was; observing too many frames is refused
+/// the same way; pushed times must continue the stream.
 #[test]
 fn a_failed_push_leaves_the_scene_unchanged() {
     let (reference, model) = open();
@@ -483,7 +483,9 @@ fn a_failed_push_leaves_the_scene_unchanged() {
     let (frames, seen, prefix, bytes) = (scene.frames.len(), scene.frames_seen(), scene.prefix_tokens(), scene.cache_bytes());
 
     let err = scene.push_frames(&part(1..n)).expect_err("the pushed frames cannot fit the context").to_string();
-    assert!(err.contains("positions but the model supports"), "{err}");
+    assert!(err.contains(&format!("{n} frames need a prompt of at least")) && err.contains("positions but the model supports"), "{err}");
+    let err = short_model.observe_frames(&part(0..n)).expect_err("the frames cannot fit the context").to_string();
+    assert!(err.contains("frames need a prompt of at least") && err.contains("use fewer frames"), "{err}");
     assert_eq!((scene.frames.len(), scene.frames_seen(), scene.prefix_tokens(), scene.cache_bytes()), (frames, seen, prefix, bytes));
     let after = scene.ask(None, "Where is the chair?", &opts).expect("ask after");
     assert_eq!(after.token_ids, before.token_ids);

@@ -195,7 +195,10 @@ impl Server {
 impl Server {
     /// SIGTERM, then the exit status once the server has stopped (None if it is still up after `patience`).
     fn terminate(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).stderr(Stdio::null()).status();
         let start = std::time::Instant::now();
         while start.elapsed() < patience {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -154,13 +154,16 @@ impl<'b> Llm<'b> {
     /// call (each chunk extends the cache of the ones before); the result's cache can be
     /// shared by any number of sequences as their prefix.
     pub fn prefill(&self, embeds: &Array2<f32>) -> Result<Prefill> {
-        self.chunked(embeds, |first| self.prefill_whole(first))
+        self.chunked(embeds, 0, |first| self.prefill_whole(first))
     }
 
-    /// Runs `first` on the first `prefill_chunk` positions of `embeds`, then extends its cache
-    /// chunk by chunk; hidden states are joined, logits are the last position's.
-    fn chunked(&self, embeds: &Array2<f32>, first: impl FnOnce(&Array2<f32>) -> Result<Prefill>) -> Result<Prefill> {
+    /// Runs `first` on the first `prefill_chunk` positions of `embeds` (which follow `before`
+    /// cached positions), then extends its cache chunk by chunk; hidden states are joined,
+    /// logits are the last position's.
+    fn chunked(&self, embeds: &Array2<f32>, before: usize, first: impl FnOnce(&Array2<f32>) -> Result<Prefill>) -> Result<Prefill> {
         let total = embeds.nrows();
+        // The whole prompt, not the chunk that would cross the limit, is what the error names.
+        self.check_room(before.saturating_add(total))?;
         let mut ranges = batches(total, self.bundle.prefill_chunk);
         let head = ranges.next().unwrap_or(0..total);
         let mut out = first(&embeds.slice(s![head, ..]).to_owned())?;
@@ -192,7 +195,7 @@ impl<'b> Llm<'b> {
     /// that grows (frames pushed to a scene), `prefill_chunk` positions per call. Returns a new
     /// cache of `keep + S` positions; `prefix` itself is not modified.
     pub fn extend(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
-        self.chunked(embeds, |first| self.extend_whole(prefix, keep, first))
+        self.chunked(embeds, keep, |first| self.extend_whole(prefix, keep, first))
     }
 
     /// [`Llm::extend`] in one decoder call.
