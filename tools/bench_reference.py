@@ -4,11 +4,12 @@ the runtime's stage times as ratios against it in one run (same machine, same ch
 video frames, same prompt lengths, same number of generated tokens).
 
 The reference is what the original code does per question:
-  * CUT3R: the official `ARCroco3DStereo._forward_impl` over the frames (it also runs the DPT
-    point-map heads, which the VLM does not use; loc3r only runs what the camera tokens need);
+  * CUT3R: the official `ARCroco3DStereo._forward_impl` over the frames, with its downstream head
+    reduced to the pose head (like for like: loc3r's cut3r_step computes the camera token and pose;
+    `--cut3r-heads all` keeps the official DPT point-map heads, which the VLM does not use);
   * SigLIP + projector + pooling + newlines: Hugging Face `SiglipVisionModel` and the LLaVA code;
-  * LLM: Hugging Face `Qwen2ForCausalLM` (SDPA attention, fp32) prefill over the spliced prompt,
-    then greedy decoding with its KV cache, `max_new_tokens` tokens (no early stop, like the runtime
+  * LLM: Hugging Face `Qwen2ForCausalLM` (SDPA attention, fp32) prefill over the spliced prompt
+    (logits of the last position only, as `generate` does), then greedy decoding with its KV cache, `max_new_tokens` tokens (no early stop, like the runtime
     run it is compared with when the model does not stop);
   * a second question re-encodes the video and prefills the whole prompt again (the paper's
     pipeline has no per-video cache): its cost is measured, not assumed.
@@ -69,7 +70,7 @@ class Timer:
         return out
 
 
-def official_cut3r(cut3r_repo: Path, ckpt_dir: Path):
+def official_cut3r(cut3r_repo: Path, ckpt_dir: Path, all_heads: bool):
     """The official model, built once (as tools/golden does: analytic RoPE, fp32 encoder q/k).
     Returns a function frames [F,3,H,W] -> camera tokens [F, Dc] that runs `_forward_impl`."""
     sys.path.insert(0, str(Path(cut3r_repo) / "src"))
@@ -84,6 +85,15 @@ def official_cut3r(cut3r_repo: Path, ckpt_dir: Path):
         blk.attn.forward = types.MethodType(dblocks.Attention.forward, blk.attn)
     cams = []
     model.dec_norm.register_forward_hook(lambda m, i, o: cams.append(o[:, 0]))
+    if not all_heads:
+        from dust3r.heads.postprocess import postprocess_pose
+
+        head = model.downstream_head
+
+        def pose_only(decout, img_shape, **kwargs):
+            return {"camera_pose": postprocess_pose(head.pose_head(decout[-1][:, 0]), head.pose_mode)}
+
+        model._downstream_head = pose_only
 
     def run(images: np.ndarray) -> torch.Tensor:
         cams.clear()
@@ -101,15 +111,18 @@ def encode_video(ck, frames, siglip, cut3r, times: Timer):
     """Camera tokens (official CUT3R) and vision tokens (SigLIP + LLaVA) -> [F*(1+G), C] video embeds."""
     cfg, lc, vc = ck.config, ck.config["loc3r"], ck.config["vision_config"]
 
+    # Preprocessing is not timed, as in the runtime's stage timings.
+    pixels = torch.from_numpy(np.stack([pg.siglip_pixels(im, vc["image_size"]) for im in frames]))
+
     def vision():
-        pixels = torch.from_numpy(np.stack([pg.siglip_pixels(im, vc["image_size"]) for im in frames]))
         feats = siglip(pixel_values=pixels, output_hidden_states=True).hidden_states[-1]
         return vg.vision_embeds(ck, feats, cfg["mm_spatial_pool_mode"])
 
     grid = times.run("siglip", vision)
     n = len(frames)
     if cut3r is not None:
-        cams = times.run("cut3r", lambda: cut3r(np.stack([pg.cut3r_pixels(im, lc["cut3r_long_side"]) for im in frames])))
+        cut3r_pixels = np.stack([pg.cut3r_pixels(im, lc["cut3r_long_side"]) for im in frames])
+        cams = times.run("cut3r", lambda: cut3r(cut3r_pixels))
     else:  # timing only: a stand-in of the right shape
         cams = torch.zeros(n, lc["camera_token_dim"])
     cam_emb = vg.mlp2(cams, ck, "model.loc3r.cam_projector.")
@@ -122,7 +135,7 @@ def answer(llm, emb_table, tok, ids, video, max_new_tokens: int, times: Timer) -
     embeds = torch.cat([text[:at], video, text[at:]], 0)[None]
 
     def prefill():
-        return llm(inputs_embeds=embeds, use_cache=True)
+        return llm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
 
     out = times.run("prefill", prefill)
 
@@ -146,6 +159,8 @@ def main() -> None:
     ap.add_argument("--fps", type=float, required=True, help="frame rate (frame times = index / fps)")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--cut3r-repo", type=Path, default=os.environ.get("CUT3R_REPO"))
+    ap.add_argument("--cut3r-heads", choices=["pose", "all"], default="pose",
+                    help="official CUT3R head: only the pose (like loc3r) or also the DPT point maps")
     ap.add_argument("--json", type=Path, required=True, help="where to write the timings")
     args = ap.parse_args()
 
@@ -161,13 +176,18 @@ def main() -> None:
     lc = ck.config["loc3r"]
     siglip, _ = vg.build_siglip(ck)
     llm, _ = vg.build_qwen2(ck)
+    # The modules hold their own copies now: keep only what the LLaVA/Loc3R glue reads, so the
+    # reference's peak RSS counts its weights once.
+    ck.tensors = {k: v for k, v in ck.tensors.items() if k.startswith(("model.mm_projector.", "model.loc3r.", "model.image_newline"))}
+    import gc
+    gc.collect()
     llm.set_attn_implementation("sdpa")  # the fast path of the original, not the eager golden path
     emb_table = llm.get_input_embeddings()
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
     time_text = pg.time_instruction(args.duration, [i / args.fps for i in indices])
 
-    cut3r = official_cut3r(cut3r_repo, args.checkpoint) if cut3r_repo is not None else None
+    cut3r = official_cut3r(cut3r_repo, args.checkpoint, args.cut3r_heads == "all") if cut3r_repo is not None else None
     rows = []
     with torch.no_grad():
         # One discarded warm-up pass (first-call allocations and kernel selection), so the timed
@@ -185,7 +205,7 @@ def main() -> None:
             print(f"reference {len(indices)} frames, {q!r}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in times.ms.items()),
                   file=sys.stderr)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    args.json.write_text(json.dumps({"frames": len(indices), "cut3r_timed": cut3r_repo is not None, "peak_rss_mib": peak_mib,
+    args.json.write_text(json.dumps({"frames": len(indices), "cut3r_timed": cut3r_repo is not None, "cut3r_heads": args.cut3r_heads, "peak_rss_mib": peak_mib,
                                      "torch": torch.__version__, "threads": torch.get_num_threads(), "questions": rows}, indent=1))
 
 

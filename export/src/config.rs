@@ -282,7 +282,8 @@ impl Config {
         if v.num_channels != 3 {
             return Err(format!("`vision_config.num_channels` = {} is not supported (RGB only)", v.num_channels));
         }
-        if self.pooled_grid() == 0 {
+        // Average pooling gives the smaller grid; `export --pooling` may pick it over the config's mode.
+        if pooled_side(self.vision_grid(), PoolMode::Average, self.mm_spatial_pool_stride) == 0 {
             return Err(format!("the vision grid ({0}x{0}) is too small for pooling with stride {1}", self.vision_grid(), self.mm_spatial_pool_stride));
         }
 

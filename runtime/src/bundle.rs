@@ -29,6 +29,9 @@ impl std::fmt::Debug for Bundle {
     }
 }
 
+/// The graphs the pipeline runs; a bundle may hold more.
+const PIPELINE_GRAPHS: [&str; 7] = ["siglip", "projector", "embed", "decoder", "heads", "cut3r_encoder", "cut3r_step"];
+
 /// `0..total` in consecutive ranges of at most `limit` (0 = one range).
 pub fn batches(total: usize, limit: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let step = if limit == 0 { total.max(1) } else { limit };
@@ -59,7 +62,8 @@ impl Bundle {
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Bundle(format!("{}: cannot load tokenizer: {e}", tok_path.display())))?;
         let mut sessions = BTreeMap::new();
-        for (name, entry) in &manifest.graphs {
+        // Optional graphs the pipeline does not run (e.g. cut3r_points) are not loaded.
+        for (name, entry) in manifest.graphs.iter().filter(|(name, _)| PIPELINE_GRAPHS.contains(&name.as_str())) {
             let session = load(&dir.join(&entry.file), opts)?;
             sessions.insert(name.clone(), Mutex::new(session));
         }

@@ -55,7 +55,7 @@ pub struct SessionOptions {
     /// Graph optimisation level 0..=3 (disable, basic, extended, all).
     pub optimization_level: u8,
     /// Frames per call of the per-frame encoders (`cut3r_encoder`, `siglip`, `projector`);
-    /// 0 = all frames in one call. Results do not depend on it.
+    /// 0 = all frames in one call. Results agree to float rounding.
     pub frame_batch: usize,
     /// Prompt positions per decoder call when prefilling (later chunks attend to the earlier
     /// ones through the KV cache); 0 = the whole prompt in one call. Results agree to float

@@ -125,7 +125,7 @@ enum Command {
     },
 }
 
-/// How much one model call may take; smaller bounds peak memory, results do not change.
+/// How much one model call may take; smaller bounds peak memory, results agree to float rounding.
 #[derive(clap::Args, Debug, Clone)]
 struct WorkLimits {
     /// Frames per call of the frame encoders (CUT3R, SigLIP); 0 = all frames at once.

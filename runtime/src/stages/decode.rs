@@ -166,14 +166,20 @@ impl<'b> Llm<'b> {
         self.check_room(before.saturating_add(total))?;
         let mut ranges = batches(total, self.bundle.prefill_chunk);
         let head = ranges.next().unwrap_or(0..total);
-        let mut out = first(&embeds.slice(s![head, ..]).to_owned())?;
+        let first = first(&embeds.slice(s![head, ..]).to_owned())?;
+        let (mut logits, mut cache, mut hidden) = (first.logits, first.cache, vec![first.hidden]);
         for range in ranges {
-            let next = self.extend_whole(&out.cache, out.cache.len, &embeds.slice(s![range, ..]).to_owned())?;
-            let hidden =
-                ndarray::concatenate(Axis(0), &[out.hidden.view(), next.hidden.view()]).map_err(|e| Error::Bundle(format!("decoder hidden states: {e}")))?;
-            out = Prefill { logits: next.logits, hidden, cache: next.cache };
+            let next = self.extend_whole(&cache, cache.len, &embeds.slice(s![range, ..]).to_owned())?;
+            (logits, cache) = (next.logits, next.cache);
+            hidden.push(next.hidden);
         }
-        Ok(out)
+        let hidden = if hidden.len() == 1 {
+            hidden.remove(0)
+        } else {
+            let views: Vec<_> = hidden.iter().map(|h| h.view()).collect();
+            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Bundle(format!("decoder hidden states: {e}")))?
+        };
+        Ok(Prefill { logits, hidden, cache })
     }
 
     /// Prefills `embeds [S, H]` in one decoder call.
@@ -204,15 +210,22 @@ impl<'b> Llm<'b> {
             return Err(Error::Input(format!("cannot keep {keep} positions of a {}-position cache", prefix.len)));
         }
         let f16 = self.f16();
-        let kept = prefix.values.iter().map(|v| if f16 { leading::<f16>(v, keep) } else { leading::<f32>(v, keep) }).collect::<Result<Vec<_>>>()?;
-        let kept = KvCache { values: kept, len: keep };
+        // The whole prefix is used as it is; only a shorter one is copied out.
+        let trimmed;
+        let kept = if keep == prefix.len {
+            prefix
+        } else {
+            let values = prefix.values.iter().map(|v| if f16 { leading::<f16>(v, keep) } else { leading::<f32>(v, keep) }).collect::<Result<Vec<_>>>()?;
+            trimmed = KvCache { values, len: keep };
+            &trimmed
+        };
         match self.layout() {
             KvCacheLayout::Concat => {
-                let (fed, cache) = self.run_concat(embeds, &kept)?;
+                let (fed, cache) = self.run_concat(embeds, kept)?;
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache })
             }
             KvCacheLayout::Static => {
-                let (fed, new) = self.run(embeds, &kept, &[], &[])?;
+                let (fed, new) = self.run(embeds, kept, &[], &[])?;
                 let values =
                     kept.values.iter().zip(&new).map(|(a, b)| if f16 { joined::<f16>(a, b) } else { joined::<f32>(a, b) }).collect::<Result<Vec<_>>>()?;
                 Ok(Prefill { logits: fed.logits, hidden: fed.hidden, cache: KvCache { values, len: keep + embeds.nrows() } })

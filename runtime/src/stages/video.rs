@@ -415,6 +415,10 @@ pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
     Array3::from_shape_vec((h, w, 3), rgb.into_raw()).map_err(|e| unreadable(e.to_string()))
 }
 
+/// Larger images are refused before decoding, as Pillow's decompression-bomb check does
+/// (2 × `Image.MAX_IMAGE_PIXELS`): a small file can declare a huge canvas.
+const MAX_IMAGE_PIXELS: usize = 178_956_970;
+
 /// libjpeg-turbo decode to RGB; `None` for CMYK/YCCK, which it cannot convert to RGB.
 fn decode_jpeg_like_pillow(bytes: &[u8]) -> Result<Option<image::RgbImage>, String> {
     use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat};
@@ -424,6 +428,9 @@ fn decode_jpeg_like_pillow(bytes: &[u8]) -> Result<Option<image::RgbImage>, Stri
         return Ok(None);
     }
     let (width, height) = (header.width, header.height);
+    if width.saturating_mul(height) > MAX_IMAGE_PIXELS {
+        return Err(format!("{width}x{height} pixels is more than the {MAX_IMAGE_PIXELS}-pixel limit (Pillow refuses such images too)"));
+    }
     let mut image = Image { pixels: vec![0u8; 3 * width * height], width, pitch: 3 * width, height, format: PixelFormat::RGB };
     decompressor.decompress(bytes, image.as_deref_mut()).map_err(|e| format!("JPEG data: {e}"))?;
     let size = |v: usize| u32::try_from(v).map_err(|_| format!("JPEG of {width}x{height} pixels is too large"));

@@ -31,6 +31,13 @@ impl VisionEmbeds {
 /// Runs SigLIP on `[F,3,S,S]` pixels and the projector on its features and the camera tokens,
 /// `bundle.frame_batch` frames per call.
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
+    let frames = pixels.shape()[0];
+    if frames == 0 || camera_tokens.nrows() != frames {
+        return Err(Error::Input(format!(
+            "embedding {frames} frames with {} camera tokens: need one camera token per frame, at least one frame",
+            camera_tokens.nrows()
+        )));
+    }
     let mut parts = Vec::new();
     for range in batches(pixels.shape()[0], bundle.frame_batch) {
         let pixels = pixels.slice(ndarray::s![range.clone(), .., .., ..]).to_owned();

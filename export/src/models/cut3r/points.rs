@@ -83,7 +83,8 @@ pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuil
     // 6.2 cross-view transform: two ConditionModulationBlocks modulated by the camera token,
     // RoPE on the patch grid (no camera token in this stream).
     let cam = cast_to(&mut g, "final_transform", "camera_token_to_compute", &camera_token, p.compute);
-    let blk = BlockDims { dim: d.dc, heads: c.dec_num_heads, mlp_hidden: c.mlp_ratio * d.dc };
+    // The official blocks fix mlp_ratio = 4.0, whatever the backbone's.
+    let blk = BlockDims { dim: d.dc, heads: c.dec_num_heads, mlp_hidden: 4 * d.dc };
     let rope = rope_table(&mut g, "rope/points_grid", &d.grid_positions(), d.dc / blk.heads, d.rope_base, p.compute);
     let mut cross_tokens = tokens.clone();
     for i in 0..2 {
