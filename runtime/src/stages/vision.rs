@@ -1,6 +1,6 @@
 //! SigLIP and the projector: frames -> `[camera_f, 210 vision tokens of frame f]` in LLM width.
 
-use ndarray::{Array2, Array3, Array4, Ix2, Ix3};
+use ndarray::{concatenate, s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Ix2, Ix3};
 
 use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
@@ -39,31 +39,25 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
         )));
     }
     let mut parts = Vec::new();
-    for range in batches(pixels.shape()[0], bundle.frame_batch) {
-        let pixels = pixels.slice(ndarray::s![range.clone(), .., .., ..]).to_owned();
-        parts.push(embed_batch(bundle, &pixels, &camera_tokens.slice(ndarray::s![range, ..]).to_owned())?);
+    for range in batches(frames, bundle.frame_batch) {
+        parts.push(embed_batch(bundle, pixels.slice(s![range.clone(), .., .., ..]), camera_tokens.slice(s![range, ..]))?);
     }
-    let join = |what: &str, views: Vec<ndarray::ArrayViewD<'_, f32>>| {
-        ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| Error::Bundle(format!("projector.onnx {what}: {e}")))
-    };
-    let vision = join("vision_embeds", parts.iter().map(|p| p.vision.view().into_dyn()).collect())?;
-    let camera = join("camera_embeds", parts.iter().map(|p| p.camera.view().into_dyn()).collect())?;
-    Ok(VisionEmbeds {
-        vision: vision.into_dimensionality::<Ix3>().map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?,
-        camera: camera.into_dimensionality::<Ix2>().map_err(|e| Error::Bundle(format!("projector.onnx camera_embeds: {e}")))?,
-    })
+    let vision: Vec<_> = parts.iter().map(|p| p.vision.view()).collect();
+    let camera: Vec<_> = parts.iter().map(|p| p.camera.view()).collect();
+    let joined = |e: ndarray::ShapeError| Error::Bundle(format!("projector.onnx outputs of the frame batches: {e}"));
+    Ok(VisionEmbeds { vision: concatenate(Axis(0), &vision).map_err(joined)?, camera: concatenate(Axis(0), &camera).map_err(joined)? })
 }
 
-fn embed_batch(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
+fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
     let features = {
         let mut siglip = bundle.session("siglip")?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
-        let input = values::f32_view(pixels.view(), "pixel_values")?;
+        let input = values::f32_view(pixels, "pixel_values")?;
         let out = siglip.run(ort::inputs!["pixel_values" => input]).map_err(|e| Error::ort("running siglip", e))?;
         values::to_f32(&out["image_features"], "image_features")?
     };
     let mut projector = bundle.session("projector")?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
     let feats = values::from_f32(features, "f32", "image_features")?;
-    let cams = values::f32_view(camera_tokens.view(), "camera_tokens")?;
+    let cams = values::f32_view(camera_tokens, "camera_tokens")?;
     let out = projector.run(ort::inputs!["image_features" => feats, "camera_tokens" => cams]).map_err(|e| Error::ort("running projector", e))?;
     let vision = values::to_f32(&out["vision_embeds"], "vision_embeds")?
         .into_dimensionality::<Ix3>()
