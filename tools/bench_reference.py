@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +39,7 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "golden"))
-import cut3r_golden  # noqa: E402  (official CUT3R builder and RoPE patch)
-import pipeline_golden as pg  # noqa: E402  (preprocessing, prompt)
+import pipeline_golden as pg  # noqa: E402  (preprocessing, prompt, the official CUT3R)
 import vlm_golden as vg  # noqa: E402  (HF module builders, projector/pool/newline)
 
 QUESTIONS = ["Where is the chair relative to me?", "Which direction am I facing?"]
@@ -70,43 +68,6 @@ class Timer:
         return out
 
 
-def official_cut3r(cut3r_repo: Path, ckpt_dir: Path, all_heads: bool):
-    """The official model, built once (as tools/golden does: analytic RoPE, fp32 encoder q/k).
-    Returns a function frames [F,3,H,W] -> camera tokens [F, Dc] that runs `_forward_impl`."""
-    sys.path.insert(0, str(Path(cut3r_repo) / "src"))
-    import dust3r.blocks as dblocks
-    from dust3r.model import ARCroco3DStereo, ARCroco3DStereoConfig
-    from models import pos_embed as croco_pos_embed
-
-    croco_pos_embed.RoPE2D.forward = cut3r_golden.analytic_rope_forward
-    cfg = json.loads((ckpt_dir / "config.json").read_text())["cut3r"]
-    model = cut3r_golden.build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, ckpt_dir / "cut3r.safetensors")[0]
-    for blk in model.enc_blocks:
-        blk.attn.forward = types.MethodType(dblocks.Attention.forward, blk.attn)
-    cams = []
-    model.dec_norm.register_forward_hook(lambda m, i, o: cams.append(o[:, 0]))
-    if not all_heads:
-        from dust3r.heads.postprocess import postprocess_pose
-
-        head = model.downstream_head
-
-        def pose_only(decout, img_shape, **kwargs):
-            return {"camera_pose": postprocess_pose(head.pose_head(decout[-1][:, 0]), head.pose_mode)}
-
-        model._downstream_head = pose_only
-
-    def run(images: np.ndarray) -> torch.Tensor:
-        cams.clear()
-        n, _, h, w = images.shape
-        views = [dict(img=torch.from_numpy(images[i:i + 1]), true_shape=torch.tensor([[h, w]], dtype=torch.int32),
-                      img_mask=torch.tensor([True]), ray_mask=torch.tensor([False]), ray_map=torch.zeros(1, h, w, 6),
-                      update=torch.tensor([True]), reset=torch.tensor([False])) for i in range(n)]
-        model._forward_impl(views, ret_state=True)
-        return torch.cat(cams, 0)
-
-    return run
-
-
 def encode_video(ck, frames, siglip, cut3r, times: Timer):
     """Camera tokens (official CUT3R) and vision tokens (SigLIP + LLaVA) -> [F*(1+G), C] video embeds."""
     cfg, lc, vc = ck.config, ck.config["loc3r"], ck.config["vision_config"]
@@ -122,7 +83,7 @@ def encode_video(ck, frames, siglip, cut3r, times: Timer):
     n = len(frames)
     if cut3r is not None:
         cut3r_pixels = np.stack([pg.cut3r_pixels(im, lc["cut3r_long_side"]) for im in frames])
-        cams = times.run("cut3r", lambda: cut3r(cut3r_pixels))
+        cams, _poses = times.run("cut3r", lambda: cut3r(cut3r_pixels))
     else:  # timing only: a stand-in of the right shape
         cams = torch.zeros(n, lc["camera_token_dim"])
     cam_emb = vg.mlp2(cams, ck, "model.loc3r.cam_projector.")
@@ -187,7 +148,7 @@ def main() -> None:
     tok = Tokenizer.from_file(str(args.checkpoint / "tokenizer.json"))
     time_text = pg.time_instruction(args.duration, [i / args.fps for i in indices])
 
-    cut3r = official_cut3r(cut3r_repo, args.checkpoint, args.cut3r_heads == "all") if cut3r_repo is not None else None
+    cut3r = pg.official_cut3r(Path(cut3r_repo), args.checkpoint, pose_head_only=args.cut3r_heads == "pose") if cut3r_repo is not None else None
     rows = []
     with torch.no_grad():
         # One discarded warm-up pass (first-call allocations and kernel selection), so the timed

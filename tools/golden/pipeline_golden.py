@@ -180,8 +180,11 @@ def official_resize_fn(cut3r_repo: Path):
 # CUT3R (official)
 
 
-def run_cut3r(cut3r_repo: Path, ckpt_dir: Path, images: np.ndarray):
-    """Official `_forward_impl` over the frames; returns camera tokens [F, Dc] and poses [F, 7]."""
+def official_cut3r(cut3r_repo: Path, ckpt_dir: Path, pose_head_only: bool = False):
+    """The official model for the checkpoint, built once (analytic RoPE, fp32 encoder q/k, as
+    cut3r_golden.py). Returns `run(images [F,3,H,W]) -> (camera tokens [F, Dc], poses [F, 7])`,
+    which runs `_forward_impl` with state_init/mem_init, is_first on frame 0, update=1, reset=0.
+    `pose_head_only` reduces the downstream head to the pose head (what cut3r_step computes)."""
     src = str(cut3r_repo / "src")
     if not os.path.isdir(os.path.join(src, "dust3r")):
         raise SystemExit(f"{cut3r_repo}: no src/dust3r; pass the CUT3R checkout root")
@@ -196,19 +199,30 @@ def run_cut3r(cut3r_repo: Path, ckpt_dir: Path, images: np.ndarray):
     model = cut3r_golden.build_official_model(ARCroco3DStereo, ARCroco3DStereoConfig, cfg, ckpt_dir / "cut3r.safetensors")[0]
     for blk in model.enc_blocks:  # fp32 q/k around RoPE (as cut3r_golden.py's default)
         blk.attn.forward = types.MethodType(dblocks.Attention.forward, blk.attn)
+    if pose_head_only:
+        from dust3r.heads.postprocess import postprocess_pose
+
+        head = model.downstream_head
+        model._downstream_head = lambda decout, img_shape, **kwargs: {
+            "camera_pose": postprocess_pose(head.pose_head(decout[-1][:, 0]), head.pose_mode)}
 
     cams = []
     model.dec_norm.register_forward_hook(lambda m, i, o: cams.append(o[:, 0].detach().clone()))
-    F_, _, h, w = images.shape
-    if (w, h) != (W, H):  # the bundle must then be exported with --cut3r-size {w}x{h}
-        log(f"CUT3R input {w}x{h} (the config says {W}x{H}; export with --cut3r-size {w}x{h})")
-    views = [dict(img=torch.from_numpy(images[i:i + 1]), true_shape=torch.tensor([[h, w]], dtype=torch.int32),
-                  img_mask=torch.tensor([True]), ray_mask=torch.tensor([False]), ray_map=torch.zeros(1, h, w, 6),
-                  update=torch.tensor([True]), reset=torch.tensor([False])) for i in range(F_)]
-    with torch.no_grad():
-        ress, _, _states = model._forward_impl(views, ret_state=True)
-    assert len(cams) == F_
-    return torch.cat(cams, 0), torch.cat([r["camera_pose"] for r in ress], 0)
+
+    def run(images: np.ndarray):
+        cams.clear()
+        F_, _, h, w = images.shape
+        if (w, h) != (W, H):  # the bundle must then be exported with --cut3r-size {w}x{h}
+            log(f"CUT3R input {w}x{h} (the config says {W}x{H}; export with --cut3r-size {w}x{h})")
+        views = [dict(img=torch.from_numpy(images[i:i + 1]), true_shape=torch.tensor([[h, w]], dtype=torch.int32),
+                      img_mask=torch.tensor([True]), ray_mask=torch.tensor([False]), ray_map=torch.zeros(1, h, w, 6),
+                      update=torch.tensor([True]), reset=torch.tensor([False])) for i in range(F_)]
+        with torch.no_grad():
+            ress, _, _states = model._forward_impl(views, ret_state=True)
+        assert len(cams) == F_
+        return torch.cat(cams, 0), torch.cat([r["camera_pose"] for r in ress], 0)
+
+    return run
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,7 +347,7 @@ def main() -> None:
     dump = {"siglip_pixels": sig, "cut3r_pixels": cut}
 
     with torch.no_grad():
-        cam_tokens, cam_poses = run_cut3r(args.cut3r_repo, args.checkpoint, cut)
+        cam_tokens, cam_poses = official_cut3r(args.cut3r_repo, args.checkpoint)(cut)
         chk.true(f"camera tokens [{N},{lc['camera_token_dim']}]", tuple(cam_tokens.shape) == (N, lc["camera_token_dim"]))
 
         siglip, _ = build_siglip(ck)
