@@ -13,8 +13,9 @@ use crate::tensor::{DType, TensorData};
 pub const DEFAULT_OPSET: i64 = 17;
 
 /// A node as stored by the builder (names only; values are resolved at save time).
+/// Read by graph transformations (the training engine's autodiff) through [`GraphBuilder::nodes`].
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
+pub struct Node {
     pub name: String,
     pub op_type: String,
     pub domain: String,
@@ -27,7 +28,7 @@ pub(crate) struct Node {
 /// An initializer: its value handle, where its bytes come from, and whether it must be
 /// stored inside the `.onnx` file (constants) regardless of size.
 #[derive(Debug, Clone)]
-pub(crate) struct Initializer {
+pub struct Initializer {
     pub value: Value,
     pub data: Arc<dyn TensorData>,
     pub inline: bool,
@@ -170,6 +171,33 @@ impl GraphBuilder {
     /// Number of nodes so far.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The nodes, in the order they were added (a topological order: a node only reads
+    /// values that exist when it is added).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The initializers (checkpoint weights and constants), in the order they were added.
+    pub fn initializers(&self) -> &[Initializer] {
+        &self.initializers
+    }
+
+    /// The handle of a node output by name (dtype and shape as last refined).
+    pub fn node_value(&self, name: &str) -> Option<&Value> {
+        match self.value_names.get(name) {
+            Some(Some(slot)) => self.values.get(*slot),
+            _ => None,
+        }
+    }
+
+    /// The handle of any value by name: graph input, initializer or node output.
+    pub fn value(&self, name: &str) -> Option<Value> {
+        if let Some(v) = self.node_value(name) {
+            return Some(v.clone());
+        }
+        self.inputs.iter().chain(self.initializers.iter().map(|i| &i.value)).find(|v| v.name() == name).cloned()
     }
 
     /// Records a problem; [`check`](Self::check) and [`save`](Self::save) report it.

@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 pub use crate::tensor::DType;
 pub use array::I64Operand;
-pub use builder::{GraphBuilder, NodeSpec, OutputSpec, Scope, ScopePath, DEFAULT_OPSET};
+pub use builder::{GraphBuilder, Initializer, Node, NodeSpec, OutputSpec, Scope, ScopePath, DEFAULT_OPSET};
 pub use constant::{ConstTensor, ConstValues};
 pub use math::GemmOptions;
 pub use nn::{ConvOptions, ResizeOptions, ResizeTarget};

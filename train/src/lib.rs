@@ -1,0 +1,6 @@
+//! `loc3r-train`: the companion training path.
+//!
+//! The exporter's graph builder ([`loc3r_export::graph::GraphBuilder`]) builds every
+//! forward graph from checkpoint weights; this crate turns a forward graph and a scalar
+//! loss into a training graph (forward + vector-Jacobian products) in standard ONNX ops, so
+//! the same ONNX Runtime sessions that serve inference can train on CPU or CUDA.
