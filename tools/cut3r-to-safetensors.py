@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Convert an official CUT3R checkpoint (.pth) to `cut3r.safetensors` (architecture.md §3).
+"""Convert an official CUT3R checkpoint (.pth) to `cut3r.safetensors` (docs/bundle.md §6).
 
     tools/cut3r-to-safetensors cut3r_512_dpt_4_64.pth OUT_DIR/cut3r.safetensors [--cut3r-points]
 
@@ -17,7 +17,7 @@
   sizes, DPT dims). Any missing or mis-shaped tensor is listed and nothing is written: the
   official load is `strict=False`, so a missing key would otherwise silently become random.
 * Prints the constructor string `args.model` when present: check `state_dec_num_heads` there
-  against the checkpoint's config.json (specs/cut3r.md §12.1; head counts are not in the weights).
+  against the checkpoint's config.json (docs/cut3r.md §4; head counts are not in the weights).
 
 Needs torch and safetensors (the dev venv: tools/golden/setup) and omegaconf for real .pth files.
 """

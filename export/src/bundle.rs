@@ -1,4 +1,4 @@
-//! Writing a bundle (architecture.md §4): every graph, `tokenizer.json`, the CUT3R
+//! Writing a bundle (docs/bundle.md): every graph, `tokenizer.json`, the CUT3R
 //! initial state and `manifest.json` with sha256 of every file.
 //!
 //! The bundle is assembled in a staging directory beside the target and renamed into
@@ -25,7 +25,7 @@ pub const VLM_GRAPHS: [&str; 5] = ["siglip", "projector", "embed", "decoder", "h
 pub const CUT3R_GRAPHS: [&str; 2] = [models::cut3r::ENCODER_GRAPH, models::cut3r::STEP_GRAPH];
 /// The optional point-map graph (`--cut3r-points`).
 pub const CUT3R_POINTS_GRAPH: &str = models::cut3r::POINTS_GRAPH;
-/// The CUT3R initial state file (`state_init`, `mem_init`; cut3r.md §5).
+/// The CUT3R initial state file (`state_init`, `mem_init`; docs/cut3r.md §3).
 pub const CUT3R_INIT_FILE: &str = "cut3r_init.safetensors";
 
 /// What to export.
@@ -264,7 +264,7 @@ fn tokenizer_size(path: &Path) -> Result<u32> {
     Ok(tok.get_vocab_size(true) as u32)
 }
 
-/// The runtime's parameters (specs/llava-video-qwen2.md §3-§4, cut3r.md §2).
+/// The runtime's parameters (docs/bundle.md §2, docs/prompt.md, docs/cut3r.md §1).
 pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -> RuntimeParams {
     let v = &cfg.vision_config;
     let l = &cfg.loc3r;

@@ -2,7 +2,7 @@
 //!
 //! The file is the LLaVA-Qwen2 config as released for LLaVA-Video-7B-Qwen2 (Qwen2 fields
 //! at the top level, `mm_*` fields for the vision path), plus three objects LLaVA does
-//! not store: `vision_config` (SigLIP), `cut3r` (specs/cut3r.md §1) and `loc3r` (camera
+//! not store: `vision_config` (SigLIP), `cut3r` (docs/cut3r.md §4) and `loc3r` (camera
 //! token width, heads, orientation bins, `<Pos>`/`<Ori>` ids). See `models/*/config.json`.
 //!
 //! Parsing rejects unknown enum values and inconsistent dimensions with an error that
@@ -77,7 +77,7 @@ fn default_true() -> bool {
     true
 }
 
-/// Spatial pooling of the projected 2-D grid of each frame (specs/llava-video-qwen2.md §3.5).
+/// Spatial pooling of the projected 2-D grid of each frame (docs/prompt.md §4).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {

@@ -316,7 +316,7 @@ mod tests {
         let heads = map.resolve("heads", "ori_head.2.weight").unwrap();
         assert_eq!((heads.checkpoint.as_str(), heads.shape.as_slice()), ("model.loc3r.ori_head.2.weight", &[36, 3584][..]));
 
-        // Parameter count of the LLM + vision + projector agrees with specs/llava-video-qwen2.md §1.5
+        // Parameter count of the LLM + vision + projector agrees with the released LLaVA-Video-7B-Qwen2 shards
         // (SigLIP there includes the unused post_layernorm: 2·1152).
         let count = |f: &str| map.family(f).unwrap().tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum::<usize>();
         assert_eq!(count("embed") + count("decoder"), 7_615_616_512);

@@ -66,7 +66,7 @@ fn corpus_matches_tiktoken() {
 
 #[test]
 fn chat_prefix_chunk_ids() {
-    // llava-video-qwen2.md §4.5
+    // LLaVA-Video's system prompt up to the user turn: 14 ids (docs/prompt.md §3).
     let tk = tokenizer();
     let chunk0 = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n";
     assert_eq!(encode(&tk, chunk0), [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]);
@@ -88,7 +88,7 @@ fn special_token_ids() {
     assert_eq!(tk.get_vocab_size(false), 151643);
     // Embedded in text, the added tokens are split out before the regex.
     assert_eq!(encode(&tk, "I am standing in the room<Pos><Ori>"), [40, 1079, 11259, 304, 279, 3054, 151646, 151647]);
-    // `<image>` is not a token: it is split out by the caller (§4.4).
+    // `<image>` is not a token: it is split out by the caller (docs/prompt.md §3).
     assert_eq!(tk.token_to_id("<image>"), None);
     assert!(encode(&tk, "<image>").len() > 1);
 }
@@ -132,7 +132,7 @@ fn reference_ids_from_qwen2_integration_test() {
     for (text, want) in cases {
         assert_eq!(encode(&tk, text), want, "{}", shorten(text));
     }
-    // "测试" is id 81705 (spec §5.2).
+    // "测试" is a single token, id 81705, in Qwen2's vocabulary.
     assert_eq!(encode(&tk, "测试"), [81705]);
 }
 

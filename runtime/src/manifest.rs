@@ -115,7 +115,7 @@ pub struct LlmParams {
     pub kv_cache: KvCacheLayout,
 }
 
-/// The KV cache interface of `decoder.onnx` (specs/llava-video-qwen2.md §7.2).
+/// The KV cache interface of `decoder.onnx` (docs/bundle.md §4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvCacheLayout {

@@ -1,4 +1,4 @@
-//! The runtime's KV cache on both decoder layouts (specs/llava-video-qwen2.md §7.2): a
+//! The runtime's KV cache on both decoder layouts (docs/bundle.md §4): a
 //! shared prefix, a question chunk and single-token steps must give the logits of one
 //! prefill of the same tokens; the static layout must write every step into the buffers
 //! allocated for the sequence (same address throughout) and never touch the prefix.

@@ -364,8 +364,8 @@ fn frame_batches_and_prefill_chunks_do_not_change_the_results() {
     }
 }
 
-/// The answer text should be the generated ids detokenised at once (specs/llava-video-qwen2.md
-/// §3.9, §5.5: skip specials, lossy UTF-8, strip), including a trailing incomplete UTF-8
+/// The answer text should be the generated ids detokenised at once (docs/prompt.md §5: skip
+/// specials, lossy UTF-8, strip), including a trailing incomplete UTF-8
 /// sequence, which must become U+FFFD (q_default_situation ends with two such bytes).
 #[test]
 fn answer_text_matches_the_reference() {

@@ -13,10 +13,10 @@ README-cut3r.md:
 
 1. RoPE: the official pure-PyTorch fallback (used when the cuRoPE CUDA kernel is not compiled)
    looks cos/sin up with `F.embedding` and fails on the camera token's position (-1,-1)
-   (specs/cut3r.md §3). `RoPE2D.forward` is replaced by an analytic version with the cuRoPE
+   (docs/numerics.md §3). `RoPE2D.forward` is replaced by an analytic version with the cuRoPE
    kernel's semantics (cos/sin from float positions, angles computed in float64, rounded to
    fp32; rotation in fp32; result cast back to the input dtype).
-2. Encoder q/k fp16 rounding (spec §3 "Encoder-only quirk"): by default the encoder attention
+2. Encoder q/k fp16 rounding (docs/numerics.md §3): by default the encoder attention
    runs the DUSt3R `Attention.forward` (official code, identical except that it keeps q/k in
    fp32 around RoPE), so the fixtures are fp32 math end to end, which is what our fp32 graphs
    implement. `--encoder-fp16-rope` keeps the official fp16 rounding instead (bit-parity with a
@@ -82,7 +82,7 @@ def parse_args():
 
 
 def analytic_rope_forward(self, tokens, positions):
-    """RoPE-2D with cuRoPE semantics for any (also negative) position (specs/cut3r.md §3).
+    """RoPE-2D with cuRoPE semantics for any (also negative) position (docs/numerics.md §3).
 
     tokens (B, heads, N, D), positions (B, N, 2) as (y, x). First half of D is rotated with y,
     second half with x; within a half, pairs (j, j+Q) with theta_j = p * base^(-j/Q), Q = D/4.

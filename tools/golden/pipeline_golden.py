@@ -2,11 +2,11 @@
 """Dev-only whole-pipeline reference: image directory -> frames -> CUT3R + SigLIP -> prompt -> Qwen2
 prefill (heads) + greedy decode, on the tiny checkpoint. See README-pipeline.md.
 
-Built from the specs, not from the Rust runtime:
-  * frame sampling, time instruction, prompt, tokenisation: specs/llava-video-qwen2.md §3.1, §4, §4.6;
-  * SigLIP preprocessing (Pillow bicubic, /255, (x-0.5)/0.5): §3.2;
+Built from the contracts in docs/, not from the Rust runtime:
+  * frame sampling, time instruction, prompt, tokenisation: docs/prompt.md §1-§3;
+  * SigLIP preprocessing (Pillow bicubic, /255, (x-0.5)/0.5): docs/prompt.md §4;
   * CUT3R preprocessing (long side with Python round, LANCZOS if S > long side else BICUBIC, centre crop
-    to multiples of 16, [-1,1]): specs/cut3r.md §2 (cross-checked against the official
+    to multiples of 16, [-1,1]): docs/cut3r.md §1 (cross-checked against the official
     `_resize_pil_image` source);
   * CUT3R: the OFFICIAL code (`ARCroco3DStereo._forward_impl`, state_init/mem_init, is_first on frame 0,
     update=1, reset=0), loaded and patched exactly as tools/golden/cut3r_golden.py does;
@@ -128,7 +128,7 @@ def list_frames(d: Path) -> list[Path]:
 
 
 def sample_indices(total: int, n: int) -> list[int]:
-    """§3.1: numpy linspace(0, T-1, N, dtype=int), checked against floor(k*step) + pinned end."""
+    """docs/prompt.md §1: numpy linspace(0, T-1, N, dtype=int), checked against floor(k*step) + pinned end."""
     idx = [int(i) for i in np.linspace(0, total - 1, n, dtype=int)]
     step = (total - 1) / (n - 1)
     by_hand = [math.floor(k * step) for k in range(n - 1)] + [total - 1]
@@ -141,14 +141,14 @@ def sample_indices(total: int, n: int) -> list[int]:
 
 
 def siglip_pixels(img: Image.Image, size: int) -> np.ndarray:
-    """§3.2: Pillow bicubic to size x size (no aspect), /255, (x-0.5)/0.5, CHW."""
+    """docs/prompt.md §4: Pillow bicubic to size x size (no aspect), /255, (x-0.5)/0.5, CHW."""
     r = img.resize((size, size), Image.BICUBIC)
     x = np.asarray(r, dtype=np.uint8).astype(np.float64) * (1 / 255)
     return ((x - 0.5) / 0.5).astype(np.float32).transpose(2, 0, 1)
 
 
 def cut3r_image(img: Image.Image, long_side: int) -> Image.Image:
-    """cut3r.md §2 steps 2-3 (long side with Python round, LANCZOS if S > long side, centre crop)."""
+    """docs/cut3r.md §1 (long side with Python round, LANCZOS if S > long side, centre crop)."""
     W1, H1 = img.size
     S = max(W1, H1)
     interp = Image.LANCZOS if S > long_side else Image.BICUBIC
@@ -230,7 +230,7 @@ def official_cut3r(cut3r_repo: Path, ckpt_dir: Path, pose_head_only: bool = Fals
 
 
 def time_instruction(duration: float, times: list[float]) -> str:
-    """§4.3, with Python %-formatting (`%.2f`)."""
+    """docs/prompt.md §2, with Python %-formatting (`%.2f`)."""
     stamps = ",".join("%.2fs" % t for t in times)
     return ("The video lasts for %.2f seconds, and %d frames are uniformly sampled from it. "
             "These frames are located at %s.Please answer the following questions related to this video."
@@ -238,14 +238,14 @@ def time_instruction(duration: float, times: list[float]) -> str:
 
 
 def prompt_text(time_text: str, situation: str, question: str) -> str:
-    """§4.1-4.2 ChatML with the Loc3R user content of §4.6."""
+    """docs/prompt.md §2: ChatML with the Loc3R user content."""
     user = f"<image>\n{time_text}\n{situation}<Pos><Ori>{question}"
     return ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
             f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
 
 
 def tokenize_with_image(tok, text: str) -> list[int]:
-    """§4.4: split on `<image>`, tokenise chunks independently (no special tokens added), -200 between."""
+    """docs/prompt.md §3: split on `<image>`, tokenise chunks independently (no special tokens added), -200 between."""
     chunks = text.split("<image>")
     ids: list[int] = []
     for i, c in enumerate(chunks):
@@ -259,7 +259,7 @@ def tokenize_with_image(tok, text: str) -> list[int]:
 
 
 class MaskPadding(transformers.LogitsProcessor):
-    """Ids >= tokenizer size are untrained padding rows (spec §3.9: optionally masked)."""
+    """Ids >= tokenizer size are untrained padding rows (docs/prompt.md §5: never chosen)."""
 
     def __init__(self, limit: int):
         self.limit = limit

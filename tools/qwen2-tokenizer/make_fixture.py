@@ -7,7 +7,7 @@
    characters and non-NFC input, URLs, the special strings embedded in text, `<image>`, random
    Unicode.
 2. Encodes every line with `tiktoken` (reference), using the same `qwen.tiktoken` ranks and the
-   Qwen regex (spec section 5.1), with Hugging Face semantics: the five added tokens are split out
+   Qwen regex (README.md, "Pre-tokenizer"), with Hugging Face semantics: the five added tokens are split out
    first (exact match, leftmost), each remaining segment is NFC-normalized and encoded without
    specials.
 3. Writes tests/fixtures/qwen2_tokenizer/corpus.jsonl: one {"text": ..., "ids": [...]} per line.

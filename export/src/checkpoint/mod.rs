@@ -1,4 +1,4 @@
-//! Reading a checkpoint directory (architecture.md §3) with full validation.
+//! Reading a checkpoint directory (docs/bundle.md §6) with full validation.
 //!
 //! [`Checkpoint::open`] memory-maps every file (nothing is loaded into RAM), resolves
 //! shards through `model.safetensors.index.json`, then checks every tensor the name map

@@ -230,7 +230,7 @@ impl GraphBuilder {
         unique
     }
 
-    /// Adds a graph input. Names come from the contract (architecture.md §4).
+    /// Adds a graph input. Names come from the contract (docs/bundle.md §3).
     pub fn input<D: Into<Dim>>(&mut self, name: &str, dtype: DType, shape: impl IntoIterator<Item = D>) -> Value {
         let name = self.claim_value_name(name.to_string(), None);
         let v = Value::new(name, dtype, shape.into_iter().map(Into::into).collect());

@@ -1,7 +1,7 @@
 //! The ONNX graph builder: a small typed IR written straight from weights.
 //!
-//! Modelled on onnxruntime-genai's model builder (style.md §2) and tract's op families
-//! (style.md §6):
+//! Modelled on onnxruntime-genai's model builder (one builder call per graph node) and
+//! tract's op families (one typed helper per op):
 //!
 //! * [`GraphBuilder`] owns one graph: inputs, outputs, nodes, initializers and
 //!   value-named constants (`const/i64/[1]`, created once).

@@ -1,9 +1,9 @@
-//! CUT3R graphs (specs/cut3r.md; official code `CUT3R/CUT3R` `src/dust3r/model.py`):
+//! CUT3R graphs (docs/cut3r.md; official code `CUT3R/CUT3R` `src/dust3r/model.py`):
 //!
 //! * `cut3r_encoder`: `image [F,3,H,W]` (RGB in [-1,1]) → `features [F,N,Ce]`: patch
 //!   embedding, `enc_depth` encoder blocks with RoPE-2D on the patch grid, `enc_norm`
-//!   (spec §4 stages 1-2).
-//! * `cut3r_step`: one recurrent frame (spec §4 stages 3-11): `features [1,N,Ce]`,
+//!   (docs/cut3r.md §2).
+//! * `cut3r_step`: one recurrent frame (docs/cut3r.md §2): `features [1,N,Ce]`,
 //!   `state [1,S,Dc]`, `memory [1,M,2Dc]`, `is_first`, `update`, `reset` (`[1]`, float 0/1)
 //!   → `camera_token [1,Dc]`, `state_out`, `memory_out`, `camera_pose [1,7]`.
 //!   No control flow: the `is_first` choice and the update/reset gating are arithmetic blends
@@ -11,7 +11,7 @@
 //!   point-map heads (`decoder_half`, `decoder_three_quarters`, `decoder_final`).
 //! * `cut3r_points` (optional, [`points`]): hooks + camera token → point maps and confidences.
 //! * [`initial_state`]: `state_init = decoder_embed_state(register_tokens.weight)` and
-//!   `mem_init = pose_retriever.mem` (spec §5), for `cut3r_init.safetensors`.
+//!   `mem_init = pose_retriever.mem` (docs/cut3r.md §3), for `cut3r_init.safetensors`.
 //!
 //! H and W are fixed per export (`ExportOptions::cut3r_size`); the RoPE cos/sin tables of the
 //! patch grid, of the camera token at (-1,-1) and of the state grid are constants computed
@@ -49,7 +49,7 @@ use crate::tensor::{DType, F32Tensor};
 pub const ENCODER_GRAPH: &str = "cut3r_encoder";
 pub const STEP_GRAPH: &str = "cut3r_step";
 
-/// Graph input and output names (architecture.md §4).
+/// Graph input and output names (docs/bundle.md §3).
 pub mod io {
     pub const IMAGE: &str = "image";
     pub const FEATURES: &str = "features";
@@ -67,7 +67,7 @@ pub mod io {
     pub const DECODER_HALF: &str = "decoder_half";
     pub const DECODER_THREE_QUARTERS: &str = "decoder_three_quarters";
     pub const DECODER_FINAL: &str = "decoder_final";
-    /// `cut3r_points` outputs (spec §4 outputs table).
+    /// `cut3r_points` outputs (docs/cut3r.md §5).
     pub const PTS3D_SELF: &str = "pts3d_in_self_view";
     pub const CONF_SELF: &str = "conf_self";
     pub const PTS3D_OTHER: &str = "pts3d_in_other_view";
@@ -136,12 +136,12 @@ impl Dims {
         self.grid_w * self.grid_h
     }
 
-    /// Patch token n = r·w + c sits at (y, x) = (r, c) (row-major over the grid; spec §3).
+    /// Patch token n = r·w + c sits at (y, x) = (r, c) (row-major over the grid; docs/cut3r.md §1).
     fn grid_positions(&self) -> Vec<(f64, f64)> {
         (0..self.tokens()).map(|n| ((n / self.grid_w) as f64, (n % self.grid_w) as f64)).collect()
     }
 
-    /// The image stream: the camera token at (-1, -1), then the patch grid (spec §4 step 5).
+    /// The image stream: the camera token at (-1, -1), then the patch grid (docs/cut3r.md §2 step 3).
     fn image_stream_positions(&self) -> Vec<(f64, f64)> {
         std::iter::once((-1.0, -1.0)).chain(self.grid_positions()).collect()
     }
@@ -210,7 +210,7 @@ fn patch_embed(g: &mut GraphBuilder, w: &Weights, image: &Value, d: &Dims, p: Pr
     Ok(s.transpose("to_tokens", &x, &[0, 2, 1]))
 }
 
-/// `cut3r_encoder`: `image [F,3,H,W]` → `features [F,N,Ce]` (spec §4 stages 1-2).
+/// `cut3r_encoder`: `image [F,3,H,W]` → `features [F,N,Ce]` (docs/cut3r.md §2).
 pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
@@ -242,7 +242,7 @@ struct StreamRope {
     other: RopeTable,
 }
 
-/// `cut3r_step`: one recurrent frame (spec §4 stages 3-11).
+/// `cut3r_step`: one recurrent frame (docs/cut3r.md §2).
 pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
@@ -343,7 +343,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     let state_out = gate(&mut g, "state_gate", &state_new, &state, &state_init, &update, &reset);
     let memory_out = gate(&mut g, "memory_gate", &mem_new, &memory, &mem_init, &update, &reset);
 
-    // 12. pose head (spec §6.1)
+    // 12. pose head (docs/cut3r.md §2 step 9)
     let camera_pose = pose_head(&mut g, &w.pp("downstream_head").pp("pose_head"), &camera_token, d.dc, c.mlp_ratio, p)?;
 
     g.output(io::CAMERA_TOKEN, &camera_token_f32);
@@ -394,7 +394,7 @@ fn write_memory(g: &mut GraphBuilder, w: &Weights, memory: &Value, q_g: &Value, 
     Ok(m)
 }
 
-/// Update/reset gating (spec §4 step 11), in f32 like the official code:
+/// Update/reset gating (docs/cut3r.md §2 step 8), in f32 like the official code:
 ///
 /// ```text
 /// new, old ──u·new + (1−u)·old──▶ kept ──r·init + (1−r)·kept──▶ out
@@ -415,7 +415,7 @@ fn gate(g: &mut GraphBuilder, name: &str, new: &Value, old: &Value, init: &Value
 }
 
 /// Pose head (`downstream_head.pose_head.mlp`) and `postprocess_pose` with mode `exp`
-/// (spec §6.1), post-processing in f32:
+/// (docs/cut3r.md §2 step 9), post-processing in f32:
 ///
 /// ```text
 /// c [1,Dc] ──fc1──▶ GELU ──fc2──▶ raw [1,7] ──Cast f32──▶ Split 3|4 ──▶ t, q
@@ -468,7 +468,7 @@ fn expm1_f32(s: &mut Scope<'_>, d: &Value) -> Value {
 }
 
 /// `state_init [1,S,Dc] = decoder_embed_state(register_tokens.weight)` and
-/// `mem_init [1,M,2Dc] = pose_retriever.mem` (spec §5), computed from the checkpoint in f64.
+/// `mem_init [1,M,2Dc] = pose_retriever.mem` (docs/cut3r.md §3), computed from the checkpoint in f64.
 pub fn initial_state(ckpt: &Checkpoint) -> Result<(F32Tensor, F32Tensor)> {
     let c = &ckpt.config().cut3r;
     let (ce, dc, s, m) = (c.enc_embed_dim, c.dec_embed_dim, c.state_size, c.local_mem_size);
@@ -499,12 +499,12 @@ mod tests {
 
     #[test]
     fn state_grid_rounds_an_odd_width_up() {
-        // Release: S = 768, ⌊√768⌋ = 27 → 28; last token (27, 11) (spec §1).
+        // Release: S = 768, ⌊√768⌋ = 27 → 28; last token (27, 11) (docs/cut3r.md §2 step 3).
         let p = dims(768).state_positions();
         assert_eq!(p[27], (0.0, 27.0));
         assert_eq!(p[28], (1.0, 0.0));
         assert_eq!(*p.last().unwrap(), (27.0, 11.0));
-        // Tiny: S = 10, width 3 → 4; last token (2, 1) (spec §9).
+        // Tiny: S = 10, width 3 → 4; last token (2, 1) (docs/cut3r.md §4).
         assert_eq!(*dims(10).state_positions().last().unwrap(), (2.0, 1.0));
     }
 

@@ -1,5 +1,5 @@
 //! `heads.onnx`: Loc3R-VLM's localisation heads on LLM hidden states (paper §3.3;
-//! architecture.md §3): position MLP at `<Pos>`, orientation MLP at `<Ori>`, BEV linear
+//! docs/heads.md): position MLP at `<Pos>`, orientation MLP at `<Ori>`, BEV linear
 //! head at vision tokens. Outputs `(x, y, log σx², log σy²)` and K orientation logits.
 
 use crate::checkpoint::Checkpoint;

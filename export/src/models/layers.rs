@@ -1,6 +1,6 @@
 //! Building blocks shared by the graph families: checkpoint weights as initializers,
 //! Linear, LayerNorm, RMSNorm, GELU (erf and tanh) and softmax, each with the precision
-//! rules of specs/llava-video-qwen2.md §7.4: in f16 graphs, norm statistics and softmax
+//! rules of docs/numerics.md §2: in f16 graphs, norm statistics and softmax
 //! run in f32.
 
 use std::io;

@@ -1,4 +1,4 @@
-//! One module per graph family of the bundle (architecture.md §4). Each builds its
+//! One module per graph family of the bundle (docs/bundle.md §3). Each builds its
 //! graph(s) from a [`Checkpoint`](crate::checkpoint::Checkpoint) with the graph builder
 //! and returns them unsaved; the bundle writer saves them.
 

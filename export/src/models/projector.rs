@@ -1,5 +1,5 @@
 //! `projector.onnx`: LLaVA's `mlp2x_gelu` projector, spatial pooling and grid newlines
-//! (specs/llava-video-qwen2.md §3.4-§3.6), plus Loc3R's camera projector.
+//! (docs/prompt.md §4), plus Loc3R's camera projector.
 //!
 //! ```text
 //! image_features [F,g²,Cv] ─fc1─GELU(erf)─fc2─▶ [F,g²,H] ─MatMul(P [T,g²])─▶ [F,T,H] ─+ e⊗newline─▶ vision_embeds [F,T,H]
@@ -92,7 +92,7 @@ fn average_weights(input: usize, stride: usize) -> Vec<Vec<f64>> {
 
 /// The constant `P [T, g²]`, the newline indicator `e [T, 1]`, and T.
 /// Output order per frame: for each pooled row a, the G pooled tokens (a, 0..G) then
-/// one newline (specs §3.6).
+/// one newline (docs/prompt.md §4).
 pub fn pool_and_newline_layout(grid: usize, mode: PoolMode, stride: usize) -> (F32Tensor, F32Tensor, usize) {
     let axis = match mode {
         PoolMode::Bilinear => bilinear_weights(grid, pooled_side(grid, mode, stride)),
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn bilinear_27_to_14_matches_the_spec_table() {
         let w = bilinear_weights(27, 14);
-        // (d, i0, w(i0), i1, w(i1)) from specs/llava-video-qwen2.md §3.5.
+        // (d, i0, w(i0), i1, w(i1)) of PyTorch `interpolate(27 -> 14, bilinear, align_corners=False)`.
         let table = [
             (0, 0, 0.535714, 1, 0.464286),
             (3, 6, 0.75, 7, 0.25),
@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn tiny_grid_weights_match_the_spec() {
-        // 5 -> 3: sources 0.333, 2.0, 3.667 (specs §6).
+        // 5 -> 3 (the tiny config's pooling): sources 0.333, 2.0, 3.667.
         let w = bilinear_weights(5, 3);
         assert!((w[0][0] - 2.0 / 3.0).abs() < 1e-9 && (w[0][1] - 1.0 / 3.0).abs() < 1e-9);
         assert!((w[1][2] - 1.0).abs() < 1e-9);

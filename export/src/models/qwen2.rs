@@ -1,5 +1,5 @@
-//! `decoder.onnx`: one Qwen2 decoder step with a KV cache (specs/llava-video-qwen2.md
-//! §3.7, §7.1-§7.3; reference: HF `modeling_qwen2.py`, eager attention).
+//! `decoder.onnx`: one Qwen2 decoder step with a KV cache (docs/bundle.md §3-§4;
+//! reference: HF `modeling_qwen2.py`, eager attention).
 //!
 //! One graph serves prefill (`P = 0`, `S` large) and decode (`S = 1`):
 //!
@@ -12,7 +12,7 @@
 //! - **concat** (HF optimum / onnxruntime-genai convention):
 //!   `past_key_values.{i}.key/.value [B,KVH,P,D] ─concat new─▶ present.{i}.key/.value [B,KVH,P+S,D]`.
 //!   Simple, but every step copies the whole cache into a new `present` tensor.
-//! - **static** (spec §7.2a, extended with a shared prefix): the keys come from
+//! - **static** (docs/bundle.md §4; TensorRT-style fixed shapes, extended with a shared prefix): the keys come from
 //!   `past_key_values.{i}.* [B,KVH,P,D]`, a read-only prefix shared by many sequences (a
 //!   video's cached prompt, never copied), `cache.{i}.* [B,KVH,C,D]`, the sequence's own
 //!   preallocated buffer (slots whose `attention_mask` is 0 are ignored), and the `S` new

@@ -1,5 +1,5 @@
-//! `siglip.onnx`: the SigLIP vision tower as LLaVA uses it (specs/llava-video-qwen2.md
-//! §1.2, §3.3; reference: HF `modeling_siglip.py`, `SiglipVisionTransformer`).
+//! `siglip.onnx`: the SigLIP vision tower as LLaVA uses it (docs/prompt.md §4;
+//! reference: HF `modeling_siglip.py`, `SiglipVisionTransformer`).
 //!
 //! `pixel_values [F,3,S,S]` -> `image_features [F,g²,C]`: patch conv ("valid", so 384/14
 //! gives a 27×27 grid and the last 6 pixel rows/cols are never seen), learned position

@@ -1,4 +1,4 @@
-//! `make-tiny`: complete random checkpoints (architecture.md §3) for tests and benchmarks.
+//! `make-tiny`: complete random checkpoints (docs/bundle.md §6) for tests and benchmarks.
 //!
 //! Every tensor the name map lists is written with the release names and shapes for the
 //! chosen config, plus tensors a real checkpoint carries that the exporter must ignore

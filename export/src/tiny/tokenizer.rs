@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// Qwen2's pre-tokenizer regex (specs/llava-video-qwen2.md §5.1).
+/// Qwen2's pre-tokenizer regex (the `Split` pattern of Qwen2's `tokenizer.json`).
 pub const QWEN2_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 const CORPUS: &str = include_str!("corpus.txt");

@@ -1,4 +1,4 @@
-//! The CUT3R recurrence (specs/cut3r.md §4-§5): `cut3r_encoder` batched over frames, then
+//! The CUT3R recurrence (docs/cut3r.md §2-§3): `cut3r_encoder` batched over frames, then
 //! `cut3r_step` frame by frame carrying the state and memory, starting from the bundle's
 //! `cut3r_init.safetensors` with `is_first` on the first frame.
 

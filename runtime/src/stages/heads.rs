@@ -1,6 +1,6 @@
 //! Decoding of the Loc3R heads' outputs (pure math, no ONNX).
 //!
-//! Conventions (architecture.md §3): `pos_head` and `bev_head` output
+//! Conventions (docs/heads.md): `pos_head` and `bev_head` output
 //! `(x, y, log σx², log σy²)` in metres in the BEV frame; `ori_head` outputs `K` logits over
 //! yaw bins centred at `θ_k = 2πk/K`, decoded by the circular soft-argmax of the paper
 //! (eq. 9-10): `p = softmax(logits)`, `c = Σ p_k cos θ_k`, `s = Σ p_k sin θ_k`,

@@ -1,4 +1,4 @@
-//! The runtime's stages (style.md, "The runtime is a chain of named stages").
+//! The runtime's stages: the runtime is a chain of named stages.
 //!
 //! Each module owns one step of the pipeline, with typed inputs, outputs and errors:
 //!

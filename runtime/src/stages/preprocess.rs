@@ -1,9 +1,9 @@
 //! Stage `preprocess`: sampled RGB frames -> the pixel tensors of SigLIP and CUT3R.
 //!
-//! * SigLIP (llava-video-qwen2.md §3.2): PIL bicubic to `S×S` (no aspect preservation), then
+//! * SigLIP (docs/prompt.md §4): PIL bicubic to `S×S` (no aspect preservation), then
 //!   `v = u8 × (1/255)` (f64 product stored as f32, like HF `rescale`), then
 //!   `(v − 0.5) / 0.5` in f32; `[F, 3, S, S]`, RGB.
-//! * CUT3R (cut3r.md §2, official `load_images`): resize so the long side is `long_side`
+//! * CUT3R (docs/cut3r.md §1, official `load_images`): resize so the long side is `long_side`
 //!   (Python `round`), PIL LANCZOS when the long side shrinks, BICUBIC otherwise; centre crop
 //!   to multiples of 16; torchvision `ToTensor` (`u8 as f32 / 255` in f32) then
 //!   `Normalize(0.5, 0.5)`; `[F, 3, H, W]`.
@@ -333,7 +333,7 @@ impl Cut3rGeometry {
     }
 }
 
-/// cut3r.md §2: long side to `long_side` (`round(x·L/S)`, Python round = half to even),
+/// docs/cut3r.md §1: long side to `long_side` (`round(x·L/S)`, Python round = half to even),
 /// LANCZOS if `S > L` else BICUBIC; centre crop with `halfw = ((2·cx)//16)·8`,
 /// `halfh = ((2·cy)//16)·8`, and `halfh = 3·halfw/4` for a square image.
 pub fn cut3r_geometry(in_w: usize, in_h: usize, long_side: usize) -> Cut3rGeometry {

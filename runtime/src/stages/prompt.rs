@@ -1,4 +1,4 @@
-//! Prompt assembly (specs/llava-video-qwen2.md §4; Loc3R additions §4.6).
+//! Prompt assembly (docs/prompt.md §2-§3: LLaVA-Video's ChatML prompt plus the Loc3R additions).
 //!
 //! The user turn is `<image>\n{TIME}\n{situation}<Pos><Ori>{question}` inside the ChatML
 //! template. As LLaVA's `tokenizer_image_token` does, the prompt is split on `<image>`
@@ -61,7 +61,7 @@ fn two_decimals(x: f64) -> String {
     format!("{x:.2}")
 }
 
-/// The time instruction of LLaVA-Video (§4.3).
+/// The time instruction of LLaVA-Video (docs/prompt.md §2).
 pub fn time_instruction(params: &PromptParams, timing: &VideoTiming) -> String {
     let stamps: Vec<String> = timing.frame_times_s.iter().map(|t| format!("{}s", two_decimals(*t))).collect();
     params
@@ -158,7 +158,7 @@ mod tests {
         let tok = Tokenizer::from_file(&path).unwrap();
         let t = VideoTiming { duration_s: 3.0, frame_times_s: vec![0.0, 1.5, 2.9] };
         let plan = plan(&tok, &params(), &t, None, "How many chairs?").unwrap();
-        // specs §4.5: the 14-id head.
+        // The 14-id head of LLaVA-Video's system prompt (docs/prompt.md §3).
         assert_eq!(plan.head, vec![151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198]);
         assert_eq!(plan.video_tail[0], 198);
         assert!(plan.question.ends_with(&[151645, 198, 151644, 77091, 198]));

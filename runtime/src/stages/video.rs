@@ -1,6 +1,6 @@
 //! Stage `video`: a video file (or a directory of images) -> `N` uniformly sampled RGB frames.
 //!
-//! Reference: llava-video-qwen2.md §3.1 (LLaVA-Video `process_video_with_decord` with
+//! Reference: docs/prompt.md §1 (LLaVA-Video `process_video_with_decord` with
 //! `force_sample`): indices are NumPy `linspace(0, T-1, N, dtype=int)`, `time_s = index / fps`,
 //! `duration_s = T / fps`, where `fps` is the stream's average frame rate (decord
 //! `get_avg_fps()`).
@@ -100,7 +100,7 @@ pub struct Frames {
     pub duration_s: f64,
 }
 
-/// NumPy `linspace(0, T-1, N, dtype=int)` (llava-video-qwen2.md §3.1): `step = (T-1)/(N-1)`
+/// NumPy `linspace(0, T-1, N, dtype=int)` (docs/prompt.md §1): `step = (T-1)/(N-1)`
 /// in f64, `idx_k = floor(k·step)`, the last index pinned to `T-1`. `N = 1` gives `[0]` like
 /// NumPy. Duplicates when `T < N`.
 pub fn sample_indices(total_frames: usize, n: usize) -> Result<Vec<usize>, VideoError> {

@@ -1,10 +1,10 @@
-//! CUT3R-specific building blocks (specs/cut3r.md §3): RoPE-2D from constant tables,
+//! CUT3R-specific building blocks (docs/cut3r.md §2, docs/numerics.md §3): RoPE-2D from constant tables,
 //! self-/cross-attention with RoPE, the CroCo encoder `Block` and the DUSt3R `DecoderBlock`.
 //! Linear, LayerNorm, exact GELU, the MLP and f32 softmax are the shared blocks of
 //! [`crate::models::layers`].
 //!
 //! Every helper takes the builder, the `Weights` scope of its module and its inputs, and names
-//! its nodes `<module path>/<step>` (style.md "Naming in graphs"). Initializers keep their
+//! its nodes `<module path>/<step>` (docs/adding-a-model-family.md §3). Initializers keep their
 //! checkpoint names.
 //!
 //! Precision ([`Precision`]): matmuls, attention and MLPs run in `compute` (f32 or f16).
@@ -62,7 +62,7 @@ pub(super) struct RopeTable {
 
 /// The rows of a RoPE table, computed analytically in f64 (works for negative positions, e.g.
 /// the camera token's (−1, −1)): for token position (py, px) and j < Q = hd/4,
-/// `θ_j = p · base^(−j/Q)` (spec §3). Returns (`cos`, `sin±`) row-major `[N, hd]`.
+/// `θ_j = p · base^(−j/Q)` (docs/numerics.md §3). Returns (`cos`, `sin±`) row-major `[N, hd]`.
 pub(super) fn rope_rows(positions: &[(f64, f64)], head_dim: usize, base: f64) -> (Vec<f32>, Vec<f32>) {
     let q = head_dim / 4;
     let inv: Vec<f64> = (0..q).map(|j| base.powf(-(j as f64) / q as f64)).collect();
@@ -90,7 +90,7 @@ pub(super) fn rope_table(g: &mut GraphBuilder, name: &str, positions: &[(f64, f6
     RopeTable { cos, sin }
 }
 
-/// RoPE-2D on `x [B, heads, N, hd]` (rotate-half pairing within each half; spec §3):
+/// RoPE-2D on `x [B, heads, N, hd]` (rotate-half pairing within each half; docs/numerics.md §3):
 ///
 /// ```text
 /// x ──Split 4×Q──▶ a b c d ──Concat(b, a, d, c)──▶ x_sw
@@ -138,7 +138,7 @@ pub(super) struct Rope<'a> {
     pub k: &'a RopeTable,
 }
 
-/// Self-attention (`attn.qkv`, `attn.proj`; spec §3):
+/// Self-attention (`attn.qkv`, `attn.proj`; q, k, v are consecutive channel blocks of qkv):
 ///
 /// ```text
 /// x [B,N,C] ──qkv──▶ [B,N,3C] ──Split C|C|C──▶ q k v ──heads──▶ [B,h,N,hd]
@@ -219,7 +219,7 @@ pub(super) fn encoder_block(g: &mut GraphBuilder, w: &Weights, x: &Value, d: Blo
 }
 
 /// DUSt3R `DecoderBlock(x, y, xpos, ypos)` (`dec_blocks`, `dec_blocks_state`, retriever
-/// blocks; spec §3). `rope` holds the tables of x's and y's positions (`None`: no RoPE).
+/// blocks; the official DUSt3R class). `rope` holds the tables of x's and y's positions (`None`: no RoPE).
 /// Returns the new x; y passes through unchanged.
 ///
 /// ```text
@@ -255,7 +255,7 @@ pub(super) fn decoder_block(
 mod tests {
     use super::*;
 
-    /// Reference RoPE on one head vector, straight from the spec's formula.
+    /// Reference RoPE on one head vector, straight from the formula of `rope_rows`.
     fn rope_ref(t: &[f64], py: f64, px: f64, base: f64) -> Vec<f64> {
         let hd = t.len();
         let q = hd / 4;

@@ -1,5 +1,5 @@
 //! `cut3r_points`: the point-map heads of CUT3R (`downstream_head`, class `DPTPts3dPose`;
-//! specs/cut3r.md §6.2-§6.4), fed by the hooked decoder outputs `cut3r_step` exposes when the
+//! docs/cut3r.md §5), fed by the hooked decoder outputs `cut3r_step` exposes when the
 //! bundle is exported with `--cut3r-points`:
 //!
 //! ```text
@@ -206,7 +206,7 @@ fn fusion_block(g: &mut GraphBuilder, w: &Weights, previous: Option<&Value>, lat
     conv(g, &w.pp("out_conv"), &x, (c, c, 1), 1, 0, true, p)
 }
 
-/// `DPTOutputAdapter_fix.forward` (spec §6.3) over the four hooks → `[1, COUT=4, H, W]`.
+/// `DPTOutputAdapter_fix.forward` (official `dpt_head.py`) over the four hooks → `[1, COUT=4, H, W]`.
 ///
 /// ```text
 /// hook_k [1,N,C_k] ──Transpose, Reshape──▶ [1,C_k,h,w] ──act_postprocess.k──▶ L_k (4h, 2h, h, ⌈h/2⌉)
@@ -254,7 +254,7 @@ fn dpt_adapter(g: &mut GraphBuilder, w: &Weights, hooks: [&Value; 4], d: &Dims, 
     conv(g, &head.pp(4), &x, (dpt.last, 4, 1), 1, 0, true, p)
 }
 
-/// `postprocess` with depth mode `exp` and confidence mode `exp` from 1 (spec §6.4), in f32:
+/// `postprocess` with depth mode `exp` and confidence mode `exp` from 1 (docs/cut3r.md §5), in f32:
 ///
 /// ```text
 /// out [1,4,H,W] ──Cast f32, Transpose──▶ [1,H,W,4] ──Split 3|1──▶ xyz, c
