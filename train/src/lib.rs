@@ -6,3 +6,4 @@
 //! the same ONNX Runtime sessions that serve inference can train on CPU or CUDA.
 
 pub mod autodiff;
+pub mod losses;

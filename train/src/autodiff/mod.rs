@@ -24,9 +24,11 @@
 
 #[cfg(test)]
 mod cases;
+#[cfg(test)]
+mod ort_check;
 mod rules;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod vjp;
 
 use std::collections::{HashMap, HashSet};

@@ -109,34 +109,50 @@ fn every_rule_has_a_case_and_every_case_a_rule() {
     }
 }
 
+/// Central finite differences (h = 1e-6·max(1, |θ|)) of `loss` against the analytic
+/// `grads` for every element of every param; returns one line per disagreement
+/// (|analytic − numeric| > 1e-8 + 1e-6·|analytic|).
+pub(crate) fn finite_difference_failures(
+    g: &loc3r_export::graph::GraphBuilder,
+    feeds: &HashMap<String, Tensor>,
+    loss: &Value,
+    params: &[Value],
+    grads: &[Value],
+    label: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let want: Vec<&str> = std::iter::once(loss.name()).chain(grads.iter().map(Value::name)).collect();
+    let out = evaluate(g, feeds, &want).unwrap_or_else(|e| panic!("{label}: backward: {e}"));
+    for (param, grad) in params.iter().zip(grads) {
+        let analytic = out[grad.name()].float().expect("float gradient").clone();
+        let theta = feeds[param.name()].float().expect("float param").clone();
+        assert_eq!(analytic.shape(), theta.shape(), "{label}: gradient of {} has the wrong shape", param.name());
+        for (idx, &x) in theta.indexed_iter() {
+            let h = 1e-6 * x.abs().max(1.0);
+            let at = |delta: f64| {
+                let mut shifted = theta.clone();
+                shifted[&idx] = x + delta;
+                let mut feeds = feeds.clone();
+                feeds.insert(param.name().to_string(), Tensor::Float(shifted));
+                scalar(&evaluate(g, &feeds, &[loss.name()]).expect("forward")[loss.name()])
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            let a = analytic[&idx];
+            if (a - numeric).abs() > 1e-8 + 1e-6 * a.abs() {
+                failures.push(format!("{label}: d/d{}{:?}: analytic {a:e}, numeric {numeric:e}", param.name(), idx.slice()));
+            }
+        }
+    }
+    failures
+}
+
 #[test]
 fn every_rule_matches_central_finite_differences_in_f64() {
     let mut failures = Vec::new();
     for (k, (op, name, case)) in cases::all().into_iter().enumerate() {
         let label = format!("{op}/{name}");
         let p = prepare(&label, case, 1000 + k as u64);
-        let want: Vec<&str> = std::iter::once(p.loss.name()).chain(p.grads.iter().map(Value::name)).collect();
-        let out = evaluate(&p.builder.g, &p.feeds, &want).unwrap_or_else(|e| panic!("{label}: backward: {e}"));
-        for (param, grad) in p.params.iter().zip(&p.grads) {
-            let analytic = out[grad.name()].float().expect("float gradient").clone();
-            let theta = p.feeds[param.name()].float().expect("float param").clone();
-            assert_eq!(analytic.shape(), theta.shape(), "{label}: gradient of {} has the wrong shape", param.name());
-            for (idx, &x) in theta.indexed_iter() {
-                let h = 1e-6 * x.abs().max(1.0);
-                let mut at = |delta: f64| {
-                    let mut shifted = theta.clone();
-                    shifted[&idx] = x + delta;
-                    let mut feeds = p.feeds.clone();
-                    feeds.insert(param.name().to_string(), Tensor::Float(shifted));
-                    scalar(&evaluate(&p.builder.g, &feeds, &[p.loss.name()]).expect("forward")[p.loss.name()])
-                };
-                let numeric = (at(h) - at(-h)) / (2.0 * h);
-                let a = analytic[&idx];
-                if (a - numeric).abs() > 1e-8 + 1e-6 * a.abs() {
-                    failures.push(format!("{label}: d/d{}{:?}: analytic {a:e}, numeric {numeric:e}", param.name(), idx.slice()));
-                }
-            }
-        }
+        failures.extend(finite_difference_failures(&p.builder.g, &p.feeds, &p.loss, &p.params, &p.grads, &label));
     }
     assert!(failures.is_empty(), "{} gradient element(s) disagree:\n{}", failures.len(), failures.join("\n"));
 }
