@@ -4,3 +4,5 @@
 //! forward graph from checkpoint weights; this crate turns a forward graph and a scalar
 //! loss into a training graph (forward + vector-Jacobian products) in standard ONNX ops, so
 //! the same ONNX Runtime sessions that serve inference can train on CPU or CUDA.
+
+pub mod interp;
