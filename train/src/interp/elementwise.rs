@@ -268,7 +268,15 @@ mod tests {
             f64::cos,
             f64::floor,
             f64::ceil,
-            |v| if v > 0.0 { 1.0 } else if v < 0.0 { -1.0 } else { 0.0 },
+            |v| {
+                if v > 0.0 {
+                    1.0
+                } else if v < 0.0 {
+                    -1.0
+                } else {
+                    0.0
+                }
+            },
         ];
         let refs: Vec<_> = outs.iter().collect();
         let got = eval(&g, &[("x", floats(&[2, 3], &xs))], &refs);
@@ -311,7 +319,15 @@ mod tests {
         let a = g.input("a", DType::F32, [2usize, 1, 3]);
         let b = g.input("b", DType::F32, [4usize, 1]);
         let mut s = g.scope("t");
-        let outs = [s.add("Add", &a, &b), s.sub("Sub", &a, &b), s.mul("Mul", &a, &b), s.div("Div", &a, &b), s.pow("Pow", &b, &a), s.max("Max", &a, &b), s.min("Min", &a, &b)];
+        let outs = [
+            s.add("Add", &a, &b),
+            s.sub("Sub", &a, &b),
+            s.mul("Mul", &a, &b),
+            s.div("Div", &a, &b),
+            s.pow("Pow", &b, &a),
+            s.max("Max", &a, &b),
+            s.min("Min", &a, &b),
+        ];
         let fns: [fn(f64, f64) -> f64; 7] = [|x, y| x + y, |x, y| x - y, |x, y| x * y, |x, y| x / y, |x, y| y.powf(x), f64::max, f64::min];
         let got = eval(&g, &[("a", floats(&[2, 1, 3], &av)), ("b", floats(&[4, 1], &bv))], &outs.iter().collect::<Vec<_>>());
         for (t, f) in got.iter().zip(fns) {

@@ -230,3 +230,92 @@ fn one_hot<T: Elem>(a: &NodeArgs) -> OpResult {
     });
     one(T::wrap(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use loc3r_export::graph::{Attr, GraphBuilder};
+    use loc3r_export::DType;
+
+    use crate::interp::testing::{assert_floats, assert_ints, eval, floats, ints, ramp};
+
+    #[test]
+    fn gather_takes_negative_indices_on_any_axis() {
+        let xv = ramp(12, 0.0, 1.0);
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [3usize, 4]);
+        let idx = g.input("idx", DType::I64, [2usize, 2]);
+        let mut s = g.scope("t");
+        let rows = s.gather("rows", &x, &idx, 0); // [2, 2, 4]
+        let cols = s.gather("cols", &x, &idx, -1); // [3, 2, 2]
+        let one = s.scalar_i64(-1);
+        let last = s.gather("last", &x, &one, 1); // [3]
+        let got = eval(&g, &[("x", floats(&[3, 4], &xv)), ("idx", ints(&[2, 2], &[0, -1, 2, 1]))], &[&rows, &cols, &last]);
+        let row = |r: usize| (0..4).map(move |c| (r * 4 + c) as f64);
+        let want: Vec<f64> = [0, 2, 2, 1].into_iter().flat_map(row).collect();
+        assert_floats(&got[0], &[2, 2, 4], &want);
+        let want: Vec<f64> = (0..3).flat_map(|r| [0, 3, 2, 1].map(|c| (r * 4 + c) as f64)).collect();
+        assert_floats(&got[1], &[3, 2, 2], &want);
+        assert_floats(&got[2], &[3], &[3.0, 7.0, 11.0]);
+    }
+
+    #[test]
+    fn gather_rejects_out_of_range_indices() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [3usize]);
+        let i = g.constant_i64(&[3], &[1]);
+        let y = g.scope("t").gather("Gather", &x, &i, 0);
+        let feeds = [("x".to_string(), floats(&[3], &[1.0, 2.0, 3.0]))].into_iter().collect();
+        let err = crate::interp::evaluate(&g, &feeds, &[y.name()]).unwrap_err().to_string();
+        assert!(err.contains("t/Gather") && err.contains("index 3 is out of range for an axis of size 3"), "{err}");
+    }
+
+    #[test]
+    fn gather_elements_and_scatter_elements() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize, 3]);
+        let mut s = g.scope("t");
+        let idx = s.constant_i64(&[2, 0, -1, 1, 1, 0], &[2, 3]);
+        let ge = s.op("GatherElements", "GatherElements", &[&x, &idx], &[("axis", Attr::Int(1))], DType::F32, [2usize, 3]);
+        let upd = s.constant_f32(&[10.0, 20.0, 30.0, 40.0, 50.0, 60.0], &[2, 3]);
+        let col = s.constant_i64(&[1, 0, 1], &[1, 3]);
+        let upd_row = s.constant_f32(&[1.0, 2.0, 3.0], &[1, 3]);
+        let set = s.op("ScatterElements", "ScatterElements", &[&x, &col, &upd_row], &[], DType::F32, [2usize, 3]);
+        let add = s.op("ScatterAdd", "ScatterElements", &[&x, &idx, &upd], &[("axis", Attr::Int(-1)), ("reduction", "add".into())], DType::F32, [2usize, 3]);
+        let got = eval(&g, &[("x", floats(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))], &[&ge, &set, &add]);
+        assert_floats(&got[0], &[2, 3], &[3.0, 1.0, 3.0, 5.0, 5.0, 4.0]);
+        assert_floats(&got[1], &[2, 3], &[1.0, 2.0, 3.0, 1.0, 5.0, 3.0]);
+        // Row 0 gets 10 at col 2, 20 at col 0, 30 at col 2; row 1: 40 at 1, 50 at 1, 60 at 0.
+        assert_floats(&got[2], &[2, 3], &[21.0, 2.0, 43.0, 64.0, 95.0, 6.0]);
+    }
+
+    #[test]
+    fn scatter_nd_and_gather_nd_address_slices() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize, 2, 2]);
+        let mut s = g.scope("t");
+        let idx = s.constant_i64(&[1, 0, 1, 0, -1, 1], &[3, 2]);
+        let upd = s.constant_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]);
+        let set = s.op("ScatterND", "ScatterND", &[&x, &idx, &upd], &[], DType::F32, [2usize, 2, 2]);
+        let add = s.op("ScatterAdd", "ScatterND", &[&x, &idx, &upd], &[("reduction", "add".into())], DType::F32, [2usize, 2, 2]);
+        let gidx = s.constant_i64(&[1, 1, 0, 0], &[2, 2]);
+        let gnd = s.op("GatherND", "GatherND", &[&x, &gidx], &[], DType::F32, [2usize, 2]);
+        let xv = ramp(8, 0.0, 1.0);
+        let got = eval(&g, &[("x", floats(&[2, 2, 2], &xv))], &[&set, &add, &gnd]);
+        assert_floats(&got[0], &[2, 2, 2], &[0.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_floats(&got[1], &[2, 2, 2], &[0.0, 1.0, 2.0, 3.0, 8.0, 11.0, 11.0, 13.0]);
+        assert_floats(&got[2], &[2, 2], &[6.0, 7.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn one_hot_on_a_leading_axis_with_negative_indices() {
+        let mut g = GraphBuilder::new("t");
+        let i = g.input("i", DType::I64, [3usize]);
+        let mut s = g.scope("t");
+        let depth = s.scalar_i64(3);
+        let values = s.constant_i64(&[0, 5], &[2]);
+        let oh = s.op("OneHot", "OneHot", &[&i, &depth, &values], &[("axis", Attr::Int(0))], DType::I64, [3usize, 3]);
+        let got = eval(&g, &[("i", ints(&[3], &[0, -1, 7]))], &[&oh]);
+        // Column j is index j's one-hot vector; 7 is out of range (all off).
+        assert_ints(&got[0], &[3, 3], &[5, 0, 0, 0, 0, 0, 0, 5, 0]);
+    }
+}

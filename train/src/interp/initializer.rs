@@ -22,13 +22,19 @@ pub(crate) fn read(init: &Initializer) -> Result<Tensor, InterpError> {
         return Err(fail(format!("wrote {} bytes, but {numel} elements need {}", bytes.len(), numel * dtype.size())));
     }
     let tensor = match dtype {
-        DType::F32 => Tensor::Float(from_vec(&shape, bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()).map_err(fail)?),
+        DType::F32 => {
+            Tensor::Float(from_vec(&shape, bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()).map_err(fail)?)
+        }
         DType::F16 => Tensor::Float(from_vec(&shape, bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64()).collect()).map_err(fail)?),
-        DType::BF16 => Tensor::Float(from_vec(&shape, bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect()).map_err(fail)?),
+        DType::BF16 => {
+            Tensor::Float(from_vec(&shape, bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64()).collect()).map_err(fail)?)
+        }
         DType::I64 => Tensor::Int(
             from_vec(&shape, bytes.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()).map_err(fail)?,
         ),
-        DType::I32 => Tensor::Int(from_vec(&shape, bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()).map_err(fail)?),
+        DType::I32 => {
+            Tensor::Int(from_vec(&shape, bytes.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()).map_err(fail)?)
+        }
         DType::U8 => Tensor::Int(from_vec(&shape, bytes.iter().map(|&b| i64::from(b)).collect()).map_err(fail)?),
         DType::Bool => Tensor::Bool(from_vec(&shape, bytes.iter().map(|&b| b != 0).collect()).map_err(fail)?),
     };

@@ -73,7 +73,8 @@ type OpResult = Result<Vec<Tensor>, String>;
 /// dims; feeds that nothing requested depends on are ignored.
 pub fn evaluate(g: &GraphBuilder, feeds: &HashMap<String, Tensor>, outputs: &[&str]) -> Result<HashMap<String, Tensor>, InterpError> {
     let nodes = g.nodes();
-    let producer: HashMap<&str, usize> = nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i))).collect();
+    let producer: HashMap<&str, usize> =
+        nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i))).collect();
     let graph_inputs: HashMap<&str, &loc3r_export::graph::Value> = g.inputs().iter().map(|v| (v.name(), v)).collect();
     let initializers: HashMap<&str, usize> = g.initializers().iter().enumerate().map(|(i, init)| (init.value.name(), i)).collect();
 
@@ -100,7 +101,8 @@ pub fn evaluate(g: &GraphBuilder, feeds: &HashMap<String, Tensor>, outputs: &[&s
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     for &name in &leaves {
         if let Some(feed) = feeds.get(name).filter(|_| graph_inputs.contains_key(name)) {
-            check_declared(feed, graph_inputs[name].dtype(), graph_inputs[name].shape()).map_err(|problem| InterpError::BadFeed { name: name.to_string(), problem })?;
+            check_declared(feed, graph_inputs[name].dtype(), graph_inputs[name].shape())
+                .map_err(|problem| InterpError::BadFeed { name: name.to_string(), problem })?;
             values.insert(name, feed.clone());
         } else if let Some(&i) = initializers.get(name) {
             values.insert(name, initializer::read(&g.initializers()[i])?);
@@ -153,7 +155,9 @@ fn run_node<'g>(g: &'g GraphBuilder, node: &'g Node, values: &HashMap<&str, Tens
     let inputs = node
         .inputs
         .iter()
-        .map(|name| if name.is_empty() { Ok(None) } else { values.get(name.as_str()).map(Some).ok_or_else(|| InterpError::UnknownValue { name: name.clone() }) })
+        .map(
+            |name| if name.is_empty() { Ok(None) } else { values.get(name.as_str()).map(Some).ok_or_else(|| InterpError::UnknownValue { name: name.clone() }) },
+        )
         .collect::<Result<Vec<_>, _>>()?;
     let args = NodeArgs { node, inputs, opset: g.opset() };
     let result = elementwise::run(&args)
@@ -194,4 +198,83 @@ fn check_declared(t: &Tensor, dtype: DType, shape: &[Dim]) -> Result<(), String>
         return Err(format!("has shape {:?}, but the graph declares {}", t.shape(), loc3r_export::graph::shape_string(shape)));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use loc3r_export::graph::{GraphBuilder, NodeSpec, OutputSpec};
+    use loc3r_export::tensor::F32Tensor;
+    use loc3r_export::{dims, DType};
+
+    use super::testing::{assert_floats, eval, floats, ints};
+    use super::{evaluate, InterpError};
+
+    /// A graph with a branch the interpreter cannot run: asking only for the other branch
+    /// never touches it.
+    fn two_branches() -> (GraphBuilder, String, String) {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize]);
+        let unused = g.input("unused", DType::F32, [2usize]);
+        let mut s = g.scope("t");
+        let y = s.exp("Exp", &x);
+        let z = s.mul("Mul", &y, &x);
+        let spec = NodeSpec {
+            op_type: "FusedThing",
+            domain: "com.microsoft",
+            inputs: vec![Some(&unused)],
+            outputs: vec![OutputSpec { name: None, dtype: DType::F32, shape: dims![2] }],
+            ..NodeSpec::default()
+        };
+        let custom = s.node("Fused", spec).remove(0);
+        (g, z.name().to_string(), custom.name().to_string())
+    }
+
+    #[test]
+    fn evaluates_only_what_the_outputs_need() {
+        let (g, z, custom) = two_branches();
+        let feeds: HashMap<String, _> = [("x".to_string(), floats(&[2], &[0.0, 1.0]))].into_iter().collect();
+        let y = "t/Exp/output_0";
+        let got = evaluate(&g, &feeds, &[&z, y, "x"]).unwrap();
+        assert_floats(&got[z.as_str()], &[2], &[0.0, std::f64::consts::E]);
+        assert_floats(&got[y], &[2], &[1.0, std::f64::consts::E]);
+        assert_floats(&got["x"], &[2], &[0.0, 1.0]);
+        let err = evaluate(&g, &feeds, &[&custom]).unwrap_err();
+        assert!(matches!(err, InterpError::MissingFeed { ref name } if name == "unused"), "{err}");
+        let feeds: HashMap<String, _> = [("unused".to_string(), floats(&[2], &[0.0, 1.0]))].into_iter().collect();
+        let err = evaluate(&g, &feeds, &[&custom]).unwrap_err();
+        assert!(matches!(err, InterpError::Unsupported { ref node, ref op } if node == "t/Fused" && op == "com.microsoft::FusedThing"), "{err}");
+        assert!(err.to_string().contains("not supported by the reference interpreter"), "{err}");
+    }
+
+    #[test]
+    fn feeds_and_names_are_checked() {
+        let (g, z, _) = two_branches();
+        let feeds: HashMap<String, _> = [("x".to_string(), ints(&[2], &[0, 1]))].into_iter().collect();
+        let err = evaluate(&g, &feeds, &[&z]).unwrap_err().to_string();
+        assert!(err.contains("feed `x`: holds integer elements, but the graph declares f32"), "{err}");
+        let feeds: HashMap<String, _> = [("x".to_string(), floats(&[3], &[0.0, 1.0, 2.0]))].into_iter().collect();
+        let err = evaluate(&g, &feeds, &[&z]).unwrap_err().to_string();
+        assert!(err.contains("has shape [3], but the graph declares [2]"), "{err}");
+        let err = evaluate(&g, &feeds, &["nope"]).unwrap_err();
+        assert!(matches!(err, InterpError::UnknownValue { .. }), "{err}");
+    }
+
+    /// Initializers hold the value of their declared dtype: an f16 weight is rounded.
+    #[test]
+    fn initializers_are_read_in_their_dtype() {
+        let mut g = GraphBuilder::new("t");
+        let v = 0.1f32;
+        let w16 = g.initializer("w16", Arc::new(F32Tensor::new(vec![1], vec![v])), DType::F16);
+        let wbf = g.initializer("wbf", Arc::new(F32Tensor::new(vec![1], vec![v])), DType::BF16);
+        let w32 = g.initializer("w32", Arc::new(F32Tensor::new(vec![1], vec![v])), DType::F32);
+        let i32c = g.constant(loc3r_export::graph::ConstTensor::new(DType::I32, vec![2], loc3r_export::graph::ConstValues::Int(vec![-3, 4])).unwrap());
+        let got = eval(&g, &[], &[&w16, &wbf, &w32, &i32c]);
+        assert_floats(&got[0], &[1], &[half::f16::from_f32(v).to_f64()]);
+        assert_floats(&got[1], &[1], &[half::bf16::from_f32(v).to_f64()]);
+        assert_floats(&got[2], &[1], &[f64::from(v)]);
+        super::testing::assert_ints(&got[3], &[2], &[-3, 4]);
+    }
 }

@@ -109,3 +109,97 @@ fn layer_norm(a: &NodeArgs) -> OpResult {
     let inv_std = reshape(&ArrayD::from_shape_vec(vec![outer], inv_stds).map_err(|e| e.to_string())?, &stat_shape)?;
     Ok(vec![Tensor::Float(y), Tensor::Float(mean), Tensor::Float(inv_std)])
 }
+
+#[cfg(test)]
+mod tests {
+    use loc3r_export::graph::{Attr, GemmOptions, GraphBuilder, NodeSpec, OutputSpec};
+    use loc3r_export::{dims, DType};
+
+    use crate::interp::testing::{assert_floats, eval, floats, ramp};
+
+    /// `sum_k a[.., i, k]·b[.., k, j]` by loops, for row-major operands.
+    fn mm(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        (0..m * n).map(|ij| (0..k).map(|kk| a[ij / n * k + kk] * b[kk * n + ij % n]).sum()).collect()
+    }
+
+    #[test]
+    fn matmul_with_vectors_and_batch_broadcast() {
+        let mut g = GraphBuilder::new("t");
+        let v = g.input("v", DType::F32, [3usize]);
+        let m = g.input("m", DType::F32, [3usize, 2]);
+        let a = g.input("a", DType::F32, [2usize, 1, 2, 3]);
+        let b = g.input("b", DType::F32, [4usize, 3, 2]);
+        let mut s = g.scope("t");
+        let vm = s.matmul("vm", &v, &m); // [2]
+        let mt = s.transpose("mt", &m, &[1, 0]);
+        let mv = s.matmul("mv", &mt, &v); // [2]
+        let ab = s.matmul("ab", &a, &b); // [2, 4, 2, 2]
+        let (vv, mvals, av, bv) = (ramp(3, 1.0, 1.0), ramp(6, -1.0, 0.5), ramp(12, 0.5, 0.25), ramp(24, -2.0, 0.2));
+        let feeds = [("v", floats(&[3], &vv)), ("m", floats(&[3, 2], &mvals)), ("a", floats(&[2, 1, 2, 3], &av)), ("b", floats(&[4, 3, 2], &bv))];
+        let got = eval(&g, &feeds, &[&vm, &mv, &ab]);
+        let want = mm(&vv, &mvals, 1, 3, 2);
+        assert_floats(&got[0], &[2], &want);
+        assert_floats(&got[1], &[2], &want);
+        let mut want = Vec::new();
+        for i in 0..2 {
+            for j in 0..4 {
+                want.extend(mm(&av[i * 6..i * 6 + 6], &bv[j * 6..j * 6 + 6], 2, 3, 2));
+            }
+        }
+        assert_floats(&got[2], &[2, 4, 2, 2], &want);
+    }
+
+    #[test]
+    fn gemm_with_transposes_alpha_beta_and_broadcast_bias() {
+        let mut g = GraphBuilder::new("t");
+        let a = g.input("a", DType::F32, [3usize, 2]); // A' = a^T: [2, 3]
+        let b = g.input("b", DType::F32, [4usize, 3]); // B' = b^T: [3, 4]
+        let c = g.input("c", DType::F32, [4usize]);
+        let opts = GemmOptions { alpha: 0.5, beta: 2.0, trans_a: true, trans_b: true };
+        let y = g.scope("t").gemm("Gemm", &a, &b, Some(&c), opts);
+        let (av, bv, cv) = (ramp(6, -1.0, 0.5), ramp(12, 0.0, 0.25), ramp(4, 1.0, -1.0));
+        let got = eval(&g, &[("a", floats(&[3, 2], &av)), ("b", floats(&[4, 3], &bv)), ("c", floats(&[4], &cv))], &[&y]);
+        let want: Vec<f64> = (0..8)
+            .map(|ij| {
+                let (i, j) = (ij / 4, ij % 4);
+                0.5 * (0..3).map(|k| av[k * 2 + i] * bv[j * 3 + k]).sum::<f64>() + 2.0 * cv[j]
+            })
+            .collect();
+        assert_floats(&got[0], &[2, 4], &want);
+    }
+
+    /// Normalising the last two axes, with the optional Mean and InvStdDev outputs.
+    #[test]
+    fn layer_norm_over_trailing_axes_with_statistics() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize, 2, 3]);
+        let scale = g.input("scale", DType::F32, [3usize]);
+        let bias = g.input("bias", DType::F32, [2usize, 3]);
+        let spec = NodeSpec {
+            op_type: "LayerNormalization",
+            inputs: vec![Some(&x), Some(&scale), Some(&bias)],
+            attrs: vec![("axis".into(), Attr::Int(-2)), ("epsilon".into(), Attr::Float(0.25))],
+            outputs: vec![
+                OutputSpec { name: None, dtype: DType::F32, shape: dims![2, 2, 3] },
+                OutputSpec { name: None, dtype: DType::F32, shape: dims![2, 1, 1] },
+                OutputSpec { name: None, dtype: DType::F32, shape: dims![2, 1, 1] },
+            ],
+            ..NodeSpec::default()
+        };
+        let outs = g.scope("t").node("LayerNormalization", spec);
+        let (xv, sv, bv) = ([1.0, 2.0, 4.0, -1.0, 0.0, 3.0, 5.0, 5.0, 6.0, 7.0, 2.0, 5.0], [1.0, 2.0, 0.5], ramp(6, 0.0, 0.1));
+        let got = eval(&g, &[("x", floats(&[2, 2, 3], &xv)), ("scale", floats(&[3], &sv)), ("bias", floats(&[2, 3], &bv))], &outs.iter().collect::<Vec<_>>());
+        let (mut y, mut means, mut invs) = (Vec::new(), Vec::new(), Vec::new());
+        for row in xv.chunks(6) {
+            let mean = row.iter().sum::<f64>() / 6.0;
+            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 6.0;
+            let inv = 1.0 / (var + 0.25).sqrt();
+            y.extend(row.iter().enumerate().map(|(i, v)| (v - mean) * inv * sv[i % 3] + bv[i]));
+            means.push(mean);
+            invs.push(inv);
+        }
+        assert_floats(&got[0], &[2, 2, 3], &y);
+        assert_floats(&got[1], &[2, 1, 1], &means);
+        assert_floats(&got[2], &[2, 1, 1], &invs);
+    }
+}

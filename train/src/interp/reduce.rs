@@ -79,11 +79,8 @@ pub(crate) fn reduce_lanes<T: Copy, U>(x: &ArrayD<T>, axes: &[usize], keepdims: 
         let flat: Vec<T> = x.view().permuted_axes(perm).iter().copied().collect();
         flat.chunks(inner).map(f).collect()
     };
-    let shape: Vec<usize> = if keepdims {
-        (0..rank).map(|i| if axes.contains(&i) { 1 } else { x.shape()[i] }).collect()
-    } else {
-        kept.iter().map(|&i| x.shape()[i]).collect()
-    };
+    let shape: Vec<usize> =
+        if keepdims { (0..rank).map(|i| if axes.contains(&i) { 1 } else { x.shape()[i] }).collect() } else { kept.iter().map(|&i| x.shape()[i]).collect() };
     from_vec(&shape, values)
 }
 
@@ -203,7 +200,8 @@ mod tests {
             for (n, (_, f)) in ops.iter().enumerate() {
                 let last: Vec<f64> = (0..6).map(|r| f(&(0..4).map(|k| at(r / 3, r % 3, k)).collect::<Vec<_>>())).collect();
                 assert_floats(&got[2 * n], &[2, 3, 1], &last);
-                let outer: Vec<f64> = (0..3).map(|j| f(&(0..2).flat_map(|i| (0..4).map(move |k| (i, k))).map(|(i, k)| at(i, j, k)).collect::<Vec<_>>())).collect();
+                let outer: Vec<f64> =
+                    (0..3).map(|j| f(&(0..2).flat_map(|i| (0..4).map(move |k| (i, k))).map(|(i, k)| at(i, j, k)).collect::<Vec<_>>())).collect();
                 assert_floats(&got[2 * n + 1], &[3], &outer);
             }
         }

@@ -130,7 +130,8 @@ fn concat<T: Elem>(a: &NodeArgs) -> OpResult {
     let parts: Vec<&ArrayD<T>> = (0..a.inputs.len()).map(|i| a.typed::<T>(i)).collect::<Result<_, _>>()?;
     let ax = axis(a.int_attr("axis", i64::MIN)?, parts[0].ndim())?;
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    let out = ndarray::concatenate(Axis(ax), &views).map_err(|e| format!("cannot concatenate {:?} along axis {ax}: {e}", parts.iter().map(|p| p.shape()).collect::<Vec<_>>()))?;
+    let out = ndarray::concatenate(Axis(ax), &views)
+        .map_err(|e| format!("cannot concatenate {:?} along axis {ax}: {e}", parts.iter().map(|p| p.shape()).collect::<Vec<_>>()))?;
     one(T::wrap(out))
 }
 
@@ -391,8 +392,17 @@ mod tests {
         let mut s = g.scope("t");
         let c = s.concat("Concat", &[&a, &b], -1); // [2, 5]
         let parts = s.split("Split", &c, -1, &[3, 2]);
-        let outputs = [3usize, 2, 1].iter().map(|&n| OutputSpec { name: None, dtype: DType::F32, shape: dims![2, n] }).collect();
-        let even = s.node("SplitN", NodeSpec { op_type: "Split", inputs: vec![Some(&c)], attrs: vec![("axis".into(), Attr::Int(1)), ("num_outputs".into(), Attr::Int(3))], outputs, ..NodeSpec::default() });
+        let outputs = [2usize, 2, 1].iter().map(|&n| OutputSpec { name: None, dtype: DType::F32, shape: dims![2, n] }).collect();
+        let even = s.node(
+            "SplitN",
+            NodeSpec {
+                op_type: "Split",
+                inputs: vec![Some(&c)],
+                attrs: vec![("axis".into(), Attr::Int(1)), ("num_outputs".into(), Attr::Int(3))],
+                outputs,
+                ..NodeSpec::default()
+            },
+        );
         let (av, bv) = ([10.0, 20.0], ramp(8, 0.0, 1.0));
         let got = eval(&g, &[("a", floats(&[2, 1], &av)), ("b", floats(&[2, 4], &bv))], &[&c, &parts[0], &parts[1], &even[0], &even[1], &even[2]]);
         assert_floats(&got[0], &[2, 5], &[10.0, 0.0, 1.0, 2.0, 3.0, 20.0, 4.0, 5.0, 6.0, 7.0]);
