@@ -3,7 +3,9 @@
 //! The exporter's graph builder ([`loc3r_export::graph::GraphBuilder`]) builds every
 //! forward graph from checkpoint weights; this crate turns a forward graph and a scalar
 //! loss into a training graph (forward + vector-Jacobian products) in standard ONNX ops, so
-//! the same ONNX Runtime sessions that serve inference can train on CPU or CUDA.
+//! the same ONNX Runtime sessions that serve inference can train on CPU or CUDA. The f64
+//! reference interpreter ([`interp`]) is the oracle its gradient tests run on.
 
 pub mod autodiff;
+pub mod interp;
 pub mod losses;
