@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use loc3r_export::graph::{Dim, Value};
 use loc3r_export::DType;
-use ndarray::ArrayD;
+use ndarray::{ArrayD, Dimension};
 
 use super::cases::{self, CaseBuilder, Init};
 use super::{differentiate, supported_ops, Seed};
