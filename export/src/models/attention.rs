@@ -7,6 +7,20 @@
 //! Precision: the matmuls run in the dtype of `q` (the graph's compute dtype); scores are
 //! cast to f32 before the mask and the softmax, and the probabilities back before the
 //! context matmul.
+//!
+//! Grouped-query heads and key blocks (Qwen2's static KV cache):
+//!
+//! ```text
+//! GQA, n_rep = heads / kvh: query head h uses KV head ⌊h / n_rep⌋
+//!   q [B,heads,S,D] ─Reshape─▶ [B,kvh,n_rep,S,D] ┐
+//!   k [B,kvh,T,D] ─Unsqueeze(2)─▶ [B,kvh,1,T,D]  ┴─ MatMul broadcasts over n_rep (K/V never expanded)
+//!
+//! key axis T of the static layout, two blocks:
+//!   │ prefix (P, read-only) │ cache (C) │ new (S) │
+//!   └──── block "prefix/" ──┘└──── block "own/" ──┘
+//!   scores = Concat(q·prefixᵀ, q·ownᵀ) ─Softmax over T─▶ probs ─Slice [0,P)─▶ ·v_prefix ─┐
+//!                                                          └─Slice [P,T)─▶ ·v_own ────┴─Add─▶ context
+//! ```
 
 use crate::graph::{GraphBuilder, Scope, Value};
 use crate::models::layers::{cast_to, softmax_f32};
@@ -122,6 +136,9 @@ pub fn attention(g: &mut GraphBuilder, path: &str, q: &Value, k: &Value, v: &Val
     let kv_heads = o.kv_heads.unwrap_or(heads);
     let compute = q.dtype();
     let mut s = g.scope(path);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        s.problem(format!("{path}: {heads} query heads cannot be grouped over {kv_heads} key/value heads (it must divide them)"));
+    }
     let mut q = split_heads(&mut s, "q", q, heads, d);
     let mut k = split_heads(&mut s, "k", k, kv_heads, d);
     let v = split_heads(&mut s, "v", v, kv_heads, d);
@@ -209,4 +226,121 @@ pub fn attention(g: &mut GraphBuilder, path: &str, q: &Value, k: &Value, v: &Val
 fn split_heads(s: &mut Scope<'_>, name: &str, x: &Value, heads: usize, head_dim: usize) -> Value {
     let x = s.reshape(&format!("{name}/split_heads"), x, [0, 0, heads as i64, head_dim as i64]);
     s.transpose(&format!("{name}/heads_first"), &x, &[0, 2, 1, 3])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ndarray::{ArrayD, IxDyn};
+
+    use super::*;
+    use crate::dims;
+    use crate::graph::testing::{assert_close, feed_f32, run_f32};
+    use crate::graph::Dim;
+
+    const HEADS: usize = 4;
+    const KV_HEADS: usize = 2;
+    const D: usize = 4;
+    const S: usize = 3;
+    const PREFIX: usize = 2;
+    const CACHE: usize = 2;
+    const T: usize = PREFIX + CACHE + S;
+    /// A cache slot the mask hides (an unwritten slot of the static buffer).
+    const HIDDEN_SLOT: usize = PREFIX + 1;
+
+    fn data(n: usize, offset: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.37 + offset).sin()).collect()
+    }
+
+    /// Causal (bottom-right aligned) and padding mask `[1,1,1,S,T]`, 0 or f32::MIN.
+    fn mask() -> Vec<f32> {
+        let mut m = vec![0.0; S * T];
+        for i in 0..S {
+            for t in 0..T {
+                if t > T - S + i || t == HIDDEN_SLOT {
+                    m[i * T + t] = f32::MIN;
+                }
+            }
+        }
+        m
+    }
+
+    /// Straight from the definition: each query head against every key of its KV head.
+    fn reference(inputs: &HashMap<&str, Vec<f32>>) -> Vec<f32> {
+        let n_rep = HEADS / KV_HEADS;
+        let key = |name: &str, kh: usize, t: usize, d: usize| -> f32 {
+            let (past, cache, new) = (&inputs[&*format!("prefix_{name}")], &inputs[&*format!("cache_{name}")], &inputs[name]);
+            if t < PREFIX {
+                past[(kh * PREFIX + t) * D + d]
+            } else if t < PREFIX + CACHE {
+                cache[(kh * CACHE + t - PREFIX) * D + d]
+            } else {
+                new[(t - PREFIX - CACHE) * KV_HEADS * D + kh * D + d]
+            }
+        };
+        let (q, mask) = (&inputs["q"], mask());
+        let mut out = vec![0.0; S * HEADS * D];
+        for i in 0..S {
+            for h in 0..HEADS {
+                let kh = h / n_rep;
+                let scores: Vec<f64> = (0..T)
+                    .map(|t| {
+                        let dot: f64 = (0..D).map(|d| f64::from(q[i * HEADS * D + h * D + d]) * f64::from(key("k", kh, t, d))).sum();
+                        dot / (D as f64).sqrt() + f64::from(mask[i * T + t])
+                    })
+                    .collect();
+                let top = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - top).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for d in 0..D {
+                    let ctx: f64 = (0..T).map(|t| e[t] / z * f64::from(key("v", kh, t, d))).sum();
+                    out[i * HEADS * D + h * D + d] = ctx as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// GQA over the static layout's two key blocks with a padding slot masked equals
+    /// attention over the concatenated keys, whichever side takes the scale; no node expands K/V.
+    #[test]
+    fn grouped_attention_over_two_key_blocks_matches_the_definition() {
+        let shapes: [(&str, Vec<usize>); 7] = [
+            ("q", vec![1, S, HEADS * D]),
+            ("k", vec![1, S, KV_HEADS * D]),
+            ("v", vec![1, S, KV_HEADS * D]),
+            ("prefix_k", vec![1, KV_HEADS, PREFIX, D]),
+            ("prefix_v", vec![1, KV_HEADS, PREFIX, D]),
+            ("cache_k", vec![1, KV_HEADS, CACHE, D]),
+            ("cache_v", vec![1, KV_HEADS, CACHE, D]),
+        ];
+        let inputs: HashMap<&str, Vec<f32>> = shapes.iter().enumerate().map(|(i, (n, s))| (*n, data(s.iter().product(), i as f32))).collect();
+        let want = ArrayD::from_shape_vec(IxDyn(&[1, S, HEADS * D]), reference(&inputs)).unwrap();
+        for scale in [Scale::Scores, Scale::Queries] {
+            let mut g = GraphBuilder::new("attention_test");
+            let v: HashMap<&str, Value> = shapes.iter().map(|(n, s)| (*n, g.input(n, DType::F32, s.iter().map(|&d| Dim::from(d))))).collect();
+            let mask_input = g.input("mask", DType::F32, dims![1, 1, 1, S, T]);
+            let prefix_len = g.ints(&[PREFIX as i64]);
+            let key_values = KeyValues::PrefixThenOwn {
+                prefix_key: &v["prefix_k"],
+                prefix_value: &v["prefix_v"],
+                cache_key: &v["cache_k"],
+                cache_value: &v["cache_v"],
+                prefix_len: &prefix_len,
+            };
+            let opts = AttentionOptions { heads: HEADS, kv_heads: Some(KV_HEADS), head_dim: D, scale, rope: None, mask: Some(&mask_input), key_values };
+            let out = attention(&mut g, "attn", &v["q"], &v["k"], &v["v"], &opts);
+            g.output("context", &out.context);
+            g.check().unwrap();
+            assert!(g.nodes().iter().all(|n| n.op_type != "Expand" && n.op_type != "Tile"), "K/V must not be expanded");
+
+            let dir = tempfile::tempdir().unwrap();
+            let stats = g.save(dir.path()).unwrap();
+            let mut feeds: Vec<_> = shapes.iter().map(|(n, s)| feed_f32(n, ArrayD::from_shape_vec(IxDyn(s), inputs[n].clone()).unwrap())).collect();
+            feeds.push(feed_f32("mask", ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, S, T]), mask()).unwrap()));
+            let got = run_f32(&stats.onnx_path, feeds);
+            assert_close(&got["context"], &want, 1e-5);
+        }
+    }
 }

@@ -228,7 +228,7 @@ pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBui
     let mut x = patch_embed(&mut g, &w.pp("patch_embed").pp("proj"), &image, &d)?;
     // 2. encoder blocks, RoPE on the patch grid
     let enc = BlockDims { dim: d.ce, heads: c.enc_num_heads, mlp_hidden: c.mlp_ratio * d.ce };
-    let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base, compute);
+    let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base);
     for i in 0..c.enc_depth {
         let y = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope)?;
         // Name the shape at every block boundary, so no inferred dim can nest with depth.
@@ -304,12 +304,12 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     let mut st = state.clone();
     let (ipos, spos) = (d.image_stream_positions(), d.state_positions());
     let rope_img = StreamRope {
-        own: rope_table(&mut g, "rope/image_stream", &ipos, img_blk.dim / img_blk.heads, d.rope_base, compute),
-        other: rope_table(&mut g, "rope/state_for_image_heads", &spos, img_blk.dim / img_blk.heads, d.rope_base, compute),
+        own: rope_table(&mut g, "rope/image_stream", &ipos, img_blk.dim / img_blk.heads, d.rope_base),
+        other: rope_table(&mut g, "rope/state_for_image_heads", &spos, img_blk.dim / img_blk.heads, d.rope_base),
     };
     let rope_state = StreamRope {
-        own: rope_table(&mut g, "rope/state", &spos, state_blk.dim / state_blk.heads, d.rope_base, compute),
-        other: rope_table(&mut g, "rope/image_stream_for_state_heads", &ipos, state_blk.dim / state_blk.heads, d.rope_base, compute),
+        own: rope_table(&mut g, "rope/state", &spos, state_blk.dim / state_blk.heads, d.rope_base),
+        other: rope_table(&mut g, "rope/image_stream_for_state_heads", &ipos, state_blk.dim / state_blk.heads, d.rope_base),
     };
 
     // 7. dual decoder: both streams read the previous layer's outputs

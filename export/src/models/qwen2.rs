@@ -126,7 +126,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
         }
     }
 
-    let (cos, sin) = rotary(&mut g, cfg, &positions, dt);
+    let (cos, sin) = rotary(&mut g, cfg, &positions);
     let mask = causal_mask(&mut g, &embeds, &mask, total());
     let prefix_end = match &kvs[..] {
         [LayerKv { past_k, cache: Some(_), .. }, ..] => Some(prefix_end(&mut g, past_k)),
@@ -177,9 +177,10 @@ pub fn inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
 ///
 /// ```text
 /// position_ids [B,S] ─Cast f32─▶ Unsqueeze ─▶ [B,S,1] ·inv_freq[D/2] ─▶ [B,S,D/2] ─Concat(self,self)─▶ [B,S,D]
-///   ─Cos/Sin─▶ ─Cast dt─▶ Unsqueeze(1) ─▶ cos, sin [B,1,S,D]
+///   ─Cos/Sin─▶ ─Cast compute─▶ Unsqueeze(1) ─▶ cos, sin [B,1,S,D]
 /// ```
-fn rotary(g: &mut GraphBuilder, cfg: &Config, positions: &Value, dt: DType) -> (Value, Value) {
+fn rotary(g: &mut ModelGraph, cfg: &Config, positions: &Value) -> (Value, Value) {
+    let dt = g.compute();
     let d = cfg.head_dim();
     let freqs = inv_freq(cfg.rope_theta, d);
     let inv = g.initializer("const/rope_inv_freq", std::sync::Arc::new(F32Tensor::new(vec![d / 2], freqs)), DType::F32);

@@ -78,8 +78,9 @@ pub(super) fn rope_rows(positions: &[(f64, f64)], head_dim: usize, base: f64) ->
 }
 
 /// Registers the tables of `positions` for heads of `head_dim` as initializers
-/// `<name>/cos`, `<name>/sin` of dtype `dtype`.
-pub(super) fn rope_table(g: &mut GraphBuilder, name: &str, positions: &[(f64, f64)], head_dim: usize, base: f64, dtype: DType) -> RopeTable {
+/// `<name>/cos`, `<name>/sin` in the compute dtype.
+pub(super) fn rope_table(g: &mut ModelGraph, name: &str, positions: &[(f64, f64)], head_dim: usize, base: f64) -> RopeTable {
+    let dtype = g.compute();
     let (cos, sin) = rope_rows(positions, head_dim, base);
     let shape = vec![positions.len(), head_dim];
     let cos = g.initializer(&format!("{name}/cos"), Arc::new(F32Tensor::new(shape.clone(), cos)), dtype);

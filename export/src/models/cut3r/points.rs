@@ -86,7 +86,7 @@ pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuil
     let cam = cast_to(&mut g, "final_transform", "camera_token_to_compute", &camera_token, compute);
     // The official blocks fix mlp_ratio = 4.0, whatever the backbone's.
     let blk = BlockDims { dim: d.dc, heads: c.dec_num_heads, mlp_hidden: 4 * d.dc };
-    let rope = rope_table(&mut g, "rope/points_grid", &d.grid_positions(), d.dc / blk.heads, d.rope_base, compute);
+    let rope = rope_table(&mut g, "rope/points_grid", &d.grid_positions(), d.dc / blk.heads, d.rope_base);
     let mut cross_tokens = tokens.clone();
     for i in 0..2 {
         cross_tokens = modulation_block(&mut g, &w.pp("final_transform").pp(i), &cross_tokens, &cam, blk, &rope)?;
