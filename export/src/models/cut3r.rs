@@ -33,7 +33,7 @@ mod points;
 
 use std::sync::Arc;
 
-use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, Precision, RopeTable};
+use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, RopeTable};
 pub use points::{points_graph, POINTS_GRAPH};
 
 use crate::checkpoint::{Checkpoint, Weights};
@@ -41,6 +41,7 @@ use crate::config::Cut3rConfig;
 use crate::dims;
 use crate::error::{Error, Result};
 use crate::graph::{ConvOptions, GraphBuilder, Scope, Value};
+use crate::models::context::ModelGraph;
 use crate::models::layers::{cast_to, linear, weight};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
@@ -183,9 +184,11 @@ pub fn check_input_size(patch: usize, width: usize, height: usize) -> Result<()>
     )))
 }
 
-fn precision(opts: &ExportOptions, c: &Cut3rConfig) -> Result<Precision> {
+/// An empty CUT3R graph `name`: compute dtype from the export precision, every LayerNorm
+/// with `cut3r.norm_eps`.
+fn model_graph(name: &str, opts: &ExportOptions, c: &Cut3rConfig) -> Result<ModelGraph> {
     match opts.precision {
-        DType::F32 | DType::F16 => Ok(Precision { compute: opts.precision, eps: c.norm_eps }),
+        DType::F32 | DType::F16 => Ok(ModelGraph::new(name, opts.precision).with_norm_eps(c.norm_eps)),
         other => Err(Error::Invalid(format!("CUT3R graphs are exported in f32 or f16, not {other}"))),
     }
 }
@@ -199,11 +202,12 @@ fn graph_error(e: crate::graph::GraphError) -> Error {
 /// ```text
 /// image [F,3,H,W] (f32) ──Cast compute──▶ Conv ──▶ [F,Ce,h,w] ──Reshape──▶ [F,Ce,N] ──Transpose──▶ [F,N,Ce]
 /// ```
-fn patch_embed(g: &mut GraphBuilder, w: &Weights, image: &Value, d: &Dims, p: Precision) -> Result<Value> {
-    let kernel = weight(g, w, "weight", &[d.ce, 3, d.patch, d.patch], p.compute)?;
-    let bias = weight(g, w, "bias", &[d.ce], p.compute)?;
+fn patch_embed(g: &mut ModelGraph, w: &Weights, image: &Value, d: &Dims) -> Result<Value> {
+    let compute = g.compute();
+    let kernel = weight(g, w, "weight", &[d.ce, 3, d.patch, d.patch], compute)?;
+    let bias = weight(g, w, "bias", &[d.ce], compute)?;
     let path = w.path();
-    let image = cast_to(g, &path, "image_to_compute", image, p.compute);
+    let image = cast_to(g, &path, "image_to_compute", image, compute);
     let mut s = g.scope(path);
     let x = s.conv("Conv", &image, &kernel, Some(&bias), &ConvOptions::uniform(2, d.patch, 0));
     let x = s.reshape("flatten", &x, [0, 0, -1]);
@@ -214,26 +218,26 @@ fn patch_embed(g: &mut GraphBuilder, w: &Weights, image: &Value, d: &Dims, p: Pr
 pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
-    let p = precision(opts, c)?;
+    let mut g = model_graph(ENCODER_GRAPH, opts, c)?;
+    let compute = g.compute();
     let w = ckpt.weights("cut3r")?;
-    let mut g = GraphBuilder::new(ENCODER_GRAPH);
     g.set_doc(format!("CUT3R encoder at {}x{} (WxH): image [F,3,H,W] in [-1,1] -> features [F,N,Ce]", d.width, d.height));
 
     let image = g.input(io::IMAGE, DType::F32, dims!["frames", 3, d.height, d.width]);
     // 1. patch embedding
-    let mut x = patch_embed(&mut g, &w.pp("patch_embed").pp("proj"), &image, &d, p)?;
+    let mut x = patch_embed(&mut g, &w.pp("patch_embed").pp("proj"), &image, &d)?;
     // 2. encoder blocks, RoPE on the patch grid
     let enc = BlockDims { dim: d.ce, heads: c.enc_num_heads, mlp_hidden: c.mlp_ratio * d.ce };
-    let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base, p.compute);
+    let rope = rope_table(&mut g, "rope/encoder_grid", &d.grid_positions(), d.ce / enc.heads, d.rope_base);
     for i in 0..c.enc_depth {
-        let y = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope, p)?;
+        let y = encoder_block(&mut g, &w.pp("enc_blocks").pp(i), &x, enc, &rope)?;
         // Name the shape at every block boundary, so no inferred dim can nest with depth.
         x = g.refine_shape(&y, dims!["frames", d.tokens(), d.ce]);
     }
-    let features = norm(&mut g, &w.pp("enc_norm"), &x, d.ce, p, p.compute)?;
+    let features = norm(&mut g, &w.pp("enc_norm"), &x, d.ce, compute)?;
     g.output_with_shape(io::FEATURES, &features, dims!["frames", d.tokens(), d.ce]);
     g.check().map_err(graph_error)?;
-    Ok(g)
+    Ok(g.into_builder())
 }
 
 /// RoPE tables of one decoder stream's heads: its own positions and the other stream's.
@@ -246,16 +250,16 @@ struct StreamRope {
 pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
-    let p = precision(opts, c)?;
+    let mut g = model_graph(STEP_GRAPH, opts, c)?;
+    let compute = g.compute();
     let w = ckpt.weights("cut3r")?;
     let f32_ = DType::F32;
-    let mut g = GraphBuilder::new(STEP_GRAPH);
     g.set_doc(format!(
         "CUT3R recurrent step at {}x{} (WxH): features, state, memory, is_first, update, reset -> camera_token, state_out, memory_out, camera_pose",
         d.width, d.height
     ));
 
-    let features = g.input(io::FEATURES, p.compute, dims![1, d.tokens(), d.ce]);
+    let features = g.input(io::FEATURES, compute, dims![1, d.tokens(), d.ce]);
     let state = g.input(io::STATE, f32_, dims![1, d.state, d.dc]);
     let memory = g.input(io::MEMORY, f32_, dims![1, d.mem, d.cm]);
     let is_first = g.input(io::IS_FIRST, f32_, dims![1]);
@@ -272,22 +276,22 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
         let mut s = g.scope("global_feature");
         let f = if features.dtype() == f32_ { features.clone() } else { s.cast("to_f32", &features, f32_) };
         let m = s.reduce_mean("ReduceMean", &f, &[1], true);
-        if p.compute == f32_ {
+        if compute == f32_ {
             m
         } else {
-            s.cast("to_compute", &m, p.compute)
+            s.cast("to_compute", &m, compute)
         }
     };
-    let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, true, p.compute)?;
+    let q_g = linear(&mut g, &retriever.pp("proj_q"), &global, d.ce, d.dc, true)?;
 
     // 4. camera query z0 = f·pose_token + (1-f)·inquire(q_g, memory)
-    let read = inquire(&mut g, &retriever, &q_g, &memory, &d, mem_blk, p)?;
-    let pose_token = weight(&mut g, &w, "pose_token", &[1, 1, d.dc], p.compute)?;
+    let read = inquire(&mut g, &retriever, &q_g, &memory, &d, mem_blk)?;
+    let pose_token = weight(&mut g, &w, "pose_token", &[1, 1, d.dc], compute)?;
     let z0 = {
         let mut s = g.scope("camera_query");
         let f = s.reshape("is_first", &is_first, [1, 1, 1]);
-        let f = if p.compute == f32_ { f } else { s.cast("is_first_cast", &f, p.compute) };
-        let one = s.scalar(p.compute, 1.0);
+        let f = if compute == f32_ { f } else { s.cast("is_first_cast", &f, compute) };
+        let one = s.scalar(compute, 1.0);
         let not_f = s.sub("not_first", &one, &f);
         let a = s.mul("pick_token", &pose_token, &f);
         let b = s.mul("pick_read", &read, &not_f);
@@ -295,25 +299,25 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     };
 
     // 5.-6. stream inputs: I0 = [z0 ‖ decoder_embed(F)] at [(-1,-1), grid]; S0 = state (f32)
-    let img_tokens = linear(&mut g, &w.pp("decoder_embed"), &features, d.ce, d.dc, true, p.compute)?;
+    let img_tokens = linear(&mut g, &w.pp("decoder_embed"), &features, d.ce, d.dc, true)?;
     let mut img = g.scope("image_stream").concat("concat_camera", &[&z0, &img_tokens], 1);
     let mut st = state.clone();
     let (ipos, spos) = (d.image_stream_positions(), d.state_positions());
     let rope_img = StreamRope {
-        own: rope_table(&mut g, "rope/image_stream", &ipos, img_blk.dim / img_blk.heads, d.rope_base, p.compute),
-        other: rope_table(&mut g, "rope/state_for_image_heads", &spos, img_blk.dim / img_blk.heads, d.rope_base, p.compute),
+        own: rope_table(&mut g, "rope/image_stream", &ipos, img_blk.dim / img_blk.heads, d.rope_base),
+        other: rope_table(&mut g, "rope/state_for_image_heads", &spos, img_blk.dim / img_blk.heads, d.rope_base),
     };
     let rope_state = StreamRope {
-        own: rope_table(&mut g, "rope/state", &spos, state_blk.dim / state_blk.heads, d.rope_base, p.compute),
-        other: rope_table(&mut g, "rope/image_stream_for_state_heads", &ipos, state_blk.dim / state_blk.heads, d.rope_base, p.compute),
+        own: rope_table(&mut g, "rope/state", &spos, state_blk.dim / state_blk.heads, d.rope_base),
+        other: rope_table(&mut g, "rope/image_stream_for_state_heads", &ipos, state_blk.dim / state_blk.heads, d.rope_base),
     };
 
     // 7. dual decoder: both streams read the previous layer's outputs
     let (half_layer, three_quarters_layer) = points::hook_layers(c.dec_depth);
     let (mut half, mut three_quarters) = (None, None);
     for l in 0..c.dec_depth {
-        let st_next = decoder_block(&mut g, &w.pp("dec_blocks_state").pp(l), &st, &img, state_blk, Some((&rope_state.own, &rope_state.other)), p)?;
-        let img_next = decoder_block(&mut g, &w.pp("dec_blocks").pp(l), &img, &st, img_blk, Some((&rope_img.own, &rope_img.other)), p)?;
+        let st_next = decoder_block(&mut g, &w.pp("dec_blocks_state").pp(l), &st, &img, state_blk, Some((&rope_state.own, &rope_state.other)))?;
+        let img_next = decoder_block(&mut g, &w.pp("dec_blocks").pp(l), &img, &st, img_blk, Some((&rope_img.own, &rope_img.other)))?;
         (st, img) = (st_next, img_next);
         // `l + 1` counts layers as the official `dec` list does (dec[0] is the encoder output).
         if l + 1 == half_layer {
@@ -325,8 +329,8 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     }
 
     // 8. final norms: the new state in f32, the image stream in the compute dtype
-    let state_new = norm(&mut g, &w.pp("dec_norm_state"), &st, d.dc, p, f32_)?;
-    let img_fin = norm(&mut g, &w.pp("dec_norm"), &img, d.dc, p, p.compute)?;
+    let state_new = norm(&mut g, &w.pp("dec_norm_state"), &st, d.dc, f32_)?;
+    let img_fin = norm(&mut g, &w.pp("dec_norm"), &img, d.dc, compute)?;
 
     // 9. camera token c = I_fin[:, 0] (compute dtype inside the graph, f32 at the boundary)
     let cam = g.scope("camera_token").slice("Slice", &img_fin, [0], [1], &[1], &[]);
@@ -334,7 +338,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     let camera_token_f32 = cast_to(&mut g, "camera_token", "to_f32", &camera_token, f32_);
 
     // 10. memory write: M_new = write_blocks(memory, [q_g ‖ c])
-    let mem_new = write_memory(&mut g, &retriever, &memory, &q_g, &cam, mem_blk, p)?;
+    let mem_new = write_memory(&mut g, &retriever, &memory, &q_g, &cam, mem_blk)?;
 
     // 11. update/reset gating against the constant initial state and memory (f32)
     let (state_init, _) = initial_state(ckpt)?;
@@ -344,7 +348,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     let memory_out = gate(&mut g, "memory_gate", &mem_new, &memory, &mem_init, &update, &reset);
 
     // 12. pose head (docs/cut3r.md §2 step 9)
-    let camera_pose = pose_head(&mut g, &w.pp("downstream_head").pp("pose_head"), &camera_token, d.dc, c.mlp_ratio, p)?;
+    let camera_pose = pose_head(&mut g, &w.pp("downstream_head").pp("pose_head"), &camera_token, d.dc, c.mlp_ratio)?;
 
     g.output(io::CAMERA_TOKEN, &camera_token_f32);
     g.output(io::STATE_OUT, &state_out);
@@ -359,7 +363,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
         }
     }
     g.check().map_err(graph_error)?;
-    Ok(g)
+    Ok(g.into_builder())
 }
 
 /// `LocalMemory.inquire`: read the memory with `[q_g ‖ masked_token]`, keep the value half.
@@ -369,11 +373,12 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
 /// masked_token ─┴─Concat──▶ a [1,1,2Dc] ──read_blocks.0(y=memory)──▶ read_blocks.1(y=memory)
 ///   ──Slice [Dc, 2Dc)──▶ read [1,1,Dc]
 /// ```
-fn inquire(g: &mut GraphBuilder, w: &Weights, q_g: &Value, memory: &Value, d: &Dims, blk: BlockDims, p: Precision) -> Result<Value> {
-    let masked = weight(g, w, "masked_token", &[1, 1, d.dc], p.compute)?;
+fn inquire(g: &mut ModelGraph, w: &Weights, q_g: &Value, memory: &Value, d: &Dims, blk: BlockDims) -> Result<Value> {
+    let compute = g.compute();
+    let masked = weight(g, w, "masked_token", &[1, 1, d.dc], compute)?;
     let mut a = g.scope("pose_retriever/inquire").concat("concat_masked", &[q_g, &masked], -1);
     for k in 0..2 {
-        a = decoder_block(g, &w.pp("read_blocks").pp(k), &a, memory, blk, None, p)?;
+        a = decoder_block(g, &w.pp("read_blocks").pp(k), &a, memory, blk, None)?;
     }
     Ok(g.scope("pose_retriever/inquire").slice("value_half", &a, [d.dc as i64], [d.cm as i64], &[2], &[]))
 }
@@ -385,11 +390,11 @@ fn inquire(g: &mut GraphBuilder, w: &Weights, q_g: &Value, memory: &Value, d: &D
 /// c   [1,1,Dc] ─┴─Concat──▶ e [1,1,2Dc]
 /// memory [1,M,2Dc] (f32) ──write_blocks.0(y=e)──▶ write_blocks.1(y=e)──▶ M_new [1,M,2Dc] (f32)
 /// ```
-fn write_memory(g: &mut GraphBuilder, w: &Weights, memory: &Value, q_g: &Value, cam: &Value, blk: BlockDims, p: Precision) -> Result<Value> {
+fn write_memory(g: &mut ModelGraph, w: &Weights, memory: &Value, q_g: &Value, cam: &Value, blk: BlockDims) -> Result<Value> {
     let e = g.scope("pose_retriever/update_mem").concat("concat_camera", &[q_g, cam], -1);
     let mut m = memory.clone();
     for k in 0..2 {
-        m = decoder_block(g, &w.pp("write_blocks").pp(k), &m, &e, blk, None, p)?;
+        m = decoder_block(g, &w.pp("write_blocks").pp(k), &m, &e, blk, None)?;
     }
     Ok(m)
 }
@@ -423,8 +428,8 @@ fn gate(g: &mut GraphBuilder, name: &str, new: &Value, old: &Value, init: &Value
 /// q ──ReduceL2──▶ q / max(‖q‖, 1e-12) ──▶ Where(q_w < 0, −q, q)
 /// Concat(t, q) ──▶ camera_pose [1,7] = [tx,ty,tz,qw,qx,qy,qz]
 /// ```
-fn pose_head(g: &mut GraphBuilder, w: &Weights, cam: &Value, dc: usize, mlp_ratio: usize, p: Precision) -> Result<Value> {
-    let raw = mlp(g, &w.pp("mlp"), cam, dc, mlp_ratio * dc, 7, p)?;
+fn pose_head(g: &mut ModelGraph, w: &Weights, cam: &Value, dc: usize, mlp_ratio: usize) -> Result<Value> {
+    let raw = mlp(g, &w.pp("mlp"), cam, dc, mlp_ratio * dc, 7)?;
     let mut s = g.scope(w.path());
     let raw = if raw.dtype() == DType::F32 { raw } else { s.cast("to_f32", &raw, DType::F32) };
     let parts = s.split("split_tq", &raw, -1, &[3, 4]);

@@ -5,6 +5,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::error::Result;
 use crate::graph::{Dim, GraphBuilder};
+use crate::models::context::ModelGraph;
 use crate::models::layers::{cast_to, weight};
 use crate::models::ExportOptions;
 use crate::tensor::DType;
@@ -15,12 +16,13 @@ pub const OUTPUT: &str = "inputs_embeds";
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let w = ckpt.weights("embed")?;
-    let mut g = GraphBuilder::new("embed");
+    let mut g = ModelGraph::new("embed", opts.precision);
+    let dt = g.compute();
     g.set_doc("Qwen2 token embedding lookup");
     let ids = g.input(INPUT, DType::I64, [Dim::sym("batch"), Dim::sym("sequence")]);
-    let table = weight(&mut g, &w.pp("model").pp("embed_tokens"), "weight", &[cfg.vocab_size, cfg.hidden_size], opts.precision)?;
+    let table = weight(&mut g, &w.pp("model").pp("embed_tokens"), "weight", &[cfg.vocab_size, cfg.hidden_size], dt)?;
     let e = g.scope("model.embed_tokens").gather("Gather", &table, &ids, 0);
     let e = cast_to(&mut g, "model.embed_tokens", "to_f32", &e, DType::F32);
     g.output_with_shape(OUTPUT, &e, [Dim::sym("batch"), Dim::sym("sequence"), cfg.hidden_size.into()]);
-    Ok(g)
+    Ok(g.into_builder())
 }

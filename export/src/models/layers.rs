@@ -1,7 +1,8 @@
 //! Building blocks shared by the graph families: checkpoint weights as initializers,
 //! Linear, LayerNorm, RMSNorm, GELU (erf and tanh) and softmax, each with the precision
-//! rules of docs/numerics.md §2: in f16 graphs, norm statistics and softmax
-//! run in f32.
+//! rules of docs/numerics.md §2: in f16 graphs, norm statistics and softmax run in f32. Blocks that create weights or
+//! matmuls in the compute dtype take the graph's [`ModelGraph`]; the others need only the
+//! builder (a `&mut ModelGraph` derefs to it).
 
 use std::io;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use crate::checkpoint::{TensorRef, Weights};
 use crate::error::Result;
 use crate::graph::{GraphBuilder, Value};
+use crate::models::context::ModelGraph;
 use crate::tensor::{DType, TensorData};
 
 /// A checkpoint tensor as an initializer named exactly as in the checkpoint.
@@ -73,12 +75,14 @@ impl TensorData for TransposedLinear {
     }
 }
 
-/// `y = x·Wᵀ (+ b)` for `w.pp(...)` holding `weight [out, in]` and optionally `bias [out]`.
+/// `y = x·Wᵀ (+ b)` for `w.pp(...)` holding `weight [out, in]` and optionally `bias [out]`,
+/// weights in the graph's compute dtype.
 ///
 /// ```text
 /// x [.., in] ─MatMul(Wᵀ [in,out])─▶ [.., out] ─Add(b)─▶ y
 /// ```
-pub fn linear(g: &mut GraphBuilder, w: &Weights, x: &Value, in_dim: usize, out_dim: usize, bias: bool, dt: DType) -> Result<Value> {
+pub fn linear(g: &mut ModelGraph, w: &Weights, x: &Value, in_dim: usize, out_dim: usize, bias: bool) -> Result<Value> {
+    let dt = g.compute();
     let t = w.get("weight", &[out_dim, in_dim])?;
     let name = t.name.clone();
     let wt = g.initializer(&name, Arc::new(TransposedLinear::new(t)), dt);
@@ -174,19 +178,10 @@ pub fn cast_to(g: &mut GraphBuilder, path: &str, step: &str, x: &Value, dt: DTyp
     }
 }
 
-/// A 2-layer MLP `fc2(gelu_erf(fc1(x)))` whose layers are `<w>.{first}` and `<w>.{second}`.
-#[allow(clippy::too_many_arguments)]
-pub fn mlp_erf(
-    g: &mut GraphBuilder,
-    w: &Weights,
-    (first, second): (&str, &str),
-    x: &Value,
-    in_dim: usize,
-    hidden: usize,
-    out_dim: usize,
-    dt: DType,
-) -> Result<Value> {
-    let h = linear(g, &w.pp(first), x, in_dim, hidden, true, dt)?;
+/// A 2-layer MLP `fc2(gelu_erf(fc1(x)))` whose layers are `<w>.{first}` and `<w>.{second}`,
+/// in the graph's compute dtype.
+pub fn mlp_erf(g: &mut ModelGraph, w: &Weights, (first, second): (&str, &str), x: &Value, in_dim: usize, hidden: usize, out_dim: usize) -> Result<Value> {
+    let h = linear(g, &w.pp(first), x, in_dim, hidden, true)?;
     let h = gelu_erf(g, &format!("{}/gelu", w.path()), &h);
-    linear(g, &w.pp(second), &h, hidden, out_dim, true, dt)
+    linear(g, &w.pp(second), &h, hidden, out_dim, true)
 }

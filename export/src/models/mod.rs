@@ -2,6 +2,8 @@
 //! graph(s) from a [`Checkpoint`](crate::checkpoint::Checkpoint) with the graph builder
 //! and returns them unsaved; the bundle writer saves them.
 
+pub mod attention;
+pub mod context;
 pub mod cut3r;
 pub mod embed;
 pub mod heads;

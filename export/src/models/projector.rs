@@ -16,6 +16,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{pooled_side, PoolMode};
 use crate::error::Result;
 use crate::graph::{Dim, GraphBuilder};
+use crate::models::context::ModelGraph;
 use crate::models::layers::{cast_to, mlp_erf, weight};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
@@ -27,17 +28,17 @@ pub const CAMERA_EMBEDS: &str = "camera_embeds";
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
-    let dt = opts.precision;
     let (h, cv, dc) = (cfg.hidden_size, cfg.vision_config.hidden_size, cfg.loc3r.camera_token_dim);
     let grid = cfg.vision_grid();
     let w = ckpt.weights("projector")?;
-    let mut g = GraphBuilder::new("projector");
+    let mut g = ModelGraph::new("projector", opts.precision);
+    let dt = g.compute();
     g.set_doc(format!("LLaVA mlp2x_gelu projector, {:?} pooling with grid newlines, Loc3R camera projector", opts.pooling));
 
     // Vision path.
     let feats = g.input(IMAGE_FEATURES, DType::F32, [Dim::sym("frames"), (grid * grid).into(), cv.into()]);
     let x = cast_to(&mut g, "model.mm_projector", "to_io", &feats, dt);
-    let z = mlp_erf(&mut g, &w.pp("mm_projector"), ("0", "2"), &x, cv, h, h, dt)?;
+    let z = mlp_erf(&mut g, &w.pp("mm_projector"), ("0", "2"), &x, cv, h, h)?;
     let (layout, newline_rows, tokens) = pool_and_newline_layout(grid, opts.pooling, cfg.mm_spatial_pool_stride);
     let layout = g.initializer("const/pool_newline_layout", Arc::new(layout), dt);
     let rows = g.initializer("const/newline_rows", Arc::new(newline_rows), dt);
@@ -54,10 +55,10 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cam = g.input(CAMERA_TOKENS, DType::F32, [Dim::sym("frames"), dc.into()]);
     let cam = cast_to(&mut g, "model.loc3r.cam_projector", "to_io", &cam, dt);
     let hidden = cfg.loc3r.cam_projector_hidden;
-    let cam = mlp_erf(&mut g, &w.pp("loc3r").pp("cam_projector"), ("0", "2"), &cam, dc, hidden, h, dt)?;
+    let cam = mlp_erf(&mut g, &w.pp("loc3r").pp("cam_projector"), ("0", "2"), &cam, dc, hidden, h)?;
     let cam = cast_to(&mut g, "model.loc3r.cam_projector", "to_f32", &cam, DType::F32);
     g.output_with_shape(CAMERA_EMBEDS, &cam, [Dim::sym("frames"), h.into()]);
-    Ok(g)
+    Ok(g.into_builder())
 }
 
 /// 1-D bilinear weights `[out, in]` of `interpolate(mode="bilinear", align_corners=False)`

@@ -28,9 +28,11 @@
 
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Config;
-use crate::error::Result;
-use crate::graph::{Dim, GraphBuilder, Value};
-use crate::models::layers::{cast_to, linear, rms_norm, softmax_f32};
+use crate::error::{Error, Result};
+use crate::graph::{Dim, GraphBuilder, Scope, Value};
+use crate::models::attention::{attention, AttentionOptions, KeyValues, Rope, Rotated, Scale};
+use crate::models::context::ModelGraph;
+use crate::models::layers::{cast_to, linear, rms_norm};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
 
@@ -88,11 +90,11 @@ struct StepInputs {
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
-    let dt = opts.precision;
     let (h, kvh, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim());
     let w = ckpt.weights("decoder")?;
     let layout = opts.kv_cache;
-    let mut g = GraphBuilder::new("decoder");
+    let mut g = ModelGraph::new("decoder", opts.precision);
+    let dt = g.compute();
     g.set_doc(match layout {
         KvCacheLayout::Concat => "Qwen2 decoder step with KV cache (prefill and decode), concat cache layout. Linear weights are stored transposed [in, out].",
         KvCacheLayout::Static => "Qwen2 decoder step with KV cache (prefill and decode), static cache layout: read-only shared prefix past_key_values.*, preallocated per-sequence cache.* (masked by attention_mask), outputs only present_new.* for the runtime to write into cache. Linear weights are stored transposed [in, out].",
@@ -124,7 +126,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
         }
     }
 
-    let (cos, sin) = rotary(&mut g, cfg, &positions, dt);
+    let (cos, sin) = rotary(&mut g, cfg, &positions);
     let mask = causal_mask(&mut g, &embeds, &mask, total());
     let prefix_end = match &kvs[..] {
         [LayerKv { past_k, cache: Some(_), .. }, ..] => Some(prefix_end(&mut g, past_k)),
@@ -134,7 +136,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
 
     let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
     for (i, kv) in kvs.iter().enumerate() {
-        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, kv, &step, dt)?;
+        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, kv, &step)?;
         match layout {
             KvCacheLayout::Concat => {
                 g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
@@ -155,10 +157,10 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     // lm_head on the last position only: prefill logits for every position would be
     // S × V (≈ 2 GB at 7k tokens for the 7B model).
     let last = g.scope("lm_head").slice("last_position", &x, [-1i64], [i64::MAX], &[1], &[1]);
-    let logits = linear(&mut g, &w.pp("lm_head"), &last, h, cfg.vocab_size, false, dt)?;
+    let logits = linear(&mut g, &w.pp("lm_head"), &last, h, cfg.vocab_size, false)?;
     let logits = cast_to(&mut g, "lm_head", "logits_to_f32", &logits, DType::F32);
     g.output_with_shape(LOGITS, &logits, [batch(), 1.into(), cfg.vocab_size.into()]);
-    Ok(g)
+    Ok(g.into_builder())
 }
 
 /// `inv_freq[k] = 1 / θ^(2k/D)` in f32, as HF computes it.
@@ -175,9 +177,10 @@ pub fn inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
 ///
 /// ```text
 /// position_ids [B,S] ─Cast f32─▶ Unsqueeze ─▶ [B,S,1] ·inv_freq[D/2] ─▶ [B,S,D/2] ─Concat(self,self)─▶ [B,S,D]
-///   ─Cos/Sin─▶ ─Cast dt─▶ Unsqueeze(1) ─▶ cos, sin [B,1,S,D]
+///   ─Cos/Sin─▶ ─Cast compute─▶ Unsqueeze(1) ─▶ cos, sin [B,1,S,D]
 /// ```
-fn rotary(g: &mut GraphBuilder, cfg: &Config, positions: &Value, dt: DType) -> (Value, Value) {
+fn rotary(g: &mut ModelGraph, cfg: &Config, positions: &Value) -> (Value, Value) {
+    let dt = g.compute();
     let d = cfg.head_dim();
     let freqs = inv_freq(cfg.rope_theta, d);
     let inv = g.initializer("const/rope_inv_freq", std::sync::Arc::new(F32Tensor::new(vec![d / 2], freqs)), DType::F32);
@@ -232,128 +235,77 @@ fn prefix_end(g: &mut GraphBuilder, past_k: &Value) -> Value {
 
 /// One layer; returns (output, key output, value output): the whole present for the
 /// concat layout, the new positions only for the static one.
-fn decoder_layer(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs, dt: DType) -> Result<(Value, Value, Value)> {
+fn decoder_layer(g: &mut ModelGraph, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs) -> Result<(Value, Value, Value)> {
     let h = cfg.hidden_size;
     let n = rms_norm(g, &w.pp("input_layernorm"), x, h, cfg.rms_norm_eps)?;
-    let (a, k, v) = attention(g, cfg, &w.pp("self_attn"), &n, kv, step, dt)?;
+    let (a, k, v) = self_attention(g, cfg, &w.pp("self_attn"), &n, kv, step)?;
     let x = g.scope(w.path()).add("attn_residual", x, &a);
     let n = rms_norm(g, &w.pp("post_attention_layernorm"), &x, h, cfg.rms_norm_eps)?;
-    let m = mlp(g, cfg, &w.pp("mlp"), &n, dt)?;
+    let m = mlp(g, cfg, &w.pp("mlp"), &n)?;
     let y = g.scope(w.path()).add("mlp_residual", &x, &m);
     Ok((y, k, v))
 }
 
 /// SwiGLU: `down(silu(gate(x)) · up(x))`.
-fn mlp(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, dt: DType) -> Result<Value> {
+fn mlp(g: &mut ModelGraph, cfg: &Config, w: &Weights, x: &Value) -> Result<Value> {
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let gate = linear(g, &w.pp("gate_proj"), x, h, i, false, dt)?;
-    let up = linear(g, &w.pp("up_proj"), x, h, i, false, dt)?;
+    let gate = linear(g, &w.pp("gate_proj"), x, h, i, false)?;
+    let up = linear(g, &w.pp("up_proj"), x, h, i, false)?;
     let mut s = g.scope(w.path());
     let sig = s.sigmoid("silu/sigmoid", &gate);
     let act = s.mul("silu", &gate, &sig);
     let prod = s.mul("gate_times_up", &act, &up);
     drop(s);
-    linear(g, &w.pp("down_proj"), &prod, i, h, false, dt)
+    linear(g, &w.pp("down_proj"), &prod, i, h, false)
 }
 
-/// `v·cos + rotate_half(v)·sin`, rotate_half(v) = [−v[D/2:], v[:D/2]].
+/// Qwen2's 1-D RoPE from the step's cos/sin tables: `v·cos + rotate_half(v)·sin`,
+/// rotate_half(v) = [−v[D/2:], v[:D/2]]; the same rotation for queries and keys.
 ///
 /// ```text
 /// v [B,h,S,D] ─Split(D/2,D/2)─▶ v1, v2 ─▶ Concat(−v2, v1) ─·sin─┐
 ///             └───────────────────────────────────────·cos──────+─▶ v'
 /// ```
-fn apply_rope(g: &mut GraphBuilder, path: &str, v: &Value, step: &StepInputs, head_dim: usize) -> Value {
-    let mut s = g.scope(path);
-    let halves = s.split("split_halves", v, -1, &[head_dim / 2, head_dim / 2]);
-    let neg = s.neg("negate_second", &halves[1]);
-    let rotated = s.concat("rotate_half", &[&neg, &halves[0]], -1);
-    let a = s.mul("times_cos", v, &step.cos);
-    let b = s.mul("times_sin", &rotated, &step.sin);
-    s.add("output", &a, &b)
+struct Rope1d<'a> {
+    step: &'a StepInputs,
+    head_dim: usize,
 }
 
-/// GQA attention with past; returns (output, key output, value output).
+impl Rope for Rope1d<'_> {
+    fn rotate(&self, s: &mut Scope<'_>, _: Rotated, v: &Value) -> Value {
+        let half = self.head_dim / 2;
+        let halves = s.split("split_halves", v, -1, &[half, half]);
+        let neg = s.neg("negate_second", &halves[1]);
+        let rotated = s.concat("rotate_half", &[&neg, &halves[0]], -1);
+        let a = s.mul("times_cos", v, &self.step.cos);
+        let b = s.mul("times_sin", &rotated, &self.step.sin);
+        s.add("output", &a, &b)
+    }
+}
+
+/// GQA attention with past ([`attention`]); returns (output, key output, value output).
 ///
 /// ```text
-/// q [B,S,nh·D] ─▶ [B,S,nh,D] ─T─▶ [B,nh,S,D] ─RoPE─▶ [B,KVH,n_rep,S,D]
-/// k, v [B,S,KVH·D] ─▶ [B,KVH,S,D] ─RoPE(k)─▶ new k, v
+/// x ─q/k/v_proj─▶ attention (RoPE-1D, KVH groups, causal mask, key blocks) ─▶ [B,S,nh·D] ─o_proj─▶
 /// key blocks: concat layout [Concat(past, new)]; static layout [past (never copied), Concat(cache, new)]
-/// scores = q·kᵀ/√D per block [B,KVH,n_rep,S,·] (f32) ─Concat─▶ [..,S,T] + mask ─Softmax─▶ probs
-/// context = Σ_block probs[.., block]·v_block [B,KVH,n_rep,S,D] ─▶ [B,S,nh·D] ─o_proj─▶
 /// ```
-/// Query head h uses KV head ⌊h / n_rep⌋: reshaping [nh] to [KVH, n_rep] groups them so,
-/// and the matmuls broadcast over n_rep instead of materialising expanded K/V.
-fn attention(g: &mut GraphBuilder, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs, dt: DType) -> Result<(Value, Value, Value)> {
+fn self_attention(g: &mut ModelGraph, cfg: &Config, w: &Weights, x: &Value, kv: &LayerKv, step: &StepInputs) -> Result<(Value, Value, Value)> {
     let (h, nh, kvh, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim());
-    let n_rep = nh / kvh;
-    let q = linear(g, &w.pp("q_proj"), x, h, nh * d, true, dt)?;
-    let k = linear(g, &w.pp("k_proj"), x, h, kvh * d, true, dt)?;
-    let v = linear(g, &w.pp("v_proj"), x, h, kvh * d, true, dt)?;
+    let q = linear(g, &w.pp("q_proj"), x, h, nh * d, true)?;
+    let k = linear(g, &w.pp("k_proj"), x, h, kvh * d, true)?;
+    let v = linear(g, &w.pp("v_proj"), x, h, kvh * d, true)?;
+    let key_values = match (&kv.cache, &step.prefix_end) {
+        (None, _) => KeyValues::AfterPast { key: &kv.past_k, value: &kv.past_v },
+        (Some((cache_k, cache_v)), Some(prefix_end)) => {
+            KeyValues::PrefixThenOwn { prefix_key: &kv.past_k, prefix_value: &kv.past_v, cache_key: cache_k, cache_value: cache_v, prefix_len: prefix_end }
+        }
+        (Some(_), None) => return Err(Error::Invalid("static KV cache layout without the shared-prefix bound (decoder builder bug)".into())),
+    };
+    let rope = Rope1d { step, head_dim: d };
+    let opts = AttentionOptions { heads: nh, kv_heads: Some(kvh), head_dim: d, scale: Scale::Scores, rope: Some(&rope), mask: Some(&step.mask), key_values };
     let path = w.path();
-    let mut s = g.scope(path.as_str());
-    let q = s.reshape("q/split_heads", &q, [0, 0, nh as i64, d as i64]);
-    let q = s.transpose("q/heads_first", &q, &[0, 2, 1, 3]);
-    let k = s.reshape("k/split_heads", &k, [0, 0, kvh as i64, d as i64]);
-    let k = s.transpose("k/heads_first", &k, &[0, 2, 1, 3]);
-    let v = s.reshape("v/split_heads", &v, [0, 0, kvh as i64, d as i64]);
-    let v = s.transpose("v/heads_first", &v, &[0, 2, 1, 3]);
-    drop(s);
-    let q = apply_rope(g, &format!("{path}/rope_q"), &q, step, d);
-    let k = apply_rope(g, &format!("{path}/rope_k"), &k, step, d);
-    let mut s = g.scope(path.as_str());
-    let (blocks, out_k, out_v) = match &kv.cache {
-        None => {
-            let present_k = s.concat("present_key", &[&kv.past_k, &k], 2);
-            let present_v = s.concat("present_value", &[&kv.past_v, &v], 2);
-            (vec![("", present_k.clone(), present_v.clone())], present_k, present_v)
-        }
-        Some((cache_k, cache_v)) => {
-            let own_k = s.concat("own_key", &[cache_k, &k], 2);
-            let own_v = s.concat("own_value", &[cache_v, &v], 2);
-            (vec![("prefix/", kv.past_k.clone(), kv.past_v.clone()), ("own/", own_k, own_v)], k, v)
-        }
-    };
-    let q = s.reshape("q/group", &q, [0, kvh as i64, n_rep as i64, -1, d as i64]);
-    let mut block_scores = Vec::new();
-    for (name, bk, _) in &blocks {
-        let k5 = s.unsqueeze(&format!("{name}k/group_axis"), bk, &[2]);
-        let kt = s.transpose(&format!("{name}k/transpose"), &k5, &[0, 1, 2, 4, 3]);
-        let scores = s.matmul(&format!("{name}scores"), &q, &kt);
-        let scores = s.mul_scalar(&format!("{name}scale"), &scores, (d as f64).powf(-0.5));
-        block_scores.push(if dt == DType::F32 { scores } else { s.cast(&format!("{name}scores_to_f32"), &scores, DType::F32) });
-    }
-    let scores = match &block_scores[..] {
-        [one] => one.clone(),
-        many => s.concat("scores", &many.iter().collect::<Vec<_>>(), -1),
-    };
-    let scores = s.add("masked_scores", &scores, &step.mask);
-    drop(s);
-    let probs = softmax_f32(g, &path, &scores, -1);
-    let probs = cast_to(g, &path, "probs_to_io", &probs, dt);
-    let mut s = g.scope(path.as_str());
-    let ctx = match (&blocks[..], &step.prefix_end) {
-        ([(_, _, bv)], _) => {
-            let v5 = s.unsqueeze("v/group_axis", bv, &[2]);
-            s.matmul("context", &probs, &v5)
-        }
-        ([(_, _, prefix_v), (_, _, own_v)], Some(prefix_end)) => {
-            let zero = s.ints(&[0]);
-            let open = s.ints(&[i64::MAX]);
-            let prefix_probs = s.slice("prefix/probs", &probs, &zero, prefix_end, &[-1], &[]);
-            let own_probs = s.slice("own/probs", &probs, prefix_end, &open, &[-1], &[]);
-            let prefix_v = s.unsqueeze("prefix/v/group_axis", prefix_v, &[2]);
-            let own_v = s.unsqueeze("own/v/group_axis", own_v, &[2]);
-            let prefix_ctx = s.matmul("prefix/context", &prefix_probs, &prefix_v);
-            let own_ctx = s.matmul("own/context", &own_probs, &own_v);
-            s.add("context", &prefix_ctx, &own_ctx)
-        }
-        _ => unreachable!("one key block (concat) or two with the prefix bound (static)"),
-    };
-    let ctx = s.reshape("ungroup", &ctx, [0, nh as i64, -1, d as i64]);
-    let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);
-    let ctx = s.reshape("merge", &ctx, [0, 0, (nh * d) as i64]);
-    let ctx = s.refine_shape(&ctx, [Dim::sym("batch"), Dim::sym("sequence"), (nh * d).into()]);
-    drop(s);
-    let out = linear(g, &w.pp("o_proj"), &ctx, nh * d, h, false, dt)?;
-    Ok((out, out_k, out_v))
+    let out = attention(g, &path, &q, &k, &v, &opts);
+    let ctx = g.refine_shape(&out.context, [Dim::sym("batch"), Dim::sym("sequence"), (nh * d).into()]);
+    let proj = linear(g, &w.pp("o_proj"), &ctx, nh * d, h, false)?;
+    Ok((proj, out.key, out.value))
 }

@@ -10,7 +10,9 @@ use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::{Config, VisionConfig};
 use crate::error::Result;
 use crate::graph::{ConvOptions, Dim, GraphBuilder, Value};
-use crate::models::layers::{cast_to, gelu_tanh, layer_norm, linear, softmax_f32, weight};
+use crate::models::attention::{attention, AttentionOptions, KeyValues, Scale};
+use crate::models::context::ModelGraph;
+use crate::models::layers::{cast_to, gelu_tanh, layer_norm, linear, weight};
 use crate::models::ExportOptions;
 use crate::tensor::DType;
 
@@ -20,20 +22,20 @@ pub const OUTPUT: &str = "image_features";
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let v = &cfg.vision_config;
-    let dt = opts.precision;
     let w = ckpt.weights("siglip")?;
-    let mut g = GraphBuilder::new("siglip");
+    let mut g = ModelGraph::new("siglip", opts.precision);
+    let dt = g.compute();
     g.set_doc("SigLIP vision tower (LLaVA: all stored layers, no post_layernorm). Linear weights are stored transposed [in, out].");
     let pixels = g.input(INPUT, DType::F32, [Dim::sym("frames"), 3.into(), v.image_size.into(), v.image_size.into()]);
     let x = cast_to(&mut g, "embeddings", "pixels_to_io", &pixels, dt);
-    let mut x = embeddings(&mut g, cfg, &w.pp("embeddings"), &x, dt)?;
+    let mut x = embeddings(&mut g, cfg, &w.pp("embeddings"), &x)?;
     for i in 0..v.num_hidden_layers {
-        x = encoder_layer(&mut g, v, &w.pp("encoder").pp("layers").pp(i), &x, dt)?;
+        x = encoder_layer(&mut g, v, &w.pp("encoder").pp("layers").pp(i), &x)?;
     }
     let out = cast_to(&mut g, "encoder", "features_to_f32", &x, DType::F32);
     let grid = cfg.vision_grid();
     g.output_with_shape(OUTPUT, &out, [Dim::sym("frames"), (grid * grid).into(), v.hidden_size.into()]);
-    Ok(g)
+    Ok(g.into_builder())
 }
 
 /// Patch conv + learned positions.
@@ -41,7 +43,8 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
 /// ```text
 /// pixels [F,3,S,S] ─Conv k=p s=p─▶ [F,C,g,g] ─Reshape─▶ [F,C,g²] ─Transpose─▶ [F,g²,C] ─+pos[g²,C]─▶
 /// ```
-fn embeddings(g: &mut GraphBuilder, cfg: &Config, w: &Weights, pixels: &Value, dt: DType) -> Result<Value> {
+fn embeddings(g: &mut ModelGraph, cfg: &Config, w: &Weights, pixels: &Value) -> Result<Value> {
+    let dt = g.compute();
     let v = &cfg.vision_config;
     let (c, p) = (v.hidden_size, v.patch_size);
     let grid = cfg.vision_grid();
@@ -57,49 +60,29 @@ fn embeddings(g: &mut GraphBuilder, cfg: &Config, w: &Weights, pixels: &Value, d
 }
 
 /// `h = x + out_proj(MHA(LN1(x)))`, `y = h + fc2(gelu_tanh(fc1(LN2(h))))`.
-fn encoder_layer(g: &mut GraphBuilder, v: &VisionConfig, w: &Weights, x: &Value, dt: DType) -> Result<Value> {
+fn encoder_layer(g: &mut ModelGraph, v: &VisionConfig, w: &Weights, x: &Value) -> Result<Value> {
     let c = v.hidden_size;
     let h = layer_norm(g, &w.pp("layer_norm1"), x, c, v.layer_norm_eps)?;
-    let a = self_attention(g, v, &w.pp("self_attn"), &h, dt)?;
+    let a = self_attention(g, v, &w.pp("self_attn"), &h)?;
     let x = g.scope(w.path().as_str()).add("attn_residual", x, &a);
     let h = layer_norm(g, &w.pp("layer_norm2"), &x, c, v.layer_norm_eps)?;
-    let m = linear(g, &w.pp("mlp").pp("fc1"), &h, c, v.intermediate_size, true, dt)?;
+    let m = linear(g, &w.pp("mlp").pp("fc1"), &h, c, v.intermediate_size, true)?;
     let m = gelu_tanh(g, &format!("{}/mlp/gelu", w.path()), &m);
-    let m = linear(g, &w.pp("mlp").pp("fc2"), &m, v.intermediate_size, c, true, dt)?;
+    let m = linear(g, &w.pp("mlp").pp("fc2"), &m, v.intermediate_size, c, true)?;
     Ok(g.scope(w.path().as_str()).add("mlp_residual", &x, &m))
 }
 
-/// Multi-head self-attention without mask, softmax in f32.
+/// Multi-head self-attention without mask ([`attention`], softmax in f32).
 ///
 /// ```text
-/// x [F,T,C] ─q/k/v Linear─▶ [F,T,h,d] ─Transpose─▶ [F,h,T,d]
-///   q·kᵀ·d^-½ [F,h,T,T] ─Softmax(f32)─▶ ·v [F,h,T,d] ─Transpose/Reshape─▶ [F,T,C] ─out_proj─▶
+/// x [F,T,C] ─q/k/v Linear─▶ attention (h heads, no mask, no RoPE) ─▶ [F,T,C] ─out_proj─▶
 /// ```
-fn self_attention(g: &mut GraphBuilder, v: &VisionConfig, w: &Weights, x: &Value, dt: DType) -> Result<Value> {
+fn self_attention(g: &mut ModelGraph, v: &VisionConfig, w: &Weights, x: &Value) -> Result<Value> {
     let (c, heads) = (v.hidden_size, v.num_attention_heads);
-    let d = c / heads;
-    let q = linear(g, &w.pp("q_proj"), x, c, c, true, dt)?;
-    let k = linear(g, &w.pp("k_proj"), x, c, c, true, dt)?;
-    let val = linear(g, &w.pp("v_proj"), x, c, c, true, dt)?;
-    let path = w.path();
-    let mut s = g.scope(path.as_str());
-    let split = |s: &mut crate::graph::Scope<'_>, name: &str, t: &Value| {
-        let t = s.reshape(&format!("{name}/split_heads"), t, [0, 0, heads as i64, d as i64]);
-        s.transpose(&format!("{name}/heads_first"), &t, &[0, 2, 1, 3])
-    };
-    let q = split(&mut s, "q", &q);
-    let k = split(&mut s, "k", &k);
-    let val = split(&mut s, "v", &val);
-    let kt = s.transpose("k/transpose", &k, &[0, 1, 3, 2]);
-    let scores = s.matmul("scores", &q, &kt);
-    let scores = s.mul_scalar("scale", &scores, (d as f64).powf(-0.5));
-    drop(s);
-    let probs = softmax_f32(g, &path, &scores, -1);
-    let probs = cast_to(g, &path, "probs_to_io", &probs, dt);
-    let mut s = g.scope(path.as_str());
-    let ctx = s.matmul("context", &probs, &val);
-    let ctx = s.transpose("merge_heads", &ctx, &[0, 2, 1, 3]);
-    let ctx = s.reshape("merge", &ctx, [0, 0, c as i64]);
-    drop(s);
-    linear(g, &w.pp("out_proj"), &ctx, c, c, true, dt)
+    let q = linear(g, &w.pp("q_proj"), x, c, c, true)?;
+    let k = linear(g, &w.pp("k_proj"), x, c, c, true)?;
+    let val = linear(g, &w.pp("v_proj"), x, c, c, true)?;
+    let opts = AttentionOptions { heads, kv_heads: None, head_dim: c / heads, scale: Scale::Scores, rope: None, mask: None, key_values: KeyValues::New };
+    let ctx = attention(g, &w.path(), &q, &k, &val, &opts).context;
+    linear(g, &w.pp("out_proj"), &ctx, c, c, true)
 }

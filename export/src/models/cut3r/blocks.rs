@@ -7,7 +7,8 @@
 //! its nodes `<module path>/<step>` (docs/adding-a-model-family.md §3). Initializers keep their
 //! checkpoint names.
 //!
-//! Precision ([`Precision`]): matmuls, attention and MLPs run in `compute` (f32 or f16).
+//! Precision (the graph's [`ModelGraph`]): matmuls, attention and MLPs run in its compute
+//! dtype (f32 or f16), every LayerNorm uses its epsilon (`cut3r.norm_eps`).
 //! LayerNorm statistics and softmax always run in f32 (explicit casts in f16 graphs, so
 //! TensorRT sees them as f32 layers). A residual stream keeps the dtype of its input: the
 //! step graph feeds the recurrent state and memory streams in f32, so in f16 graphs their
@@ -19,36 +20,30 @@ use std::sync::Arc;
 use crate::checkpoint::Weights;
 use crate::error::Result;
 use crate::graph::{GraphBuilder, Scope, Value};
-use crate::models::layers::{cast_to, layer_norm, linear, mlp_erf, softmax_f32};
+use crate::models::attention::{attention, AttentionOptions, KeyValues, Rope, Rotated, Scale};
+use crate::models::context::ModelGraph;
+use crate::models::layers::{cast_to, layer_norm, linear, mlp_erf};
 use crate::tensor::{DType, F32Tensor};
 
-/// Numeric settings of one graph.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Precision {
-    /// Dtype of weights, matmuls and attention (f32 or f16).
-    pub compute: DType,
-    /// LayerNorm epsilon (1e-6 everywhere in CUT3R).
-    pub eps: f64,
-}
-
-/// `nn.LayerNorm(c, eps)` over the last axis with the result in `out`: the shared f32
+/// `nn.LayerNorm(c, eps)` over the last axis (eps: the graph's) with the result in `out`: the shared f32
 /// [`layer_norm`], with the cast to `out` when the stream's dtype differs (an f32 state or
 /// memory stream feeding an f16 sub-layer).
 ///
 /// ```text
 /// x [.., c] ──Cast f32 (if x is not)──▶ LayerNormalization (f32) ──Cast `out` (if needed)──▶ y
 /// ```
-pub(super) fn norm(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, p: Precision, out: DType) -> Result<Value> {
+pub(super) fn norm(g: &mut ModelGraph, w: &Weights, x: &Value, c: usize, out: DType) -> Result<Value> {
+    let eps = g.norm_eps()?;
     let path = w.path();
     // An f32 result is normalised straight from f32 (no round trip through the compute dtype).
     let x = if out == DType::F32 { cast_to(g, &path, "input_to_f32", x, DType::F32) } else { x.clone() };
-    let y = layer_norm(g, w, &x, c, p.eps)?;
+    let y = layer_norm(g, w, &x, c, eps)?;
     Ok(cast_to(g, &path, "to_out", &y, out))
 }
 
 /// `Mlp` (`fc1`, GELU(erf), `fc2`) in the compute dtype.
-pub(super) fn mlp(g: &mut GraphBuilder, w: &Weights, x: &Value, c: usize, hidden: usize, out: usize, p: Precision) -> Result<Value> {
-    mlp_erf(g, w, ("fc1", "fc2"), x, c, hidden, out, p.compute)
+pub(super) fn mlp(g: &mut ModelGraph, w: &Weights, x: &Value, c: usize, hidden: usize, out: usize) -> Result<Value> {
+    mlp_erf(g, w, ("fc1", "fc2"), x, c, hidden, out)
 }
 
 /// Constant RoPE-2D tables for one set of token positions and one head size.
@@ -58,6 +53,8 @@ pub(super) struct RopeTable {
     cos: Value,
     /// `[N, hd]`: `[−sin θ_y, sin θ_y, −sin θ_x, sin θ_x]` (signs of rotate-half baked in).
     sin: Value,
+    /// The head size the tables were built for.
+    head_dim: usize,
 }
 
 /// The rows of a RoPE table, computed analytically in f64 (works for negative positions, e.g.
@@ -81,112 +78,88 @@ pub(super) fn rope_rows(positions: &[(f64, f64)], head_dim: usize, base: f64) ->
 }
 
 /// Registers the tables of `positions` for heads of `head_dim` as initializers
-/// `<name>/cos`, `<name>/sin` of dtype `dtype`.
-pub(super) fn rope_table(g: &mut GraphBuilder, name: &str, positions: &[(f64, f64)], head_dim: usize, base: f64, dtype: DType) -> RopeTable {
+/// `<name>/cos`, `<name>/sin` in the compute dtype.
+pub(super) fn rope_table(g: &mut ModelGraph, name: &str, positions: &[(f64, f64)], head_dim: usize, base: f64) -> RopeTable {
+    let dtype = g.compute();
     let (cos, sin) = rope_rows(positions, head_dim, base);
     let shape = vec![positions.len(), head_dim];
     let cos = g.initializer(&format!("{name}/cos"), Arc::new(F32Tensor::new(shape.clone(), cos)), dtype);
     let sin = g.initializer(&format!("{name}/sin"), Arc::new(F32Tensor::new(shape, sin)), dtype);
-    RopeTable { cos, sin }
+    RopeTable { cos, sin, head_dim }
 }
 
-/// RoPE-2D on `x [B, heads, N, hd]` (rotate-half pairing within each half; docs/numerics.md §3):
+/// RoPE tables of the query and key tokens (`None` in the pose retriever, which has none).
+/// As an attention [`Rope`] hook it rotates `x [B, heads, N, hd]` with the table of its side
+/// (rotate-half pairing within each half; docs/numerics.md §3):
 ///
 /// ```text
 /// x ──Split 4×Q──▶ a b c d ──Concat(b, a, d, c)──▶ x_sw
 /// y = x·cos + x_sw·sin±          (cos, sin± [N, hd] broadcast over B and heads)
 /// ```
-fn apply_rope(s: &mut Scope<'_>, step: &str, x: &Value, t: &RopeTable, head_dim: usize) -> Value {
-    let q = head_dim / 4;
-    let parts = s.split(&format!("{step}/Split"), x, -1, &[q, q, q, q]);
-    let swapped = s.concat(&format!("{step}/swap"), &[&parts[1], &parts[0], &parts[3], &parts[2]], -1);
-    let a = s.mul(&format!("{step}/mul_cos"), x, &t.cos);
-    let b = s.mul(&format!("{step}/mul_sin"), &swapped, &t.sin);
-    s.add(&format!("{step}/Add"), &a, &b)
-}
-
-/// `[B, N, C] ──Reshape──▶ [B, N, heads, hd] ──Transpose──▶ [B, heads, N, hd]`
-fn split_heads(s: &mut Scope<'_>, step: &str, x: &Value, heads: usize, head_dim: usize) -> Value {
-    let x = s.reshape(&format!("{step}/Reshape"), x, [0, 0, heads as i64, head_dim as i64]);
-    s.transpose(&format!("{step}/Transpose"), &x, &[0, 2, 1, 3])
-}
-
-/// Scaled dot-product attention without mask, softmax in f32:
-///
-/// ```text
-/// q [B,h,Nq,hd] ──·hd^-0.5──▶ MatMul(kᵀ [B,h,hd,Nk]) ──▶ scores [B,h,Nq,Nk]
-///   ──Cast f32──▶ Softmax(−1) ──Cast back──▶ MatMul(v [B,h,Nk,hd]) ──▶ [B,h,Nq,hd]
-///   ──Transpose──▶ [B,Nq,h,hd] ──Reshape──▶ [B,Nq,C]
-/// ```
-fn sdpa(s: &mut Scope<'_>, q: &Value, k: &Value, v: &Value, c: usize, head_dim: usize) -> Value {
-    let path = s.path().to_string();
-    let q = s.mul_scalar("scale_q", q, (head_dim as f64).powf(-0.5));
-    let kt = s.transpose("k_t", k, &[0, 1, 3, 2]);
-    let scores = s.matmul("scores", &q, &kt);
-    let compute = scores.dtype();
-    let probs = softmax_f32(s, &path, &scores, -1);
-    let probs = cast_to(s, &path, "probs_cast", &probs, compute);
-    let out = s.matmul("context", &probs, v);
-    let out = s.transpose("merge_heads/Transpose", &out, &[0, 2, 1, 3]);
-    s.reshape("merge_heads/Reshape", &out, [0, 0, c as i64])
-}
-
-/// RoPE tables of the query and key tokens (`None` in the pose retriever, which has none).
 #[derive(Clone, Copy)]
-pub(super) struct Rope<'a> {
+pub(super) struct Rope2d<'a> {
     pub q: &'a RopeTable,
     pub k: &'a RopeTable,
+}
+
+impl Rope for Rope2d<'_> {
+    fn rotate(&self, s: &mut Scope<'_>, which: Rotated, x: &Value) -> Value {
+        let t = match which {
+            Rotated::Queries => self.q,
+            Rotated::Keys => self.k,
+        };
+        let q = t.head_dim / 4;
+        let parts = s.split("Split", x, -1, &[q, q, q, q]);
+        let swapped = s.concat("swap", &[&parts[1], &parts[0], &parts[3], &parts[2]], -1);
+        let a = s.mul("mul_cos", x, &t.cos);
+        let b = s.mul("mul_sin", &swapped, &t.sin);
+        s.add("Add", &a, &b)
+    }
+}
+
+/// The attention options of a CUT3R block: plain multi-head, no mask, `1/√hd` on the queries
+/// (as the graphs validated against the official code always did).
+fn options<'a>(d: BlockDims, rope: Option<&'a Rope2d<'a>>) -> AttentionOptions<'a> {
+    AttentionOptions {
+        heads: d.heads,
+        kv_heads: None,
+        head_dim: d.dim / d.heads,
+        scale: Scale::Queries,
+        rope: rope.map(|r| r as &dyn Rope),
+        mask: None,
+        key_values: KeyValues::New,
+    }
 }
 
 /// Self-attention (`attn.qkv`, `attn.proj`; q, k, v are consecutive channel blocks of qkv):
 ///
 /// ```text
-/// x [B,N,C] ──qkv──▶ [B,N,3C] ──Split C|C|C──▶ q k v ──heads──▶ [B,h,N,hd]
-///   q, k ──RoPE(pos)──▶ sdpa(q, k, v) ──▶ [B,N,C] ──proj──▶ out
+/// x [B,N,C] ──qkv──▶ [B,N,3C] ──Split C|C|C──▶ q k v ──attention (RoPE(pos) on q, k)──▶ [B,N,C] ──proj──▶ out
 /// ```
-pub(super) fn self_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
-    let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
-    let qkv = linear(g, &w.pp("qkv"), x, c, 3 * c, true, p.compute)?;
-    let ctx = {
-        let mut s = g.scope(w.path());
-        let parts = s.split("split_qkv", &qkv, -1, &[c, c, c]);
-        let mut q = split_heads(&mut s, "heads_q", &parts[0], heads, hd);
-        let mut k = split_heads(&mut s, "heads_k", &parts[1], heads, hd);
-        let v = split_heads(&mut s, "heads_v", &parts[2], heads, hd);
-        if let Some(r) = rope {
-            q = apply_rope(&mut s, "rope_q", &q, r.q, hd);
-            k = apply_rope(&mut s, "rope_k", &k, r.k, hd);
-        }
-        sdpa(&mut s, &q, &k, &v, c, hd)
-    };
-    linear(g, &w.pp("proj"), &ctx, c, c, true, p.compute)
+pub(super) fn self_attention(g: &mut ModelGraph, w: &Weights, x: &Value, d: BlockDims, rope: Option<Rope2d<'_>>) -> Result<Value> {
+    let c = d.dim;
+    let qkv = linear(g, &w.pp("qkv"), x, c, 3 * c, true)?;
+    let path = w.path();
+    let parts = g.scope(path.as_str()).split("split_qkv", &qkv, -1, &[c, c, c]);
+    let ctx = attention(g, &path, &parts[0], &parts[1], &parts[2], &options(d, rope.as_ref())).context;
+    linear(g, &w.pp("proj"), &ctx, c, c, true)
 }
 
 /// Cross-attention (`cross_attn.projq/projk/projv/proj`): queries from `x`, keys and values
 /// from `y`; RoPE with the positions of `x` on q and of `y` on k.
 ///
 /// ```text
-/// x [B,Nq,C] ──projq──▶ heads ──RoPE(xpos)──▶ q ─┐
-/// y [B,Nk,C] ──projk──▶ heads ──RoPE(ypos)──▶ k ─┼─ sdpa ──▶ [B,Nq,C] ──proj──▶ out
-/// y          ──projv──▶ heads ─────────────▶ v ─┘
+/// x [B,Nq,C] ──projq──▶ q ─┐
+/// y [B,Nk,C] ──projk──▶ k ─┼─ attention (RoPE(xpos) on q, RoPE(ypos) on k) ──▶ [B,Nq,C] ──proj──▶ out
+/// y          ──projv──▶ v ─┘
 /// ```
-pub(super) fn cross_attention(g: &mut GraphBuilder, w: &Weights, x: &Value, y: &Value, d: BlockDims, rope: Option<Rope<'_>>, p: Precision) -> Result<Value> {
-    let (c, heads, hd) = (d.dim, d.heads, d.dim / d.heads);
-    let q = linear(g, &w.pp("projq"), x, c, c, true, p.compute)?;
-    let k = linear(g, &w.pp("projk"), y, c, c, true, p.compute)?;
-    let v = linear(g, &w.pp("projv"), y, c, c, true, p.compute)?;
-    let ctx = {
-        let mut s = g.scope(w.path());
-        let mut q = split_heads(&mut s, "heads_q", &q, heads, hd);
-        let mut k = split_heads(&mut s, "heads_k", &k, heads, hd);
-        let v = split_heads(&mut s, "heads_v", &v, heads, hd);
-        if let Some(r) = rope {
-            q = apply_rope(&mut s, "rope_q", &q, r.q, hd);
-            k = apply_rope(&mut s, "rope_k", &k, r.k, hd);
-        }
-        sdpa(&mut s, &q, &k, &v, c, hd)
-    };
-    linear(g, &w.pp("proj"), &ctx, c, c, true, p.compute)
+pub(super) fn cross_attention(g: &mut ModelGraph, w: &Weights, x: &Value, y: &Value, d: BlockDims, rope: Option<Rope2d<'_>>) -> Result<Value> {
+    let c = d.dim;
+    let q = linear(g, &w.pp("projq"), x, c, c, true)?;
+    let k = linear(g, &w.pp("projk"), y, c, c, true)?;
+    let v = linear(g, &w.pp("projv"), y, c, c, true)?;
+    let ctx = attention(g, &w.path(), &q, &k, &v, &options(d, rope.as_ref())).context;
+    linear(g, &w.pp("proj"), &ctx, c, c, true)
 }
 
 /// `x + delta`, in the residual stream's dtype (`delta` is cast when it differs).
@@ -209,12 +182,13 @@ pub(super) struct BlockDims {
 /// ```text
 /// x ──norm1──▶ self-attn(RoPE pos) ──▶ (+x) ──norm2──▶ mlp ──▶ (+) ──▶ out
 /// ```
-pub(super) fn encoder_block(g: &mut GraphBuilder, w: &Weights, x: &Value, d: BlockDims, rope: &RopeTable, p: Precision) -> Result<Value> {
-    let h = norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
-    let a = self_attention(g, &w.pp("attn"), &h, d, Some(Rope { q: rope, k: rope }), p)?;
+pub(super) fn encoder_block(g: &mut ModelGraph, w: &Weights, x: &Value, d: BlockDims, rope: &RopeTable) -> Result<Value> {
+    let compute = g.compute();
+    let h = norm(g, &w.pp("norm1"), x, d.dim, compute)?;
+    let a = self_attention(g, &w.pp("attn"), &h, d, Some(Rope2d { q: rope, k: rope }))?;
     let x = residual(g, w, "attn_residual", x, &a);
-    let h = norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
-    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
+    let h = norm(g, &w.pp("norm2"), &x, d.dim, compute)?;
+    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim)?;
     Ok(residual(g, w, "mlp_residual", &x, &m))
 }
 
@@ -228,26 +202,19 @@ pub(super) fn encoder_block(g: &mut GraphBuilder, w: &Weights, x: &Value, d: Blo
 /// y ──norm_y──▶ kv ┴─ cross-attn(xpos, ypos) ──▶ (+x1) = x2
 /// x2 ──norm3──▶ mlp ──▶ (+x2) ──▶ out
 /// ```
-pub(super) fn decoder_block(
-    g: &mut GraphBuilder,
-    w: &Weights,
-    x: &Value,
-    y: &Value,
-    d: BlockDims,
-    rope: Option<(&RopeTable, &RopeTable)>,
-    p: Precision,
-) -> Result<Value> {
-    let self_rope = rope.map(|(xr, _)| Rope { q: xr, k: xr });
-    let cross_rope = rope.map(|(xr, yr)| Rope { q: xr, k: yr });
-    let h = norm(g, &w.pp("norm1"), x, d.dim, p, p.compute)?;
-    let a = self_attention(g, &w.pp("attn"), &h, d, self_rope, p)?;
+pub(super) fn decoder_block(g: &mut ModelGraph, w: &Weights, x: &Value, y: &Value, d: BlockDims, rope: Option<(&RopeTable, &RopeTable)>) -> Result<Value> {
+    let compute = g.compute();
+    let self_rope = rope.map(|(xr, _)| Rope2d { q: xr, k: xr });
+    let cross_rope = rope.map(|(xr, yr)| Rope2d { q: xr, k: yr });
+    let h = norm(g, &w.pp("norm1"), x, d.dim, compute)?;
+    let a = self_attention(g, &w.pp("attn"), &h, d, self_rope)?;
     let x = residual(g, w, "attn_residual", x, &a);
-    let y_ = norm(g, &w.pp("norm_y"), y, d.dim, p, p.compute)?;
-    let h = norm(g, &w.pp("norm2"), &x, d.dim, p, p.compute)?;
-    let a = cross_attention(g, &w.pp("cross_attn"), &h, &y_, d, cross_rope, p)?;
+    let y_ = norm(g, &w.pp("norm_y"), y, d.dim, compute)?;
+    let h = norm(g, &w.pp("norm2"), &x, d.dim, compute)?;
+    let a = cross_attention(g, &w.pp("cross_attn"), &h, &y_, d, cross_rope)?;
     let x = residual(g, w, "cross_residual", &x, &a);
-    let h = norm(g, &w.pp("norm3"), &x, d.dim, p, p.compute)?;
-    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim, p)?;
+    let h = norm(g, &w.pp("norm3"), &x, d.dim, compute)?;
+    let m = mlp(g, &w.pp("mlp"), &h, d.dim, d.mlp_hidden, d.dim)?;
     Ok(residual(g, w, "mlp_residual", &x, &m))
 }
 
