@@ -155,7 +155,7 @@ mod tests {
     use loc3r_export::graph::{Attr, GraphBuilder};
     use loc3r_export::DType;
 
-    use crate::interp::testing::{assert_floats, assert_ints, eval, eval1, floats, ints, ramp};
+    use crate::interp::testing::{assert_floats, assert_ints, eval, eval1, floats, ramp};
 
     /// x[i][j][k] = i·12 + j·4 + k over [2, 3, 4], minus 10.
     fn x_values() -> Vec<f64> {
@@ -261,6 +261,5 @@ mod tests {
         assert_floats(&got[1], &[2, 2, 2], &want);
         let one = eval1(&g, &[("x", floats(&[2, 2, 2], &[0.0; 8]))], &sm);
         assert_floats(&one, &[2, 2, 2], &[0.5; 8]);
-        let _ = ints;
     }
 }

@@ -343,7 +343,7 @@ mod tests {
     use loc3r_export::graph::{Attr, GraphBuilder, NodeSpec, OutputSpec};
     use loc3r_export::{dims, DType};
 
-    use crate::interp::testing::{assert_bools, assert_floats, assert_ints, bools, eval, eval1, floats, ints, ramp};
+    use crate::interp::testing::{assert_bools, assert_floats, assert_ints, eval, floats, ramp};
 
     #[test]
     fn reshape_flatten_transpose_squeeze_unsqueeze() {
@@ -511,6 +511,5 @@ mod tests {
         assert_floats(&got[4], &[2, 3], &[0.0; 6]);
         assert_ints(&got[5], &[3], &[10, 6, 2]);
         assert_floats(&got[6], &[3], &[0.5, 1.0, 1.5]);
-        let _ = (bools, eval1, ints);
     }
 }
