@@ -128,7 +128,7 @@ fn unsqueeze<T: Elem>(a: &NodeArgs) -> OpResult {
 
 fn concat<T: Elem>(a: &NodeArgs) -> OpResult {
     let parts: Vec<&ArrayD<T>> = (0..a.inputs.len()).map(|i| a.typed::<T>(i)).collect::<Result<_, _>>()?;
-    let ax = axis(a.int_attr("axis", i64::MIN)?, parts[0].ndim())?;
+    let ax = axis(a.attr("axis").map(|_| a.int_attr("axis", 0)).ok_or("Concat needs the `axis` attribute")??, parts[0].ndim())?;
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     let out = ndarray::concatenate(Axis(ax), &views)
         .map_err(|e| format!("cannot concatenate {:?} along axis {ax}: {e}", parts.iter().map(|p| p.shape()).collect::<Vec<_>>()))?;
