@@ -77,8 +77,8 @@ fn flatten<T: Elem>(a: &NodeArgs) -> OpResult {
     if !(0..=r).contains(&ax) {
         return Err(format!("Flatten axis {ax} is out of range for rank {r}"));
     }
-    let outer: usize = x.shape()[..ax as usize].iter().product();
-    one(T::wrap(reshape(x, &[outer, x.len().checked_div(outer).unwrap_or(0)])?))
+    let (outer, inner) = x.shape().split_at(ax as usize);
+    one(T::wrap(reshape(x, &[outer.iter().product(), inner.iter().product()])?))
 }
 
 fn transpose<T: Elem>(a: &NodeArgs) -> OpResult {
