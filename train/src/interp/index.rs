@@ -66,7 +66,10 @@ fn gather_elements<T: Elem>(a: &NodeArgs) -> OpResult {
 }
 
 /// How `Scatter*` combines an update with the element already there.
-fn combiner<T: ScatterArith>(a: &NodeArgs) -> Result<fn(T, T) -> Result<T, String>, String> {
+/// Combines the element already in place with an update (or fails on overflow).
+type Combine<T> = fn(T, T) -> Result<T, String>;
+
+fn combiner<T: ScatterArith>(a: &NodeArgs) -> Result<Combine<T>, String> {
     match a.string_attr("reduction", "none")? {
         "none" => Ok(|_, u| Ok(u)),
         "add" => Ok(|x, u| T::add(x, u)),

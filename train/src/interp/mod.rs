@@ -9,7 +9,9 @@
 //!
 //! Evaluation is lazy: only the nodes the requested values depend on run, in node order
 //! (the builder's nodes are topologically ordered), and an intermediate is dropped as soon
-//! as no remaining node reads it.
+//! as no remaining node reads it. [`evaluate`] is the one-shot entry point;
+//! [`Interpreter`] reads the initializers once for many evaluations, and a feed may
+//! replace an initializer (a perturbed weight).
 //!
 //! Op families live in their own files: `elementwise.rs` (unary, binary, comparisons,
 //! `Where`, `Clip`, `Cast`), `reduce.rs` (reductions, `ArgMax`, `Softmax`), `shape.rs`
@@ -31,7 +33,7 @@ mod vs_ort;
 
 use std::collections::{HashMap, HashSet};
 
-use loc3r_export::graph::{Dim, GraphBuilder, Node};
+use loc3r_export::graph::{Dim, GraphBuilder, Node, Value};
 use loc3r_export::DType;
 
 use args::NodeArgs;
@@ -69,13 +71,46 @@ type OpResult = Result<Vec<Tensor>, String>;
 /// Evaluates `outputs` (value names: graph outputs or any intermediate, graph input or
 /// initializer) given `feeds` for the graph inputs they depend on.
 ///
-/// Feeds must match the graph inputs' element kind (float, integer or bool) and fixed
-/// dims; feeds that nothing requested depends on are ignored.
+/// Feeds must match the declared element kind (float, integer or bool) and fixed dims.
+/// A feed may also replace an initializer (a perturbed weight for a finite difference);
+/// feeds that nothing requested depends on are ignored. Reads the initializers the
+/// outputs need on every call; [`Interpreter`] reads them once for many calls.
 pub fn evaluate(g: &GraphBuilder, feeds: &HashMap<String, Tensor>, outputs: &[&str]) -> Result<HashMap<String, Tensor>, InterpError> {
+    run_graph(g, feeds, outputs, |i| initializer::read(&g.initializers()[i]))
+}
+
+/// A graph with its initializers read once, for evaluating it many times (finite
+/// differences run the same graph twice per perturbed element).
+pub struct Interpreter<'g> {
+    graph: &'g GraphBuilder,
+    initializers: Vec<Tensor>,
+}
+
+impl<'g> Interpreter<'g> {
+    /// Reads every initializer of `graph`.
+    pub fn new(graph: &'g GraphBuilder) -> Result<Interpreter<'g>, InterpError> {
+        let initializers = graph.initializers().iter().map(initializer::read).collect::<Result<_, _>>()?;
+        Ok(Interpreter { graph, initializers })
+    }
+
+    /// Like [`evaluate`], without reading the initializers again.
+    pub fn evaluate(&self, feeds: &HashMap<String, Tensor>, outputs: &[&str]) -> Result<HashMap<String, Tensor>, InterpError> {
+        run_graph(self.graph, feeds, outputs, |i| Ok(self.initializers[i].clone()))
+    }
+}
+
+/// The evaluation behind [`evaluate`] and [`Interpreter::evaluate`]; `initializer(i)` gives
+/// the value of the graph's `i`-th initializer.
+fn run_graph(
+    g: &GraphBuilder,
+    feeds: &HashMap<String, Tensor>,
+    outputs: &[&str],
+    initializer: impl Fn(usize) -> Result<Tensor, InterpError>,
+) -> Result<HashMap<String, Tensor>, InterpError> {
     let nodes = g.nodes();
     let producer: HashMap<&str, usize> =
         nodes.iter().enumerate().flat_map(|(i, n)| n.outputs.iter().filter(|o| !o.is_empty()).map(move |o| (o.as_str(), i))).collect();
-    let graph_inputs: HashMap<&str, &loc3r_export::graph::Value> = g.inputs().iter().map(|v| (v.name(), v)).collect();
+    let graph_inputs: HashMap<&str, &Value> = g.inputs().iter().map(|v| (v.name(), v)).collect();
     let initializers: HashMap<&str, usize> = g.initializers().iter().enumerate().map(|(i, init)| (init.value.name(), i)).collect();
 
     // Walk back from the requested values to the nodes and leaves they need.
@@ -97,17 +132,19 @@ pub fn evaluate(g: &GraphBuilder, feeds: &HashMap<String, Tensor>, outputs: &[&s
         }
     }
 
-    // Leaves: feeds (checked against the graph input) win over initializers of the same name.
+    // Leaves: a feed (checked against the declaration) wins over an initializer.
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     for &name in &leaves {
-        if let Some(feed) = feeds.get(name).filter(|_| graph_inputs.contains_key(name)) {
-            check_declared(feed, graph_inputs[name].dtype(), graph_inputs[name].shape())
-                .map_err(|problem| InterpError::BadFeed { name: name.to_string(), problem })?;
-            values.insert(name, feed.clone());
-        } else if let Some(&i) = initializers.get(name) {
-            values.insert(name, initializer::read(&g.initializers()[i])?);
-        } else {
-            return Err(InterpError::MissingFeed { name: name.to_string() });
+        let declared = graph_inputs.get(name).copied().or_else(|| initializers.get(name).map(|&i| &g.initializers()[i].value));
+        match (feeds.get(name), declared, initializers.get(name)) {
+            (Some(feed), Some(v), _) => {
+                check_declared(feed, v.dtype(), v.shape()).map_err(|problem| InterpError::BadFeed { name: name.to_string(), problem })?;
+                values.insert(name, feed.clone());
+            }
+            (None, _, Some(&i)) => {
+                values.insert(name, initializer(i)?);
+            }
+            _ => return Err(InterpError::MissingFeed { name: name.to_string() }),
         }
     }
 
@@ -210,7 +247,7 @@ mod tests {
     use loc3r_export::{dims, DType};
 
     use super::testing::{assert_floats, eval, floats, ints};
-    use super::{evaluate, InterpError};
+    use super::{evaluate, InterpError, Interpreter};
 
     /// A graph with a branch the interpreter cannot run: asking only for the other branch
     /// never touches it.
@@ -230,6 +267,28 @@ mod tests {
         };
         let custom = s.node("Fused", spec).remove(0);
         (g, z.name().to_string(), custom.name().to_string())
+    }
+
+    /// A feed replaces an initializer; an [`Interpreter`] gives the same values as
+    /// [`evaluate`] on repeated calls.
+    #[test]
+    fn feeds_override_initializers_and_interpreters_are_reusable() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize]);
+        let w = g.initializer("w", Arc::new(F32Tensor::new(vec![2], vec![2.0, 3.0])), DType::F32);
+        let y = g.scope("t").mul("Mul", &x, &w);
+        let x_feed = ("x".to_string(), floats(&[2], &[1.0, -1.0]));
+        let plain: HashMap<String, _> = [x_feed.clone()].into_iter().collect();
+        let perturbed: HashMap<String, _> = [x_feed, ("w".to_string(), floats(&[2], &[2.5, 3.0]))].into_iter().collect();
+        let interp = Interpreter::new(&g).unwrap();
+        for _ in 0..2 {
+            assert_floats(&interp.evaluate(&plain, &[y.name()]).unwrap()[y.name()], &[2], &[2.0, -3.0]);
+            assert_floats(&interp.evaluate(&perturbed, &[y.name()]).unwrap()[y.name()], &[2], &[2.5, -3.0]);
+        }
+        assert_floats(&evaluate(&g, &perturbed, &[y.name()]).unwrap()[y.name()], &[2], &[2.5, -3.0]);
+        let bad: HashMap<String, _> = [("x".to_string(), floats(&[2], &[1.0, 1.0])), ("w".to_string(), floats(&[3], &[1.0; 3]))].into_iter().collect();
+        let err = interp.evaluate(&bad, &[y.name()]).unwrap_err().to_string();
+        assert!(err.contains("feed `w`: has shape [3], but the graph declares [2]"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Reductions (`Reduce*`), `ArgMax`/`ArgMin`, and `Softmax`/`LogSoftmax`.
+//! Reductions (`Reduce*`), `ArgMax`/`ArgMin`, `Softmax`/`LogSoftmax`, and the running
+//! sum `CumSum`.
 
 use ndarray::{ArrayD, Axis};
 
@@ -22,6 +23,7 @@ pub(super) fn run(a: &NodeArgs) -> Option<OpResult> {
         "ArgMin" => arg_extreme(a, |x, best| x < best),
         "Softmax" => softmax(a, false),
         "LogSoftmax" => softmax(a, true),
+        "CumSum" => cum_sum(a),
         _ => return None,
     })
 }
@@ -150,12 +152,44 @@ fn softmax(a: &NodeArgs, log: bool) -> OpResult {
     one(Tensor::Float(out))
 }
 
+/// `CumSum(x, axis)`: running sums along `axis`; `exclusive` leaves the current element
+/// out, `reverse` runs from the end.
+fn cum_sum(a: &NodeArgs) -> OpResult {
+    let ax = a.int_scalar(1)?;
+    let exclusive = a.int_attr("exclusive", 0)? != 0;
+    let reverse = a.int_attr("reverse", 0)? != 0;
+    fn scan<T: Copy + Default + std::ops::Add<Output = T>>(x: &ArrayD<T>, ax: usize, exclusive: bool, reverse: bool) -> ArrayD<T> {
+        let mut out = x.clone();
+        for mut lane in out.lanes_mut(Axis(ax)) {
+            let n = lane.len();
+            let mut acc = T::default();
+            for k in 0..n {
+                let i = if reverse { n - 1 - k } else { k };
+                let v = lane[i];
+                if exclusive {
+                    lane[i] = acc;
+                    acc = acc + v;
+                } else {
+                    acc = acc + v;
+                    lane[i] = acc;
+                }
+            }
+        }
+        out
+    }
+    match a.input(0)? {
+        Tensor::Float(x) => one(Tensor::Float(scan(x, axis(ax, x.ndim())?, exclusive, reverse))),
+        Tensor::Int(x) => one(Tensor::Int(scan(x, axis(ax, x.ndim())?, exclusive, reverse))),
+        Tensor::Bool(_) => Err("CumSum needs a numeric input, got bool".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use loc3r_export::graph::{Attr, GraphBuilder};
     use loc3r_export::DType;
 
-    use crate::interp::testing::{assert_floats, assert_ints, eval, eval1, floats, ints, ramp};
+    use crate::interp::testing::{assert_floats, assert_ints, eval, eval1, floats, ramp};
 
     /// x[i][j][k] = i·12 + j·4 + k over [2, 3, 4], minus 10.
     fn x_values() -> Vec<f64> {
@@ -239,6 +273,19 @@ mod tests {
     }
 
     #[test]
+    fn cum_sum_inclusive_exclusive_reverse() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::F32, [2usize, 3]);
+        let mut s = g.scope("t");
+        let ax = s.scalar_i64(-1);
+        let inc = s.op("inc", "CumSum", &[&x, &ax], &[], DType::F32, [2usize, 3]);
+        let exc_rev = s.op("exc_rev", "CumSum", &[&x, &ax], &[("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))], DType::F32, [2usize, 3]);
+        let got = eval(&g, &[("x", floats(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))], &[&inc, &exc_rev]);
+        assert_floats(&got[0], &[2, 3], &[1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
+        assert_floats(&got[1], &[2, 3], &[5.0, 3.0, 0.0, 11.0, 6.0, 0.0]);
+    }
+
+    #[test]
     fn softmax_and_log_softmax_are_stable_along_any_axis() {
         let mut g = GraphBuilder::new("t");
         let x = g.input("x", DType::F32, [2usize, 2, 2]);
@@ -261,6 +308,5 @@ mod tests {
         assert_floats(&got[1], &[2, 2, 2], &want);
         let one = eval1(&g, &[("x", floats(&[2, 2, 2], &[0.0; 8]))], &sm);
         assert_floats(&one, &[2, 2, 2], &[0.5; 8]);
-        let _ = ints;
     }
 }
