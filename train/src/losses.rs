@@ -367,9 +367,10 @@ mod tests {
 
         let names = [parts.lm.as_ref(), parts.bev.as_ref(), parts.pos.as_ref(), parts.ori.as_ref(), Some(&loss)].map(|v| v.expect("all parts").name().to_string());
         let out = evaluate(&g, &feeds, &names.iter().map(String::as_str).collect::<Vec<_>>()).expect("evaluates");
-        for (name, want) in names.iter().zip([want_lm, want_bev, want_pos, want_ori, want_total]) {
+        // The parts agree to rounding; the total's weights are f32 constants in the graph.
+        for ((name, want), tol) in names.iter().zip([want_lm, want_bev, want_pos, want_ori, want_total]).zip([1e-12, 1e-12, 1e-12, 1e-12, 1e-7]) {
             let got = out[name].float().expect("float").iter().next().copied().unwrap_or(f64::NAN);
-            assert!((got - want).abs() <= 1e-12 * want.abs().max(1.0), "{name}: graph {got}, loops {want}");
+            assert!((got - want).abs() <= tol * want.abs().max(1.0), "{name}: graph {got}, loops {want}");
         }
         let failures = finite_difference_failures(&g, &feeds, &loss, &params, &grads, "losses");
         assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -542,7 +542,7 @@ fn split(v: &mut Vjp<'_>) -> Result<(), String> {
 /// in the graph from shape(a).
 ///
 /// ```text
-/// per sliced axis:  s = start < 0 ? start + dim : start;  e likewise;  clamp both to [0, dim]
+/// per sliced axis:  clamp to [−dim, dim];  s = start < 0 ? start + dim : start;  e likewise
 /// pads = [0.., s_axis, ..0,   0.., dim − e_axis, ..0]  ─▶ Pad(g, pads, 0)
 /// ```
 fn slice(v: &mut Vjp<'_>) -> Result<(), String> {
@@ -586,12 +586,15 @@ fn slice_pads_at_run_time(v: &mut Vjp<'_>, a: &Value, axes: &[usize]) -> Result<
     let axes_value = s.ints(&axes_i64);
     let dims = s.gather("sliced_dims", &shape, &axes_value, 0);
     let zero = s.scalar_i64(0);
+    let neg_dims = s.neg("minus_sliced_dims", &dims);
+    // Clamp to [−dim, dim] first, so wrapping a negative bound cannot overflow (ends are
+    // often i64::MAX), then wrap negatives into [0, dim].
     let clamp = |s: &mut loc3r_export::graph::Scope<'_>, name: &str, x: &Value| {
-        let negative = s.less(&format!("{name}/negative"), x, &zero);
-        let wrapped = s.add(&format!("{name}/plus_dim"), x, &dims);
-        let x = s.where_(&format!("{name}/wrapped"), &negative, &wrapped, x);
-        let x = s.max(&format!("{name}/at_least_zero"), &x, &zero);
-        s.min(&format!("{name}/at_most_dim"), &x, &dims)
+        let x = s.min(&format!("{name}/at_most_dim"), x, &dims);
+        let x = s.max(&format!("{name}/at_least_minus_dim"), &x, &neg_dims);
+        let negative = s.less(&format!("{name}/negative"), &x, &zero);
+        let wrapped = s.add(&format!("{name}/plus_dim"), &x, &dims);
+        s.where_(&format!("{name}/wrapped"), &negative, &wrapped, &x)
     };
     let b = clamp(s, "begin", &starts);
     let e = clamp(s, "end", &ends);

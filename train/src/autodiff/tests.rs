@@ -77,7 +77,7 @@ pub(crate) struct Prepared {
 }
 
 pub(crate) fn prepare(name: &str, case: cases::CaseFn, seed: u64) -> Prepared {
-    let mut cb = CaseBuilder::new(name);
+    let mut cb = CaseBuilder::new(&name.replace('/', "_"));
     let y = case(&mut cb);
     let mut rng = Rng::new(seed);
     let mut feeds = HashMap::new();
