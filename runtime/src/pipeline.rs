@@ -470,4 +470,13 @@ mod tests {
         assert_send_sync::<Loc3r>();
         assert_send_sync::<Scene>();
     }
+
+    #[test]
+    fn the_first_answer_pays_for_the_observe() {
+        let observe = Timings { decode_video: 5.0, cut3r: 20.0, siglip: 30.0, prefill: 40.0, first_token: 0.0, decode: 0.0, total: 100.0 };
+        let mut answer = Timings { prefill: 2.0, first_token: 3.0, decode: 7.0, total: 10.0, ..Timings::default() };
+        answer.include_observe(&observe);
+        assert_eq!((answer.decode_video, answer.cut3r, answer.siglip), (5.0, 20.0, 30.0));
+        assert_eq!((answer.prefill, answer.first_token, answer.decode, answer.total), (42.0, 103.0, 7.0, 110.0));
+    }
 }
