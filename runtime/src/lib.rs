@@ -33,12 +33,16 @@
 //! sessions are behind mutexes and a scene's cached prefix is only ever read. This crate
 //! also owns loading of the ONNX Runtime shared library ([`ort_env`]), which every binary
 //! of the project goes through.
+//!
+//! The HTTP server (`server`, behind the default feature `server`) pulls in axum and tokio;
+//! link with `default-features = false` to leave it out.
 
 pub mod bundle;
 pub mod error;
 pub mod manifest;
 pub mod ort_env;
 pub mod pipeline;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod session;
 pub mod stages;

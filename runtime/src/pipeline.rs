@@ -26,18 +26,21 @@ use crate::error::{Error, Result};
 use crate::session::SessionOptions;
 use crate::stages::cut3r::{CameraTokens, Cut3r, Cut3rState};
 use crate::stages::decode::{KvCache, Llm, Prefix, Sequence};
-use crate::stages::heads::{decode_bev, decode_orientation, decode_position, Position};
+use crate::stages::heads;
 use crate::stages::preprocess::{preprocess, PreprocessSpec};
 use crate::stages::prompt::{self, PromptPlan, VideoTiming};
 use crate::stages::sampling::{GenerationOptions, Sampler};
 use crate::stages::video::{load_frames, FrameSpec, Frames};
 use crate::stages::vision::{embed_frames, VisionEmbeds};
-use crate::values;
+
+pub use crate::stages::heads::{Localization, PositionJson};
 
 /// An opened bundle. Cheap to clone; scenes of one model can be used from many threads.
 #[derive(Clone, Debug)]
 pub struct Loc3r {
     bundle: Arc<Bundle>,
+    /// Where every video's CUT3R recurrence starts (read from the bundle once, at open).
+    cut3r_init: Arc<Cut3rState>,
 }
 
 /// Stage timings in milliseconds (the keys of `timings_ms`).
@@ -52,6 +55,21 @@ pub struct Timings {
     pub total: f64,
 }
 
+impl Timings {
+    /// Makes these timings of an answer (or a localisation) also pay for the observe (or
+    /// push of frames) that came before it, as the first answer after an observe reports:
+    /// the video's stages are taken over, its prefill is added to the question's, and its
+    /// whole time to the time to first token and the total.
+    pub fn include_observe(&mut self, observe: &Timings) {
+        self.decode_video = observe.decode_video;
+        self.cut3r = observe.cut3r;
+        self.siglip = observe.siglip;
+        self.prefill += observe.prefill;
+        self.first_token += observe.total;
+        self.total += observe.total;
+    }
+}
+
 /// One sampled frame of a scene.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrameInfo {
@@ -59,27 +77,6 @@ pub struct FrameInfo {
     pub time_s: f64,
     /// `[tx, ty, tz, qw, qx, qy, qz]` camera-to-world from CUT3R (world = first frame).
     pub camera_pose: [f32; 7],
-}
-
-/// Position + orientation from the heads.
-#[derive(Debug, Clone, Serialize)]
-pub struct Localization {
-    pub position: PositionJson,
-    pub yaw_deg: f64,
-    pub orientation_probs: Vec<f32>,
-    /// False when the orientation distribution has no dominant direction.
-    pub orientation_confident: bool,
-    /// Per pooled grid token of every frame: BEV position with σ.
-    #[serde(skip)]
-    pub bev: Vec<Position>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct PositionJson {
-    pub x: f32,
-    pub y: f32,
-    pub sigma_x: f32,
-    pub sigma_y: f32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,7 +112,7 @@ pub struct Scene {
     /// Hidden states of the pooled grid tokens (no camera or newline tokens) `[T, H]`.
     grid_hidden: Array2<f32>,
     /// Time spent by the last observe or push of frames (the first question after it
-    /// reports it in its timings).
+    /// reports it in its timings: [`Timings::include_observe`]).
     pub observe_timings: Timings,
     cut3r_state: Cut3rState,
 }
@@ -133,7 +130,9 @@ fn ms(t: Instant) -> f64 {
 impl Loc3r {
     /// Opens a bundle on a device.
     pub fn open(bundle: &Path, opts: &SessionOptions) -> Result<Loc3r> {
-        Ok(Loc3r { bundle: Arc::new(Bundle::open(bundle, opts)?) })
+        let bundle = Bundle::open(bundle, opts)?;
+        let cut3r_init = Arc::new(Cut3rState::initial(&bundle)?);
+        Ok(Loc3r { bundle: Arc::new(bundle), cut3r_init })
     }
 
     pub fn bundle(&self) -> &Bundle {
@@ -163,8 +162,7 @@ impl Loc3r {
         // A neutral question fixes the question-independent parts of the prompt.
         let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
         self.check_video_fits(&plan, frames.frames.len())?;
-        let initial = Cut3r::new(b)?.initial_state()?;
-        let (encoded, mut timings) = self.encode_frames(frames, &initial)?;
+        let (encoded, mut timings) = self.encode_frames(frames, &self.cut3r_init)?;
         let llm = Llm::new(b)?;
         let video = encoded.embeds.spliced();
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
@@ -285,6 +283,11 @@ impl Scene {
         self.cut3r_state.frames_seen
     }
 
+    /// Duration in seconds of the observed video (of the stream so far, after pushed frames).
+    pub fn duration_s(&self) -> f64 {
+        self.timing.duration_s
+    }
+
     /// Tokens in the cached video prefix.
     pub fn prefix_tokens(&self) -> usize {
         self.prefix.len
@@ -383,39 +386,8 @@ impl Scene {
         };
         let mut sequence = llm.sequence(prefix, question_embeds.nrows().saturating_add(new_tokens))?;
         let out = sequence.feed(&question_embeds)?;
-        let pose = self.run_heads(out.hidden.row(pos_at).to_owned(), out.hidden.row(ori_at).to_owned())?;
+        let pose = heads::run(b, out.hidden.row(pos_at).to_owned(), out.hidden.row(ori_at).to_owned(), self.grid_hidden.view())?;
         Ok(Prefilled { logits: out.logits, prompt_tokens: sequence.len(), sequence, pose })
-    }
-
-    fn run_heads(&self, pos: ndarray::Array1<f32>, ori: ndarray::Array1<f32>) -> Result<Localization> {
-        let b = self.model.bundle();
-        let h = pos.len();
-        let mut heads = b.session("heads")?.lock().map_err(|_| Error::Input("heads session poisoned".into()))?;
-        let inputs = ort::inputs![
-            "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
-            "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
-            "vision_hidden" => values::f32_view(self.grid_hidden.view().insert_axis(Axis(0)), "vision_hidden")?,
-        ];
-        let out = heads.run(inputs).map_err(|e| Error::ort("running heads", e))?;
-        let p = values::to_f32(&out["position"], "position")?;
-        let o = values::to_f32(&out["orientation_logits"], "orientation_logits")?;
-        let bev = values::to_f32(&out["bev"], "bev")?;
-        let p: Vec<f32> = p.iter().copied().collect();
-        let [x, y, log_var_x, log_var_y] = p[..] else {
-            return Err(Error::Bundle(format!("heads.onnx position has {} values, expected 4", p.len())));
-        };
-        let position = decode_position([x, y, log_var_x, log_var_y]);
-        let logits: Vec<f32> = o.iter().copied().collect();
-        let orientation = decode_orientation(&logits).map_err(|e| Error::Bundle(format!("heads.onnx orientation_logits: {e}")))?;
-        let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(e.to_string()))?;
-        let bev = decode_bev(bev).map_err(|e| Error::Input(e.to_string()))?;
-        Ok(Localization {
-            position: PositionJson { x: position.x, y: position.y, sigma_x: position.sigma_x, sigma_y: position.sigma_y },
-            yaw_deg: orientation.yaw_deg,
-            orientation_probs: orientation.probs,
-            orientation_confident: orientation.confident,
-            bev,
-        })
     }
 
     /// Where am I? Position and orientation for a situation (default: standing in the room).
@@ -497,5 +469,14 @@ mod tests {
     fn models_and_scenes_can_be_shared_between_threads() {
         assert_send_sync::<Loc3r>();
         assert_send_sync::<Scene>();
+    }
+
+    #[test]
+    fn the_first_answer_pays_for_the_observe() {
+        let observe = Timings { decode_video: 5.0, cut3r: 20.0, siglip: 30.0, prefill: 40.0, first_token: 0.0, decode: 0.0, total: 100.0 };
+        let mut answer = Timings { prefill: 2.0, first_token: 3.0, decode: 7.0, total: 10.0, ..Timings::default() };
+        answer.include_observe(&observe);
+        assert_eq!((answer.decode_video, answer.cut3r, answer.siglip), (5.0, 20.0, 30.0));
+        assert_eq!((answer.prefill, answer.first_token, answer.decode, answer.total), (42.0, 103.0, 7.0, 110.0));
     }
 }

@@ -67,6 +67,7 @@ enum Command {
     },
     /// Serve the HTTP API (see README.md, section Serving): videos, localize, ask with SSE,
     /// OpenAI-style chat completions, health and Prometheus metrics.
+    #[cfg(feature = "server")]
     Serve {
         /// Bundle directory.
         #[arg(long)]
@@ -174,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", info.build_info);
             }
         }
+        #[cfg(feature = "server")]
         Command::Serve {
             bundle,
             addr,
@@ -230,14 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let mut answer = scene.ask(situation.as_deref(), q, &gen).with_context(|| format!("answering {q:?}"))?;
                 if i == 0 {
                     // The first question pays for observing the video.
-                    let o = &scene.observe_timings;
-                    let t = &mut answer.timings_ms;
-                    t.decode_video = o.decode_video;
-                    t.cut3r = o.cut3r;
-                    t.siglip = o.siglip;
-                    t.prefill += o.prefill;
-                    t.first_token += o.total;
-                    t.total += o.total;
+                    answer.timings_ms.include_observe(&scene.observe_timings);
                 }
                 if json {
                     let mut v = serde_json::to_value(&answer)?;

@@ -1,11 +1,12 @@
-//! The HTTP layer: routes, auth, request log, SSE and the OpenAI shapes. Requests go
-//! `http` -> `validate` (-> `Valid*`) -> `schedule` (admission, 429) -> pipeline.
+//! The HTTP layer: routes, auth, request log, the video routes and SSE (the OpenAI chat
+//! completions are in [`super::openai`]). Requests go `http` -> `validate` (-> `Valid*`)
+//! -> `schedule` (admission, 429) -> pipeline, on scenes from the `store`.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
@@ -15,8 +16,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,7 +26,9 @@ use crate::{Answer, Loc3r, Scene};
 
 use super::error::{ApiError, ErrorCode};
 use super::metrics::{Gauges, Metrics};
-use super::schedule::{observe, video_id_of_bytes, video_id_of_file, Scheduler, Source, Store, VideoInfo};
+use super::openai::chat;
+use super::schedule::Scheduler;
+use super::store::{video_id_of_bytes, video_id_of_file, Source, Store, VideoInfo};
 use super::validate::{self, Limits, ValidAsk};
 
 pub struct AppState {
@@ -43,8 +44,8 @@ pub struct AppState {
     pub next_id: AtomicU64,
 }
 
-type St = State<Arc<AppState>>;
-type ApiResult<T = Response> = Result<T, ApiError>;
+pub(super) type St = State<Arc<AppState>>;
+pub(super) type ApiResult<T = Response> = Result<T, ApiError>;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.body_limit;
@@ -135,7 +136,7 @@ fn authorized(st: &AppState, req: &Request) -> bool {
     constant_time_eq(&got, want)
 }
 
-fn with_timings(mut r: Response, t: &Timings) -> Response {
+pub(super) fn with_timings(mut r: Response, t: &Timings) -> Response {
     r.extensions_mut().insert(StageTimings(t.clone()));
     r
 }
@@ -150,7 +151,7 @@ fn rejection(status: StatusCode, text: String) -> ApiError {
     ApiError::new(status, code, text)
 }
 
-async fn body_bytes(req: Request, st: &Arc<AppState>) -> ApiResult<Bytes> {
+pub(super) async fn body_bytes(req: Request, st: &Arc<AppState>) -> ApiResult<Bytes> {
     let limit = st.body_limit;
     Bytes::from_request(req, st).await.map_err(|e| {
         let status = e.status();
@@ -178,14 +179,14 @@ async fn models(State(st): St) -> Json<Value> {
 }
 
 /// What registering a video produced.
-struct Registered {
-    info: VideoInfo,
+pub(super) struct Registered {
+    pub(super) info: VideoInfo,
     created: bool,
     timings: Option<Timings>,
 }
 
 /// Registers (observes) a video unless its id is known already (idempotent).
-async fn register(st: &Arc<AppState>, source: Source, content: Option<Bytes>, frames: usize) -> ApiResult<Registered> {
+pub(super) async fn register(st: &Arc<AppState>, source: Source, content: Option<Bytes>, frames: usize) -> ApiResult<Registered> {
     // Hash off the async threads: videos can be large.
     let id = {
         let path = source.path().to_path_buf();
@@ -207,22 +208,22 @@ async fn register(st: &Arc<AppState>, source: Source, content: Option<Bytes>, fr
     let model = st.model.clone();
     let path = source.path().to_path_buf();
     let upload = content.filter(|_| matches!(source, Source::Upload(_)));
-    let observed = st
+    let scene = st
         .sched
         .run(move |_| {
             if let Some(bytes) = &upload {
                 std::fs::write(&path, bytes).map_err(|e| ApiError::internal(format!("storing the upload: {e}")))?;
             }
-            let r = observe(&model, &path, frames);
+            let r = model.observe_video(&path, frames);
             if r.is_err() && upload.is_some() {
                 let _ = std::fs::remove_file(&path);
             }
-            r
+            Ok(r?)
         })
         .await?;
-    let timings = observed.scene.observe_timings.clone();
+    let timings = scene.observe_timings.clone();
     st.metrics.stages(&timings);
-    let info = st.store.insert(&id, source, frames, observed);
+    let info = st.store.insert(&id, source, frames, scene);
     Ok(Registered { info, created: true, timings: Some(timings) })
 }
 
@@ -296,7 +297,7 @@ async fn delete_video(State(st): St, Path(id): Path<String>) -> ApiResult<Json<V
     }
 }
 
-fn pose_json(p: &crate::Localization) -> Value {
+pub(super) fn pose_json(p: &crate::Localization) -> Value {
     json!({"position": p.position, "yaw_deg": p.yaw_deg, "orientation_probs": p.orientation_probs, "orientation_confident": p.orientation_confident})
 }
 
@@ -307,16 +308,19 @@ async fn localize(State(st): St, Path(id): Path<String>, req: Request) -> ApiRes
     let (scene, observed) = st.store.scene(&id, &st.model, &st.sched).await?;
     let start = Instant::now();
     let pose = st.sched.run(move |_| Ok(scene.localize(situation.as_deref())?)).await?;
-    let mut t = observed.unwrap_or_default();
-    t.prefill = start.elapsed().as_secs_f64() * 1000.0;
-    st.metrics.stages(&Timings { prefill: t.prefill, ..Timings::default() });
+    let own = Timings { prefill: start.elapsed().as_secs_f64() * 1000.0, ..Timings::default() };
+    st.metrics.stages(&own);
+    let mut t = own;
+    if let Some(observed) = &observed {
+        t.include_observe(observed);
+    }
     let mut body = pose_json(&pose);
     body["video_id"] = id.into();
     Ok(with_timings(Json(body).into_response(), &t))
 }
 
 /// One step of a generation, as TGI's `InferStreamResponse`: SSE and JSON fold the same stream.
-enum GenEvent {
+pub(super) enum GenEvent {
     Token(String),
     End(Box<Answer>),
     Error(ApiError),
@@ -350,7 +354,7 @@ impl ApiError {
 }
 
 /// Admits a question and starts it; events arrive on the returned channel.
-fn start_generation(st: &Arc<AppState>, scene: Arc<Scene>, ask: ValidAsk) -> ApiResult<tokio::sync::mpsc::Receiver<GenEvent>> {
+pub(super) fn start_generation(st: &Arc<AppState>, scene: Arc<Scene>, ask: ValidAsk) -> ApiResult<tokio::sync::mpsc::Receiver<GenEvent>> {
     let admitted = st.sched.admit()?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let err_tx = tx.clone();
@@ -363,7 +367,7 @@ fn start_generation(st: &Arc<AppState>, scene: Arc<Scene>, ask: ValidAsk) -> Api
 }
 
 /// Folds a generation stream into the final answer.
-async fn fold(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> ApiResult<Answer> {
+pub(super) async fn fold(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> ApiResult<Answer> {
     while let Some(ev) = rx.recv().await {
         match ev {
             GenEvent::Token(_) => {}
@@ -374,11 +378,11 @@ async fn fold(mut rx: tokio::sync::mpsc::Receiver<GenEvent>) -> ApiResult<Answer
     Err(ApiError::internal("the generation ended without an answer"))
 }
 
-fn usage(a: &Answer) -> Value {
+pub(super) fn usage(a: &Answer) -> Value {
     json!({"prompt_tokens": a.tokens.prompt, "completion_tokens": a.tokens.generated, "total_tokens": a.tokens.prompt + a.tokens.generated})
 }
 
-fn record(st: &AppState, a: &Answer) {
+pub(super) fn record(st: &AppState, a: &Answer) {
     st.metrics.stages(&a.timings_ms);
     st.metrics.tokens(a.tokens.generated, a.timings_ms.decode);
 }
@@ -420,224 +424,4 @@ async fn ask(State(st): St, Path(id): Path<String>, req: Request) -> ApiResult {
         })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
-}
-
-// ---- OpenAI-compatible chat completions ----
-
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    model: Option<String>,
-    messages: Vec<ChatMessage>,
-    video_id: Option<String>,
-    situation: Option<String>,
-    frames: Option<usize>,
-    #[serde(default)]
-    stream: bool,
-    max_tokens: Option<usize>,
-    max_completion_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-    n: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
-    role: String,
-    content: Option<Content>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Part {
-    Text { text: String },
-    VideoUrl { video_url: UrlRef },
-    ImageUrl {},
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum UrlRef {
-    Url(String),
-    Obj { url: String },
-}
-
-impl UrlRef {
-    fn url(&self) -> &str {
-        match self {
-            UrlRef::Url(u) | UrlRef::Obj { url: u } => u,
-        }
-    }
-}
-
-/// The video, question and situation of a chat request.
-struct ChatInputs {
-    video_url: Option<String>,
-    question: String,
-    situation: Option<String>,
-}
-
-fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
-    let mut video_url = None;
-    let mut system = Vec::new();
-    let mut question = None;
-    for m in &r.messages {
-        let mut text = Vec::new();
-        match &m.content {
-            None => {}
-            Some(Content::Text(t)) => text.push(t.clone()),
-            Some(Content::Parts(parts)) => {
-                for p in parts {
-                    match p {
-                        Part::Text { text: t } => text.push(t.clone()),
-                        Part::VideoUrl { video_url: u } => video_url = Some(u.url().to_string()),
-                        Part::ImageUrl {} => {
-                            return Err(ApiError::unprocessable("invalid_input", "image_url parts are not supported; send the video as a video_url part"))
-                        }
-                    }
-                }
-            }
-        }
-        match m.role.as_str() {
-            "system" | "developer" => system.push(text.join("\n")),
-            "user" => question = Some(text.join("\n")),
-            "assistant" | "tool" => {}
-            other => return Err(ApiError::bad_request(format!("unknown message role `{other}`"))),
-        }
-    }
-    let Some(question) = question else {
-        return Err(ApiError::unprocessable("invalid_input", "no user message: the last user message is the question"));
-    };
-    let situation = r.situation.clone().or_else(|| Some(system.join("\n")).filter(|s| !s.trim().is_empty()));
-    Ok(ChatInputs { video_url, question, situation })
-}
-
-/// Resolves the chat request's video to a registered id (registering it if needed).
-async fn chat_video(st: &Arc<AppState>, url: Option<&str>, video_id: Option<&str>, frames: Option<usize>) -> ApiResult<String> {
-    let Some(url) = url else {
-        return video_id
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::unprocessable("invalid_input", "no video: add a video_url content part (file:// or data:) or a `video_id` field"));
-    };
-    let frames = validate::frames(frames, &st.limits)?;
-    if let Some(rest) = url.strip_prefix("file://") {
-        let path = validate::allowed_path(rest, &st.limits)?;
-        return Ok(register(st, Source::Path(path), None, frames).await?.info.video_id);
-    }
-    if let Some(rest) = url.strip_prefix("data:") {
-        let Some((meta, data)) = rest.split_once(',') else {
-            return Err(ApiError::bad_request("a data: URL needs a comma before its payload"));
-        };
-        if !meta.ends_with(";base64") {
-            return Err(ApiError::bad_request("data: URLs must be base64 (`data:video/mp4;base64,...`)"));
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|e| ApiError::bad_request(format!("the data: URL is not valid base64: {e}")))?;
-        if bytes.is_empty() {
-            return Err(ApiError::unprocessable("invalid_video", "the data: URL holds no bytes"));
-        }
-        return Ok(register(st, Source::Upload(PathBuf::new()), Some(Bytes::from(bytes)), frames).await?.info.video_id);
-    }
-    Err(ApiError::unprocessable("invalid_input", "video_url must be file:// (under --allow-dir) or data:...;base64; remote URLs are not fetched"))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-fn loc3r_field(video_id: &str, a: &Answer) -> Value {
-    let mut v = pose_json(&a.pose);
-    v["video_id"] = video_id.into();
-    v["timings_ms"] = serde_json::to_value(&a.timings_ms).unwrap_or_default();
-    v
-}
-
-async fn chat(State(st): St, req: Request) -> ApiResult {
-    let body = body_bytes(req, &st).await?;
-    let r: ChatRequest = validate::parse_json(&body)?;
-    if r.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::unprocessable("invalid_input", "only n = 1 is supported"));
-    }
-    let inputs = chat_inputs(&r)?;
-    let valid = validate::ask(
-        validate::AskRequest {
-            situation: inputs.situation,
-            question: inputs.question,
-            max_new_tokens: r.max_completion_tokens.or(r.max_tokens),
-            temperature: r.temperature,
-            top_p: r.top_p,
-            top_k: None,
-            seed: r.seed,
-            stream: r.stream,
-        },
-        &st.limits,
-    )?;
-    let video_id = chat_video(&st, inputs.video_url.as_deref(), r.video_id.as_deref(), r.frames).await?;
-    let (scene, _) = st.store.scene(&video_id, &st.model, &st.sched).await?;
-    let max_tokens = valid.gen.max_new_tokens;
-    let rx = start_generation(&st, scene, valid)?;
-    let id = format!("chatcmpl-{}", st.next_id.fetch_add(1, Ordering::Relaxed));
-    let created = unix_now();
-    let model = r.model.clone().unwrap_or_else(|| st.model_name.clone());
-    let finish = move |a: &Answer| {
-        if a.tokens.generated >= max_tokens {
-            "length"
-        } else {
-            "stop"
-        }
-    };
-    if !r.stream {
-        let a = fold(rx).await?;
-        record(&st, &a);
-        let body = json!({
-            "id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": a.answer}, "logprobs": null, "finish_reason": finish(&a)}],
-            "usage": usage(&a),
-            "loc3r": loc3r_field(&video_id, &a),
-        });
-        return Ok(with_timings(Json(body).into_response(), &a.timings_ms));
-    }
-    let chunk = {
-        let (id, model) = (id.clone(), model.clone());
-        move |delta: Value, finish_reason: Value| json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]})
-    };
-    // Forward generation events as OpenAI chunks (the end event becomes two: the last
-    // chunk with finish_reason, usage and the pose, then `[DONE]`).
-    let (etx, erx) = tokio::sync::mpsc::channel::<Event>(256);
-    let st2 = st.clone();
-    tokio::spawn(async move {
-        let mut rx = rx;
-        let mut out = vec![Event::default().data(chunk(json!({"role": "assistant", "content": ""}), Value::Null).to_string())];
-        loop {
-            for ev in out.drain(..) {
-                if etx.send(ev).await.is_err() {
-                    return; // client gone; dropping `rx` stops the generation
-                }
-            }
-            match rx.recv().await {
-                None => return,
-                Some(GenEvent::Token(t)) => out.push(Event::default().data(chunk(json!({"content": t}), Value::Null).to_string())),
-                Some(GenEvent::End(a)) => {
-                    record(&st2, &a);
-                    let mut last = chunk(json!({}), finish(&a).into());
-                    last["usage"] = usage(&a);
-                    last["loc3r"] = loc3r_field(&video_id, &a);
-                    out.push(Event::default().data(last.to_string()));
-                    out.push(Event::default().data("[DONE]"));
-                }
-                // OpenAI clients raise on a data object with an `error` key.
-                Some(GenEvent::Error(e)) => out.push(Event::default().data(e.body().to_string())),
-            }
-        }
-    });
-    let all = ReceiverStream::new(erx).map(Ok::<_, Infallible>);
-    Ok(Sse::new(all).keep_alive(KeepAlive::default()).into_response())
 }

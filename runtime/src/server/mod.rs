@@ -1,12 +1,15 @@
 //! `loc3r-serve serve`: the HTTP service (axum + tokio), layered as TGI's router:
-//! [`http`] (routes, auth, SSE, OpenAI shapes) -> [`validate`] (requests -> `Valid*`)
-//! -> [`schedule`] (admission with 429, bounded blocking pool, scene cache with LRU
-//! eviction in bytes) -> the [`crate::pipeline`].
+//! [`http`] (routes, auth, SSE; [`openai`]: the OpenAI chat completions) -> [`validate`]
+//! (requests -> `Valid*`) -> [`schedule`] (admission with 429, bounded blocking pool) ->
+//! the [`crate::pipeline`], on scenes from the [`store`] (registered videos, LRU eviction
+//! in bytes, re-observe). Built with the `server` feature (on by default).
 
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openai;
 pub mod schedule;
+pub mod store;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -67,7 +70,7 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = Arc::new(http::AppState {
         model,
         model_name,
-        store: schedule::Store::new(cfg.cache_mb.saturating_mul(1 << 20), cfg.max_sessions, uploads.path().to_path_buf(), metrics.clone()),
+        store: store::Store::new(cfg.cache_mb.saturating_mul(1 << 20), cfg.max_sessions, uploads.path().to_path_buf(), metrics.clone()),
         sched: schedule::Scheduler::new(cfg.workers, cfg.max_queue, cfg.request_timeout, metrics.clone()),
         metrics,
         limits: validate::Limits { max_frames: cfg.max_frames, default_frames, max_new_tokens: cfg.max_new_tokens, max_text_chars: 4096, allow_dir },

@@ -1,6 +1,7 @@
 //! The CUT3R recurrence (docs/cut3r.md §2-§3): `cut3r_encoder` batched over frames, then
 //! `cut3r_step` frame by frame carrying the state and memory, starting from the bundle's
-//! `cut3r_init.safetensors` with `is_first` on the first frame.
+//! `cut3r_init.safetensors` (read once, when the model is opened: [`Cut3rState::initial`])
+//! with `is_first` on the first frame.
 
 use ndarray::{s, Array2, Array4, ArrayD, Axis};
 use ort::session::SessionInputValue;
@@ -18,6 +19,25 @@ pub struct Cut3rState {
     memory: DynValue,
     /// Frames seen since the start (is_first is set for frame 0).
     pub frames_seen: usize,
+}
+
+impl Cut3rState {
+    /// The initial state of a new sequence, from the bundle's [`INIT_FILE`]. Every observed
+    /// video starts from it (the recurrence never modifies it), so a model reads it once.
+    pub fn initial(bundle: &Bundle) -> Result<Cut3rState> {
+        let path = bundle.dir.join(INIT_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
+        let read = |name: &str| -> Result<DynValue> {
+            let t = st.tensor(name).map_err(|e| Error::Bundle(format!("{}: `{name}`: {e}", path.display())))?;
+            if t.dtype() != safetensors::Dtype::F32 {
+                return Err(Error::Bundle(format!("{}: `{name}` must be f32", path.display())));
+            }
+            let data: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            values::from_f32(values::array(t.shape(), data), "f32", name)
+        };
+        Ok(Cut3rState { state: read("state_init")?, memory: read("mem_init")?, frames_seen: 0 })
+    }
 }
 
 impl std::fmt::Debug for Cut3rState {
@@ -44,22 +64,6 @@ impl<'b> Cut3r<'b> {
         bundle.session("cut3r_encoder")?;
         bundle.session("cut3r_step")?;
         Ok(Cut3r { bundle })
-    }
-
-    /// The initial state of a new sequence.
-    pub fn initial_state(&self) -> Result<Cut3rState> {
-        let path = self.bundle.dir.join(INIT_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
-        let read = |name: &str| -> Result<DynValue> {
-            let t = st.tensor(name).map_err(|e| Error::Bundle(format!("{}: `{name}`: {e}", path.display())))?;
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(Error::Bundle(format!("{}: `{name}` must be f32", path.display())));
-            }
-            let data: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            values::from_f32(values::array(t.shape(), data), "f32", name)
-        };
-        Ok(Cut3rState { state: read("state_init")?, memory: read("mem_init")?, frames_seen: 0 })
     }
 
     fn input_dtype(&self, graph: &str, input: &str) -> Result<String> {

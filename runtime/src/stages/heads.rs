@@ -1,4 +1,6 @@
-//! Decoding of the Loc3R heads' outputs (pure math, no ONNX).
+//! The Loc3R heads: `heads.onnx` run on the hidden states at `<Pos>`/`<Ori>` and of the
+//! video's grid tokens ([`run`]), and the decoding of its outputs into a position with σ, a
+//! yaw with its bin probabilities and one BEV position per grid token (pure math below).
 //!
 //! Conventions (docs/heads.md): `pos_head` and `bev_head` output
 //! `(x, y, log σx², log σy²)` in metres in the BEV frame; `ori_head` outputs `K` logits over
@@ -11,7 +13,65 @@
 
 use std::f64::consts::PI;
 
-use ndarray::ArrayView2;
+use ndarray::{Array1, ArrayView2, Axis};
+use serde::Serialize;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::values;
+
+/// Position + orientation from the heads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Localization {
+    pub position: PositionJson,
+    pub yaw_deg: f64,
+    pub orientation_probs: Vec<f32>,
+    /// False when the orientation distribution has no dominant direction.
+    pub orientation_confident: bool,
+    /// Per pooled grid token of every frame: BEV position with σ.
+    #[serde(skip)]
+    pub bev: Vec<Position>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PositionJson {
+    pub x: f32,
+    pub y: f32,
+    pub sigma_x: f32,
+    pub sigma_y: f32,
+}
+
+/// Runs `heads.onnx` on the hidden states at `<Pos>` (`pos`, `[H]`) and `<Ori>` (`ori`, `[H]`)
+/// and of the pooled grid tokens (`grid_hidden`, `[T, H]`), and decodes its outputs.
+pub fn run(bundle: &Bundle, pos: Array1<f32>, ori: Array1<f32>, grid_hidden: ArrayView2<'_, f32>) -> Result<Localization> {
+    let h = pos.len();
+    let mut heads = bundle.session("heads")?.lock().map_err(|_| Error::Input("heads session poisoned".into()))?;
+    let inputs = ort::inputs![
+        "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
+        "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
+        "vision_hidden" => values::f32_view(grid_hidden.insert_axis(Axis(0)), "vision_hidden")?,
+    ];
+    let out = heads.run(inputs).map_err(|e| Error::ort("running heads", e))?;
+    let p = values::to_f32(&out["position"], "position")?;
+    let o = values::to_f32(&out["orientation_logits"], "orientation_logits")?;
+    let bev = values::to_f32(&out["bev"], "bev")?;
+    let p: Vec<f32> = p.iter().copied().collect();
+    let [x, y, log_var_x, log_var_y] = p[..] else {
+        return Err(Error::Bundle(format!("heads.onnx position has {} values, expected 4", p.len())));
+    };
+    let position = decode_position([x, y, log_var_x, log_var_y]);
+    let logits: Vec<f32> = o.iter().copied().collect();
+    let orientation = decode_orientation(&logits).map_err(|e| Error::Bundle(format!("heads.onnx orientation_logits: {e}")))?;
+    let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(e.to_string()))?;
+    let bev = decode_bev(bev).map_err(|e| Error::Input(e.to_string()))?;
+    Ok(Localization {
+        position: PositionJson { x: position.x, y: position.y, sigma_x: position.sigma_x, sigma_y: position.sigma_y },
+        yaw_deg: orientation.yaw_deg,
+        orientation_probs: orientation.probs,
+        orientation_confident: orientation.confident,
+        bev,
+    })
+}
 
 /// Errors of the heads stage: only shape/size problems of the head outputs.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -6,7 +6,7 @@
 //! |----------------|--------------------------|------------------------------------------|
 //! | [`video`]      | a video file / image dir | [`video::Frames`] (uniformly sampled RGB) |
 //! | [`preprocess`] | frames                   | SigLIP / CUT3R pixel tensors (NCHW, [-1,1]) |
-//! | [`heads`]      | head outputs             | position, yaw, σ, BEV (pure math)        |
+//! | [`heads`]      | hidden states at `<Pos>`/`<Ori>` and of the grid tokens | position, yaw, σ, BEV (`heads.onnx` + decoding) |
 //! | [`prompt`]     | question, video timing   | [`prompt::PromptPlan`] (token ids around the video) |
 //! | [`sampling`]   | logits                   | next token id                            |
 //! | [`decode`]     | embeddings, KV cache     | logits, hidden states, new cache         |
