@@ -87,6 +87,13 @@ pub trait TensorData: Send + Sync + fmt::Debug {
     fn numel(&self) -> usize {
         self.shape().iter().product()
     }
+
+    /// Whether the graph holds this checkpoint tensor transposed (a Linear weight `[out, in]`
+    /// stored `[in, out]` so MatMul needs no Transpose). A training graph that makes the
+    /// tensor an input transposes its gradient back to the checkpoint's layout.
+    fn transposed_from_checkpoint(&self) -> bool {
+        false
+    }
 }
 
 /// A dense f32 tensor held in memory (exporter-computed constants, tests).

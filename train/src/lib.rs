@@ -9,3 +9,4 @@
 pub mod autodiff;
 pub mod interp;
 pub mod losses;
+pub mod graph;

@@ -184,6 +184,17 @@ impl GraphBuilder {
         &self.initializers
     }
 
+    /// Turns initializer `name` into a graph input of the same name, dtype and shape, and
+    /// returns the initializer (its data is no longer written with the graph). Training
+    /// graphs take their trainable weights as inputs: they change every step, and ONNX
+    /// Runtime treats initializers as constants of the session.
+    pub fn promote_to_input(&mut self, name: &str) -> Option<Initializer> {
+        let k = self.initializers.iter().position(|i| i.value.name() == name && !i.inline)?;
+        let init = self.initializers.remove(k);
+        self.inputs.push(init.value.clone());
+        Some(init)
+    }
+
     /// The handle of a node output by name (dtype and shape as last refined).
     pub fn node_value(&self, name: &str) -> Option<&Value> {
         match self.value_names.get(name) {

@@ -42,6 +42,10 @@ impl TensorData for TransposedLinear {
         &self.shape
     }
 
+    fn transposed_from_checkpoint(&self) -> bool {
+        true
+    }
+
     fn write_as(&self, dtype: DType, out: &mut dyn io::Write) -> io::Result<()> {
         let [inp, outp] = self.shape;
         let bytes = self.inner.raw_bytes();
