@@ -16,7 +16,7 @@
 //! Convolutions run in the export precision; the post-processing (`expm1`, `exp`) runs in f32.
 
 use super::blocks::{mlp, rope_table, self_attention, BlockDims, Precision, Rope, RopeTable};
-use super::{exp_norm, graph_error, io, precision, Dims};
+use super::{exp_norm, io, precision, Dims};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
@@ -105,7 +105,7 @@ pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuil
         g.output_with_shape(pts_name, pts, dims![1, d.height, d.width, 3]);
         g.output_with_shape(conf_name, conf, dims![1, d.height, d.width]);
     }
-    g.check().map_err(graph_error)?;
+    g.check()?;
     Ok(g)
 }
 
