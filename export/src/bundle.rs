@@ -196,7 +196,13 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportO
         write_cut3r_init(ckpt, &dir.join(CUT3R_INIT_FILE))?;
     }
     let (tokenizer_src, tokenizer_dst) = (ckpt.dir().join(TOKENIZER_FILE), dir.join(TOKENIZER_FILE));
-    std::fs::copy(&tokenizer_src, &tokenizer_dst).map_err(|e| if tokenizer_src.is_file() { Error::write(&tokenizer_dst, e) } else { Error::io(&tokenizer_src, e) })?;
+    std::fs::copy(&tokenizer_src, &tokenizer_dst).map_err(|e| {
+        if tokenizer_src.is_file() {
+            Error::write(&tokenizer_dst, e)
+        } else {
+            Error::io(&tokenizer_src, e)
+        }
+    })?;
 
     let config_text =
         std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE)).map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;

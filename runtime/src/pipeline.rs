@@ -337,8 +337,10 @@ impl Scene {
         let out = llm.extend(&self.prefix, keep, &fed)?;
         timings.prefill = ms(t);
         let new_grid = out.hidden.select(Axis(0), &model.grid_rows(0, more.frames.len()));
-        let grid_hidden = concatenate(Axis(0), &[self.grid_hidden.view(), new_grid.view()]).map_err(|e| Error::Internal(format!("joining the grid hidden states: {e}")))?;
-        let prefix_embeds = concatenate(Axis(0), &[self.prefix_embeds.slice(s![..keep, ..]), fed.view()]).map_err(|e| Error::Internal(format!("joining the prefix embeddings: {e}")))?;
+        let grid_hidden =
+            concatenate(Axis(0), &[self.grid_hidden.view(), new_grid.view()]).map_err(|e| Error::Internal(format!("joining the grid hidden states: {e}")))?;
+        let prefix_embeds = concatenate(Axis(0), &[self.prefix_embeds.slice(s![..keep, ..]), fed.view()])
+            .map_err(|e| Error::Internal(format!("joining the prefix embeddings: {e}")))?;
 
         // Everything succeeded: commit.
         self.frames.extend(frame_infos(more, &encoded.cameras));

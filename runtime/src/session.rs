@@ -116,8 +116,8 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
     let bundle_dir = path.parent().unwrap_or(Path::new("."));
-    let mut builder = register(builder, &opts.device, bundle_dir)
-        .map_err(|source| Error::DeviceUnavailable { device: opts.device.name().to_string(), source })?;
+    let mut builder =
+        register(builder, &opts.device, bundle_dir).map_err(|source| Error::DeviceUnavailable { device: opts.device.name().to_string(), source })?;
     builder.commit_from_file(path).map_err(err)
 }
 

@@ -140,7 +140,6 @@ fn cli_run_prints_the_documented_json() {
     // The second question reuses the observed video: no video decoding, far less prefill.
     assert_eq!(lines[1]["timings_ms"]["decode_video"], 0.0);
     assert!(lines[1]["timings_ms"]["prefill"].as_f64().unwrap() < lines[0]["timings_ms"]["prefill"].as_f64().unwrap());
-
 }
 
 /// Exit codes by fault: 2 for the user's input or bundle, 1 for the runtime (ONNX Runtime,
@@ -151,7 +150,15 @@ fn cli_exit_codes_follow_the_fault() {
     let tmp = tempfile::tempdir().unwrap();
     let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 8);
     let run = |args: &[&str], bundle: &Path, video: &Path| {
-        let out = Command::new(&exe).args(["run", "--max-new-tokens", "4", "--question", "Q"]).args(args).arg("--bundle").arg(bundle).arg("--video").arg(video).output().unwrap();
+        let out = Command::new(&exe)
+            .args(["run", "--max-new-tokens", "4", "--question", "Q"])
+            .args(args)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--video")
+            .arg(video)
+            .output()
+            .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
 

@@ -210,7 +210,10 @@ fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
             Err(e) => return Err(Error::write(&p, e)),
         }
     }
-    Err(Error::write(parent, std::io::Error::new(std::io::ErrorKind::AlreadyExists, "1000 staging directory names are taken; remove stale .partial directories")))
+    Err(Error::write(
+        parent,
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "1000 staging directory names are taken; remove stale .partial directories"),
+    ))
 }
 
 /// Contiguous groups of roughly equal byte size (every group non-empty if possible).
