@@ -73,7 +73,8 @@ impl<'b> Cut3r<'b> {
     pub fn run(&self, pixels: &Array4<f32>, state: &Cut3rState) -> Result<(CameraTokens, Cut3rState)> {
         let frames = pixels.shape()[0];
         if frames == 0 {
-            return Err(Error::Input("no frames for CUT3R".into()));
+            // The pipeline refuses empty videos before any stage runs.
+            return Err(Error::Internal("no frames for CUT3R".into()));
         }
         let image_dtype = self.input_dtype("cut3r_encoder", "image")?;
         let features_dtype = self.input_dtype("cut3r_step", "features")?;

@@ -133,7 +133,8 @@ impl<'b> Llm<'b> {
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let rows = self.bundle.manifest.runtime.llm.vocab_size as u32;
         match ids.iter().find(|&&i| i >= rows) {
-            Some(bad) => Err(Error::Input(format!("token id {bad} is outside the embedding table ({rows} rows)"))),
+            // Ids come from the bundle's tokenizer or from sampling its logits.
+            Some(bad) => Err(Error::Bundle(format!("token id {bad} is outside the embedding table ({rows} rows): the bundle's tokenizer and model disagree"))),
             None => Ok(()),
         }
     }

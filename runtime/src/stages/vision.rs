@@ -33,7 +33,8 @@ impl VisionEmbeds {
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
     let frames = pixels.shape()[0];
     if frames == 0 || camera_tokens.nrows() != frames {
-        return Err(Error::Input(format!(
+        // The pipeline passes CUT3R's camera tokens of these very frames: a mismatch is our bug.
+        return Err(Error::Internal(format!(
             "embedding {frames} frames with {} camera tokens: need one camera token per frame, at least one frame",
             camera_tokens.nrows()
         )));
