@@ -83,11 +83,13 @@ impl Error {
             Error::Input(_) => Fault::Input,
             Error::Video(VideoError::Init(_)) => Fault::Runtime,
             Error::Video(_) => Fault::Input,
+            // A video of another aspect than the bundle was exported for (the message says how to re-export).
             Error::Preprocess(PreprocessError::Cut3rSize { .. }) => Fault::Input,
-            // Sizes come from the bundle's manifest, frames from our own decoder.
+            // Target sizes come from the bundle's manifest; frames from the caller or the video.
             Error::Preprocess(PreprocessError::BadSize { .. }) => Fault::Bundle,
             Error::Preprocess(PreprocessError::BadFrame { .. } | PreprocessError::NoFrames) => Fault::Input,
             Error::Prompt(PromptError::EmptyQuestion) => Fault::Input,
+            // The template and the tokenizer are the bundle's; any text tokenizes.
             Error::Prompt(PromptError::Tokenizer(_) | PromptError::Placeholders(_)) => Fault::Bundle,
             Error::Bundle(_) | Error::BundleFile { .. } => Fault::Bundle,
             Error::Internal(_) => Fault::Internal,
