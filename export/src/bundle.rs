@@ -171,7 +171,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportO
         progress(Event::Started(name.clone()));
         let start = Instant::now();
         let g = build(name, ckpt, opts)?;
-        let stats = g.save(dir).map_err(|e| Error::Invalid(format!("saving {name}.onnx: {e}")))?;
+        let stats = g.save(dir)?;
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         entries.insert(
             name.clone(),
@@ -195,8 +195,14 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportO
     if graphs.iter().any(|g| CUT3R_GRAPHS.contains(&g.as_str())) {
         write_cut3r_init(ckpt, &dir.join(CUT3R_INIT_FILE))?;
     }
-    let tokenizer_src = ckpt.dir().join(TOKENIZER_FILE);
-    std::fs::copy(&tokenizer_src, dir.join(TOKENIZER_FILE)).map_err(|e| Error::io(&tokenizer_src, e))?;
+    let (tokenizer_src, tokenizer_dst) = (ckpt.dir().join(TOKENIZER_FILE), dir.join(TOKENIZER_FILE));
+    std::fs::copy(&tokenizer_src, &tokenizer_dst).map_err(|e| {
+        if tokenizer_src.is_file() {
+            Error::write(&tokenizer_dst, e)
+        } else {
+            Error::io(&tokenizer_src, e)
+        }
+    })?;
 
     let config_text =
         std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE)).map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
@@ -214,7 +220,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportO
     };
     let text = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
     let path = dir.join(manifest::MANIFEST_FILE);
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, text).map_err(|e| Error::write(&path, e))?;
     Ok(reports)
 }
 
@@ -328,17 +334,21 @@ pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -
     }
 }
 
-/// sha256 and size of every file in `dir` (sorted by name).
+/// sha256 and size of every file in `dir` (sorted by name), the bundle being written: reading
+/// it back failing is a failure of the output.
 pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, FileEntry>> {
     let mut out = BTreeMap::new();
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
+        .map_err(|e| Error::write(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file() && p.file_name().is_some_and(|n| n != manifest::MANIFEST_FILE))
         .collect();
     names.sort();
     for path in names {
-        let (sha256, bytes) = sha256_of(&path)?;
+        let (sha256, bytes) = sha256_of(&path).map_err(|e| match e {
+            Error::Io { path, error } => Error::Write { path, error },
+            other => other,
+        })?;
         out.insert(path.file_name().expect("file").to_string_lossy().into_owned(), FileEntry { sha256, bytes });
     }
     Ok(out)
@@ -369,7 +379,7 @@ fn check_target(out: &Path, force: bool) -> Result<()> {
     if !out.is_dir() {
         return Err(Error::Invalid(format!("{}: exists and is not a directory; choose another --out", out.display())));
     }
-    let empty = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_none();
+    let empty = std::fs::read_dir(out).map_err(|e| Error::write(out, e))?.next().is_none();
     let is_bundle = out.join(manifest::MANIFEST_FILE).is_file();
     if empty || is_bundle || force {
         return Ok(());
@@ -379,24 +389,24 @@ fn check_target(out: &Path, force: bool) -> Result<()> {
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
     let stem = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
     let staging = parent.join(format!(".{stem}.partial-{}", std::process::id()));
     if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        std::fs::remove_dir_all(&staging).map_err(|e| Error::write(&staging, e))?;
     }
-    std::fs::create_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+    std::fs::create_dir(&staging).map_err(|e| Error::write(&staging, e))?;
     Ok(staging)
 }
 
 fn swap_into_place(staging: &Path, out: &Path) -> Result<()> {
     if out.exists() {
         let old = staging.with_extension("old");
-        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        std::fs::rename(out, &old).map_err(|e| Error::write(out, e))?;
+        std::fs::rename(staging, out).map_err(|e| Error::write(out, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::write(&old, e))?;
     } else {
-        std::fs::rename(staging, out).map_err(|e| Error::io(out, e))?;
+        std::fs::rename(staging, out).map_err(|e| Error::write(out, e))?;
     }
     Ok(())
 }

@@ -51,6 +51,10 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
             Err(e) => problems.push(e.to_string()),
         }
     }
+    if load {
+        // Without ONNX Runtime no graph loads, whatever the bundle: not the bundle's fault.
+        loc3r::ort_env::init().map_err(|e| Error::Runtime(e.to_string()))?;
+    }
     let mut graphs = Vec::new();
     for (name, entry) in &manifest.graphs {
         let size = |f: &str| manifest.files.get(f).map_or(0, |e| e.bytes);
@@ -60,7 +64,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
             match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1, ..Default::default() }) {
                 Ok(_) => Some(true),
                 Err(e) => {
-                    problems.push(format!("{name}: {e}"));
+                    problems.push(format!("{name}: {}", e.with_sources()));
                     Some(false)
                 }
             }

@@ -18,4 +18,4 @@ pub mod models;
 pub mod names;
 pub mod tiny;
 
-pub use error::{Error, Result};
+pub use error::{Error, Fault, Result};

@@ -19,7 +19,8 @@ use loc3r_export::DType;
     version,
     about = "Turn a Loc3R-VLM checkpoint (safetensors) into ONNX graphs and TensorRT engines",
     long_about = "Turn a Loc3R-VLM checkpoint (safetensors, HF/LLaVA + CUT3R names) into a bundle of ONNX graphs \
-                  that the loc3r runtime runs.\n\nExit codes: 0 success, 2 invalid input (checkpoint, config, arguments), 1 other failures."
+                  that the loc3r runtime runs.\n\nExit codes: 0 success, 2 invalid input (checkpoint, config, name map, arguments, a bundle to inspect), \
+                  1 other failures (writing the output, ONNX Runtime, internal errors)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -155,10 +156,15 @@ fn main() -> ExitCode {
         Err(e) => {
             // One readable message, no backtrace: the chain joined with ": ".
             eprintln!("error: {e:#}");
-            let input_error = e.chain().any(|c| c.downcast_ref::<loc3r_export::Error>().is_some());
-            ExitCode::from(if input_error { 2 } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// The exit code of a failed command: that of the fault class of the first library error in
+/// the chain (2 for bad input, 1 for write failures and bugs); anything else is a failure (1).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    e.chain().find_map(|c| c.downcast_ref::<loc3r_export::Error>()).map_or(1, |e| e.fault().exit_code())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

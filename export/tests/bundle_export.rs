@@ -181,7 +181,9 @@ fn unwritable_destination_is_a_clear_error() {
     let ckpt = checkpoint(tmp.path());
     let file = tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
-    fails_with(&export(&ckpt, &file.join("bundle"), &[]), 2, &["a-file"]);
+    // Writing fails (a file where a directory must be made): a failure of the output, exit 1.
+    fails_with(&export(&ckpt, &file.join("bundle"), &[]), 1, &["cannot write", "a-file"]);
+    // An --out that names a file is refused before anything is written: a bad argument, exit 2.
     fails_with(&export(&ckpt, &file, &[]), 2, &["a-file", "not a directory"]);
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use ort::session::Session;
 use tokenizers::Tokenizer;
@@ -75,7 +75,37 @@ impl Bundle {
         self.sessions.get(graph).ok_or_else(|| Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)")))
     }
 
-    pub fn has_graph(&self, graph: &str) -> bool {
-        self.sessions.contains_key(graph)
+    /// The session of a graph, locked for one run.
+    pub fn lock(&self, graph: &str) -> Result<MutexGuard<'_, Session>> {
+        lock_session(self.session(graph)?, graph)
+    }
+}
+
+/// Locks a graph's session. A poisoned mutex means an earlier run panicked while holding
+/// it: our bug, and the session may be in any state, so it is not used again.
+fn lock_session<'a, T>(session: &'a Mutex<T>, graph: &str) -> Result<MutexGuard<'a, T>> {
+    session.lock().map_err(|_| Error::Internal(format!("the `{graph}` session was poisoned by an earlier panic; reopen the bundle (restart the server)")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Fault;
+
+    #[test]
+    fn a_poisoned_session_is_an_internal_error() {
+        let m = Mutex::new(0u8);
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = m.lock().unwrap();
+                panic!("a run panics while holding the session");
+            })
+            .join()
+        });
+        let e = lock_session(&m, "decoder").unwrap_err();
+        assert_eq!((e.fault(), e.fault().exit_code()), (Fault::Internal, 1));
+        assert!(e.to_string().contains("`decoder`") && e.to_string().contains("poisoned"), "{e}");
+        let fine = Mutex::new(3u8);
+        assert_eq!(*lock_session(&fine, "embed").unwrap(), 3);
     }
 }

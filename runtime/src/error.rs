@@ -1,44 +1,152 @@
-//! Typed errors of the `loc3r` runtime library.
+//! Typed errors of the `loc3r` runtime library, each sorted by whose fault it is
+//! ([`Error::fault`]): the binary's exit code and the server's HTTP status are derived from
+//! that class alone, so the same failure is reported the same way everywhere.
 
 use std::path::PathBuf;
+
+use crate::stages::preprocess::PreprocessError;
+use crate::stages::prompt::PromptError;
+use crate::stages::video::VideoError;
+
+/// Whose fault an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The caller's data or arguments: a video, a question, options out of range.
+    Input,
+    /// The bundle given: missing, corrupt or inconsistent files (each error names the file).
+    Bundle,
+    /// A bug of ours or a broken invariant (a poisoned lock, arrays that should fit and do not).
+    Internal,
+    /// The machine: ONNX Runtime, I/O, an execution provider or device that cannot be used.
+    Runtime,
+}
+
+impl Fault {
+    /// The process exit code of a command that failed this way: 2 when what the user gave
+    /// (arguments, video, bundle) is at fault, 1 otherwise.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Fault::Input | Fault::Bundle => 2,
+            Fault::Internal | Fault::Runtime => 1,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The ONNX Runtime shared library could not be found or loaded.
     #[error("{0}")]
     OrtMissing(String),
-    /// An ONNX Runtime call failed; `context` says what we were doing.
-    #[error("ONNX Runtime: {context}: {message}")]
-    Ort { context: String, message: String },
+    /// An ONNX Runtime call failed; `context` says what we were doing, `source` is ORT's error.
+    #[error("ONNX Runtime failed {context}")]
+    Ort {
+        context: String,
+        #[source]
+        source: ort::Error,
+    },
     /// The requested execution provider cannot be used here (never a silent CPU fallback).
-    #[error("device `{device}` is not available: {message}. Use --device cpu, or install onnxruntime-gpu with CUDA/TensorRT")]
-    DeviceUnavailable { device: String, message: String },
+    #[error("device `{device}` is not available (use --device cpu, or install onnxruntime-gpu with CUDA/TensorRT)")]
+    DeviceUnavailable {
+        device: String,
+        #[source]
+        source: ort::Error,
+    },
     /// The video or image directory could not be read or sampled.
     #[error(transparent)]
-    Video(#[from] crate::stages::video::VideoError),
+    Video(#[from] VideoError),
     /// Frames that cannot be preprocessed for this bundle (e.g. a CUT3R size mismatch).
     #[error(transparent)]
-    Preprocess(#[from] crate::stages::preprocess::PreprocessError),
+    Preprocess(#[from] PreprocessError),
+    /// The prompt could not be built (an empty question, or a template the tokenizer cannot handle).
+    #[error(transparent)]
+    Prompt(#[from] PromptError),
     /// Bad input from the caller (options, text, frames).
     #[error("{0}")]
     Input(String),
-    /// A bundle that is missing, corrupt or of another format version.
+    /// A bundle that is missing, corrupt, of another format version, or whose graphs return
+    /// something other than their manifest promises.
     #[error("{0}")]
     Bundle(String),
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// A bundle file that cannot be read.
+    /// (The I/O error is part of the message, not a `source`, so a printed error chain does not repeat it.)
+    #[error("{}: {error}; the bundle is incomplete or unreadable (check it with `loc3r-export inspect`, or re-export it)", path.display())]
+    BundleFile { path: PathBuf, error: std::io::Error },
+    /// A broken invariant of the runtime itself: a bug, never the caller's fault.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
-    /// Whether the caller's input (video, text, options, bundle, device choice) is at fault,
-    /// rather than the runtime: binaries exit with code 2 for these.
-    pub fn is_input_error(&self) -> bool {
-        matches!(self, Error::Input(_) | Error::Bundle(_) | Error::DeviceUnavailable { .. } | Error::Video(_) | Error::Preprocess(_) | Error::OrtMissing(_))
+    /// Whose fault this is; exit codes and HTTP statuses are derived from it.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Input(_) => Fault::Input,
+            Error::Video(VideoError::Init(_)) => Fault::Runtime,
+            Error::Video(_) => Fault::Input,
+            // A video of another aspect than the bundle was exported for (the message says how to re-export).
+            Error::Preprocess(PreprocessError::Cut3rSize { .. }) => Fault::Input,
+            // Target sizes come from the bundle's manifest; frames from the caller or the video.
+            Error::Preprocess(PreprocessError::BadSize { .. }) => Fault::Bundle,
+            Error::Preprocess(PreprocessError::BadFrame { .. } | PreprocessError::NoFrames) => Fault::Input,
+            Error::Prompt(PromptError::EmptyQuestion) => Fault::Input,
+            // The template and the tokenizer are the bundle's; any text tokenizes.
+            Error::Prompt(PromptError::Tokenizer(_) | PromptError::Placeholders(_)) => Fault::Bundle,
+            Error::Bundle(_) | Error::BundleFile { .. } => Fault::Bundle,
+            Error::Internal(_) => Fault::Internal,
+            Error::Ort { .. } | Error::OrtMissing(_) | Error::DeviceUnavailable { .. } => Fault::Runtime,
+        }
     }
 
-    pub fn ort(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Ort { context: context.into(), message: err.to_string() }
+    pub fn ort(context: impl Into<String>, source: ort::Error) -> Self {
+        Error::Ort { context: context.into(), source }
+    }
+
+    /// The message followed by its sources (ONNX Runtime's own message), joined with ": ",
+    /// as `{:#}` of an `anyhow::Error` prints it: for reports that are not an error chain.
+    pub fn with_sources(&self) -> String {
+        let mut message = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(source) = next {
+            message.push_str(": ");
+            message.push_str(&source.to_string());
+            next = source.source();
+        }
+        message
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_has_its_exit_code() {
+        let cases = [
+            (Error::Input("bad".into()), Fault::Input, 2),
+            (Error::Video(VideoError::ZeroSamples), Fault::Input, 2),
+            (Error::Prompt(PromptError::EmptyQuestion), Fault::Input, 2),
+            (Error::Bundle("decoder.onnx has no output `logits`".into()), Fault::Bundle, 2),
+            (Error::Prompt(PromptError::Placeholders(2)), Fault::Bundle, 2),
+            (Error::BundleFile { path: "b/manifest.json".into(), error: std::io::ErrorKind::NotFound.into() }, Fault::Bundle, 2),
+            (Error::Internal("concatenate".into()), Fault::Internal, 1),
+            (Error::OrtMissing("not found".into()), Fault::Runtime, 1),
+            (Error::Video(VideoError::Init("no ffmpeg".into())), Fault::Runtime, 1),
+        ];
+        for (e, fault, code) in cases {
+            assert_eq!((e.fault(), e.fault().exit_code()), (fault, code), "{e}");
+        }
+    }
+
+    #[test]
+    fn ort_errors_are_runtime_faults_that_keep_the_ort_error_as_source() {
+        crate::ort_env::init().expect("ONNX Runtime is installed for the tests");
+        let e = Error::ort("running decoder", ort::Error::new("shape mismatch in node 7"));
+        assert_eq!((e.fault(), e.fault().exit_code()), (Fault::Runtime, 1));
+        let source = std::error::Error::source(&e).expect("the ORT error is the source");
+        assert_eq!(source.to_string(), "shape mismatch in node 7");
+        assert!(!e.to_string().contains("shape mismatch"), "the message is not repeated: {e}");
+        assert_eq!(e.with_sources(), "ONNX Runtime failed running decoder: shape mismatch in node 7");
+    }
+}

@@ -48,7 +48,7 @@ pub mod session;
 pub mod stages;
 pub mod values;
 
-pub use error::{Error, Result};
+pub use error::{Error, Fault, Result};
 pub use pipeline::{Answer, Loc3r, Localization, Scene};
 pub use session::{Device, SessionOptions};
 pub use stages::sampling::GenerationOptions;

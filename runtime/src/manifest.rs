@@ -188,7 +188,7 @@ impl Manifest {
     /// Reads `<bundle>/manifest.json`, refusing other formats and versions.
     pub fn read(bundle: &Path) -> Result<Manifest> {
         let path = bundle.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|error| Error::BundleFile { path: path.clone(), error })?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Bundle(format!("{}: invalid JSON: {e}", path.display())))?;
         let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
         let version = value.get("format_version").and_then(|v| v.as_u64());

@@ -160,13 +160,13 @@ impl Loc3r {
         }
         let timing = VideoTiming { duration_s: frames.duration_s, frame_times_s: frames.frames.iter().map(|f| f.time_s).collect() };
         // A neutral question fixes the question-independent parts of the prompt.
-        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
+        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?")?;
         self.check_video_fits(&plan, frames.frames.len())?;
         let (encoded, mut timings) = self.encode_frames(frames, &self.cut3r_init)?;
         let llm = Llm::new(b)?;
         let video = encoded.embeds.spliced();
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
-            .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
+            .map_err(|e| Error::Internal(format!("assembling the prompt: {e}")))?;
         let t = Instant::now();
         let out = llm.prefill(&prefix_embeds)?;
         timings.prefill = ms(t);
@@ -326,7 +326,7 @@ impl Scene {
         let mut frame_times_s = self.timing.frame_times_s.clone();
         frame_times_s.extend(more.frames.iter().map(|f| f.time_s));
         let timing = VideoTiming { duration_s: more.duration_s, frame_times_s };
-        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?").map_err(|e| Error::Input(e.to_string()))?;
+        let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?")?;
         if plan.head != self.plan_head {
             return Err(Error::Bundle("the prompt before the video changed with the frames; the template must not depend on the video there".into()));
         }
@@ -335,13 +335,15 @@ impl Scene {
         let llm = Llm::new(b)?;
         let keep = self.plan_head.len() + self.frames.len() * (rt.vision.tokens_per_frame + 1);
         let fed = concatenate(Axis(0), &[encoded.embeds.spliced().view(), llm.embed(&plan.video_tail)?.view()])
-            .map_err(|e| Error::Input(format!("assembling the prompt: {e}")))?;
+            .map_err(|e| Error::Internal(format!("assembling the prompt: {e}")))?;
         let t = Instant::now();
         let out = llm.extend(&self.prefix, keep, &fed)?;
         timings.prefill = ms(t);
         let new_grid = out.hidden.select(Axis(0), &model.grid_rows(0, more.frames.len()));
-        let grid_hidden = concatenate(Axis(0), &[self.grid_hidden.view(), new_grid.view()]).map_err(|e| Error::Input(e.to_string()))?;
-        let prefix_embeds = concatenate(Axis(0), &[self.prefix_embeds.slice(s![..keep, ..]), fed.view()]).map_err(|e| Error::Input(e.to_string()))?;
+        let grid_hidden =
+            concatenate(Axis(0), &[self.grid_hidden.view(), new_grid.view()]).map_err(|e| Error::Internal(format!("joining the grid hidden states: {e}")))?;
+        let prefix_embeds = concatenate(Axis(0), &[self.prefix_embeds.slice(s![..keep, ..]), fed.view()])
+            .map_err(|e| Error::Internal(format!("joining the prefix embeddings: {e}")))?;
 
         // Everything succeeded: commit.
         self.frames.extend(frame_infos(more, &encoded.cameras));
@@ -366,7 +368,7 @@ impl Scene {
     fn prefill(&self, situation: Option<&str>, question: &str, new_tokens: usize) -> Result<Prefilled<'_>> {
         let b = self.model.bundle();
         let rt = &b.manifest.runtime;
-        let plan: PromptPlan = prompt::plan(&b.tokenizer, &rt.prompt, &self.timing, situation, question).map_err(|e| Error::Input(e.to_string()))?;
+        let plan: PromptPlan = prompt::plan(&b.tokenizer, &rt.prompt, &self.timing, situation, question)?;
         let (pos_at, ori_at) = plan.marker_positions(&rt.tokens);
         let (Some(pos_at), Some(ori_at)) = (pos_at, ori_at) else {
             return Err(Error::Input("the prompt lost its <Pos>/<Ori> markers; do not put them in the situation or question".into()));
@@ -381,7 +383,7 @@ impl Scene {
             // its own prefix (rare).
             let head_video = self.prefix_embeds.slice(s![..self.prefix_embeds.nrows() - self.plan_video_tail.len(), ..]);
             let tail = llm.embed(&plan.video_tail)?;
-            let all = concatenate(Axis(0), &[head_video, tail.view()]).map_err(|e| Error::Input(e.to_string()))?;
+            let all = concatenate(Axis(0), &[head_video, tail.view()]).map_err(|e| Error::Internal(format!("joining the prefix embeddings: {e}")))?;
             Prefix::Owned(llm.prefill(&all)?.cache)
         };
         let mut sequence = llm.sequence(prefix, question_embeds.nrows().saturating_add(new_tokens))?;
@@ -414,7 +416,7 @@ impl Scene {
         let mut text = String::new();
         let decode_start = Instant::now();
         for step in 0..opts.max_new_tokens {
-            let id = sampler.choose(&logits).map_err(|e| Error::Input(e.to_string()))?;
+            let id = sampler.choose(&logits).map_err(|e| Error::Bundle(format!("decoder.onnx logits: {e}")))?;
             if step == 0 {
                 timings.first_token = ms(start);
             }
@@ -422,7 +424,7 @@ impl Scene {
                 break;
             }
             ids.push(id);
-            let piece = stream.step(id).map_err(|e| Error::Input(format!("detokenising: {e}")))?;
+            let piece = stream.step(id).map_err(|e| Error::Bundle(format!("the bundle's tokenizer cannot decode the generated tokens: {e}")))?;
             let mut keep_going = true;
             if let Some(piece) = piece {
                 text.push_str(&piece);
@@ -436,7 +438,7 @@ impl Scene {
         }
         // The stream holds back bytes of an incomplete UTF-8 character; the final text is
         // the whole decode (with U+FFFD for bytes that never completed a character).
-        let full = b.tokenizer.decode(&ids, true).map_err(|e| Error::Input(format!("detokenising: {e}")))?;
+        let full = b.tokenizer.decode(&ids, true).map_err(|e| Error::Bundle(format!("the bundle's tokenizer cannot decode the generated tokens: {e}")))?;
         if let Some(rest) = full.strip_prefix(text.as_str()) {
             if !rest.is_empty() {
                 on_token(rest);

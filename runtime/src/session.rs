@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use ort::ep;
+use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
@@ -41,6 +41,19 @@ impl Device {
             Device::Cuda { .. } => "cuda",
             Device::TensorRt { .. } => "tensorrt",
         }
+    }
+
+    /// Whether the loaded ONNX Runtime was built with this device's execution provider
+    /// (onnxruntime-gpu for CUDA and TensorRT). Sessions can still fail to open on such a
+    /// build, e.g. without a GPU or its driver: that is [`Error::DeviceUnavailable`] too.
+    pub fn provider_built_in(&self) -> Result<bool> {
+        crate::ort_env::init()?;
+        let built_in = match self {
+            Device::Cpu => Ok(true),
+            Device::Cuda { .. } => ep::CUDA::is_available(),
+            Device::TensorRt { .. } => ep::TensorRT::is_available(),
+        };
+        built_in.map_err(|e| Error::ort("listing the execution providers", e))
     }
 }
 
@@ -103,8 +116,8 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
     let bundle_dir = path.parent().unwrap_or(Path::new("."));
-    let mut builder = register(builder, &opts.device, bundle_dir)
-        .map_err(|e| Error::DeviceUnavailable { device: opts.device.name().to_string(), message: e.to_string().trim_end_matches('.').to_string() })?;
+    let mut builder =
+        register(builder, &opts.device, bundle_dir).map_err(|source| Error::DeviceUnavailable { device: opts.device.name().to_string(), source })?;
     builder.commit_from_file(path).map_err(err)
 }
 
@@ -113,13 +126,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gpu_devices_fail_clearly_on_a_cpu_only_build() {
-        let tmp = std::env::temp_dir().join("loc3r-no-such-graph.onnx");
+    fn gpu_devices_register_where_built_in_and_fail_clearly_elsewhere() {
+        let missing = std::env::temp_dir().join("loc3r-no-such-graph.onnx");
         for device in [Device::Cuda { device_id: 0 }, "tensorrt".parse().unwrap()] {
             let opts = SessionOptions { device: device.clone(), ..SessionOptions::default() };
-            let e = load(&tmp, &opts).unwrap_err().to_string();
-            assert!(e.contains(device.name()) && e.contains("not available"), "{e}");
+            let e = load(&missing, &opts).unwrap_err();
+            if device.provider_built_in().unwrap() {
+                // The provider registers; what fails is reading the missing graph.
+                assert!(matches!(e, Error::Ort { .. }), "{}: {e}", device.name());
+            } else {
+                assert!(matches!(e, Error::DeviceUnavailable { .. }), "{}: {e}", device.name());
+                assert!(e.to_string().contains(device.name()) && e.to_string().contains("not available"), "{e}");
+                assert_eq!(e.fault(), crate::error::Fault::Runtime);
+            }
         }
-        assert!("gpu".parse::<Device>().is_err());
+        assert!(Device::Cpu.provider_built_in().unwrap());
+        let e = "gpu".parse::<Device>().unwrap_err();
+        assert_eq!(e.fault(), crate::error::Fault::Input, "{e}");
     }
 }

@@ -1,9 +1,10 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: a tiny checkpoint exported
 //! to a bundle once per test binary, and synthetic videos.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use loc3r_export::bundle::{export_bundle, BundleOptions};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
@@ -12,18 +13,20 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `make-tiny --seed <seed>` exported to an fp32 bundle; made once per test binary.
+/// `make-tiny --seed <seed>` exported to an fp32 bundle; made once per seed and test binary.
 pub fn tiny_bundle(seed: u64) -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, bundle) = DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().expect("tempdir");
+    static BUNDLES: Mutex<BTreeMap<u64, &'static Path>> = Mutex::new(BTreeMap::new());
+    // A test that panicked while exporting leaves nothing behind for its seed: go on.
+    let mut bundles = BUNDLES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    bundles.entry(seed).or_insert_with(|| {
+        // Lives as long as the test binary, like any static (statics are never dropped).
+        let tmp: &'static tempfile::TempDir = Box::leak(Box::new(tempfile::tempdir().expect("tempdir")));
         let ckpt = tmp.path().join("checkpoint");
         make_tiny(&ckpt, &TinyOptions { seed, ..TinyOptions::default() }, |_, _| {}).expect("make-tiny");
         let bundle = tmp.path().join("bundle");
         export_bundle(&ckpt, &bundle, &BundleOptions::default(), |_| {}).expect("export");
-        (tmp, bundle)
-    });
-    bundle
+        Box::leak(bundle.into_boxed_path())
+    })
 }
 
 /// A copy of the tiny seed-1 bundle in `dir`, for tests that edit a bundle's files.
@@ -78,4 +81,19 @@ pub fn synthetic_video(dir: &Path, name: &str, width: usize, height: usize, fram
         .expect("ffmpeg is installed by tools/bootstrap");
     assert!(status.success(), "ffmpeg failed to write {}", path.display());
     path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_bundles_are_cached_per_seed() {
+        let (one, two) = (tiny_bundle(1), tiny_bundle(2));
+        assert_ne!(one, two);
+        assert_eq!(tiny_bundle(1), one, "the same seed reuses its bundle");
+        // The manifest lists every file's sha256.
+        let manifest = |b: &Path| std::fs::read_to_string(b.join("manifest.json")).expect("manifest.json");
+        assert_ne!(manifest(one), manifest(two), "another seed, other weights");
+    }
 }

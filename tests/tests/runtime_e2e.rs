@@ -64,7 +64,7 @@ fn questions_reuse_the_video_prefix_and_are_deterministic() {
 
 fn input_error(e: loc3r::Error) -> String {
     let s = e.to_string();
-    assert!(e.is_input_error() || matches!(e, loc3r::Error::Io { .. }), "{s}");
+    assert_eq!(e.fault(), loc3r::Fault::Input, "{s}");
     s
 }
 
@@ -140,12 +140,54 @@ fn cli_run_prints_the_documented_json() {
     // The second question reuses the observed video: no video decoding, far less prefill.
     assert_eq!(lines[1]["timings_ms"]["decode_video"], 0.0);
     assert!(lines[1]["timings_ms"]["prefill"].as_f64().unwrap() < lines[0]["timings_ms"]["prefill"].as_f64().unwrap());
+}
 
-    let out = Command::new(&exe).args(["run", "--question", "Q", "--bundle"]).arg(tiny_bundle(1)).args(["--video", "/no/such.mp4"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    let out =
-        Command::new(&exe).args(["run", "--question", "Q", "--device", "cuda", "--bundle"]).arg(tiny_bundle(1)).args(["--video"]).arg(&video).output().unwrap();
+/// Exit codes by fault: 2 for the user's input or bundle, 1 for the runtime (ONNX Runtime,
+/// device); internal errors are 1 too (unit tests in the runtime, they cannot be provoked here).
+#[test]
+fn cli_exit_codes_follow_the_fault() {
+    let exe = serve_exe();
+    let tmp = tempfile::tempdir().unwrap();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 8);
+    let run = |args: &[&str], bundle: &Path, video: &Path| {
+        let out = Command::new(&exe)
+            .args(["run", "--max-new-tokens", "4", "--question", "Q"])
+            .args(args)
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--video")
+            .arg(video)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    // Input: a video that does not exist.
+    let (code, err) = run(&[], tiny_bundle(1), Path::new("/no/such.mp4"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/no/such.mp4"), "{err}");
+
+    // Bundle: a manifest that is not JSON; the message names the file.
+    let broken = loc3r_e2e::tiny_bundle_copy(tmp.path());
+    std::fs::write(broken.join("manifest.json"), "{ not json").unwrap();
+    let (code, err) = run(&[], &broken, &video);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("manifest.json"), "{err}");
+
+    // Runtime: the ONNX Runtime library cannot be loaded.
+    let out = Command::new(&exe).env("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so").arg("doctor").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cuda") && err.contains("not available"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("ORT_DYLIB_PATH=/no/such/libonnxruntime.so"), "{err}");
+
+    // Runtime: a GPU device runs where ONNX Runtime has its provider, and is refused by
+    // name (never a silent CPU fallback) where it has not.
+    let (code, err) = run(&["--device", "cuda"], tiny_bundle(1), &video);
+    let cuda = loc3r::Device::Cuda { device_id: 0 };
+    if cuda.provider_built_in().unwrap() {
+        assert_eq!(code, Some(0), "{err}");
+    } else {
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("device `cuda` is not available"), "{err}");
+    }
 }

@@ -259,9 +259,9 @@ pub fn write_safetensors(
     while (8 + text.len()) % 8 != 0 {
         text.push(' ');
     }
-    let f = File::create(path).map_err(|e| Error::io(path, e))?;
+    let f = File::create(path).map_err(|e| Error::write(path, e))?;
     let mut w = io::BufWriter::with_capacity(1 << 20, f);
-    let io_err = |e| Error::io(path, e);
+    let io_err = |e| Error::write(path, e);
     w.write_all(&(text.len() as u64).to_le_bytes()).map_err(io_err)?;
     w.write_all(text.as_bytes()).map_err(io_err)?;
     for t in sorted {
@@ -269,7 +269,7 @@ pub fn write_safetensors(
         fill(t, &mut counter).map_err(io_err)?;
         let expected = t.shape.iter().product::<usize>() * t.dtype.size();
         if counter.written != expected {
-            return Err(Error::format(path, format!("tensor `{}`: wrote {} bytes, expected {expected}", t.name, counter.written)));
+            return Err(Error::Internal(format!("{}: tensor `{}`: wrote {} bytes, expected {expected}", path.display(), t.name, counter.written)));
         }
     }
     w.flush().map_err(io_err)?;

@@ -60,10 +60,4 @@ impl Weights {
         }
         Ok(t)
     }
-
-    /// Whether `<path>.<name>` is present (optional tensors).
-    pub fn has(&self, name: &str) -> bool {
-        let logical = self.logical(name);
-        self.ckpt.names().resolve(&self.family, &logical).is_some_and(|s| self.ckpt.tensor(s).is_ok())
-    }
 }

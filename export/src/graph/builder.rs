@@ -133,11 +133,6 @@ impl GraphBuilder {
         self.domains.iter().map(|(d, v)| (d.as_str(), *v))
     }
 
-    /// Imports `domain` (e.g. `com.microsoft`) at `version`.
-    pub fn use_domain(&mut self, domain: &str, version: i64) {
-        self.domains.insert(domain.to_string(), version);
-    }
-
     /// The model's doc string.
     pub fn doc(&self) -> &str {
         &self.doc
@@ -166,11 +161,6 @@ impl GraphBuilder {
     /// Graph outputs, in order.
     pub fn outputs(&self) -> &[Value] {
         &self.outputs
-    }
-
-    /// Number of nodes so far.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
     }
 
     /// The nodes, in the order they were added (a topological order: a node only reads
@@ -438,12 +428,6 @@ impl Scope<'_> {
         &self.path
     }
 
-    /// A nested scope `<path>/<part>` for steps that own no weight (`…/self_attn/rope_q`).
-    pub fn child(&mut self, part: &str) -> Scope<'_> {
-        let path = if self.path.is_empty() { part.to_string() } else { format!("{}/{part}", self.path) };
-        Scope { g: &mut *self.g, path }
-    }
-
     /// The full node name of `step` in this scope.
     pub fn node_name(&self, step: &str) -> String {
         if self.path.is_empty() {
@@ -454,8 +438,7 @@ impl Scope<'_> {
     }
 
     /// The generic escape hatch: one node of `op_type` (default domain) with one output
-    /// whose dtype and shape the caller states.
-    /// `s.op("Gelu", "Gelu", &[&x], &[("approximate", "tanh".into())], x.dtype(), x.shape())`.
+    /// whose dtype and shape the caller states (ops without a wrapper, e.g. `Pad`, `NonZero`).
     pub fn op<D: Into<Dim>>(
         &mut self,
         step: &str,
@@ -571,10 +554,9 @@ mod tests {
         let mut s = g.scope("model.layers.3.mlp");
         let y = s.relu("act", &x);
         assert_eq!(y.name(), "model.layers.3.mlp/act/output_0");
-        let mut r = s.child("rope_q");
-        let z = r.neg("neg", &y);
-        assert_eq!(z.name(), "model.layers.3.mlp/rope_q/neg/output_0");
-        assert_eq!(g.nodes[1].name, "model.layers.3.mlp/rope_q/neg");
+        let z = s.neg("neg", &y);
+        assert_eq!(z.name(), "model.layers.3.mlp/neg/output_0");
+        assert_eq!(g.nodes[1].name, "model.layers.3.mlp/neg");
         g.check().unwrap();
     }
 

@@ -193,10 +193,6 @@ fn model_graph(name: &str, opts: &ExportOptions, c: &Cut3rConfig) -> Result<Mode
     }
 }
 
-fn graph_error(e: crate::graph::GraphError) -> Error {
-    Error::Invalid(e.to_string())
-}
-
 /// Patch embedding (`patch_embed.proj`, Conv k = s = patch):
 ///
 /// ```text
@@ -236,7 +232,7 @@ pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBui
     }
     let features = norm(&mut g, &w.pp("enc_norm"), &x, d.ce, compute)?;
     g.output_with_shape(io::FEATURES, &features, dims!["frames", d.tokens(), d.ce]);
-    g.check().map_err(graph_error)?;
+    g.check()?;
     Ok(g.into_builder())
 }
 
@@ -362,7 +358,7 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
             g.output_with_shape(name, &tokens, dims![1, d.tokens(), d.dc]);
         }
     }
-    g.check().map_err(graph_error)?;
+    g.check()?;
     Ok(g.into_builder())
 }
 

@@ -84,7 +84,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     }
     let cfg = Config::from_json(&config_text, &origin)?;
     let names = NameMap::builtin(&cfg)?;
-    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(out, e))?.next().is_some() {
+    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::write(out, e))?.next().is_some() {
         return Err(Error::Invalid(format!("{}: already exists and is not empty; choose another --out or remove it", out.display())));
     }
     let tokenizer = if cfg.vocab_size > 100_000 {
@@ -134,7 +134,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     cut3r.sort_by(|a, b| a.name.cmp(&b.name));
 
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
     let staging = tempdir_in(parent, out)?;
     let result = (|| {
         let total = model.len() + cut3r.len();
@@ -186,9 +186,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
         }
     };
     if out.exists() {
-        std::fs::remove_dir(out).map_err(|e| Error::io(out, e))?;
+        std::fs::remove_dir(out).map_err(|e| Error::write(out, e))?;
     }
-    std::fs::rename(&staging, out).map_err(|e| Error::io(out, e))?;
+    std::fs::rename(&staging, out).map_err(|e| Error::write(out, e))?;
     let all = model.iter().chain(cut3r.iter());
     let parameters = all.clone().map(|t| t.shape.iter().product::<usize>()).sum();
     let bytes = files.iter().filter_map(|f| std::fs::metadata(out.join(f)).ok()).map(|m| m.len()).sum();
@@ -196,7 +196,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    std::fs::write(path, text).map_err(|e| Error::write(path, e))
 }
 
 /// A fresh, uniquely named staging directory next to `out`.
@@ -207,10 +207,13 @@ fn tempdir_in(parent: &Path, out: &Path) -> Result<PathBuf> {
         match std::fs::create_dir(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&p, e)),
+            Err(e) => return Err(Error::write(&p, e)),
         }
     }
-    Err(Error::Invalid(format!("{}: cannot create a staging directory", parent.display())))
+    Err(Error::write(
+        parent,
+        std::io::Error::new(std::io::ErrorKind::AlreadyExists, "1000 staging directory names are taken; remove stale .partial directories"),
+    ))
 }
 
 /// Contiguous groups of roughly equal byte size (every group non-empty if possible).

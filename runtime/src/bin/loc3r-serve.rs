@@ -13,7 +13,8 @@ use loc3r::{Device, GenerationOptions, Loc3r, SessionOptions};
     version,
     about = "Run Loc3R-VLM bundles: localisation and spatial questions about a video",
     long_about = "Run Loc3R-VLM bundles (made by `loc3r-export export`): observe a video once, then answer \
-                  \"where am I?\" and spatial questions from its cached prefix.\n\nExit codes: 0 success, 2 invalid input, 1 other failures."
+                  \"where am I?\" and spatial questions from its cached prefix.\n\nExit codes: 0 success, 2 invalid input (arguments, video, bundle), \
+                  1 other failures (ONNX Runtime, device, I/O, internal errors)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -150,29 +151,37 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    if let Err(e) = loc3r::ort_env::init() {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            let input = e.chain().any(|c| c.downcast_ref::<loc3r::Error>().is_some_and(loc3r::Error::is_input_error));
-            ExitCode::from(if input { 2 } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
     }
 }
 
+/// The exit code of a failed command: that of the fault class of the first library error in
+/// the chain (2 for the user's input or bundle, 1 for the rest); anything else is a failure (1).
+fn exit_code(e: &anyhow::Error) -> u8 {
+    e.chain().find_map(|c| c.downcast_ref::<loc3r::Error>()).map_or(1, |e| e.fault().exit_code())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    loc3r::ort_env::init()?;
     match cli.command {
         Command::Doctor { json } => {
             let info = loc3r::ort_env::init()?;
+            let mut devices = serde_json::Map::new();
+            for device in ["cpu", "cuda", "tensorrt"] {
+                devices.insert(device.into(), device.parse::<Device>()?.provider_built_in()?.into());
+            }
             if json {
-                println!("{}", serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}}));
+                println!("{}", serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}, "devices": devices}));
             } else {
                 println!("onnxruntime library: {}", info.library.display());
                 println!("{}", info.build_info);
+                let built_in: Vec<&str> = devices.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(d, _)| d.as_str()).collect();
+                println!("devices this build can use: {}", built_in.join(", "));
             }
         }
         #[cfg(feature = "server")]
@@ -195,7 +204,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shutdown_timeout_s,
         } => {
             let device: Device = device.parse()?;
-            anyhow::ensure!(request_timeout_s > 0.0 && shutdown_timeout_s >= 0.0, "timeouts must be positive");
+            if !(request_timeout_s > 0.0 && shutdown_timeout_s >= 0.0) {
+                return Err(loc3r::Error::Input("--request-timeout-s must be positive and --shutdown-timeout-s not negative".into()).into());
+            }
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
             loc3r::server::serve(loc3r::server::ServeConfig {
                 bundle,

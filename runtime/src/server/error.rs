@@ -1,9 +1,11 @@
-//! One error type for the whole HTTP layer, mapped to a status code once (as TGI's
-//! `From<InferError> for (StatusCode, Json<ErrorResponse>)`). The body is always
+//! One error type for the whole HTTP layer; a library error's status comes from its fault
+//! class, in [`status_of`] only. The body is always
 //! `{"error": {"code": "...", "message": "..."}}`; `code` doubles as the metrics label.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+use crate::error::Fault;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -33,6 +35,10 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+    /// The server cannot take work now (shutting down); another instance or a retry may.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
     pub fn overloaded() -> Self {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "the model queue is full; retry with backoff")
     }
@@ -45,18 +51,31 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a library error of class `fault`. The bundle is the operator's, not
+/// the client's: on a server a bundle problem is a server failure.
+pub fn status_of(fault: Fault) -> StatusCode {
+    match fault {
+        Fault::Input => StatusCode::UNPROCESSABLE_ENTITY,
+        Fault::Bundle | Fault::Internal | Fault::Runtime => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         use crate::Error as E;
-        match &e {
-            E::Video(_) => Self::unprocessable("invalid_video", format!("the video could not be read: {e}")),
-            E::Preprocess(_) => Self::unprocessable("invalid_video", e.to_string()),
-            E::Input(_) => Self::unprocessable("invalid_input", e.to_string()),
-            // Input errors for the command line, but on a server the operator's fault.
-            E::Bundle(_) | E::DeviceUnavailable { .. } | E::OrtMissing(_) => Self::internal(e.to_string()),
-            _ if e.is_input_error() => Self::unprocessable("invalid_input", e.to_string()),
-            _ => Self::internal(e.to_string()),
-        }
+        let fault = e.fault();
+        let code = match (fault, &e) {
+            (Fault::Input, E::Video(_) | E::Preprocess(_)) => "invalid_video",
+            (Fault::Input, _) => "invalid_input",
+            (Fault::Bundle, _) => "bundle_error",
+            (Fault::Internal, _) => "internal",
+            (Fault::Runtime, _) => "runtime_error",
+        };
+        let message = match &e {
+            E::Video(_) => format!("the video could not be read: {}", e.with_sources()),
+            _ => e.with_sources(),
+        };
+        Self::new(status_of(fault), code, message)
     }
 }
 
@@ -71,3 +90,32 @@ impl IntoResponse for ApiError {
 /// Stored on error responses so the request log and metrics can show the code.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::video::VideoError;
+
+    #[test]
+    fn each_fault_class_has_its_status() {
+        let cases = [
+            (crate::Error::Input("`frames` must be at least 1".into()), 422, "invalid_input"),
+            (crate::Error::Video(VideoError::ZeroSamples), 422, "invalid_video"),
+            (crate::Error::Bundle("decoder.onnx has no output `logits`".into()), 500, "bundle_error"),
+            (crate::Error::Internal("the `heads` session was poisoned".into()), 500, "internal"),
+            (crate::Error::OrtMissing("libonnxruntime.so not found".into()), 500, "runtime_error"),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.status.as_u16(), api.code), (status, code), "{}", api.message);
+        }
+    }
+
+    #[test]
+    fn an_ort_failure_is_a_500_whose_message_carries_the_ort_error() {
+        crate::ort_env::init().expect("ONNX Runtime is installed for the tests");
+        let api = ApiError::from(crate::Error::ort("running decoder", ort::Error::new("out of memory")));
+        assert_eq!((api.status, api.code), (StatusCode::INTERNAL_SERVER_ERROR, "runtime_error"));
+        assert_eq!(api.message, "ONNX Runtime failed running decoder: out of memory");
+    }
+}

@@ -51,15 +51,18 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     init_tracing();
     let api_key = match &cfg.api_key_file {
         Some(f) => {
-            let key = std::fs::read_to_string(f).with_context(|| format!("reading --api-key-file {}", f.display()))?;
+            // The operator's arguments: input errors (exit code 2), like a bad --bundle.
+            let key = std::fs::read_to_string(f).map_err(|e| crate::Error::Input(format!("--api-key-file {}: {e}", f.display())))?;
             let key = key.trim();
-            anyhow::ensure!(!key.is_empty(), "--api-key-file {} is empty", f.display());
+            if key.is_empty() {
+                return Err(crate::Error::Input(format!("--api-key-file {} is empty; put the API key in it", f.display())).into());
+            }
             Some(<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
         }
         None => None,
     };
     let allow_dir = match &cfg.allow_dir {
-        Some(d) => Some(d.canonicalize().with_context(|| format!("--allow-dir {}", d.display()))?),
+        Some(d) => Some(d.canonicalize().map_err(|e| crate::Error::Input(format!("--allow-dir {}: {e}", d.display())))?),
         None => None,
     };
     let model = Loc3r::open(&cfg.bundle, &cfg.session).with_context(|| format!("opening bundle {}", cfg.bundle.display()))?;

@@ -79,7 +79,7 @@ impl Admitted {
         inflight.fetch_add(1, Ordering::Relaxed);
         let guard = InflightGuard(inflight);
         let work = async move {
-            let worker = run.acquire_owned().await.map_err(|_| ApiError::internal("the worker pool is closed (shutting down)"))?;
+            let worker = run.acquire_owned().await.map_err(|_| ApiError::unavailable("the worker pool is closed (shutting down)"))?;
             let handle = tokio::task::spawn_blocking(move || {
                 let _held = (slot, worker, guard);
                 job(deadline)

@@ -26,7 +26,7 @@ impl Cut3rState {
     /// video starts from it (the recurrence never modifies it), so a model reads it once.
     pub fn initial(bundle: &Bundle) -> Result<Cut3rState> {
         let path = bundle.dir.join(INIT_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|error| Error::BundleFile { path: path.clone(), error })?;
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Bundle(format!("{}: {e}", path.display())))?;
         let read = |name: &str| -> Result<DynValue> {
             let t = st.tensor(name).map_err(|e| Error::Bundle(format!("{}: `{name}`: {e}", path.display())))?;
@@ -77,12 +77,13 @@ impl<'b> Cut3r<'b> {
     pub fn run(&self, pixels: &Array4<f32>, state: &Cut3rState) -> Result<(CameraTokens, Cut3rState)> {
         let frames = pixels.shape()[0];
         if frames == 0 {
-            return Err(Error::Input("no frames for CUT3R".into()));
+            // The pipeline refuses empty videos before any stage runs.
+            return Err(Error::Internal("no frames for CUT3R".into()));
         }
         let image_dtype = self.input_dtype("cut3r_encoder", "image")?;
         let features_dtype = self.input_dtype("cut3r_step", "features")?;
         let features = {
-            let mut enc = self.bundle.session("cut3r_encoder")?.lock().map_err(|_| Error::Input("cut3r_encoder session poisoned".into()))?;
+            let mut enc = self.bundle.lock("cut3r_encoder")?;
             let mut parts = Vec::new();
             for range in batches(frames, self.bundle.frame_batch) {
                 let image = values::from_f32(pixels.slice(s![range, .., .., ..]).to_owned().into_dyn(), &image_dtype, "cut3r image")?;
@@ -95,7 +96,7 @@ impl<'b> Cut3r<'b> {
         let dc = self.bundle.manifest.runtime.cut3r.dim;
         let mut tokens = Array2::zeros((frames, dc));
         let mut poses = Array2::zeros((frames, 7));
-        let mut step = self.bundle.session("cut3r_step")?.lock().map_err(|_| Error::Input("cut3r_step session poisoned".into()))?;
+        let mut step = self.bundle.lock("cut3r_step")?;
         let mut carried: Option<(DynValue, DynValue)> = None;
         for f in 0..frames {
             let (state_in, memory_in) = match &carried {

@@ -18,7 +18,7 @@
 use half::f16;
 use ndarray::{s, Array2, ArrayD, ArrayViewMutD, Axis, IxDyn};
 use ort::memory::Allocator;
-use ort::session::{IoBinding, Session, SessionInputValue, SessionOutputs};
+use ort::session::{IoBinding, SessionInputValue, SessionOutputs};
 use ort::value::PrimitiveTensorElementType;
 use ort::value::{DynValue, Tensor};
 
@@ -76,10 +76,6 @@ fn kv_name(kind: &str, index: usize) -> String {
     format!("{kind}.{}.{}", index / 2, if index % 2 == 0 { "key" } else { "value" })
 }
 
-fn lock<'a>(bundle: &'a Bundle, graph: &str) -> Result<std::sync::MutexGuard<'a, Session>> {
-    bundle.session(graph)?.lock().map_err(|_| Error::Input(format!("{graph} session poisoned by an earlier panic; reopen the bundle")))
-}
-
 impl<'b> Llm<'b> {
     pub fn new(bundle: &'b Bundle) -> Result<Llm<'b>> {
         bundle.session("embed")?;
@@ -124,7 +120,7 @@ impl<'b> Llm<'b> {
             return Ok(Array2::zeros((0, h)));
         }
         let input = Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i64).collect()).expect("shape");
-        let mut session = lock(self.bundle, "embed")?;
+        let mut session = self.bundle.lock("embed")?;
         let tensor = Tensor::from_array(input).map_err(e("embed input"))?;
         let outputs = session.run(ort::inputs!["input_ids" => tensor]).map_err(e("running embed"))?;
         let embeds = outputs["inputs_embeds"].try_extract_array::<f32>().map_err(e("embed output"))?;
@@ -137,7 +133,8 @@ impl<'b> Llm<'b> {
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let rows = self.bundle.manifest.runtime.llm.vocab_size as u32;
         match ids.iter().find(|&&i| i >= rows) {
-            Some(bad) => Err(Error::Input(format!("token id {bad} is outside the embedding table ({rows} rows)"))),
+            // Ids come from the bundle's tokenizer or from sampling its logits.
+            Some(bad) => Err(Error::Bundle(format!("token id {bad} is outside the embedding table ({rows} rows): the bundle's tokenizer and model disagree"))),
             None => Ok(()),
         }
     }
@@ -177,7 +174,7 @@ impl<'b> Llm<'b> {
             hidden.remove(0)
         } else {
             let views: Vec<_> = hidden.iter().map(|h| h.view()).collect();
-            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Bundle(format!("decoder hidden states: {e}")))?
+            ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Internal(format!("joining the decoder hidden states of the prefill chunks: {e}")))?
         };
         Ok(Prefill { logits, hidden, cache })
     }
@@ -207,7 +204,7 @@ impl<'b> Llm<'b> {
     /// [`Llm::extend`] in one decoder call.
     fn extend_whole(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
         if keep > prefix.len {
-            return Err(Error::Input(format!("cannot keep {keep} positions of a {}-position cache", prefix.len)));
+            return Err(Error::Internal(format!("cannot keep {keep} positions of a {}-position cache", prefix.len)));
         }
         let f16 = self.f16();
         // The whole prefix is used as it is; only a shorter one is copied out.
@@ -285,7 +282,7 @@ impl<'b> Llm<'b> {
     fn run(&self, embeds: &Array2<f32>, past: &KvCache, slots: &[DynValue], slot_mask: &[i64]) -> Result<(Fed, Vec<DynValue>)> {
         let s = embeds.nrows();
         if s == 0 {
-            return Err(Error::Input("nothing to run: zero input positions".into()));
+            return Err(Error::Internal("nothing to run: zero input positions".into()));
         }
         let filled = slot_mask.iter().filter(|&&m| m == 1).count();
         self.check_room(past.len + filled + s)?;
@@ -307,7 +304,7 @@ impl<'b> Llm<'b> {
             KvCacheLayout::Concat => "present",
             KvCacheLayout::Static => "present_new",
         };
-        let mut session = lock(self.bundle, "decoder")?;
+        let mut session = self.bundle.lock("decoder")?;
         let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
         let fed = self.read_outputs(&outputs, s)?;
         let kv = (0..past.values.len())
@@ -455,12 +452,12 @@ impl<'p, 'b> Sequence<'p, 'b> {
         // copy it then). On the CPU this is bookkeeping only; the buffers are not copied.
         d.embed.bind_input("input_ids", &d.token).map_err(e("binding embed"))?;
         {
-            let mut embed = lock(llm.bundle, "embed")?;
+            let mut embed = llm.bundle.lock("embed")?;
             embed.run_binding(&d.embed).map_err(e("running embed"))?;
         }
         d.bind_step_inputs(&c.buffers)?;
         {
-            let mut decoder = lock(llm.bundle, "decoder")?;
+            let mut decoder = llm.bundle.lock("decoder")?;
             decoder.run_binding(&d.decoder).map_err(e("running decoder"))?;
         }
         let logits = d.logits.extract_array().iter().copied().collect();
@@ -474,8 +471,9 @@ impl<'p, 'b> Sequence<'p, 'b> {
     }
 
     /// Address of the first K/V buffer's data (a regression test checks that decode steps
-    /// keep writing into the buffers allocated for the sequence).
-    #[doc(hidden)]
+    /// keep writing into the buffers allocated for the sequence). A test hook, built only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn kv_buffer_address(&self) -> Option<usize> {
         match &self.own {
             Own::Concat(own) => own.as_ref().map(|c| tensor_address(&c.values[0])),
@@ -484,6 +482,7 @@ impl<'p, 'b> Sequence<'p, 'b> {
     }
 }
 
+#[cfg(feature = "testing")]
 fn tensor_address(v: &DynValue) -> usize {
     v.try_extract_tensor::<f32>().map(|(_, d)| d.as_ptr() as usize).or_else(|_| v.try_extract_tensor::<f16>().map(|(_, d)| d.as_ptr() as usize)).unwrap_or(0)
 }
@@ -496,7 +495,7 @@ impl StaticCache {
 
     fn check_room(&self, positions: usize) -> Result<()> {
         if self.filled + positions > self.capacity {
-            return Err(Error::Input(format!(
+            return Err(Error::Internal(format!(
                 "the sequence's KV cache has room for {} positions and {} are used; {positions} more do not fit (reserve more when creating the sequence)",
                 self.capacity, self.filled
             )));
@@ -567,11 +566,11 @@ impl DecodeBinding {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let mut embed = lock(llm.bundle, "embed")?.create_binding().map_err(e("binding embed"))?;
+        let mut embed = llm.bundle.lock("embed")?.create_binding().map_err(e("binding embed"))?;
         embed.bind_input("input_ids", &token).map_err(e("binding embed"))?;
         embed.bind_output("inputs_embeds", &mut embeds).map_err(e("binding embed"))?;
 
-        let mut decoder = lock(llm.bundle, "decoder")?.create_binding().map_err(e("binding decoder"))?;
+        let mut decoder = llm.bundle.lock("decoder")?.create_binding().map_err(e("binding decoder"))?;
         // The shared prefix is bound once (on a GPU: copied to the device once per sequence).
         for (i, v) in prefix.values.iter().enumerate() {
             decoder.bind_input(kv_name("past_key_values", i), v).map_err(e("binding decoder"))?;

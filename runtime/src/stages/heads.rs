@@ -45,7 +45,7 @@ pub struct PositionJson {
 /// and of the pooled grid tokens (`grid_hidden`, `[T, H]`), and decodes its outputs.
 pub fn run(bundle: &Bundle, pos: Array1<f32>, ori: Array1<f32>, grid_hidden: ArrayView2<'_, f32>) -> Result<Localization> {
     let h = pos.len();
-    let mut heads = bundle.session("heads")?.lock().map_err(|_| Error::Input("heads session poisoned".into()))?;
+    let mut heads = bundle.lock("heads")?;
     let inputs = ort::inputs![
         "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
         "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
@@ -62,8 +62,8 @@ pub fn run(bundle: &Bundle, pos: Array1<f32>, ori: Array1<f32>, grid_hidden: Arr
     let position = decode_position([x, y, log_var_x, log_var_y]);
     let logits: Vec<f32> = o.iter().copied().collect();
     let orientation = decode_orientation(&logits).map_err(|e| Error::Bundle(format!("heads.onnx orientation_logits: {e}")))?;
-    let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(e.to_string()))?;
-    let bev = decode_bev(bev).map_err(|e| Error::Input(e.to_string()))?;
+    let bev = bev.index_axis(Axis(0), 0).into_dimensionality::<ndarray::Ix2>().map_err(|e| Error::Bundle(format!("heads.onnx bev: {e}")))?;
+    let bev = decode_bev(bev).map_err(|e| Error::Bundle(format!("heads.onnx bev: {e}")))?;
     Ok(Localization {
         position: PositionJson { x: position.x, y: position.y, sigma_x: position.sigma_x, sigma_y: position.sigma_y },
         yaw_deg: orientation.yaw_deg,

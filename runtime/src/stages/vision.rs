@@ -33,7 +33,8 @@ impl VisionEmbeds {
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
     let frames = pixels.shape()[0];
     if frames == 0 || camera_tokens.nrows() != frames {
-        return Err(Error::Input(format!(
+        // The pipeline passes CUT3R's camera tokens of these very frames: a mismatch is our bug.
+        return Err(Error::Internal(format!(
             "embedding {frames} frames with {} camera tokens: need one camera token per frame, at least one frame",
             camera_tokens.nrows()
         )));
@@ -50,12 +51,12 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
 
 fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
     let features = {
-        let mut siglip = bundle.session("siglip")?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
+        let mut siglip = bundle.lock("siglip")?;
         let input = values::f32_view(pixels, "pixel_values")?;
         let out = siglip.run(ort::inputs!["pixel_values" => input]).map_err(|e| Error::ort("running siglip", e))?;
         values::to_f32(&out["image_features"], "image_features")?
     };
-    let mut projector = bundle.session("projector")?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
+    let mut projector = bundle.lock("projector")?;
     let feats = values::from_f32(features, "f32", "image_features")?;
     let cams = values::f32_view(camera_tokens, "camera_tokens")?;
     let out = projector.run(ort::inputs!["image_features" => feats, "camera_tokens" => cams]).map_err(|e| Error::ort("running projector", e))?;

@@ -16,7 +16,7 @@
 //! Convolutions run in the export precision; the post-processing (`expm1`, `exp`) runs in f32.
 
 use super::blocks::{mlp, rope_table, self_attention, BlockDims, Rope2d, RopeTable};
-use super::{exp_norm, graph_error, io, model_graph, Dims};
+use super::{exp_norm, io, model_graph, Dims};
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
@@ -106,7 +106,7 @@ pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuil
         g.output_with_shape(pts_name, pts, dims![1, d.height, d.width, 3]);
         g.output_with_shape(conf_name, conf, dims![1, d.height, d.width]);
     }
-    g.check().map_err(graph_error)?;
+    g.check()?;
     Ok(g.into_builder())
 }
 
