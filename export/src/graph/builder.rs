@@ -428,6 +428,12 @@ impl Scope<'_> {
         &self.path
     }
 
+    /// A nested scope `<path>/<part>` for steps that own no weight (`…/self_attn/rope_q`).
+    pub fn child(&mut self, part: &str) -> Scope<'_> {
+        let path = if self.path.is_empty() { part.to_string() } else { format!("{}/{part}", self.path) };
+        Scope { g: &mut *self.g, path }
+    }
+
     /// The full node name of `step` in this scope.
     pub fn node_name(&self, step: &str) -> String {
         if self.path.is_empty() {
