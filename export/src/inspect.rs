@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use loc3r::manifest::{GraphEntry, Manifest};
+use loc3r_bundle::manifest::{GraphEntry, Manifest};
 
 use crate::bundle::sha256_of;
 use crate::error::{Error, Result};
@@ -57,8 +57,8 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         let bytes = size(&entry.file) + entry.data.as_deref().map_or(0, size);
         let loads = if load {
             let path = bundle.join(&entry.file);
-            match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1, ..Default::default() }) {
-                Ok(_) => Some(true),
+            match loc3r_bundle::ort_env::check_loads(&path) {
+                Ok(()) => Some(true),
                 Err(e) => {
                     problems.push(format!("{name}: {e}"));
                     Some(false)
@@ -73,7 +73,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         bundle: bundle.to_path_buf(),
         format_version: manifest.format_version,
         producer: manifest.producer,
-        precision: manifest.precision,
+        precision: manifest.precision.to_string(),
         kv_cache: manifest.runtime.llm.kv_cache.as_str().to_string(),
         graphs,
         files_checked: manifest.files.len(),
