@@ -274,3 +274,34 @@ impl GraphEntry {
         self.inputs.iter().find(|io| io.name == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_fields_keep_their_manifest_spellings() {
+        assert_eq!(serde_json::to_string(&Precision::F16).unwrap(), "\"f16\"");
+        assert_eq!(serde_json::from_str::<Precision>("\"f32\"").unwrap(), Precision::F32);
+        assert_eq!(Precision::F16.to_string(), "f16");
+        assert_eq!(Precision::from_dtype(DType::BF16), None);
+        assert_eq!(serde_json::to_string(&Pooling::Average).unwrap(), "\"average\"");
+        assert_eq!(serde_json::from_str::<Pooling>("\"bilinear\"").unwrap(), Pooling::Bilinear);
+        assert_eq!(serde_json::to_string(&KvCacheLayout::Static).unwrap(), "\"static\"");
+        assert_eq!("concat".parse::<KvCacheLayout>(), Ok(KvCacheLayout::Concat));
+        assert!("paged".parse::<KvCacheLayout>().unwrap_err().contains("static"));
+    }
+
+    #[test]
+    fn other_formats_and_versions_are_refused() {
+        let dir = std::env::temp_dir().join(format!("loc3r-bundle-manifest-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = Manifest::read(&dir.join("absent")).unwrap_err();
+        assert!(matches!(missing, ManifestError::Io { .. }), "{missing}");
+        std::fs::write(dir.join(MANIFEST_FILE), r#"{"format": "other", "format_version": 1}"#).unwrap();
+        assert!(Manifest::read(&dir).unwrap_err().to_string().contains("not a loc3r bundle manifest"));
+        std::fs::write(dir.join(MANIFEST_FILE), format!(r#"{{"format": "{FORMAT}", "format_version": 99}}"#)).unwrap();
+        assert!(Manifest::read(&dir).unwrap_err().to_string().contains("re-export the bundle"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
