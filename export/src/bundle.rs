@@ -94,9 +94,7 @@ fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<Graph>> {
         None => Graph::ALL.into_iter().filter(|g| opts.cut3r_points || *g != points).collect(),
         Some(list) => list
             .iter()
-            .map(|name| {
-                Graph::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown graph `{name}`; known graphs: {}", known_graphs().join(", "))))
-            })
+            .map(|name| Graph::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown graph `{name}`; known graphs: {}", known_graphs().join(", ")))))
             .collect::<Result<_>>()?,
     };
     if !opts.cut3r_points && wanted.contains(&points) {
@@ -182,12 +180,8 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
                 parameters: stats.params as u64,
             },
         );
-        let report = GraphReport {
-            graph: name,
-            parameters: stats.params as u64,
-            bytes: stats.onnx_bytes + stats.data_bytes,
-            seconds: start.elapsed().as_secs_f64(),
-        };
+        let report =
+            GraphReport { graph: name, parameters: stats.params as u64, bytes: stats.onnx_bytes + stats.data_bytes, seconds: start.elapsed().as_secs_f64() };
         progress(Event::Finished(report.clone()));
         reports.push(report);
     }

@@ -61,7 +61,8 @@ fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: Arra
     let mut projector = bundle.session(Graph::Projector)?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
     let feats = values::from_f32(features, "f32", projector::IMAGE_FEATURES)?;
     let cams = values::f32_view(camera_tokens, projector::CAMERA_TOKENS)?;
-    let out = projector.run(ort::inputs![projector::IMAGE_FEATURES => feats, projector::CAMERA_TOKENS => cams]).map_err(|e| Error::ort("running projector", e))?;
+    let out =
+        projector.run(ort::inputs![projector::IMAGE_FEATURES => feats, projector::CAMERA_TOKENS => cams]).map_err(|e| Error::ort("running projector", e))?;
     let vision = values::to_f32(&out[projector::VISION_EMBEDS], projector::VISION_EMBEDS)?
         .into_dimensionality::<Ix3>()
         .map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?;
