@@ -2,7 +2,7 @@
 
 use ndarray::{concatenate, s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Ix2, Ix3};
 
-use loc3r_bundle::io::{projector, siglip};
+use loc3r_bundle::io;
 use loc3r_bundle::Graph;
 
 use crate::bundle::{batches, Bundle};
@@ -54,19 +54,20 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
 fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
     let features = {
         let mut siglip = bundle.session(Graph::Siglip)?.lock().map_err(|_| Error::Input("siglip session poisoned".into()))?;
-        let input = values::f32_view(pixels, siglip::PIXEL_VALUES)?;
-        let out = siglip.run(ort::inputs![siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
-        values::to_f32(&out[projector::IMAGE_FEATURES], projector::IMAGE_FEATURES)?
+        let input = values::f32_view(pixels, io::siglip::PIXEL_VALUES)?;
+        let out = siglip.run(ort::inputs![io::siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
+        values::to_f32(&out[io::siglip::IMAGE_FEATURES], io::siglip::IMAGE_FEATURES)?
     };
     let mut projector = bundle.session(Graph::Projector)?.lock().map_err(|_| Error::Input("projector session poisoned".into()))?;
-    let feats = values::from_f32(features, "f32", projector::IMAGE_FEATURES)?;
-    let cams = values::f32_view(camera_tokens, projector::CAMERA_TOKENS)?;
-    let out =
-        projector.run(ort::inputs![projector::IMAGE_FEATURES => feats, projector::CAMERA_TOKENS => cams]).map_err(|e| Error::ort("running projector", e))?;
-    let vision = values::to_f32(&out[projector::VISION_EMBEDS], projector::VISION_EMBEDS)?
+    let feats = values::from_f32(features, "f32", io::projector::IMAGE_FEATURES)?;
+    let cams = values::f32_view(camera_tokens, io::projector::CAMERA_TOKENS)?;
+    let out = projector
+        .run(ort::inputs![io::projector::IMAGE_FEATURES => feats, io::projector::CAMERA_TOKENS => cams])
+        .map_err(|e| Error::ort("running projector", e))?;
+    let vision = values::to_f32(&out[io::projector::VISION_EMBEDS], io::projector::VISION_EMBEDS)?
         .into_dimensionality::<Ix3>()
         .map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?;
-    let camera = values::to_f32(&out[projector::CAMERA_EMBEDS], projector::CAMERA_EMBEDS)?
+    let camera = values::to_f32(&out[io::projector::CAMERA_EMBEDS], io::projector::CAMERA_EMBEDS)?
         .into_dimensionality::<Ix2>()
         .map_err(|e| Error::Bundle(format!("projector.onnx camera_embeds: {e}")))?;
     Ok(VisionEmbeds { vision, camera })
