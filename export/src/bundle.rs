@@ -9,7 +9,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use loc3r::manifest::{self, FileEntry, GraphEntry, IoSpec, KvCacheLayout, Manifest, RuntimeParams};
+use loc3r_bundle::io::cut3r_init;
+use loc3r_bundle::manifest::{self, FileEntry, GraphEntry, IoSpec, KvCacheLayout, Manifest, Pooling, Precision, RuntimeParams};
+use loc3r_bundle::Graph;
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{Checkpoint, Requirements, TOKENIZER_FILE};
@@ -19,14 +21,8 @@ use crate::graph::{Dim, GraphBuilder, Value};
 use crate::models::{self, ExportOptions};
 use crate::tensor::DType;
 
-/// The VLM graphs, in export order.
-pub const VLM_GRAPHS: [&str; 5] = ["siglip", "projector", "embed", "decoder", "heads"];
-/// The CUT3R graphs, in export order.
-pub const CUT3R_GRAPHS: [&str; 2] = [models::cut3r::ENCODER_GRAPH, models::cut3r::STEP_GRAPH];
-/// The optional point-map graph (`--cut3r-points`).
-pub const CUT3R_POINTS_GRAPH: &str = models::cut3r::POINTS_GRAPH;
 /// The CUT3R initial state file (`state_init`, `mem_init`; docs/cut3r.md §3).
-pub const CUT3R_INIT_FILE: &str = "cut3r_init.safetensors";
+pub const CUT3R_INIT_FILE: &str = cut3r_init::FILE;
 
 /// What to export.
 #[derive(Debug, Clone)]
@@ -87,53 +83,47 @@ pub struct ExportReport {
     pub total_bytes: u64,
 }
 
-/// Every graph name the exporter knows.
+/// Every graph name the exporter knows, in export order.
 pub fn known_graphs() -> Vec<&'static str> {
-    VLM_GRAPHS.iter().chain(CUT3R_GRAPHS.iter()).copied().chain([CUT3R_POINTS_GRAPH]).collect()
+    Graph::ALL.iter().map(|g| g.name()).collect()
 }
 
-fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<String>> {
-    let known = known_graphs();
-    let wanted: Vec<String> = match &opts.graphs {
-        None => known.iter().filter(|g| opts.cut3r_points || **g != CUT3R_POINTS_GRAPH).map(|s| s.to_string()).collect(),
-        Some(list) => list.clone(),
+fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<Graph>> {
+    let points = Graph::Cut3rPoints;
+    let wanted: Vec<Graph> = match &opts.graphs {
+        None => Graph::ALL.into_iter().filter(|g| opts.cut3r_points || *g != points).collect(),
+        Some(list) => list
+            .iter()
+            .map(|name| Graph::from_name(name).ok_or_else(|| Error::Invalid(format!("unknown graph `{name}`; known graphs: {}", known_graphs().join(", ")))))
+            .collect::<Result<_>>()?,
     };
-    if !opts.cut3r_points && wanted.iter().any(|g| g == CUT3R_POINTS_GRAPH) {
-        return Err(Error::Invalid(format!(
-            "graph `{CUT3R_POINTS_GRAPH}` needs --cut3r-points (which also makes cut3r_step output the decoder hooks it reads)"
-        )));
+    if !opts.cut3r_points && wanted.contains(&points) {
+        return Err(Error::Invalid(format!("graph `{points}` needs --cut3r-points (which also makes cut3r_step output the decoder hooks it reads)")));
     }
     if wanted.is_empty() {
         return Err(Error::Invalid("--graphs is empty; name at least one graph".into()));
     }
-    for g in &wanted {
-        if !known.contains(&g.as_str()) {
-            return Err(Error::Invalid(format!("unknown graph `{g}`; known graphs: {}", known.join(", "))));
-        }
-    }
     // Keep the canonical order and drop duplicates.
-    Ok(known.iter().filter(|k| wanted.iter().any(|w| w == *k)).map(|s| s.to_string()).collect())
+    Ok(Graph::ALL.into_iter().filter(|g| wanted.contains(g)).collect())
 }
 
-fn build(name: &str, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
-    match name {
-        "siglip" => models::siglip::graph(ckpt, opts),
-        "projector" => models::projector::graph(ckpt, opts),
-        "embed" => models::embed::graph(ckpt, opts),
-        "decoder" => models::qwen2::graph(ckpt, opts),
-        "heads" => models::heads::graph(ckpt, opts),
-        models::cut3r::ENCODER_GRAPH => models::cut3r::encoder_graph(ckpt, opts),
-        models::cut3r::STEP_GRAPH => models::cut3r::step_graph(ckpt, opts),
-        CUT3R_POINTS_GRAPH => models::cut3r::points_graph(ckpt, opts),
-        other => Err(Error::Invalid(format!("unknown graph `{other}`"))),
+fn build(graph: Graph, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    match graph {
+        Graph::Siglip => models::siglip::graph(ckpt, opts),
+        Graph::Projector => models::projector::graph(ckpt, opts),
+        Graph::Embed => models::embed::graph(ckpt, opts),
+        Graph::Decoder => models::qwen2::graph(ckpt, opts),
+        Graph::Heads => models::heads::graph(ckpt, opts),
+        Graph::Cut3rEncoder => models::cut3r::encoder_graph(ckpt, opts),
+        Graph::Cut3rStep => models::cut3r::step_graph(ckpt, opts),
+        Graph::Cut3rPoints => models::cut3r::points_graph(ckpt, opts),
     }
 }
 
 /// Exports `checkpoint` into the bundle directory `out`.
 pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut progress: impl FnMut(Event)) -> Result<ExportReport> {
-    if !matches!(opts.precision, DType::F32 | DType::F16) {
-        return Err(Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)));
-    }
+    let precision =
+        Precision::from_dtype(opts.precision).ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?;
     let graphs = resolve_graphs(opts)?;
     check_target(out, opts.force)?;
     let ckpt = Checkpoint::open(checkpoint, opts.names.as_deref(), Requirements { cut3r_points: opts.cut3r_points })?;
@@ -145,7 +135,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
         cut3r_points: opts.cut3r_points,
         kv_cache: opts.kv_cache,
     };
-    progress(Event::Plan(graphs.clone()));
+    progress(Event::Plan(graphs.iter().map(|g| g.name().to_string()).collect()));
 
     let staging = staging_dir(out)?;
     let result = write_bundle(&ckpt, &staging, &graphs, &export_opts, &mut progress);
@@ -161,41 +151,44 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
         return Err(e);
     }
     let total_bytes = dir_size(out);
-    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision_name(opts.precision).into(), graphs: reports, total_bytes })
+    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision.to_string(), graphs: reports, total_bytes })
 }
 
-fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportOptions, progress: &mut impl FnMut(Event)) -> Result<Vec<GraphReport>> {
+fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOptions, progress: &mut impl FnMut(Event)) -> Result<Vec<GraphReport>> {
     let mut entries = BTreeMap::new();
     let mut reports = Vec::new();
-    for name in graphs {
+    for &graph in graphs {
+        let name = graph.name().to_string();
         progress(Event::Started(name.clone()));
         let start = Instant::now();
-        let g = build(name, ckpt, opts)?;
+        let g = build(graph, ckpt, opts)?;
         let stats = g.save(dir)?;
+        let file_name = graph.file_name();
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // The runtime finds graphs by the contract's file names; a builder named otherwise is a bug here.
+        let data_file_name = graph.data_file_name();
+        if file(&stats.onnx_path) != file_name || stats.data_path.as_deref().is_some_and(|p| file(p) != data_file_name) {
+            return Err(Error::Internal(format!("the {name} graph was saved as {}, not {file_name} (exporter bug)", stats.onnx_path.display())));
+        }
         entries.insert(
             name.clone(),
             GraphEntry {
-                file: file(&stats.onnx_path),
-                data: stats.data_path.as_deref().map(file),
+                file: file_name,
+                data: stats.data_path.is_some().then_some(data_file_name),
                 inputs: g.inputs().iter().map(io_spec).collect(),
                 outputs: g.outputs().iter().map(io_spec).collect(),
                 parameters: stats.params as u64,
             },
         );
-        let report = GraphReport {
-            graph: name.clone(),
-            parameters: stats.params as u64,
-            bytes: stats.onnx_bytes + stats.data_bytes,
-            seconds: start.elapsed().as_secs_f64(),
-        };
+        let report =
+            GraphReport { graph: name, parameters: stats.params as u64, bytes: stats.onnx_bytes + stats.data_bytes, seconds: start.elapsed().as_secs_f64() };
         progress(Event::Finished(report.clone()));
         reports.push(report);
     }
-    if graphs.iter().any(|g| CUT3R_GRAPHS.contains(&g.as_str())) {
+    if graphs.iter().any(|g| Graph::CUT3R.contains(g)) {
         write_cut3r_init(ckpt, &dir.join(CUT3R_INIT_FILE))?;
     }
-    let (tokenizer_src, tokenizer_dst) = (ckpt.dir().join(TOKENIZER_FILE), dir.join(TOKENIZER_FILE));
+    let (tokenizer_src, tokenizer_dst) = (ckpt.dir().join(TOKENIZER_FILE), dir.join(manifest::TOKENIZER_FILE));
     std::fs::copy(&tokenizer_src, &tokenizer_dst).map_err(|e| {
         if tokenizer_src.is_file() {
             Error::write(&tokenizer_dst, e)
@@ -207,12 +200,13 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[String], opts: &ExportO
     let config_text =
         std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE)).map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
     let config_echo: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
-    let tokenizer_size = tokenizer_size(&dir.join(TOKENIZER_FILE))?;
+    let tokenizer_size = tokenizer_size(&dir.join(manifest::TOKENIZER_FILE))?;
     let manifest = Manifest {
         format: manifest::FORMAT.into(),
         format_version: manifest::FORMAT_VERSION,
         producer: format!("loc3r-export {}", env!("CARGO_PKG_VERSION")),
-        precision: precision_name(opts.precision).into(),
+        precision: Precision::from_dtype(opts.precision)
+            .ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?,
         config: config_echo,
         graphs: entries,
         files: hash_files(dir)?,
@@ -241,13 +235,6 @@ fn write_cut3r_init(ckpt: &Checkpoint, path: &Path) -> Result<()> {
         let data = if t.name == models::cut3r::STATE_INIT { &state.data } else { &mem.data };
         crate::tensor::write_f32s_as(data, DType::F32, w)
     })
-}
-
-fn precision_name(dt: DType) -> &'static str {
-    match dt {
-        DType::F16 => "f16",
-        _ => "f32",
-    }
 }
 
 fn io_spec(v: &Value) -> IoSpec {
@@ -282,8 +269,8 @@ pub fn runtime_params(cfg: &Config, opts: &ExportOptions, tokenizer_size: u32) -
             patch_size: v.patch_size,
             grid: cfg.vision_grid(),
             pooling: match opts.pooling {
-                PoolMode::Bilinear => "bilinear".into(),
-                PoolMode::Average => "average".into(),
+                PoolMode::Bilinear => Pooling::Bilinear,
+                PoolMode::Average => Pooling::Average,
             },
             pooled_grid: pooled,
             tokens_per_frame: pooled * (pooled + 1),

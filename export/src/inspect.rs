@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use loc3r::manifest::{GraphEntry, Manifest};
+use loc3r_bundle::manifest::{GraphEntry, Manifest};
 
 use crate::bundle::sha256_of;
 use crate::error::{Error, Result};
@@ -53,7 +53,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
     }
     if load {
         // Without ONNX Runtime no graph loads, whatever the bundle: not the bundle's fault.
-        loc3r::ort_env::init().map_err(|e| Error::Runtime(e.to_string()))?;
+        loc3r_bundle::ort_env::init().map_err(|e| Error::Runtime(e.to_string()))?;
     }
     let mut graphs = Vec::new();
     for (name, entry) in &manifest.graphs {
@@ -61,10 +61,10 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         let bytes = size(&entry.file) + entry.data.as_deref().map_or(0, size);
         let loads = if load {
             let path = bundle.join(&entry.file);
-            match loc3r::session::load(&path, &loc3r::session::SessionOptions { intra_threads: 1, optimization_level: 1, ..Default::default() }) {
-                Ok(_) => Some(true),
+            match loc3r_bundle::ort_env::check_loads(&path) {
+                Ok(()) => Some(true),
                 Err(e) => {
-                    problems.push(format!("{name}: {}", e.with_sources()));
+                    problems.push(format!("{name}: {e}"));
                     Some(false)
                 }
             }
@@ -77,7 +77,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         bundle: bundle.to_path_buf(),
         format_version: manifest.format_version,
         producer: manifest.producer,
-        precision: manifest.precision,
+        precision: manifest.precision.to_string(),
         kv_cache: manifest.runtime.llm.kv_cache.as_str().to_string(),
         graphs,
         files_checked: manifest.files.len(),

@@ -17,7 +17,7 @@ use loc3r_export::DType;
 #[command(
     name = "loc3r-export",
     version,
-    about = "Turn a Loc3R-VLM checkpoint (safetensors) into ONNX graphs and TensorRT engines",
+    about = "Turn a Loc3R-VLM checkpoint (safetensors) into a bundle of ONNX graphs",
     long_about = "Turn a Loc3R-VLM checkpoint (safetensors, HF/LLaVA + CUT3R names) into a bundle of ONNX graphs \
                   that the loc3r runtime runs.\n\nExit codes: 0 success, 2 invalid input (checkpoint, config, name map, arguments, a bundle to inspect), \
                   1 other failures (writing the output, ONNX Runtime, internal errors)."
@@ -71,7 +71,8 @@ enum Command {
         /// Weight/activation precision: fp32 or fp16 (norm statistics and softmax stay fp32).
         #[arg(long, default_value = "fp32", value_parser = parse_dtype)]
         precision: DType,
-        /// Comma-separated subset of graphs (default: all): siglip, projector, embed, decoder, heads.
+        /// Comma-separated subset of graphs (default: all): siglip, projector, embed, decoder, heads, cut3r_encoder,
+        /// cut3r_step, and cut3r_points (needs --cut3r-points).
         #[arg(long, value_delimiter = ',')]
         graphs: Option<Vec<String>>,
         /// Vision pooling: bilinear (LLaVA-Video release, 210 tokens/frame) or average (182); default from config.json.

@@ -1,4 +1,5 @@
-//! Element types and the interface between checkpoint tensors and graph initializers.
+//! The interface between checkpoint tensors and graph initializers (the element types,
+//! [`DType`], are part of the bundle contract, `loc3r_bundle`).
 //!
 //! The graph builder never holds weights in memory: an initializer is an
 //! `Arc<dyn TensorData>` that writes its bytes (converted to the requested dtype)
@@ -7,73 +8,7 @@
 use std::fmt;
 use std::io;
 
-/// Element types of checkpoint tensors and graph values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    F32,
-    F16,
-    BF16,
-    I64,
-    I32,
-    U8,
-    Bool,
-}
-
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::I64 => 8,
-            DType::U8 | DType::Bool => 1,
-        }
-    }
-
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16)
-    }
-
-    /// The safetensors spelling (`F32`, `BF16`, ...).
-    pub fn safetensors_name(self) -> &'static str {
-        match self {
-            DType::F32 => "F32",
-            DType::F16 => "F16",
-            DType::BF16 => "BF16",
-            DType::I64 => "I64",
-            DType::I32 => "I32",
-            DType::U8 => "U8",
-            DType::Bool => "BOOL",
-        }
-    }
-
-    pub fn from_safetensors_name(name: &str) -> Option<DType> {
-        Some(match name {
-            "F32" => DType::F32,
-            "F16" => DType::F16,
-            "BF16" => DType::BF16,
-            "I64" => DType::I64,
-            "I32" => DType::I32,
-            "U8" => DType::U8,
-            "BOOL" => DType::Bool,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::I64 => "i64",
-            DType::I32 => "i32",
-            DType::U8 => "u8",
-            DType::Bool => "bool",
-        })
-    }
-}
+pub use loc3r_bundle::DType;
 
 /// Tensor contents that can be written on demand (a checkpoint tensor, or a constant
 /// computed by the exporter such as a pooling matrix or a RoPE table).

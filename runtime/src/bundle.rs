@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use loc3r_bundle::Graph;
 use ort::session::Session;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, TOKENIZER_FILE};
 use crate::session::{load, SessionOptions};
 
 /// A loaded bundle. Sessions are behind mutexes (ONNX Runtime runs take `&mut`), so a
@@ -20,7 +21,7 @@ pub struct Bundle {
     /// Frames per encoder call and positions per prefill call (`SessionOptions`; 0 = no limit).
     pub frame_batch: usize,
     pub prefill_chunk: usize,
-    sessions: BTreeMap<String, Mutex<Session>>,
+    sessions: BTreeMap<Graph, Mutex<Session>>,
 }
 
 impl std::fmt::Debug for Bundle {
@@ -28,9 +29,6 @@ impl std::fmt::Debug for Bundle {
         f.debug_struct("Bundle").field("dir", &self.dir).field("graphs", &self.sessions.keys().collect::<Vec<_>>()).finish()
     }
 }
-
-/// The graphs the pipeline runs; a bundle may hold more.
-const PIPELINE_GRAPHS: [&str; 7] = ["siglip", "projector", "embed", "decoder", "heads", "cut3r_encoder", "cut3r_step"];
 
 /// `0..total` in consecutive ranges of at most `limit` (0 = one range).
 pub fn batches(total: usize, limit: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
@@ -59,25 +57,27 @@ impl Bundle {
                 )));
             }
         }
-        let tok_path = dir.join("tokenizer.json");
+        let tok_path = dir.join(TOKENIZER_FILE);
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Bundle(format!("{}: cannot load tokenizer: {e}", tok_path.display())))?;
         let mut sessions = BTreeMap::new();
         // Optional graphs the pipeline does not run (e.g. cut3r_points) are not loaded.
-        for (name, entry) in manifest.graphs.iter().filter(|(name, _)| PIPELINE_GRAPHS.contains(&name.as_str())) {
-            let session = load(&dir.join(&entry.file), opts)?;
-            sessions.insert(name.clone(), Mutex::new(session));
+        for graph in Graph::PIPELINE {
+            if let Some(entry) = manifest.graphs.get(graph.name()) {
+                let session = load(&dir.join(&entry.file), opts)?;
+                sessions.insert(graph, Mutex::new(session));
+            }
         }
         Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: opts.frame_batch, prefill_chunk: opts.prefill_chunk, sessions })
     }
 
     /// The session of a graph.
-    pub fn session(&self, graph: &str) -> Result<&Mutex<Session>> {
-        self.sessions.get(graph).ok_or_else(|| Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)")))
+    pub fn session(&self, graph: Graph) -> Result<&Mutex<Session>> {
+        self.sessions.get(&graph).ok_or_else(|| Error::Bundle(format!("the bundle has no `{graph}` graph; re-export it with all graphs (loc3r-export export)")))
     }
 
     /// The session of a graph, locked for one run.
-    pub fn lock(&self, graph: &str) -> Result<MutexGuard<'_, Session>> {
-        lock_session(self.session(graph)?, graph)
+    pub fn lock(&self, graph: Graph) -> Result<MutexGuard<'_, Session>> {
+        lock_session(self.session(graph)?, graph.name())
     }
 }
 

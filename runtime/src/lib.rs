@@ -30,9 +30,10 @@
 //! time instruction are prefilled; the answers equal observing all frames at once.
 //!
 //! [`Loc3r`] is `Clone + Send + Sync` and a [`Scene`] can be shared between threads: graph
-//! sessions are behind mutexes and a scene's cached prefix is only ever read. This crate
-//! also owns loading of the ONNX Runtime shared library ([`ort_env`]), which every binary
-//! of the project goes through.
+//! sessions are behind mutexes and a scene's cached prefix is only ever read. The bundle
+//! format (manifest, graph and I/O names) is the `loc3r_bundle` contract crate, shared with
+//! the exporter; [`manifest`] and [`ort_env`] (loading the ONNX Runtime shared library, which
+//! every binary of the project goes through) re-export it.
 //!
 //! The HTTP server (`server`, behind the default feature `server`) pulls in axum and tokio;
 //! link with `default-features = false` to leave it out.

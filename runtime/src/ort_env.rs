@@ -1,101 +1,13 @@
-//! Finding and loading the ONNX Runtime shared library.
-//!
-//! `ort` is built with `load-dynamic`: the library is opened at run time, and `ort`
-//! panics if it is missing. Every binary calls [`init`] first, which looks for the
-//! library itself and turns "not found" into one sentence telling the user what to do.
-//!
-//! Search order:
-//! 1. `ORT_DYLIB_PATH` (set by `.cargo/config.toml` for `cargo run`/`cargo test`, or by the user);
-//! 2. `.venv/ort/libonnxruntime.so` of the checkout this binary was built from
-//!    (what `make bootstrap` installs);
-//! 3. `.venv/ort/libonnxruntime.so` above the running executable (a moved checkout).
+//! Finding and loading the ONNX Runtime shared library: `loc3r_bundle::ort_env`, re-exported
+//! so `loc3r::ort_env` keeps working (the exporter loads graphs too, without the runtime),
+//! and its error as a runtime error.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+pub use loc3r_bundle::ort_env::*;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
-/// Where the project's bootstrap puts the library, relative to the checkout root.
-const VENV_LIB: &str = ".venv/ort/libonnxruntime.so";
-const FIX_HINT: &str = "run `make bootstrap` in the loc3r checkout, or set ORT_DYLIB_PATH to a libonnxruntime.so (1.31)";
-
-/// What was loaded.
-#[derive(Debug, Clone)]
-pub struct OrtInfo {
-    pub library: PathBuf,
-    pub build_info: String,
-}
-
-static ENV: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment), String>> = OnceLock::new();
-
-/// Loads ONNX Runtime once per process and returns what was loaded.
-/// Safe to call from many threads and many times.
-pub fn init() -> Result<&'static OrtInfo> {
-    let loaded = ENV.get_or_init(|| {
-        let library = locate_library()?;
-        let builder = ort::init_from(&library).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", library.display()))?;
-        let env = builder.with_name("loc3r").build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
-        let build_info = ort::info().to_string();
-        Ok((OrtInfo { library, build_info }, env))
-    });
-    match loaded {
-        Ok((info, _env)) => Ok(info),
-        Err(message) => Err(Error::OrtMissing(message.clone())),
-    }
-}
-
-/// The process-wide ONNX Runtime environment (loading the library first if needed).
-/// ort allows one environment per process; every session of the project uses this one.
-pub fn environment() -> Result<&'static ort::environment::Environment> {
-    init()?;
-    match ENV.get() {
-        Some(Ok((_, env))) => Ok(env),
-        _ => unreachable!("init() succeeded, so the environment exists"),
-    }
-}
-
-/// The candidate paths, in search order (existing or not).
-pub fn candidate_paths() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        out.push(PathBuf::from(p));
-    }
-    // The checkout this crate was compiled in (runtime/ -> ..).
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(VENV_LIB));
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1).take(5) {
-            out.push(dir.join(VENV_LIB));
-        }
-    }
-    out
-}
-
-fn locate_library() -> std::result::Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        let p = PathBuf::from(p);
-        // An explicit setting that points nowhere is a mistake worth naming, not skipping.
-        if !p.is_file() {
-            return Err(format!("ONNX Runtime library not found at ORT_DYLIB_PATH={}; {FIX_HINT}", p.display()));
-        }
-        return Ok(p);
-    }
-    candidate_paths()
-        .into_iter()
-        .find(|p| p.is_file())
-        .map(|p| p.canonicalize().unwrap_or(p))
-        .ok_or_else(|| format!("ONNX Runtime library (libonnxruntime.so) not found; {FIX_HINT}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loads_the_bootstrapped_library() {
-        let info = init().expect("make bootstrap installs ONNX Runtime before the tests run");
-        assert!(info.library.is_file());
-        assert!(info.build_info.contains("ORT Build Info"), "{}", info.build_info);
-        // A second call returns the same, already loaded library.
-        assert_eq!(init().unwrap().library, info.library);
+impl From<OrtMissing> for Error {
+    fn from(e: OrtMissing) -> Error {
+        Error::OrtMissing(e.0)
     }
 }

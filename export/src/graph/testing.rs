@@ -1,6 +1,6 @@
 //! Test support: run saved graphs on ONNX Runtime (CPU) and compare with references.
 //!
-//! Sessions use the process-wide environment of `loc3r::ort_env` (ort allows one).
+//! Sessions use the process-wide environment of `loc3r_bundle::ort_env` (ort allows one).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +11,7 @@ use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
 fn env() -> &'static Environment {
-    loc3r::ort_env::environment().unwrap_or_else(|e| panic!("{e}"))
+    loc3r_bundle::ort_env::environment().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A CPU session for the model at `path` (one intra-op thread: tests run in parallel).

@@ -36,6 +36,8 @@ use std::sync::Arc;
 use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, RopeTable};
 pub use points::{points_graph, POINTS_GRAPH};
 
+use loc3r_bundle::Graph;
+
 use crate::checkpoint::{Checkpoint, Weights};
 use crate::config::Cut3rConfig;
 use crate::dims;
@@ -47,37 +49,14 @@ use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
 
 /// Graph names (file stems in the bundle).
-pub const ENCODER_GRAPH: &str = "cut3r_encoder";
-pub const STEP_GRAPH: &str = "cut3r_step";
+pub const ENCODER_GRAPH: &str = Graph::Cut3rEncoder.name();
+pub const STEP_GRAPH: &str = Graph::Cut3rStep.name();
 
-/// Graph input and output names (docs/bundle.md §3).
-pub mod io {
-    pub const IMAGE: &str = "image";
-    pub const FEATURES: &str = "features";
-    pub const STATE: &str = "state";
-    pub const MEMORY: &str = "memory";
-    pub const IS_FIRST: &str = "is_first";
-    pub const UPDATE: &str = "update";
-    pub const RESET: &str = "reset";
-    pub const CAMERA_TOKEN: &str = "camera_token";
-    pub const STATE_OUT: &str = "state_out";
-    pub const MEMORY_OUT: &str = "memory_out";
-    pub const CAMERA_POSE: &str = "camera_pose";
-    /// `cut3r_step` outputs of a `--cut3r-points` export, inputs of `cut3r_points`: the image
-    /// tokens (camera token dropped) of decoder layers ⌊2L/4⌋ and ⌊3L/4⌋ and after `dec_norm`.
-    pub const DECODER_HALF: &str = "decoder_half";
-    pub const DECODER_THREE_QUARTERS: &str = "decoder_three_quarters";
-    pub const DECODER_FINAL: &str = "decoder_final";
-    /// `cut3r_points` outputs (docs/cut3r.md §5).
-    pub const PTS3D_SELF: &str = "pts3d_in_self_view";
-    pub const CONF_SELF: &str = "conf_self";
-    pub const PTS3D_OTHER: &str = "pts3d_in_other_view";
-    pub const CONF_OTHER: &str = "conf";
-}
+/// Graph input and output names (shapes and dtypes: `loc3r_bundle::io::cut3r`; docs/bundle.md §3).
+pub use loc3r_bundle::io::cut3r as io;
 
 /// Names of the tensors in `cut3r_init.safetensors`.
-pub const STATE_INIT: &str = "state_init";
-pub const MEM_INIT: &str = "mem_init";
+pub use loc3r_bundle::io::cut3r_init::{MEM_INIT, STATE_INIT};
 
 /// Every size of one export, from the config and the input size.
 #[derive(Debug, Clone)]

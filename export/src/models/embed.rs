@@ -10,8 +10,7 @@ use crate::models::layers::{cast_to, weight};
 use crate::models::ExportOptions;
 use crate::tensor::DType;
 
-pub const INPUT: &str = "input_ids";
-pub const OUTPUT: &str = "inputs_embeds";
+pub use loc3r_bundle::io::embed::{INPUTS_EMBEDS as OUTPUT, INPUT_IDS as INPUT};
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();

@@ -21,10 +21,7 @@ use crate::models::layers::{cast_to, mlp_erf, weight};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
 
-pub const IMAGE_FEATURES: &str = "image_features";
-pub const VISION_EMBEDS: &str = "vision_embeds";
-pub const CAMERA_TOKENS: &str = "camera_tokens";
-pub const CAMERA_EMBEDS: &str = "camera_embeds";
+pub use loc3r_bundle::io::projector::{CAMERA_EMBEDS, CAMERA_TOKENS, IMAGE_FEATURES, VISION_EMBEDS};
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();

@@ -36,38 +36,11 @@ use crate::models::layers::{cast_to, linear, rms_norm};
 use crate::models::ExportOptions;
 use crate::tensor::{DType, F32Tensor};
 
-pub const INPUTS_EMBEDS: &str = "inputs_embeds";
-pub const ATTENTION_MASK: &str = "attention_mask";
-pub const POSITION_IDS: &str = "position_ids";
-pub const LOGITS: &str = "logits";
-pub const HIDDEN_STATES: &str = "hidden_states";
-
-pub fn past_key(i: usize) -> String {
-    format!("past_key_values.{i}.key")
-}
-pub fn past_value(i: usize) -> String {
-    format!("past_key_values.{i}.value")
-}
-pub fn present_key(i: usize) -> String {
-    format!("present.{i}.key")
-}
-pub fn present_value(i: usize) -> String {
-    format!("present.{i}.value")
-}
-pub fn cache_key(i: usize) -> String {
-    format!("cache.{i}.key")
-}
-pub fn cache_value(i: usize) -> String {
-    format!("cache.{i}.value")
-}
-pub fn present_new_key(i: usize) -> String {
-    format!("present_new.{i}.key")
-}
-pub fn present_new_value(i: usize) -> String {
-    format!("present_new.{i}.value")
-}
-
-pub use loc3r::manifest::KvCacheLayout;
+pub use loc3r_bundle::io::decoder::{
+    cache_key, cache_value, past_key, past_value, present_key, present_new_key, present_new_value, present_value, ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS,
+    LOGITS, POSITION_IDS,
+};
+pub use loc3r_bundle::KvCacheLayout;
 
 /// The key/value inputs of one layer.
 struct LayerKv {

@@ -16,8 +16,7 @@ use crate::models::layers::{cast_to, gelu_tanh, layer_norm, linear, weight};
 use crate::models::ExportOptions;
 use crate::tensor::DType;
 
-pub const INPUT: &str = "pixel_values";
-pub const OUTPUT: &str = "image_features";
+pub use loc3r_bundle::io::siglip::{IMAGE_FEATURES as OUTPUT, PIXEL_VALUES as INPUT};
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();

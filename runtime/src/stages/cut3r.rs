@@ -7,11 +7,15 @@ use ndarray::{s, Array2, Array4, ArrayD, Axis};
 use ort::session::SessionInputValue;
 use ort::value::DynValue;
 
+use loc3r_bundle::io::cut3r::{CAMERA_POSE, CAMERA_TOKEN, FEATURES, IMAGE, IS_FIRST, MEMORY, MEMORY_OUT, RESET, STATE, STATE_OUT, UPDATE};
+use loc3r_bundle::io::cut3r_init::{MEM_INIT, STATE_INIT};
+use loc3r_bundle::Graph;
+
 use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
 use crate::values;
 
-pub const INIT_FILE: &str = "cut3r_init.safetensors";
+pub const INIT_FILE: &str = loc3r_bundle::io::cut3r_init::FILE;
 
 /// Recurrent state between frames.
 pub struct Cut3rState {
@@ -36,7 +40,7 @@ impl Cut3rState {
             let data: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             values::from_f32(values::array(t.shape(), data), "f32", name)
         };
-        Ok(Cut3rState { state: read("state_init")?, memory: read("mem_init")?, frames_seen: 0 })
+        Ok(Cut3rState { state: read(STATE_INIT)?, memory: read(MEM_INIT)?, frames_seen: 0 })
     }
 }
 
@@ -61,14 +65,14 @@ pub struct Cut3r<'b> {
 
 impl<'b> Cut3r<'b> {
     pub fn new(bundle: &'b Bundle) -> Result<Cut3r<'b>> {
-        bundle.session("cut3r_encoder")?;
-        bundle.session("cut3r_step")?;
+        bundle.session(Graph::Cut3rEncoder)?;
+        bundle.session(Graph::Cut3rStep)?;
         Ok(Cut3r { bundle })
     }
 
-    fn input_dtype(&self, graph: &str, input: &str) -> Result<String> {
+    fn input_dtype(&self, graph: Graph, input: &str) -> Result<String> {
         let g = self.bundle.manifest.graph(graph)?;
-        g.inputs.iter().find(|i| i.name == input).map(|i| i.dtype.clone()).ok_or_else(|| Error::Bundle(format!("{graph}.onnx has no input `{input}`")))
+        g.input(input).map(|i| i.dtype.clone()).ok_or_else(|| Error::Bundle(format!("{} has no input `{input}`", graph.file_name())))
     }
 
     /// Encodes frames `[F,3,H,W]` and runs the recurrence over them, continuing `state`;
@@ -80,15 +84,15 @@ impl<'b> Cut3r<'b> {
             // The pipeline refuses empty videos before any stage runs.
             return Err(Error::Internal("no frames for CUT3R".into()));
         }
-        let image_dtype = self.input_dtype("cut3r_encoder", "image")?;
-        let features_dtype = self.input_dtype("cut3r_step", "features")?;
+        let image_dtype = self.input_dtype(Graph::Cut3rEncoder, IMAGE)?;
+        let features_dtype = self.input_dtype(Graph::Cut3rStep, FEATURES)?;
         let features = {
-            let mut enc = self.bundle.lock("cut3r_encoder")?;
+            let mut enc = self.bundle.lock(Graph::Cut3rEncoder)?;
             let mut parts = Vec::new();
             for range in batches(frames, self.bundle.frame_batch) {
                 let image = values::from_f32(pixels.slice(s![range, .., .., ..]).to_owned().into_dyn(), &image_dtype, "cut3r image")?;
-                let out = enc.run(ort::inputs!["image" => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
-                parts.push(values::to_f32(&out["features"], "cut3r features")?);
+                let out = enc.run(ort::inputs![IMAGE => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
+                parts.push(values::to_f32(&out[FEATURES], "cut3r features")?);
             }
             let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
             ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Bundle(format!("cut3r_encoder features: {e}")))?
@@ -96,7 +100,7 @@ impl<'b> Cut3r<'b> {
         let dc = self.bundle.manifest.runtime.cut3r.dim;
         let mut tokens = Array2::zeros((frames, dc));
         let mut poses = Array2::zeros((frames, 7));
-        let mut step = self.bundle.lock("cut3r_step")?;
+        let mut step = self.bundle.lock(Graph::Cut3rStep)?;
         let mut carried: Option<(DynValue, DynValue)> = None;
         for f in 0..frames {
             let (state_in, memory_in) = match &carried {
@@ -106,21 +110,21 @@ impl<'b> Cut3r<'b> {
             let feat: ArrayD<f32> = features.slice(s![f..f + 1, .., ..]).to_owned().into_dyn();
             let flag = |v: f32| values::from_f32(values::array(&[1], vec![v]), "f32", "cut3r flag");
             let inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-                ("features".into(), values::from_f32(feat, &features_dtype, "cut3r features")?.into()),
-                ("state".into(), state_in.into()),
-                ("memory".into(), memory_in.into()),
-                ("is_first".into(), flag(if state.frames_seen + f == 0 { 1.0 } else { 0.0 })?.into()),
-                ("update".into(), flag(1.0)?.into()),
-                ("reset".into(), flag(0.0)?.into()),
+                (FEATURES.into(), values::from_f32(feat, &features_dtype, "cut3r features")?.into()),
+                (STATE.into(), state_in.into()),
+                (MEMORY.into(), memory_in.into()),
+                (IS_FIRST.into(), flag(if state.frames_seen + f == 0 { 1.0 } else { 0.0 })?.into()),
+                (UPDATE.into(), flag(1.0)?.into()),
+                (RESET.into(), flag(0.0)?.into()),
             ];
             let mut out = step.run(inputs).map_err(|e| Error::ort("running cut3r_step", e))?;
             let mut take = |name: &str| out.remove(name).ok_or_else(|| Error::Bundle(format!("cut3r_step.onnx has no output `{name}`")));
-            let token = take("camera_token")?;
-            let pose = take("camera_pose")?;
-            let new_state = take("state_out")?;
-            let new_memory = take("memory_out")?;
-            tokens.row_mut(f).assign(&values::to_f32(&token, "camera_token")?.index_axis(Axis(0), 0));
-            poses.row_mut(f).assign(&values::to_f32(&pose, "camera_pose")?.index_axis(Axis(0), 0));
+            let token = take(CAMERA_TOKEN)?;
+            let pose = take(CAMERA_POSE)?;
+            let new_state = take(STATE_OUT)?;
+            let new_memory = take(MEMORY_OUT)?;
+            tokens.row_mut(f).assign(&values::to_f32(&token, CAMERA_TOKEN)?.index_axis(Axis(0), 0));
+            poses.row_mut(f).assign(&values::to_f32(&pose, CAMERA_POSE)?.index_axis(Axis(0), 0));
             carried = Some((new_state, new_memory));
         }
         let (state_out, memory_out) = carried.expect("at least one frame");

@@ -22,9 +22,13 @@ use ort::session::{IoBinding, SessionInputValue, SessionOutputs};
 use ort::value::PrimitiveTensorElementType;
 use ort::value::{DynValue, Tensor};
 
+use loc3r_bundle::io::decoder::{self, KvFamily, ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, LOGITS, POSITION_IDS};
+use loc3r_bundle::io::embed::INPUT_IDS;
+use loc3r_bundle::Graph;
+
 use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
-use crate::manifest::KvCacheLayout;
+use crate::manifest::{KvCacheLayout, Precision};
 
 /// A KV cache of `len` positions: 2 values per layer (key, value), `[1,KVH,len,D]`.
 pub struct KvCache {
@@ -42,7 +46,7 @@ impl KvCache {
     /// Bytes held (for cache accounting).
     pub fn bytes(&self, bundle: &Bundle) -> usize {
         let l = &bundle.manifest.runtime.llm;
-        let element = if bundle.manifest.precision == "f16" { 2 } else { 4 };
+        let element = if bundle.manifest.precision == Precision::F16 { 2 } else { 4 };
         2 * l.num_layers * l.num_kv_heads * l.head_dim * self.len * element
     }
 }
@@ -72,14 +76,19 @@ fn e(what: &'static str) -> impl Fn(ort::Error) -> Error {
     move |err| Error::ort(what, err)
 }
 
-fn kv_name(kind: &str, index: usize) -> String {
-    format!("{kind}.{}.{}", index / 2, if index % 2 == 0 { "key" } else { "value" })
+/// The name of KV value `index` (2 per layer: key, value) of a family.
+fn kv_name(family: KvFamily, index: usize) -> String {
+    if index % 2 == 0 {
+        family.key(index / 2)
+    } else {
+        family.value(index / 2)
+    }
 }
 
 impl<'b> Llm<'b> {
     pub fn new(bundle: &'b Bundle) -> Result<Llm<'b>> {
-        bundle.session("embed")?;
-        bundle.session("decoder")?;
+        bundle.session(Graph::Embed)?;
+        bundle.session(Graph::Decoder)?;
         Ok(Llm { bundle })
     }
 
@@ -88,7 +97,7 @@ impl<'b> Llm<'b> {
     }
 
     fn f16(&self) -> bool {
-        self.bundle.manifest.precision == "f16"
+        self.bundle.manifest.precision == Precision::F16
     }
 
     /// KV values of `positions` zeros each, 2 per layer.
@@ -120,10 +129,10 @@ impl<'b> Llm<'b> {
             return Ok(Array2::zeros((0, h)));
         }
         let input = Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i64).collect()).expect("shape");
-        let mut session = self.bundle.lock("embed")?;
+        let mut session = self.bundle.lock(Graph::Embed)?;
         let tensor = Tensor::from_array(input).map_err(e("embed input"))?;
-        let outputs = session.run(ort::inputs!["input_ids" => tensor]).map_err(e("running embed"))?;
-        let embeds = outputs["inputs_embeds"].try_extract_array::<f32>().map_err(e("embed output"))?;
+        let outputs = session.run(ort::inputs![INPUT_IDS => tensor]).map_err(e("running embed"))?;
+        let embeds = outputs[INPUTS_EMBEDS].try_extract_array::<f32>().map_err(e("embed output"))?;
         embeds
             .to_owned()
             .into_shape_with_order((ids.len(), h))
@@ -251,16 +260,16 @@ impl<'b> Llm<'b> {
         let positions = Array2::from_shape_vec((1, s), (start as i64..(start + s) as i64).collect()).expect("shape");
         let mask = Array2::from_shape_vec((1, mask.len()), mask).expect("shape");
         Ok(vec![
-            ("inputs_embeds".into(), crate::values::f32_view(embeds.view().insert_axis(ndarray::Axis(0)), "decoder input")?.into()),
-            ("attention_mask".into(), Tensor::from_array(mask).map_err(e("decoder input"))?.into_dyn().into()),
-            ("position_ids".into(), Tensor::from_array(positions).map_err(e("decoder input"))?.into_dyn().into()),
+            (INPUTS_EMBEDS.into(), crate::values::f32_view(embeds.view().insert_axis(ndarray::Axis(0)), "decoder input")?.into()),
+            (ATTENTION_MASK.into(), Tensor::from_array(mask).map_err(e("decoder input"))?.into_dyn().into()),
+            (POSITION_IDS.into(), Tensor::from_array(positions).map_err(e("decoder input"))?.into_dyn().into()),
         ])
     }
 
     fn read_outputs(&self, outputs: &SessionOutputs<'_>, s: usize) -> Result<Fed> {
         let h = self.bundle.manifest.runtime.llm.hidden_size;
-        let logits = outputs["logits"].try_extract_array::<f32>().map_err(e("decoder logits"))?.iter().copied().collect();
-        let hidden = outputs["hidden_states"]
+        let logits = outputs[LOGITS].try_extract_array::<f32>().map_err(e("decoder logits"))?.iter().copied().collect();
+        let hidden = outputs[HIDDEN_STATES]
             .try_extract_array::<f32>()
             .map_err(e("decoder hidden states"))?
             .to_owned()
@@ -291,20 +300,20 @@ impl<'b> Llm<'b> {
         mask.extend(std::iter::repeat_n(1, s));
         let mut inputs = self.step_inputs(embeds, past.len + filled, mask)?;
         for (i, v) in past.values.iter().enumerate() {
-            inputs.push((kv_name("past_key_values", i), v.into()));
+            inputs.push((kv_name(decoder::PAST_KEY_VALUES, i), v.into()));
         }
         let no_slots = match self.layout() {
             KvCacheLayout::Static if slots.is_empty() => self.zero_kv(0, "allocating the KV cache")?,
             _ => Vec::new(),
         };
         for (i, v) in slots.iter().chain(&no_slots).enumerate() {
-            inputs.push((kv_name("cache", i), v.into()));
+            inputs.push((kv_name(decoder::CACHE, i), v.into()));
         }
         let kv_outputs = match self.layout() {
-            KvCacheLayout::Concat => "present",
-            KvCacheLayout::Static => "present_new",
+            KvCacheLayout::Concat => decoder::PRESENT,
+            KvCacheLayout::Static => decoder::PRESENT_NEW,
         };
-        let mut session = self.bundle.lock("decoder")?;
+        let mut session = self.bundle.lock(Graph::Decoder)?;
         let mut outputs = session.run(inputs).map_err(e("running decoder"))?;
         let fed = self.read_outputs(&outputs, s)?;
         let kv = (0..past.values.len())
@@ -450,14 +459,14 @@ impl<'p, 'b> Sequence<'p, 'b> {
         // Inputs written on the host are bound again before each run: ONNX Runtime's
         // contract is that a bound value is what it was at binding time (device sessions
         // copy it then). On the CPU this is bookkeeping only; the buffers are not copied.
-        d.embed.bind_input("input_ids", &d.token).map_err(e("binding embed"))?;
+        d.embed.bind_input(INPUT_IDS, &d.token).map_err(e("binding embed"))?;
         {
-            let mut embed = llm.bundle.lock("embed")?;
+            let mut embed = llm.bundle.lock(Graph::Embed)?;
             embed.run_binding(&d.embed).map_err(e("running embed"))?;
         }
         d.bind_step_inputs(&c.buffers)?;
         {
-            let mut decoder = llm.bundle.lock("decoder")?;
+            let mut decoder = llm.bundle.lock(Graph::Decoder)?;
             decoder.run_binding(&d.decoder).map_err(e("running decoder"))?;
         }
         let logits = d.logits.extract_array().iter().copied().collect();
@@ -566,18 +575,18 @@ impl DecodeBinding {
             })
             .collect::<Result<Vec<_>>>()?;
 
-        let mut embed = llm.bundle.lock("embed")?.create_binding().map_err(e("binding embed"))?;
-        embed.bind_input("input_ids", &token).map_err(e("binding embed"))?;
-        embed.bind_output("inputs_embeds", &mut embeds).map_err(e("binding embed"))?;
+        let mut embed = llm.bundle.lock(Graph::Embed)?.create_binding().map_err(e("binding embed"))?;
+        embed.bind_input(INPUT_IDS, &token).map_err(e("binding embed"))?;
+        embed.bind_output(INPUTS_EMBEDS, &mut embeds).map_err(e("binding embed"))?;
 
-        let mut decoder = llm.bundle.lock("decoder")?.create_binding().map_err(e("binding decoder"))?;
+        let mut decoder = llm.bundle.lock(Graph::Decoder)?.create_binding().map_err(e("binding decoder"))?;
         // The shared prefix is bound once (on a GPU: copied to the device once per sequence).
         for (i, v) in prefix.values.iter().enumerate() {
-            decoder.bind_input(kv_name("past_key_values", i), v).map_err(e("binding decoder"))?;
+            decoder.bind_input(kv_name(decoder::PAST_KEY_VALUES, i), v).map_err(e("binding decoder"))?;
         }
-        decoder.bind_output("logits", &mut logits).map_err(e("binding decoder"))?;
+        decoder.bind_output(LOGITS, &mut logits).map_err(e("binding decoder"))?;
         for (i, v) in new_kv.iter_mut().enumerate() {
-            decoder.bind_output(kv_name("present_new", i), v).map_err(e("binding decoder"))?;
+            decoder.bind_output(kv_name(decoder::PRESENT_NEW, i), v).map_err(e("binding decoder"))?;
         }
         Ok(DecodeBinding { embed, decoder, token, embeds, position, mask, new_kv, logits })
     }
@@ -585,11 +594,11 @@ impl DecodeBinding {
     /// Binds the decoder inputs that change between steps.
     fn bind_step_inputs(&mut self, cache: &[DynValue]) -> Result<()> {
         let d = &mut self.decoder;
-        d.bind_input("inputs_embeds", &self.embeds).map_err(e("binding decoder"))?;
-        d.bind_input("position_ids", &self.position).map_err(e("binding decoder"))?;
-        d.bind_input("attention_mask", &self.mask).map_err(e("binding decoder"))?;
+        d.bind_input(INPUTS_EMBEDS, &self.embeds).map_err(e("binding decoder"))?;
+        d.bind_input(POSITION_IDS, &self.position).map_err(e("binding decoder"))?;
+        d.bind_input(ATTENTION_MASK, &self.mask).map_err(e("binding decoder"))?;
         for (i, v) in cache.iter().enumerate() {
-            d.bind_input(kv_name("cache", i), v).map_err(e("binding decoder"))?;
+            d.bind_input(kv_name(decoder::CACHE, i), v).map_err(e("binding decoder"))?;
         }
         Ok(())
     }

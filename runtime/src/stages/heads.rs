@@ -13,6 +13,8 @@
 
 use std::f64::consts::PI;
 
+use loc3r_bundle::io::heads::{BEV, ORIENTATION_LOGITS, ORI_HIDDEN, POSITION, POS_HIDDEN, VISION_HIDDEN};
+use loc3r_bundle::Graph;
 use ndarray::{Array1, ArrayView2, Axis};
 use serde::Serialize;
 
@@ -45,16 +47,16 @@ pub struct PositionJson {
 /// and of the pooled grid tokens (`grid_hidden`, `[T, H]`), and decodes its outputs.
 pub fn run(bundle: &Bundle, pos: Array1<f32>, ori: Array1<f32>, grid_hidden: ArrayView2<'_, f32>) -> Result<Localization> {
     let h = pos.len();
-    let mut heads = bundle.lock("heads")?;
+    let mut heads = bundle.lock(Graph::Heads)?;
     let inputs = ort::inputs![
-        "pos_hidden" => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "pos_hidden")?,
-        "ori_hidden" => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", "ori_hidden")?,
-        "vision_hidden" => values::f32_view(grid_hidden.insert_axis(Axis(0)), "vision_hidden")?,
+        POS_HIDDEN => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", POS_HIDDEN)?,
+        ORI_HIDDEN => values::from_f32(ori.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", ORI_HIDDEN)?,
+        VISION_HIDDEN => values::f32_view(grid_hidden.insert_axis(Axis(0)), VISION_HIDDEN)?,
     ];
     let out = heads.run(inputs).map_err(|e| Error::ort("running heads", e))?;
-    let p = values::to_f32(&out["position"], "position")?;
-    let o = values::to_f32(&out["orientation_logits"], "orientation_logits")?;
-    let bev = values::to_f32(&out["bev"], "bev")?;
+    let p = values::to_f32(&out[POSITION], POSITION)?;
+    let o = values::to_f32(&out[ORIENTATION_LOGITS], ORIENTATION_LOGITS)?;
+    let bev = values::to_f32(&out[BEV], BEV)?;
     let p: Vec<f32> = p.iter().copied().collect();
     let [x, y, log_var_x, log_var_y] = p[..] else {
         return Err(Error::Bundle(format!("heads.onnx position has {} values, expected 4", p.len())));

@@ -2,6 +2,9 @@
 
 use ndarray::{concatenate, s, Array2, Array3, Array4, ArrayView2, ArrayView4, Axis, Ix2, Ix3};
 
+use loc3r_bundle::io;
+use loc3r_bundle::Graph;
+
 use crate::bundle::{batches, Bundle};
 use crate::error::{Error, Result};
 use crate::values;
@@ -51,19 +54,21 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
 
 fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
     let features = {
-        let mut siglip = bundle.lock("siglip")?;
-        let input = values::f32_view(pixels, "pixel_values")?;
-        let out = siglip.run(ort::inputs!["pixel_values" => input]).map_err(|e| Error::ort("running siglip", e))?;
-        values::to_f32(&out["image_features"], "image_features")?
+        let mut siglip = bundle.lock(Graph::Siglip)?;
+        let input = values::f32_view(pixels, io::siglip::PIXEL_VALUES)?;
+        let out = siglip.run(ort::inputs![io::siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
+        values::to_f32(&out[io::siglip::IMAGE_FEATURES], io::siglip::IMAGE_FEATURES)?
     };
-    let mut projector = bundle.lock("projector")?;
-    let feats = values::from_f32(features, "f32", "image_features")?;
-    let cams = values::f32_view(camera_tokens, "camera_tokens")?;
-    let out = projector.run(ort::inputs!["image_features" => feats, "camera_tokens" => cams]).map_err(|e| Error::ort("running projector", e))?;
-    let vision = values::to_f32(&out["vision_embeds"], "vision_embeds")?
+    let mut projector = bundle.lock(Graph::Projector)?;
+    let feats = values::from_f32(features, "f32", io::projector::IMAGE_FEATURES)?;
+    let cams = values::f32_view(camera_tokens, io::projector::CAMERA_TOKENS)?;
+    let out = projector
+        .run(ort::inputs![io::projector::IMAGE_FEATURES => feats, io::projector::CAMERA_TOKENS => cams])
+        .map_err(|e| Error::ort("running projector", e))?;
+    let vision = values::to_f32(&out[io::projector::VISION_EMBEDS], io::projector::VISION_EMBEDS)?
         .into_dimensionality::<Ix3>()
         .map_err(|e| Error::Bundle(format!("projector.onnx vision_embeds: {e}")))?;
-    let camera = values::to_f32(&out["camera_embeds"], "camera_embeds")?
+    let camera = values::to_f32(&out[io::projector::CAMERA_EMBEDS], io::projector::CAMERA_EMBEDS)?
         .into_dimensionality::<Ix2>()
         .map_err(|e| Error::Bundle(format!("projector.onnx camera_embeds: {e}")))?;
     Ok(VisionEmbeds { vision, camera })

@@ -14,7 +14,7 @@ use super::tests::prepare;
 use crate::interp::evaluate;
 
 fn session(path: &std::path::Path) -> Session {
-    let env = loc3r::ort_env::environment().unwrap_or_else(|e| panic!("{e}"));
+    let env = loc3r_bundle::ort_env::environment().unwrap_or_else(|e| panic!("{e}"));
     let build = || -> ort::Result<Session> {
         let builder = Session::builder(env)?.with_intra_threads(1).map_err(ort::Error::<()>::from)?;
         // Unoptimised, so ORT runs exactly the nodes we emitted.

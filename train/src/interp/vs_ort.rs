@@ -108,7 +108,7 @@ fn mixed_graph(opset: i64) -> GraphBuilder {
 }
 
 fn ort_run(path: &Path, x: &ArrayD<f32>, ids: &ArrayD<i64>) -> HashMap<String, DynValue> {
-    let env = loc3r::ort_env::environment().unwrap_or_else(|e| panic!("{e}"));
+    let env = loc3r_bundle::ort_env::environment().unwrap_or_else(|e| panic!("{e}"));
     let mut session = Session::builder(env)
         .and_then(|b| b.with_intra_threads(1).map_err(ort::Error::<()>::from))
         .and_then(|mut b| b.commit_from_file(path))

@@ -28,7 +28,7 @@ use crate::models::ExportOptions;
 use crate::tensor::DType;
 
 /// Graph name (file stem in the bundle) and the name-map family of its weights.
-pub const POINTS_GRAPH: &str = "cut3r_points";
+pub const POINTS_GRAPH: &str = loc3r_bundle::Graph::Cut3rPoints.name();
 
 /// Decoder layers (1-based, as the official `dec` list counts them; 0 is the encoder output)
 /// whose image tokens feed the second and third DPT hooks: `⌊2L/4⌋` and `⌊3L/4⌋`.
