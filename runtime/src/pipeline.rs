@@ -21,7 +21,6 @@ use std::time::Instant;
 use ndarray::{concatenate, s, Array2, Axis};
 use serde::Serialize;
 
-
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::session::SessionOptions;

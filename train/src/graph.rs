@@ -142,7 +142,8 @@ pub fn heads(ckpt: &Checkpoint, weights: &LossWeights) -> Result<TrainingGraph, 
         ori: Some(losses::orientation_loss(&mut g, &orientation, &ori_target, &ori_h, &valid)),
     };
     let total = losses::total(&mut g, &parts, weights);
-    let named: Vec<(&str, Value)> = [("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
+    let named: Vec<(&str, Value)> =
+        [("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
     finish(g, |name| name.starts_with("model.loc3r.") && name.contains("_head."), &total, &named)
 }
 

@@ -7,6 +7,6 @@
 //! reference interpreter ([`interp`]) is the oracle its gradient tests run on.
 
 pub mod autodiff;
+pub mod graph;
 pub mod interp;
 pub mod losses;
-pub mod graph;

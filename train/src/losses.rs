@@ -365,7 +365,8 @@ mod tests {
         }
         let want_total = weights.lm * want_lm + weights.bev * want_bev + weights.sit * (want_pos + weights.ori * want_ori);
 
-        let names = [parts.lm.as_ref(), parts.bev.as_ref(), parts.pos.as_ref(), parts.ori.as_ref(), Some(&loss)].map(|v| v.expect("all parts").name().to_string());
+        let names =
+            [parts.lm.as_ref(), parts.bev.as_ref(), parts.pos.as_ref(), parts.ori.as_ref(), Some(&loss)].map(|v| v.expect("all parts").name().to_string());
         let out = evaluate(&g, &feeds, &names.iter().map(String::as_str).collect::<Vec<_>>()).expect("evaluates");
         // The parts agree to rounding; the total's weights are f32 constants in the graph.
         for ((name, want), tol) in names.iter().zip([want_lm, want_bev, want_pos, want_ori, want_total]).zip([1e-12, 1e-12, 1e-12, 1e-12, 1e-7]) {

@@ -59,8 +59,27 @@ const RULES: &[(&str, Rule)] = &[
 
 /// Ops whose outputs never carry gradient (integer results, or piecewise constant).
 const CONSTANT_OPS: &[&str] = &[
-    "Shape", "Size", "ArgMax", "ArgMin", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Not", "Floor", "Ceil", "Round", "Sign",
-    "ConstantOfShape", "Range", "NonZero", "OneHot", "Trilu",
+    "Shape",
+    "Size",
+    "ArgMax",
+    "ArgMin",
+    "Equal",
+    "Less",
+    "LessOrEqual",
+    "Greater",
+    "GreaterOrEqual",
+    "And",
+    "Or",
+    "Not",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "ConstantOfShape",
+    "Range",
+    "NonZero",
+    "OneHot",
+    "Trilu",
 ];
 
 pub(crate) fn rule(op: &str) -> Option<Rule> {
@@ -553,7 +572,12 @@ fn slice(v: &mut Vjp<'_>) -> Result<(), String> {
         return Err("only unit steps are differentiable (a strided Slice needs ScatterND)".into());
     }
     let axes: Vec<usize> = match v.i_opt(3) {
-        Some(_) => v.const_ints(3).ok_or("the Slice axes must be a constant to differentiate")?.iter().map(|&x| (if x < 0 { x + r as i64 } else { x }) as usize).collect(),
+        Some(_) => v
+            .const_ints(3)
+            .ok_or("the Slice axes must be a constant to differentiate")?
+            .iter()
+            .map(|&x| (if x < 0 { x + r as i64 } else { x }) as usize)
+            .collect(),
         None => (0..v.i(1)?.shape().first().and_then(Dim::fixed).ok_or("Slice starts must have a fixed length")?).collect(),
     };
     let (starts, ends) = (v.const_ints(1), v.const_ints(2));

@@ -18,7 +18,14 @@ pub(crate) struct Vjp<'g> {
 }
 
 impl<'g> Vjp<'g> {
-    pub fn new(g: &'g mut GraphBuilder, node: &Node, inputs: Vec<Option<Value>>, outputs: Vec<Value>, grads_out: Vec<Option<Value>>, needed: Vec<bool>) -> Vjp<'g> {
+    pub fn new(
+        g: &'g mut GraphBuilder,
+        node: &Node,
+        inputs: Vec<Option<Value>>,
+        outputs: Vec<Value>,
+        grads_out: Vec<Option<Value>>,
+        needed: Vec<bool>,
+    ) -> Vjp<'g> {
         let produced = vec![None; inputs.len()];
         Vjp { s: g.scope(format!("grad/{}", node.name)), node: node.clone(), inputs, outputs, grads_out, needed, produced }
     }
