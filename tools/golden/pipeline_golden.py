@@ -400,7 +400,7 @@ def main() -> None:
             position = mlp2(hidden[pos_at], ck, "model.loc3r.pos_head.").double().numpy()
             ori_logits = mlp2(hidden[ori_at], ck, "model.loc3r.ori_head.").numpy()
             yaw, probs = circular_yaw_deg(ori_logits)
-            sigma = np.exp(0.5 * position[2:4])
+            sigma = np.exp(0.5 * np.clip(position[2:4], -10.0, 10.0))  # the clamp training and the runtime apply
 
             gen = llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, S, dtype=torch.int64),
                                max_new_tokens=q["max_new_tokens"], do_sample=False, eos_token_id=stop, pad_token_id=stop[1],

@@ -118,10 +118,16 @@ pub struct Orientation {
 /// to yaw 0 with `confident = false`, so callers never see NaN or a random direction.
 pub const MIN_RESULTANT: f64 = 1e-6;
 
-/// `[x, y, log σx², log σy²]` -> position with σ = exp(½·log σ²).
+/// The range the log-variance is clamped to before σ is reported: the same clamp training
+/// applies before its Gaussian NLL (docs/heads.md §3), so σ stays within 6.7 mm … 148 m and a
+/// head output the model was never trained to produce cannot overflow to ∞.
+pub const LOG_VARIANCE_RANGE: (f64, f64) = (-10.0, 10.0);
+
+/// `[x, y, log σx², log σy²]` -> position with σ = exp(½·clamp(log σ²)).
 pub fn decode_position(out: [f32; 4]) -> Position {
     let [x, y, log_var_x, log_var_y] = out;
-    Position { x, y, sigma_x: (0.5 * f64::from(log_var_x)).exp() as f32, sigma_y: (0.5 * f64::from(log_var_y)).exp() as f32 }
+    let sigma = |s: f32| (0.5 * f64::from(s).clamp(LOG_VARIANCE_RANGE.0, LOG_VARIANCE_RANGE.1)).exp() as f32;
+    Position { x, y, sigma_x: sigma(log_var_x), sigma_y: sigma(log_var_y) }
 }
 
 /// BEV head output `[T, 4]` (one row per vision token) -> one [`Position`] per token.
@@ -214,6 +220,16 @@ pub fn wrapped_gaussian_target(yaw: f64, num_bins: usize, sigma: f64) -> Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sigma_uses_the_training_clamp() {
+        let p = super::decode_position([1.0, -2.0, 2.0, -30.0]);
+        assert_eq!((p.x, p.y), (1.0, -2.0));
+        assert!((p.sigma_x - 1f32.exp()).abs() < 1e-6);
+        assert!((p.sigma_y - (-5f32).exp()).abs() < 1e-9, "log σ² = −30 reports σ at the clamp −10");
+        let far = super::decode_position([0.0, 0.0, 1e30, f32::INFINITY]);
+        assert!(far.sigma_x.is_finite() && (far.sigma_y - 5f32.exp()).abs() < 1e-3);
+    }
+
     use super::*;
     use ndarray::array;
 
