@@ -10,3 +10,5 @@ pub mod autodiff;
 pub mod graph;
 pub mod interp;
 pub mod losses;
+pub mod optim;
+pub mod session;

@@ -1,0 +1,154 @@
+//! Running a training graph on ONNX Runtime, with the parameters and AdamW state on the host.
+//!
+//! ```text
+//! host params (checkpoint layout) ─transpose where the graph stores Wᵀ─▶ inputs ┐
+//! data tensors ────────────────────────────────────────────────────────────────▶ session ─▶ loss, loss.<part>, grad.<name>
+//! grad.<name> (checkpoint layout) ─clip─▶ AdamW ─▶ host params
+//! ```
+//! This is the CPU path (docs/training.md §4.2: host-side update, the reference any device
+//! placement must agree with). Parameters are held in the checkpoint's layout, so what is
+//! trained is what the exporter reads back.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+
+use crate::graph::TrainingGraph;
+use crate::optim::{clip_grad_norm, AdamW, Moments};
+
+/// Why a training step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// ONNX Runtime could not be loaded, or refused the graph or a run.
+    #[error("ONNX Runtime: {context}: {message}")]
+    Runtime { context: String, message: String },
+    /// The training graph could not be written.
+    #[error("writing the training graph: {0}")]
+    Save(#[from] loc3r_export::graph::GraphError),
+    /// Data the caller fed does not fit the graph.
+    #[error("{0}")]
+    Input(String),
+}
+
+fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
+    move |e| SessionError::Runtime { context: context.to_string(), message: e.to_string() }
+}
+
+/// One trainable tensor on the host.
+#[derive(Debug, Clone)]
+pub struct HostParam {
+    pub name: String,
+    /// Shape in the checkpoint's layout.
+    pub shape: Vec<usize>,
+    /// Row-major values in the checkpoint's layout.
+    pub value: Vec<f32>,
+    /// The graph input takes the transpose (`[in, out]` of a Linear weight).
+    pub transposed: bool,
+    pub moments: Moments,
+}
+
+impl HostParam {
+    /// The value the graph input takes (transposed where the graph stores Wᵀ).
+    pub fn input_value(&self) -> ArrayD<f32> {
+        let a = ArrayD::from_shape_vec(IxDyn(&self.shape), self.value.clone()).expect("shape and length agree");
+        if self.transposed {
+            a.reversed_axes().as_standard_layout().into_owned()
+        } else {
+            a
+        }
+    }
+}
+
+/// What one step computed.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// `loss` and each `loss.<part>`, by output name.
+    pub losses: Vec<(String, f32)>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Whether the update was applied (false when the norm was not finite).
+    pub applied: bool,
+}
+
+/// A training graph loaded in ONNX Runtime with its parameters and optimizer state.
+pub struct TrainingSession {
+    session: Session,
+    pub params: Vec<HostParam>,
+    loss_names: Vec<String>,
+    pub optimizer: AdamW,
+    /// Updates applied so far (AdamW's t after the last one).
+    pub step: u64,
+}
+
+impl TrainingSession {
+    /// Saves `tg` under `dir` and opens it on the CPU with `threads` intra-op threads. The
+    /// parameters start from the values the forward graph was built with.
+    pub fn new(tg: &TrainingGraph, dir: &Path, threads: usize, optimizer: AdamW) -> Result<TrainingSession, SessionError> {
+        let stats = tg.graph.save(dir)?;
+        let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
+            .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
+            .map_err(runtime("loading the training graph"))?;
+        let mut params = Vec::with_capacity(tg.params.len());
+        for p in &tg.params {
+            let mut bytes = Vec::new();
+            p.initial.write_as(loc3r_export::DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
+            let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
+            let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
+            let n = checkpoint.len();
+            params.push(HostParam { name: p.name.clone(), shape: checkpoint.shape().to_vec(), value: checkpoint.into_raw_vec_and_offset().0, transposed: p.transposed, moments: Moments::zeros(n) });
+        }
+        let loss_names = tg.loss_outputs.iter().map(|v| v.name().to_string()).collect();
+        Ok(TrainingSession { session, params, loss_names, optimizer, step: 0 })
+    }
+
+    /// Losses and gradients (checkpoint layout) for `data`, without updating anything.
+    pub fn forward_backward(&mut self, data: &HashMap<String, ArrayD<f32>>) -> Result<(Vec<(String, f32)>, Vec<Vec<f32>>), SessionError> {
+        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.params.len() + data.len());
+        for p in &self.params {
+            feeds.push((p.name.clone(), Tensor::from_array(p.input_value()).map_err(runtime("param tensor"))?.into_dyn()));
+        }
+        for (name, a) in data {
+            feeds.push((name.clone(), Tensor::from_array(a.clone()).map_err(runtime("data tensor"))?.into_dyn()));
+        }
+        let out = self.session.run(feeds).map_err(runtime("running the training graph"))?;
+        let mut losses = Vec::with_capacity(self.loss_names.len());
+        for name in &self.loss_names {
+            let v = out[name.as_str()].try_extract_array::<f32>().map_err(runtime("reading a loss"))?;
+            losses.push((name.clone(), v.iter().next().copied().unwrap_or(f32::NAN)));
+        }
+        let mut grads = Vec::with_capacity(self.params.len());
+        for p in &self.params {
+            let name = format!("grad.{}", p.name);
+            let g = out[name.as_str()].try_extract_array::<f32>().map_err(runtime("reading a gradient"))?;
+            if g.shape() != &p.shape[..] {
+                return Err(SessionError::Input(format!("{name} has shape {:?}, the parameter {:?}", g.shape(), p.shape)));
+            }
+            grads.push(g.iter().copied().collect());
+        }
+        Ok((losses, grads))
+    }
+
+    /// One optimizer step on `data`: losses and gradients, global-norm clipping, AdamW at `lr`.
+    /// A non-finite gradient norm skips the update (and does not advance the step count).
+    pub fn train_step(&mut self, data: &HashMap<String, ArrayD<f32>>, lr: f64, max_grad_norm: f64) -> Result<StepReport, SessionError> {
+        let (losses, mut grads) = self.forward_backward(data)?;
+        let grad_norm = {
+            let mut views: Vec<&mut [f32]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+            clip_grad_norm(&mut views, max_grad_norm)
+        };
+        let applied = grad_norm.is_finite();
+        if applied {
+            self.step += 1;
+            for (p, g) in self.params.iter_mut().zip(&grads) {
+                self.optimizer.step(&mut p.value, g, &mut p.moments, self.step, lr);
+            }
+        }
+        Ok(StepReport { losses, grad_norm, applied })
+    }
+}
