@@ -101,7 +101,13 @@ impl TrainingSession {
             let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
             let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
             let n = checkpoint.len();
-            params.push(HostParam { name: p.name.clone(), shape: checkpoint.shape().to_vec(), value: checkpoint.into_raw_vec_and_offset().0, transposed: p.transposed, moments: Moments::zeros(n) });
+            params.push(HostParam {
+                name: p.name.clone(),
+                shape: checkpoint.shape().to_vec(),
+                value: checkpoint.into_raw_vec_and_offset().0,
+                transposed: p.transposed,
+                moments: Moments::zeros(n),
+            });
         }
         let loss_names = tg.loss_outputs.iter().map(|v| v.name().to_string()).collect();
         Ok(TrainingSession { session, params, loss_names, optimizer, step: 0 })

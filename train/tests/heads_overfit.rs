@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 
+use loc3r_export::bundle::{export_bundle, BundleOptions};
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
+use loc3r_train::checkpoint::{write_trained, TrainedTensor};
 use loc3r_train::graph::{heads, targets};
 use loc3r_train::interp::{evaluate, Tensor};
 use loc3r_train::losses::{orientation_target, LossWeights};
@@ -86,10 +88,43 @@ fn heads_memorise_eight_samples_with_adamw_on_onnx_runtime() {
     }
     let (first, last) = (first.expect("ran"), last.expect("ran"));
     let ori = (loss(&first, "loss.ori"), loss(&last, "loss.ori"));
-    println!("loss.ori {} -> {}; loss.pos {} -> {}; loss.bev {} -> {}", ori.0, ori.1, loss(&first, "loss.pos"), loss(&last, "loss.pos"), loss(&first, "loss.bev"), loss(&last, "loss.bev"));
+    println!(
+        "loss.ori {} -> {}; loss.pos {} -> {}; loss.bev {} -> {}",
+        ori.0,
+        ori.1,
+        loss(&first, "loss.pos"),
+        loss(&last, "loss.pos"),
+        loss(&first, "loss.bev"),
+        loss(&last, "loss.bev")
+    );
     assert!(ori.1 <= 0.1 * ori.0, "orientation KL {} -> {}: less than a 90% drop", ori.0, ori.1);
     let error_after = position_error(&session);
     println!("position mean squared error {error_before} -> {error_after}");
     assert!(error_after <= 0.1 * error_before, "position error {error_before} -> {error_after}: less than a 90% drop");
     assert_eq!(session.step, steps);
+
+    // Train → export: the trained heads go into a checkpoint that loc3r-export reads as is, and the
+    // exported heads.onnx (run by ONNX Runtime) predicts what the training graph predicted.
+    let trained_ck = dir.path().join("trained");
+    let tensors: Vec<TrainedTensor<'_>> = session.params.iter().map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value }).collect();
+    write_trained(&ck, &trained_ck, &tensors).expect("trained checkpoint");
+    let bundle = dir.path().join("bundle");
+    let opts = BundleOptions { graphs: Some(vec!["heads".into()]), ..BundleOptions::default() };
+    export_bundle(&trained_ck, &bundle, &opts, |_| {}).expect("export of the trained checkpoint");
+    let env = loc3r_bundle::ort_env::environment().expect("ONNX Runtime");
+    let mut heads_session = ort::session::Session::builder(env).expect("builder").commit_from_file(bundle.join("heads.onnx")).expect("heads.onnx loads");
+    let feed = |name: &str| ort::value::Tensor::from_array(data[name].clone()).expect("tensor").into_dyn();
+    let out = heads_session
+        .run(vec![
+            ("pos_hidden".to_string(), feed("pos_hidden")),
+            ("ori_hidden".to_string(), feed("ori_hidden")),
+            ("vision_hidden".to_string(), feed("vision_hidden")),
+        ])
+        .expect("heads run");
+    let exported = out["position"].try_extract_array::<f32>().expect("position").to_owned();
+    let worst = (0..b).flat_map(|i| (0..2).map(move |a| (i, a))).map(|(i, a)| (f64::from(exported[[i, a]]) - f64::from(pos[[i, a]])).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-2, "the exported heads miss the trained positions by {worst}");
+    // Re-writing over an existing trained checkpoint replaces it whole.
+    write_trained(&ck, &trained_ck, &tensors[..1]).expect("rewrite");
+    assert!(Checkpoint::open(&trained_ck, None, Requirements::default()).is_ok());
 }
