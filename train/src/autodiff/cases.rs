@@ -64,6 +64,21 @@ pub(crate) fn all() -> Vec<(&'static str, &'static str, CaseFn)> {
             let a = c.param("a", &[3, 2], Init::Normal);
             c.g.scope("t").add("add", &a, &a)
         }),
+        ("Add", "symbolic_dim_that_is_one_at_run_time", |c| {
+            // The builder cannot tell whether `m` broadcasts: the unbroadcast runs in the graph.
+            c.sym_sizes.push(("n", 4));
+            c.sym_sizes.push(("m", 1));
+            let a = c.param_sym("a", dims!["n", 3], Init::Normal);
+            let b = c.param_sym("b", dims!["m", 3], Init::Normal);
+            c.g.scope("t").add("add", &a, &b)
+        }),
+        ("Mul", "symbolic_dims_equal_at_run_time", |c| {
+            c.sym_sizes.push(("n", 3));
+            c.sym_sizes.push(("m", 3));
+            let a = c.param_sym("a", dims!["n", 2], Init::Normal);
+            let b = c.param_sym("b", dims!["m", 2], Init::Normal);
+            c.g.scope("t").mul("mul", &a, &b)
+        }),
         ("Sub", "broadcast_scalar", |c| {
             let a = c.param("a", &[3, 4], Init::Normal);
             let b = c.param("b", &[], Init::Normal);

@@ -175,3 +175,16 @@ fn every_rule_matches_central_finite_differences_in_f64() {
     }
     assert!(failures.is_empty(), "{} gradient element(s) disagree:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// A symbolic dim that might be 1 is unbroadcast in the graph (NonZero over the run-time
+/// shapes), not by a guess from the static shapes; the f64 and ORT checks above run it both
+/// with the dim broadcasting (m = 1) and not (m = n).
+#[test]
+fn ambiguous_symbolic_broadcasts_are_resolved_at_run_time() {
+    let (_, _, case) = cases::all().into_iter().find(|(op, name, _)| *op == "Add" && name.starts_with("symbolic")).expect("the case exists");
+    let p = prepare("ambiguous", case, 1);
+    assert!(p.builder.g.nodes().iter().any(|n| n.op_type == "NonZero"), "the run-time unbroadcast was not emitted");
+    let (_, _, case) = cases::all().into_iter().find(|(op, _, _)| *op == "MatMul").expect("the case exists");
+    let p = prepare("static", case, 1);
+    assert!(!p.builder.g.nodes().iter().any(|n| n.op_type == "NonZero"), "static shapes need no run-time unbroadcast");
+}

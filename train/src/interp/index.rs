@@ -18,6 +18,7 @@ pub(super) fn run(a: &NodeArgs) -> Option<OpResult> {
         "ScatterElements" => x.and_then(|x| by_kind!(x, T => scatter_elements::<T>(a))),
         "ScatterND" => x.and_then(|x| by_kind!(x, T => scatter_nd::<T>(a))),
         "OneHot" => a.input(2).and_then(|v| by_kind!(v, T => one_hot::<T>(a))),
+        "NonZero" => x.and_then(non_zero),
         _ => return None,
     })
 }
@@ -199,6 +200,19 @@ fn scatter_nd<T: ScatterArith>(a: &NodeArgs) -> OpResult {
 
 /// `OneHot(indices, depth, values=[off, on])`: a new axis `axis` of length `depth`;
 /// indices in `[-depth, depth)` (negative counts from the end), others give all `off`.
+/// `NonZero(x)`: the indices of the non-zero (true) elements, `[rank, count]` in row-major order.
+fn non_zero(x: &Tensor) -> OpResult {
+    let hits: Vec<Vec<usize>> = match x {
+        Tensor::Float(v) => v.indexed_iter().filter(|(_, e)| **e != 0.0).map(|(i, _)| i.slice().to_vec()).collect(),
+        Tensor::Int(v) => v.indexed_iter().filter(|(_, e)| **e != 0).map(|(i, _)| i.slice().to_vec()).collect(),
+        Tensor::Bool(v) => v.indexed_iter().filter(|(_, e)| **e).map(|(i, _)| i.slice().to_vec()).collect(),
+    };
+    let rank = x.shape().len();
+    let count = hits.len();
+    let out = ArrayD::from_shape_fn(IxDyn(&[rank, count]), |ix| hits[ix[1]][ix[0]] as i64);
+    one(Tensor::Int(out))
+}
+
 fn one_hot<T: Elem>(a: &NodeArgs) -> OpResult {
     let indices: ArrayD<i64> = match a.input(0)? {
         Tensor::Float(x) => x.mapv(|v| v.trunc() as i64),
@@ -236,7 +250,7 @@ fn one_hot<T: Elem>(a: &NodeArgs) -> OpResult {
 
 #[cfg(test)]
 mod tests {
-    use loc3r_export::graph::{Attr, GraphBuilder};
+    use loc3r_export::graph::{Attr, Dim, GraphBuilder};
     use loc3r_export::DType;
 
     use crate::interp::testing::{assert_floats, assert_ints, eval, floats, ints, ramp};
@@ -307,6 +321,15 @@ mod tests {
         assert_floats(&got[0], &[2, 2, 2], &[0.0, 1.0, 2.0, 3.0, 3.0, 4.0, 5.0, 6.0]);
         assert_floats(&got[1], &[2, 2, 2], &[0.0, 1.0, 2.0, 3.0, 8.0, 11.0, 11.0, 13.0]);
         assert_floats(&got[2], &[2, 2], &[6.0, 7.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn non_zero_lists_coordinates_row_major() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", DType::I64, [2usize, 3]);
+        let nz = g.scope("t").op("NonZero", "NonZero", &[&x], &[], DType::I64, [Dim::Fixed(2), Dim::sym("n")]);
+        let got = eval(&g, &[("x", ints(&[2, 3], &[0, 4, 0, -1, 0, 2]))], &[&nz]);
+        assert_eq!(got[0], ints(&[2, 3], &[0, 1, 1, 1, 0, 2]));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! Op families live in their own files: `elementwise.rs` (unary, binary, comparisons,
 //! `Where`, `Clip`, `Cast`), `reduce.rs` (reductions, `ArgMax`, `Softmax`), `shape.rs`
 //! (reshaping, joining, slicing, padding, shape-building), `index.rs` (`Gather*`,
-//! `Scatter*`, `OneHot`) and `nn.rs` (`MatMul`, `Gemm`, `LayerNormalization`).
+//! `Scatter*`, `OneHot`, `NonZero`) and `nn.rs` (`MatMul`, `Gemm`, `LayerNormalization`).
 
 mod args;
 mod elementwise;
