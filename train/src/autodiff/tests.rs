@@ -111,7 +111,8 @@ fn every_rule_has_a_case_and_every_case_a_rule() {
 
 /// Central finite differences (h = 1e-6·max(1, |θ|)) of `loss` against the analytic
 /// `grads` for every element of every param; returns one line per disagreement
-/// (|analytic − numeric| > 1e-8 + 1e-6·|analytic|).
+/// (|analytic − numeric| > 1e-8·max(1, |L|) + 1e-6·|analytic|: the absolute part is the f64
+/// rounding of the loss, ~1e-14·|L|, divided by 2h).
 pub(crate) fn finite_difference_failures(
     g: &loc3r_export::graph::GraphBuilder,
     feeds: &HashMap<String, Tensor>,
@@ -137,6 +138,7 @@ pub(crate) fn finite_difference_failures_sampled(
     let mut failures = Vec::new();
     let want: Vec<&str> = std::iter::once(loss.name()).chain(grads.iter().map(Value::name)).collect();
     let out = evaluate(g, feeds, &want).unwrap_or_else(|e| panic!("{label}: backward: {e}"));
+    let absolute = 1e-8 * scalar(&out[loss.name()]).abs().max(1.0);
     for (param, grad) in params.iter().zip(grads) {
         let analytic = out[grad.name()].float().expect("float gradient").clone();
         let theta = feeds[param.name()].float().expect("float param").clone();
@@ -157,7 +159,7 @@ pub(crate) fn finite_difference_failures_sampled(
             };
             let numeric = (at(h) - at(-h)) / (2.0 * h);
             let a = analytic[&idx];
-            if (a - numeric).abs() > 1e-8 + 1e-6 * a.abs() {
+            if (a - numeric).abs() > absolute + 1e-6 * a.abs() {
                 failures.push(format!("{label}: d/d{}{:?}: analytic {a:e}, numeric {numeric:e}", param.name(), idx.slice()));
             }
         }
