@@ -73,6 +73,15 @@ pub struct StepReport {
     pub applied: bool,
 }
 
+/// Losses and gradients of one forward-backward pass.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// `loss` and each `loss.<part>`, by output name.
+    pub losses: Vec<(String, f32)>,
+    /// One per parameter, in the checkpoint's layout, in the order of `TrainingSession::params`.
+    pub grads: Vec<Vec<f32>>,
+}
+
 /// A training graph loaded in ONNX Runtime with its parameters and optimizer state.
 pub struct TrainingSession {
     session: Session,
@@ -114,7 +123,7 @@ impl TrainingSession {
     }
 
     /// Losses and gradients (checkpoint layout) for `data`, without updating anything.
-    pub fn forward_backward(&mut self, data: &HashMap<String, ArrayD<f32>>) -> Result<(Vec<(String, f32)>, Vec<Vec<f32>>), SessionError> {
+    pub fn forward_backward(&mut self, data: &HashMap<String, ArrayD<f32>>) -> Result<Evaluated, SessionError> {
         let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.params.len() + data.len());
         for p in &self.params {
             feeds.push((p.name.clone(), Tensor::from_array(p.input_value()).map_err(runtime("param tensor"))?.into_dyn()));
@@ -137,13 +146,13 @@ impl TrainingSession {
             }
             grads.push(g.iter().copied().collect());
         }
-        Ok((losses, grads))
+        Ok(Evaluated { losses, grads })
     }
 
     /// One optimizer step on `data`: losses and gradients, global-norm clipping, AdamW at `lr`.
     /// A non-finite gradient norm skips the update (and does not advance the step count).
     pub fn train_step(&mut self, data: &HashMap<String, ArrayD<f32>>, lr: f64, max_grad_norm: f64) -> Result<StepReport, SessionError> {
-        let (losses, mut grads) = self.forward_backward(data)?;
+        let Evaluated { losses, mut grads } = self.forward_backward(data)?;
         let grad_norm = {
             let mut views: Vec<&mut [f32]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
             clip_grad_norm(&mut views, max_grad_norm)
