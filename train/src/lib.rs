@@ -11,5 +11,7 @@ pub mod checkpoint;
 pub mod graph;
 pub mod interp;
 pub mod losses;
+pub mod model;
 pub mod optim;
+pub mod sample;
 pub mod session;

@@ -324,6 +324,13 @@ pub(crate) fn all() -> Vec<(&'static str, &'static str, CaseFn)> {
             let id = s.scalar_i64(2);
             s.gather("gather", &x, &id, 0)
         }),
+        ("Gather", "symbolic_rows", |c| {
+            c.sym_sizes.push(("rows", 5));
+            let x = c.param_sym("x", dims!["rows", 3], Init::Normal);
+            let mut s = c.g.scope("t");
+            let ids = s.constant_i64(&[4, 0, -2, 4], &[4]);
+            s.gather("gather", &x, &ids, 0)
+        }),
         ("GatherElements", "rows", |c| {
             let x = c.param("x", &[3, 4], Init::Normal);
             let mut s = c.g.scope("t");

@@ -646,14 +646,15 @@ fn slice_pads_at_run_time(v: &mut Vjp<'_>, a: &Value, axes: &[usize]) -> Result<
 ///
 /// ```text
 /// data [pre.., D, post..], idx I  →  y [pre.., I.., post..]
-/// onehot = OneHot(Reshape(idx, [-1]), D) [N, D]         (N = numel(idx); negative ids wrap)
+/// onehot = OneHot(Reshape(idx, [-1]), D) [N, D]         (N = numel(idx); negative ids wrap;
+///                                                        D from shape(data) when symbolic)
 /// g ─Reshape[P, N, Q]─▶ MatMul(onehotᵀ [D, N], ·) [P, D, Q] ─Reshape(shape(data))─▶ ga
 /// ```
 fn gather(v: &mut Vjp<'_>) -> Result<(), String> {
     let (data, idx, g) = (v.i(0)?, v.i(1)?, v.g());
     let r = data.rank();
     let axis = axis_of(v, r);
-    let depth = data.shape()[axis].fixed().ok_or("the gathered axis must have a fixed size to differentiate Gather")?;
+    let depth_dim = data.shape()[axis].clone();
     let pre: Option<usize> = data.shape()[..axis].iter().map(Dim::fixed).product();
     let post: Option<usize> = data.shape()[axis + 1..].iter().map(Dim::fixed).product();
     let (pre, post) = match (pre, post) {
@@ -665,10 +666,17 @@ fn gather(v: &mut Vjp<'_>) -> Result<(), String> {
     let dtype = g.dtype();
     let s = &mut v.s;
     let flat = s.reshape("ids_flat", &idx, [-1i64]);
-    let depth_value = s.ints(&[depth as i64]);
+    // The depth is the gathered axis' size: a constant, or read from shape(data) at run time.
+    let depth_value = match depth_dim.fixed() {
+        Some(depth) => s.ints(&[depth as i64]),
+        None => {
+            let shape = s.shape("data_shape", &data);
+            s.slice("depth", &shape, [axis as i64], [axis as i64 + 1], &[0], &[])
+        }
+    };
     let on_off = s.constant_float(dtype, &[0.0, 1.0], &[2]);
     let n = flat.shape()[0].clone();
-    let onehot = s.op("onehot", "OneHot", &[&flat, &depth_value, &on_off], &[("axis", Attr::Int(-1))], dtype, [n, Dim::Fixed(depth)]);
+    let onehot = s.op("onehot", "OneHot", &[&flat, &depth_value, &on_off], &[("axis", Attr::Int(-1))], dtype, [n, depth_dim]);
     let onehot_t = s.transpose("onehot_t", &onehot, &[1, 0]);
     let n_dim = if pre == -1 || post == -1 { 0 } else { -1 };
     let g3 = if n_dim == 0 {

@@ -1,0 +1,290 @@
+//! The whole Loc3R training graph for one prepared sample, composed from the exporter's own
+//! graphs exactly as the runtime chains them (docs/prompt.md §3, docs/heads.md):
+//!
+//! ```text
+//! image_features [F,P,Cv] ─┐
+//! camera_tokens [F,Dc] ────┴▶ projector ─▶ per frame [camera_embeds[f], vision_embeds[f] (T rows)] ─▶ video [F·(T+1), H]
+//! text_ids [S₁+S₂] ─▶ embed ─▶ before [S₁,H], after [S₂,H]
+//! [before, video, after] ─▶ decoder (full sequence, empty KV past) ─▶ hidden [S,H]
+//!   hidden[<Pos>], hidden[<Ori>], hidden[grid tokens] ─▶ heads ─▶ L_pos, L_ori, L_BEV
+//!   hidden[supervised − 1] ─MatMul(lm_head)─▶ logits [N,V] ─▶ L_LM
+//! ```
+//! Trainable tensors are chosen by group (`--train`): `heads`, `projector` (mm_projector,
+//! image_newline, cam_projector), `llm` (every Qwen2 tensor: embeddings, layers, final norm,
+//! LM head). The graph's fixed sizes come from the sample (prompt lengths, frames), so one
+//! graph serves every sample of that shape.
+
+use std::collections::{BTreeSet, HashMap};
+
+use loc3r_bundle::io;
+use loc3r_export::checkpoint::Checkpoint;
+use loc3r_export::graph::{Dim, GraphBuilder, Value};
+use loc3r_export::models::{embed, heads, projector, qwen2, ExportOptions};
+use loc3r_export::DType;
+use ndarray::{ArrayD, IxDyn};
+
+use crate::graph::{finish, TrainGraphError, TrainingGraph};
+use crate::losses::{self, orientation_target, LossParts, LossWeights};
+use crate::sample::{Sample, IGNORE};
+
+/// A group of trainable tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    Heads,
+    Projector,
+    Llm,
+}
+
+impl Group {
+    /// Parses `heads,projector,llm` or `all`.
+    pub fn parse_list(spec: &str) -> Result<BTreeSet<Group>, String> {
+        let mut out = BTreeSet::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "heads" => out.insert(Group::Heads),
+                "projector" => out.insert(Group::Projector),
+                "llm" => out.insert(Group::Llm),
+                "all" => {
+                    out.extend([Group::Heads, Group::Projector, Group::Llm]);
+                    true
+                }
+                "lora" => return Err("`lora` is not available yet; use heads, projector, llm or all".into()),
+                other => return Err(format!("`{other}` is not a trainable group; use heads, projector, llm or all")),
+            };
+        }
+        if out.is_empty() {
+            return Err("nothing to train: give at least one of heads, projector, llm".into());
+        }
+        Ok(out)
+    }
+
+    /// Whether the checkpoint tensor `name` belongs to this group.
+    pub fn contains(self, name: &str) -> bool {
+        match self {
+            Group::Heads => ["model.loc3r.pos_head.", "model.loc3r.ori_head.", "model.loc3r.bev_head."].iter().any(|p| name.starts_with(p)),
+            Group::Projector => name.starts_with("model.mm_projector.") || name == "model.image_newline" || name.starts_with("model.loc3r.cam_projector."),
+            Group::Llm => ["model.embed_tokens.", "model.layers.", "model.norm.", "lm_head."].iter().any(|p| name.starts_with(p)),
+        }
+    }
+}
+
+/// Data inputs of the composed graph (besides the parameters).
+pub mod inputs {
+    pub const TEXT_IDS: &str = "text_ids";
+    pub const POS_INDEX: &str = "pos_index";
+    pub const ORI_INDEX: &str = "ori_index";
+    pub const GRID_INDEX: &str = "grid_index";
+    pub const LM_POSITIONS: &str = "lm_positions";
+    pub const LM_TARGETS: &str = "lm_targets";
+}
+
+/// A data tensor fed to the training graph.
+#[derive(Debug, Clone)]
+pub enum Data {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+fn f32s(shape: &[usize], v: Vec<f32>) -> Data {
+    Data::F32(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape and length agree"))
+}
+
+fn i64s(shape: &[usize], v: Vec<i64>) -> Data {
+    Data::I64(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape and length agree"))
+}
+
+/// Where things are in the spliced sequence of a sample.
+struct Layout {
+    before: usize,
+    after: usize,
+    tokens_per_frame: usize,
+    total: usize,
+    pos: usize,
+    ori: usize,
+    grid: Vec<i64>,
+    /// (position whose logits predict, target id)
+    supervised: Vec<(i64, i64)>,
+}
+
+fn layout(ckpt: &Checkpoint, sample: &Sample) -> Layout {
+    let cfg = ckpt.config();
+    let grid = cfg.vision_grid();
+    let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
+    let tokens_per_frame = pooled * (pooled + 1);
+    let at = sample.placeholder();
+    let (before, after) = (at, sample.input_ids.len() - at - 1);
+    let video = sample.frames * (tokens_per_frame + 1);
+    // Sequence position of input position i (the placeholder expands to the video).
+    let seq = |i: usize| if i < at { i } else { i - 1 + video };
+    let find = |id: u32| sample.input_ids.iter().position(|&t| t == i64::from(id)).map(seq).expect("validated");
+    let mut grid_index = Vec::with_capacity(sample.frames * pooled * pooled);
+    for f in 0..sample.frames {
+        let frame_start = before + f * (tokens_per_frame + 1) + 1;
+        for r in 0..pooled {
+            for c in 0..pooled {
+                grid_index.push((frame_start + r * (pooled + 1) + c) as i64);
+            }
+        }
+    }
+    let supervised = sample.labels.iter().enumerate().filter(|(_, &l)| l != IGNORE).map(|(i, &l)| (seq(i) as i64 - 1, l)).collect();
+    Layout {
+        before,
+        after,
+        tokens_per_frame,
+        total: before + video + after,
+        pos: find(cfg.loc3r.pos_token_id),
+        ori: find(cfg.loc3r.ori_token_id),
+        grid: grid_index,
+        supervised,
+    }
+}
+
+/// The training graph for samples shaped like `sample`, and its data feeds for `sample`.
+pub fn training_graph(
+    ckpt: &Checkpoint,
+    sample: &Sample,
+    groups: &BTreeSet<Group>,
+    weights: &LossWeights,
+) -> Result<(TrainingGraph, HashMap<String, Data>), TrainGraphError> {
+    let cfg = ckpt.config();
+    sample.validate(cfg).map_err(|m| TrainGraphError::Export(loc3r_export::Error::Invalid(format!("sample: {m}"))))?;
+    let lay = layout(ckpt, sample);
+    let (h, v, k) = (cfg.hidden_size, cfg.vocab_size, cfg.loc3r.orientation_bins);
+    let (f, (p, cv)) = (sample.frames, sample.feature_shape);
+    let opts = ExportOptions {
+        precision: DType::F32,
+        pooling: cfg.mm_spatial_pool_mode,
+        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
+        cut3r_points: false,
+        kv_cache: loc3r_bundle::KvCacheLayout::Concat,
+    };
+    let n = lay.supervised.len();
+    let t_grid = lay.grid.len();
+    let mut g = GraphBuilder::new("loc3r_train");
+    g.set_doc("Loc3R-VLM training graph: projector, embed, decoder and heads as exported, with the paper's losses and gradients");
+
+    // 1. Projector on the frozen encoders' outputs.
+    let feats = g.input(io::projector::IMAGE_FEATURES, DType::F32, [f, p, cv]);
+    let cams = g.input(io::projector::CAMERA_TOKENS, DType::F32, [f, cfg.loc3r.camera_token_dim]);
+    let proj = g.absorb(projector::graph(ckpt, &opts)?, &[(io::projector::IMAGE_FEATURES, &feats), (io::projector::CAMERA_TOKENS, &cams)]);
+    let (vision, camera) = (proj[io::projector::VISION_EMBEDS].clone(), proj[io::projector::CAMERA_EMBEDS].clone());
+
+    // 2. Text embeddings, one lookup for both sides of the video.
+    let text = g.input(inputs::TEXT_IDS, DType::I64, [lay.before + lay.after]);
+    let text2 = g.scope("splice").unsqueeze("text_batch", &text, &[0]);
+    let emb = g.absorb(embed::graph(ckpt, &opts)?, &[(io::embed::INPUT_IDS, &text2)]);
+    let text_embeds = emb[io::embed::INPUTS_EMBEDS].clone();
+
+    // 3. The splice: [before, per frame (camera, vision tokens), after].
+    let mut s = g.scope("splice");
+    let cam = s.unsqueeze("camera_row", &camera, &[1]);
+    let frames = s.concat("frame_blocks", &[&cam, &vision], 1);
+    let video = s.reshape("video", &frames, [1, (f * (lay.tokens_per_frame + 1)) as i64, h as i64]);
+    let mut pieces: Vec<Value> = Vec::new();
+    if lay.before > 0 {
+        pieces.push(s.slice("before", &text_embeds, [0i64], [lay.before as i64], &[1], &[]));
+    }
+    pieces.push(video);
+    if lay.after > 0 {
+        pieces.push(s.slice("after", &text_embeds, [lay.before as i64], [(lay.before + lay.after) as i64], &[1], &[]));
+    }
+    let refs: Vec<&Value> = pieces.iter().collect();
+    let sequence = s.concat("sequence", &refs, 1);
+    let sequence = s.refine_shape(&sequence, [Dim::Fixed(1), Dim::sym("sequence"), Dim::Fixed(h)]);
+
+    // 4. The decoder over the whole sequence (no past).
+    let dec = g.absorb(qwen2::graph(ckpt, &opts)?, &[(io::decoder::INPUTS_EMBEDS, &sequence)]);
+    let hidden = dec[io::decoder::HIDDEN_STATES].clone();
+    let lm_weight = lm_head_weight(&g)?;
+
+    // 5. Heads at <Pos>, <Ori> and the grid tokens.
+    let pos_index = g.input(inputs::POS_INDEX, DType::I64, [1usize]);
+    let ori_index = g.input(inputs::ORI_INDEX, DType::I64, [1usize]);
+    let grid_index = g.input(inputs::GRID_INDEX, DType::I64, [t_grid]);
+    let mut s = g.scope("taps");
+    let rows = s.squeeze("rows", &hidden, &[0]);
+    let pos_hidden = s.gather("pos", &rows, &pos_index, 0);
+    let ori_hidden = s.gather("ori", &rows, &ori_index, 0);
+    let grid_hidden = s.gather("grid", &rows, &grid_index, 0);
+    let grid_hidden = s.unsqueeze("grid_batch", &grid_hidden, &[0]);
+    let hd = g.absorb(
+        heads::graph(ckpt, &opts)?,
+        &[(io::heads::POS_HIDDEN, &pos_hidden), (io::heads::ORI_HIDDEN, &ori_hidden), (io::heads::VISION_HIDDEN, &grid_hidden)],
+    );
+
+    // 6. Targets and losses.
+    let bev_target = g.input(crate::graph::targets::BEV_TARGET, DType::F32, [1, t_grid, 2]);
+    let bev_mask = g.input(crate::graph::targets::BEV_MASK, DType::F32, [1, t_grid]);
+    let pos_target = g.input(crate::graph::targets::POS_TARGET, DType::F32, [1usize, 2]);
+    let ori_target = g.input(crate::graph::targets::ORI_TARGET, DType::F32, [1, k]);
+    let ori_h = g.input(crate::graph::targets::ORI_TARGET_NEG_ENTROPY, DType::F32, [1usize]);
+    let valid = g.input(crate::graph::targets::SITUATION_VALID, DType::F32, [1usize]);
+    let lm = if n > 0 {
+        let positions = g.input(inputs::LM_POSITIONS, DType::I64, [n]);
+        let targets = g.input(inputs::LM_TARGETS, DType::I64, [n]);
+        let mut s = g.scope("loss/lm/head");
+        let tapped = s.gather("supervised_rows", &rows, &positions, 0);
+        let logits = s.matmul("logits", &tapped, &lm_weight);
+        let logits = s.unsqueeze("batch", &logits, &[0]);
+        let depth = s.ints(&[v as i64]);
+        let on_off = s.constant_f32(&[0.0, 1.0], &[2]);
+        let onehot = s.op("onehot", "OneHot", &[&targets, &depth, &on_off], &[("axis", (-1i64).into())], DType::F32, [n, v]);
+        let onehot = s.unsqueeze("onehot_batch", &onehot, &[0]);
+        let mask = s.constant_of_shape("mask", [1i64, n as i64], DType::F32, 1.0);
+        drop(s);
+        Some(losses::lm_loss(&mut g, &logits, &onehot, &mask))
+    } else {
+        None
+    };
+    let parts = LossParts {
+        lm,
+        bev: Some(losses::bev_loss(&mut g, &hd[io::heads::BEV], &bev_target, &bev_mask)),
+        pos: Some(losses::position_loss(&mut g, &hd[io::heads::POSITION], &pos_target, &valid)),
+        ori: Some(losses::orientation_loss(&mut g, &hd[io::heads::ORIENTATION_LOGITS], &ori_target, &ori_h, &valid)),
+    };
+    let total = losses::total(&mut g, &parts, weights);
+    let named: Vec<(&str, Value)> =
+        [("lm", &parts.lm), ("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
+    let tg = finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)?;
+
+    // The feeds for this sample.
+    let mut feeds = HashMap::new();
+    feeds.insert(io::projector::IMAGE_FEATURES.to_string(), f32s(&[f, p, cv], sample.image_features.clone()));
+    feeds.insert(io::projector::CAMERA_TOKENS.to_string(), f32s(&[f, sample.camera_dim], sample.camera_tokens.clone()));
+    let at = sample.placeholder();
+    let text_ids: Vec<i64> = sample.input_ids[..at].iter().chain(&sample.input_ids[at + 1..]).copied().collect();
+    feeds.insert(inputs::TEXT_IDS.to_string(), i64s(&[text_ids.len()], text_ids));
+    feeds.insert(io::decoder::ATTENTION_MASK.to_string(), i64s(&[1, lay.total], vec![1; lay.total]));
+    feeds.insert(io::decoder::POSITION_IDS.to_string(), i64s(&[1, lay.total], (0..lay.total as i64).collect()));
+    let (kvh, d) = (cfg.num_key_value_heads, cfg.head_dim());
+    for i in 0..cfg.num_hidden_layers {
+        for name in [io::decoder::past_key(i), io::decoder::past_value(i)] {
+            feeds.insert(name, Data::F32(ArrayD::zeros(IxDyn(&[1, kvh, 0, d]))));
+        }
+    }
+    feeds.insert(inputs::POS_INDEX.to_string(), i64s(&[1], vec![lay.pos as i64]));
+    feeds.insert(inputs::ORI_INDEX.to_string(), i64s(&[1], vec![lay.ori as i64]));
+    feeds.insert(inputs::GRID_INDEX.to_string(), i64s(&[t_grid], lay.grid.clone()));
+    if n > 0 {
+        feeds.insert(inputs::LM_POSITIONS.to_string(), i64s(&[n], lay.supervised.iter().map(|(p, _)| *p).collect()));
+        feeds.insert(inputs::LM_TARGETS.to_string(), i64s(&[n], lay.supervised.iter().map(|(_, t)| *t).collect()));
+    }
+    feeds.insert(crate::graph::targets::BEV_TARGET.to_string(), f32s(&[1, t_grid, 2], sample.bev_target.clone()));
+    feeds.insert(crate::graph::targets::BEV_MASK.to_string(), f32s(&[1, t_grid], sample.bev_mask.clone()));
+    feeds.insert(crate::graph::targets::POS_TARGET.to_string(), f32s(&[1, 2], sample.pos_target.to_vec()));
+    let (q, q_h) = orientation_target(f64::from(sample.yaw_target), k, cfg.loc3r.orientation_sigma_deg.to_radians());
+    feeds.insert(crate::graph::targets::ORI_TARGET.to_string(), f32s(&[1, k], q.iter().map(|&x| x as f32).collect()));
+    feeds.insert(crate::graph::targets::ORI_TARGET_NEG_ENTROPY.to_string(), f32s(&[1], vec![q_h as f32]));
+    feeds.insert(crate::graph::targets::SITUATION_VALID.to_string(), f32s(&[1], vec![sample.situation_valid]));
+    Ok((tg, feeds))
+}
+
+/// The LM head's weight as the decoder graph holds it (`[H, V]`; the embeddings when tied).
+fn lm_head_weight(g: &GraphBuilder) -> Result<Value, TrainGraphError> {
+    g.nodes()
+        .iter()
+        .find(|n| n.op_type == "MatMul" && n.name.starts_with("lm_head/"))
+        .and_then(|n| n.inputs.get(1))
+        .and_then(|name| g.value(name))
+        .ok_or_else(|| TrainGraphError::Export(loc3r_export::Error::Internal("the decoder graph has no lm_head MatMul".into())))
+}
