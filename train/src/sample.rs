@@ -207,6 +207,54 @@ impl Sample {
     }
 }
 
+impl Sample {
+    /// A random sample shaped for `cfg` (`frames` frames; text, the video, a situation with
+    /// `<Pos><Ori>`, a question and a supervised three-token answer): for smoke tests and
+    /// benchmarks of the training path, deterministic in `seed`.
+    pub fn random_for(cfg: &Config, frames: usize, seed: u64) -> Sample {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state >> 33
+        };
+        let vocab = cfg.vocab_size as u64;
+        let special = [u64::from(cfg.loc3r.pos_token_id), u64::from(cfg.loc3r.ori_token_id)];
+        let token = |next: &mut dyn FnMut() -> u64| loop {
+            let t = next() % vocab.min(1 << 20);
+            if !special.contains(&t) {
+                break t as i64;
+            }
+        };
+        let mut ids: Vec<i64> = (0..4).map(|_| token(&mut next)).collect();
+        ids.push(IMAGE_PLACEHOLDER);
+        ids.extend((0..3).map(|_| token(&mut next)));
+        ids.push(i64::from(cfg.loc3r.pos_token_id));
+        ids.push(i64::from(cfg.loc3r.ori_token_id));
+        ids.extend((0..3).map(|_| token(&mut next)));
+        let answer_start = ids.len();
+        ids.extend((0..3).map(|_| token(&mut next)));
+        let labels = ids.iter().enumerate().map(|(i, &t)| if i >= answer_start { t } else { IGNORE }).collect();
+        let mut uniform = |n: usize, lo: f32, hi: f32| (0..n).map(|_| lo + (hi - lo) * (next() as f32 / (1u64 << 31) as f32)).collect::<Vec<f32>>();
+        let grid = cfg.vision_grid();
+        let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
+        let t = frames * pooled * pooled;
+        Sample {
+            frames,
+            image_features: uniform(frames * grid * grid * cfg.vision_config.hidden_size, -1.0, 1.0),
+            feature_shape: (grid * grid, cfg.vision_config.hidden_size),
+            camera_tokens: uniform(frames * cfg.loc3r.camera_token_dim, -1.0, 1.0),
+            camera_dim: cfg.loc3r.camera_token_dim,
+            input_ids: ids,
+            labels,
+            pos_target: [1.5, -0.7],
+            yaw_target: 2.2,
+            situation_valid: 1.0,
+            bev_target: uniform(2 * t, -3.0, 3.0),
+            bev_mask: (0..t).map(|i| if i % 4 == 3 { 0.0 } else { 1.0 }).collect(),
+        }
+    }
+}
+
 fn spec(name: &str, dtype: DType, shape: &[usize]) -> TensorToWrite {
     TensorToWrite { name: name.to_string(), dtype, shape: shape.to_vec() }
 }

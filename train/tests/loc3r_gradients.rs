@@ -10,56 +10,8 @@ use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_train::interp::{evaluate, Tensor};
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
-use loc3r_train::sample::{Sample, IGNORE, IMAGE_PLACEHOLDER};
+use loc3r_train::sample::Sample;
 use ndarray::ArrayD;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() as f32 / (1u64 << 31) as f32)
-    }
-    fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform(lo, hi)).collect()
-    }
-}
-
-/// A sample for `cfg`: text, the video placeholder, situation with <Pos><Ori>, question, a
-/// supervised three-token answer.
-fn synthetic_sample(cfg: &loc3r_export::config::Config, frames: usize, seed: u64) -> Sample {
-    let mut rng = Rng(seed);
-    let grid = cfg.vision_grid();
-    let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
-    let mut id = || (rng.next() % 900) as i64 + 10;
-    let mut ids: Vec<i64> = (0..4).map(|_| id()).collect();
-    ids.push(IMAGE_PLACEHOLDER);
-    ids.extend((0..3).map(|_| id()));
-    ids.push(i64::from(cfg.loc3r.pos_token_id));
-    ids.push(i64::from(cfg.loc3r.ori_token_id));
-    ids.extend((0..3).map(|_| id()));
-    let answer_start = ids.len();
-    ids.extend((0..3).map(|_| id()));
-    let labels: Vec<i64> = ids.iter().enumerate().map(|(i, &t)| if i >= answer_start { t } else { IGNORE }).collect();
-    let t = frames * pooled * pooled;
-    let mut rng = Rng(seed ^ 0xABCD);
-    Sample {
-        frames,
-        image_features: rng.vec(frames * grid * grid * cfg.vision_config.hidden_size, -1.0, 1.0),
-        feature_shape: (grid * grid, cfg.vision_config.hidden_size),
-        camera_tokens: rng.vec(frames * cfg.loc3r.camera_token_dim, -1.0, 1.0),
-        camera_dim: cfg.loc3r.camera_token_dim,
-        input_ids: ids,
-        labels,
-        pos_target: [1.5, -0.7],
-        yaw_target: 2.2,
-        situation_valid: 1.0,
-        bev_target: rng.vec(2 * t, -3.0, 3.0),
-        bev_mask: (0..t).map(|i| if i % 4 == 3 { 0.0 } else { 1.0 }).collect(),
-    }
-}
 
 fn interp_feeds(feeds: &HashMap<String, Data>) -> HashMap<String, Tensor> {
     feeds
@@ -81,7 +33,7 @@ fn loc3r_training_graph_gradients_match_finite_differences_and_onnx_runtime() {
     make_tiny(&ck, &TinyOptions { seed: 4, ..TinyOptions::default() }, |_, _| {}).expect("tiny checkpoint");
     let ckpt = Checkpoint::open(&ck, None, Requirements::default()).expect("opens");
     let cfg = ckpt.config().clone();
-    let sample = synthetic_sample(&cfg, 2, 17);
+    let sample = Sample::random_for(&cfg, 2, 17);
     let path = dir.path().join("sample.safetensors");
     sample.write(&path).expect("writes");
     let sample = Sample::read(&path).expect("reads back");

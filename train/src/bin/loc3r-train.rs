@@ -1,0 +1,174 @@
+//! `loc3r-train`: the training path's command line.
+//!
+//! `grad` computes the loss and the gradient of every trainable tensor for one prepared sample,
+//! in f32 on ONNX Runtime (CPU): the unit the trainer repeats, and the one checked against
+//! references. Exit codes: 0 success, 2 invalid input (arguments, checkpoint, sample), 1 other
+//! failures (writing the output, ONNX Runtime, internal errors).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, TensorToWrite};
+use loc3r_export::DType;
+use loc3r_train::losses::LossWeights;
+use loc3r_train::model::{training_graph, Data, Group};
+use loc3r_train::sample::Sample;
+use ort::session::Session;
+use ort::value::{DynValue, Tensor};
+
+#[derive(Parser)]
+#[command(
+    name = "loc3r-train",
+    version,
+    about = "Train Loc3R-VLM with ONNX Runtime: training graphs built by reverse-mode autodiff over the exporter's graphs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loss and gradients of every trainable tensor for one prepared sample (f32, CPU).
+    ///
+    /// Writes a safetensors file with the scalars `loss`, `loss.lm`, `loss.bev`, `loss.pos`,
+    /// `loss.ori` and `grad.<checkpoint tensor name>` (in the checkpoint's layout) for each
+    /// trainable tensor. The sample format is described in docs/training.md §5.
+    Grad {
+        /// Checkpoint directory (as `loc3r-export export` reads it).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Prepared sample (`.safetensors`).
+        #[arg(long)]
+        sample: PathBuf,
+        /// Output file (`.safetensors`), written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        /// What trains: comma-separated `heads`, `projector` (mm_projector, image_newline,
+        /// cam_projector), `llm` (every Qwen2 tensor), or `all`.
+        #[arg(long, default_value = "llm,projector,heads")]
+        train: String,
+        /// Loss weights `lm=A,bev=B,sit=C,ori=D` (any subset) over the checkpoint config's
+        /// `loc3r.loss_weights` (defaults lm 1, bev 0.1, sit 0.5, ori 1).
+        #[arg(long, default_value = "")]
+        loss_weights: String,
+        /// Intra-op threads for ONNX Runtime.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Print the losses and gradient norms as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error the user can fix (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct InputError(String);
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
+            return 2;
+        }
+        if let Some(e) = cause.downcast_ref::<loc3r_export::Error>() {
+            return e.fault().exit_code();
+        }
+    }
+    1
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Grad { checkpoint, sample, out, train, loss_weights, threads, json } => grad(&checkpoint, &sample, &out, &train, &loss_weights, threads, json),
+    }
+}
+
+/// The config's `loc3r.loss_weights`, or the defaults.
+fn config_loss_weights(checkpoint: &Path) -> Result<LossWeights> {
+    let path = checkpoint.join(loc3r_export::checkpoint::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+    match value.pointer("/loc3r/loss_weights") {
+        Some(w) => Ok(serde_json::from_value(w.clone()).map_err(|e| InputError(format!("{}: loc3r.loss_weights: {e}", path.display())))?),
+        None => Ok(LossWeights::default()),
+    }
+}
+
+fn grad(checkpoint: &Path, sample_path: &Path, out: &Path, train: &str, overrides: &str, threads: usize, json: bool) -> Result<()> {
+    let groups = Group::parse_list(train).map_err(|e| InputError(format!("--train: {e}")))?;
+    let weights = config_loss_weights(checkpoint)?.with_overrides(overrides).map_err(|e| InputError(format!("--loss-weights: {e}")))?;
+    let ckpt = Checkpoint::open(checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
+    let sample = Sample::read(sample_path)?;
+    sample.validate(ckpt.config()).map_err(|e| InputError(format!("{}: {e}", sample_path.display())))?;
+    let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights).context("building the training graph")?;
+
+    let work = tempfile::tempdir().context("creating a temporary directory for the training graph")?;
+    let stats = tg.graph.save(work.path()).context("writing the training graph")?;
+    let env = loc3r_bundle::ort_env::environment()?;
+    let mut session = Session::builder(env)
+        .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
+        .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
+        .context("loading the training graph in ONNX Runtime")?;
+    let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(data.len() + tg.params.len());
+    for (name, d) in data {
+        let v = match d {
+            Data::F32(a) => Tensor::from_array(a)?.into_dyn(),
+            Data::I64(a) => Tensor::from_array(a)?.into_dyn(),
+        };
+        feeds.push((name, v));
+    }
+    for p in &tg.params {
+        let mut bytes = Vec::new();
+        p.initial.write_as(DType::F32, &mut bytes).with_context(|| format!("reading `{}`", p.name))?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let a = ndarray::ArrayD::from_shape_vec(p.initial.shape(), values)?;
+        feeds.push((p.name.clone(), Tensor::from_array(a)?.into_dyn()));
+    }
+    let outputs = session.run(feeds).context("running the training graph")?;
+
+    let mut tensors: Vec<(TensorToWrite, Vec<u8>)> = Vec::new();
+    let mut report = serde_json::Map::new();
+    let mut norms = serde_json::Map::new();
+    for v in &tg.loss_outputs {
+        let x = outputs[v.name()].try_extract_array::<f32>()?.iter().next().copied().unwrap_or(f32::NAN);
+        report.insert(v.name().to_string(), serde_json::json!(x));
+        tensors.push((TensorToWrite { name: v.name().to_string(), dtype: DType::F32, shape: vec![] }, x.to_le_bytes().to_vec()));
+    }
+    for p in &tg.params {
+        let g = outputs[p.grad_output.name()].try_extract_array::<f32>()?;
+        let norm = g.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        norms.insert(p.name.clone(), serde_json::json!(norm));
+        let bytes: Vec<u8> = g.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((TensorToWrite { name: p.grad_output.name().to_string(), dtype: DType::F32, shape: g.shape().to_vec() }, bytes));
+    }
+    let specs: Vec<TensorToWrite> = tensors.iter().map(|(t, _)| t.clone()).collect();
+    let by_name: HashMap<&str, &[u8]> = tensors.iter().map(|(t, b)| (t.name.as_str(), b.as_slice())).collect();
+    let staging = out.with_extension("safetensors.partial");
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&staging, &specs, Some(&metadata), |t, w| w.write_all(by_name[t.name.as_str()]))?;
+    std::fs::rename(&staging, out).with_context(|| format!("moving {} into place", out.display()))?;
+
+    if json {
+        report.insert("grad_norms".into(), serde_json::Value::Object(norms));
+        report.insert("trainable_tensors".into(), serde_json::json!(tg.params.len()));
+        println!("{}", serde_json::Value::Object(report));
+    } else {
+        let losses: Vec<String> = tg.loss_outputs.iter().map(|v| format!("{} {}", v.name(), report[v.name()])).collect();
+        println!("{} | {} trainable tensors -> {}", losses.join(", "), tg.params.len(), out.display());
+    }
+    Ok(())
+}
