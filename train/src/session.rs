@@ -82,53 +82,44 @@ pub struct Evaluated {
     pub grads: Vec<Vec<f32>>,
 }
 
-/// A training graph loaded in ONNX Runtime with its parameters and optimizer state.
-pub struct TrainingSession {
+/// A training graph loaded in ONNX Runtime: feeds parameters and data, returns losses and
+/// gradients. Deterministic on one device and thread count (ORT's deterministic compute on).
+pub struct Runner {
     session: Session,
-    pub params: Vec<HostParam>,
     loss_names: Vec<String>,
-    pub optimizer: AdamW,
-    /// Updates applied so far (AdamW's t after the last one).
-    pub step: u64,
+    /// The graph's trainable inputs, in `TrainingGraph::params` order.
+    param_names: Vec<String>,
 }
 
-impl TrainingSession {
-    /// Saves `tg` under `dir` and opens it on the CPU with `threads` intra-op threads. The
-    /// parameters start from the values the forward graph was built with.
-    pub fn new(tg: &TrainingGraph, dir: &Path, threads: usize, optimizer: AdamW) -> Result<TrainingSession, SessionError> {
+impl Runner {
+    /// Saves `tg` under `dir` and opens it on the CPU with `threads` intra-op threads.
+    pub fn new(tg: &TrainingGraph, dir: &Path, threads: usize) -> Result<Runner, SessionError> {
         let stats = tg.graph.save(dir)?;
         let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
         let session = Session::builder(env)
             .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
+            .and_then(|b| b.with_deterministic_compute(true).map_err(ort::Error::<()>::from))
             .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
             .map_err(runtime("loading the training graph"))?;
-        let mut params = Vec::with_capacity(tg.params.len());
-        for p in &tg.params {
-            let mut bytes = Vec::new();
-            p.initial.write_as(loc3r_export::DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
-            let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
-            let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
-            let n = checkpoint.len();
-            params.push(HostParam {
-                name: p.name.clone(),
-                shape: checkpoint.shape().to_vec(),
-                value: checkpoint.into_raw_vec_and_offset().0,
-                transposed: p.transposed,
-                moments: Moments::zeros(n),
-            });
-        }
-        let loss_names = tg.loss_outputs.iter().map(|v| v.name().to_string()).collect();
-        Ok(TrainingSession { session, params, loss_names, optimizer, step: 0 })
+        Ok(Runner {
+            session,
+            loss_names: tg.loss_outputs.iter().map(|v| v.name().to_string()).collect(),
+            param_names: tg.params.iter().map(|p| p.name.clone()).collect(),
+        })
     }
 
-    /// Losses and gradients (checkpoint layout) for `data`, without updating anything.
-    pub fn forward_backward(&mut self, data: &HashMap<String, ArrayD<f32>>) -> Result<Evaluated, SessionError> {
-        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.params.len() + data.len());
-        for p in &self.params {
+    /// Losses and gradients (checkpoint layout, in `params` order) for `data`. `params` must hold
+    /// every trainable input of the graph (others are ignored).
+    pub fn run(&mut self, params: &[HostParam], data: &HashMap<String, ArrayD<f32>>, ids: &HashMap<String, ArrayD<i64>>) -> Result<Evaluated, SessionError> {
+        let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(self.param_names.len() + data.len() + ids.len());
+        for name in &self.param_names {
+            let p = params.iter().find(|p| &p.name == name).ok_or_else(|| SessionError::Input(format!("no value for the trainable tensor `{name}`")))?;
             feeds.push((p.name.clone(), Tensor::from_array(p.input_value()).map_err(runtime("param tensor"))?.into_dyn()));
         }
         for (name, a) in data {
+            feeds.push((name.clone(), Tensor::from_array(a.clone()).map_err(runtime("data tensor"))?.into_dyn()));
+        }
+        for (name, a) in ids {
             feeds.push((name.clone(), Tensor::from_array(a.clone()).map_err(runtime("data tensor"))?.into_dyn()));
         }
         let out = self.session.run(feeds).map_err(runtime("running the training graph"))?;
@@ -137,9 +128,13 @@ impl TrainingSession {
             let v = out[name.as_str()].try_extract_array::<f32>().map_err(runtime("reading a loss"))?;
             losses.push((name.clone(), v.iter().next().copied().unwrap_or(f32::NAN)));
         }
-        let mut grads = Vec::with_capacity(self.params.len());
-        for p in &self.params {
+        let mut grads = Vec::with_capacity(params.len());
+        for p in params {
             let name = format!("grad.{}", p.name);
+            if !self.param_names.contains(&p.name) {
+                grads.push(vec![0.0; p.value.len()]);
+                continue;
+            }
             let g = out[name.as_str()].try_extract_array::<f32>().map_err(runtime("reading a gradient"))?;
             if g.shape() != &p.shape[..] {
                 return Err(SessionError::Input(format!("{name} has shape {:?}, the parameter {:?}", g.shape(), p.shape)));
@@ -148,21 +143,75 @@ impl TrainingSession {
         }
         Ok(Evaluated { losses, grads })
     }
+}
+
+/// The host copies of a training graph's trainable tensors, in the checkpoint's layout,
+/// starting from the values the forward graph was built with.
+pub fn host_params(tg: &TrainingGraph) -> Result<Vec<HostParam>, SessionError> {
+    let mut params = Vec::with_capacity(tg.params.len());
+    for p in &tg.params {
+        let mut bytes = Vec::new();
+        p.initial.write_as(loc3r_export::DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
+        let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
+        let n = checkpoint.len();
+        params.push(HostParam {
+            name: p.name.clone(),
+            shape: checkpoint.shape().to_vec(),
+            value: checkpoint.into_raw_vec_and_offset().0,
+            transposed: p.transposed,
+            moments: Moments::zeros(n),
+        });
+    }
+    Ok(params)
+}
+
+/// Clips `grads` to a global norm of `max_grad_norm` and applies AdamW at `lr` as update `step`
+/// (1-based). Returns the norm before clipping; a non-finite norm changes nothing.
+pub fn apply_update(params: &mut [HostParam], grads: &mut [Vec<f32>], optimizer: &AdamW, step: u64, lr: f64, max_grad_norm: f64) -> f64 {
+    let grad_norm = {
+        let mut views: Vec<&mut [f32]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
+        clip_grad_norm(&mut views, max_grad_norm)
+    };
+    if grad_norm.is_finite() {
+        for (p, g) in params.iter_mut().zip(grads.iter()) {
+            optimizer.step(&mut p.value, g, &mut p.moments, step, lr);
+        }
+    }
+    grad_norm
+}
+
+/// One training graph with its parameters and optimizer state: the simplest loop (one data
+/// shape, one batch per step).
+pub struct TrainingSession {
+    runner: Runner,
+    pub params: Vec<HostParam>,
+    pub optimizer: AdamW,
+    /// Updates applied so far (AdamW's t after the last one).
+    pub step: u64,
+}
+
+impl TrainingSession {
+    /// Saves `tg` under `dir` and opens it on the CPU with `threads` intra-op threads.
+    pub fn new(tg: &TrainingGraph, dir: &Path, threads: usize, optimizer: AdamW) -> Result<TrainingSession, SessionError> {
+        Ok(TrainingSession { runner: Runner::new(tg, dir, threads)?, params: host_params(tg)?, optimizer, step: 0 })
+    }
+
+    /// Losses and gradients (checkpoint layout) for `data`, without updating anything.
+    pub fn forward_backward(&mut self, data: &HashMap<String, ArrayD<f32>>) -> Result<Evaluated, SessionError> {
+        self.runner.run(&self.params, data, &HashMap::new())
+    }
 
     /// One optimizer step on `data`: losses and gradients, global-norm clipping, AdamW at `lr`.
     /// A non-finite gradient norm skips the update (and does not advance the step count).
     pub fn train_step(&mut self, data: &HashMap<String, ArrayD<f32>>, lr: f64, max_grad_norm: f64) -> Result<StepReport, SessionError> {
         let Evaluated { losses, mut grads } = self.forward_backward(data)?;
-        let grad_norm = {
-            let mut views: Vec<&mut [f32]> = grads.iter_mut().map(Vec::as_mut_slice).collect();
-            clip_grad_norm(&mut views, max_grad_norm)
-        };
+        let next = self.step + 1;
+        let grad_norm = apply_update(&mut self.params, &mut grads, &self.optimizer, next, lr, max_grad_norm);
         let applied = grad_norm.is_finite();
         if applied {
-            self.step += 1;
-            for (p, g) in self.params.iter_mut().zip(&grads) {
-                self.optimizer.step(&mut p.value, g, &mut p.moments, self.step, lr);
-            }
+            self.step = next;
         }
         Ok(StepReport { losses, grad_norm, applied })
     }

@@ -16,6 +16,7 @@ use loc3r_export::DType;
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::sample::Sample;
+use loc3r_train::trainer::{train as train_run, TrainOptions};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
@@ -62,6 +63,59 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train on a directory of prepared samples (AdamW, cosine schedule with warmup, gradient
+    /// clipping and accumulation), resumably: run it again with the same options to continue.
+    ///
+    /// RUN holds params.safetensors, optimizer.safetensors, trainer_state.json, log.jsonl (one
+    /// JSON line per update with every loss term) and, once all steps are done, checkpoint/: the
+    /// base checkpoint with the trained tensors, ready for `loc3r-export export`.
+    Train {
+        /// Checkpoint to start from.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Directory of prepared samples (`*.safetensors`, see `grad`).
+        #[arg(long)]
+        samples: PathBuf,
+        /// Run directory (created; resumed when it holds a run).
+        #[arg(long)]
+        out: PathBuf,
+        /// What trains: `heads`, `projector`, `llm` (comma-separated) or `all`.
+        #[arg(long, default_value = "llm,projector,heads")]
+        train: String,
+        /// Loss weights `lm=A,bev=B,sit=C,ori=D` over the config's `loc3r.loss_weights`.
+        #[arg(long, default_value = "")]
+        loss_weights: String,
+        /// Optimizer updates.
+        #[arg(long, default_value_t = 100)]
+        steps: u64,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        /// Share of the updates spent warming up.
+        #[arg(long, default_value_t = 0.03)]
+        warmup_ratio: f64,
+        /// Samples per update (the global batch; gradients are averaged).
+        #[arg(long, default_value_t = 1)]
+        accumulate: usize,
+        /// Clip the global gradient norm to this.
+        #[arg(long, default_value_t = 1.0)]
+        max_grad_norm: f64,
+        /// Decoupled weight decay.
+        #[arg(long, default_value_t = 0.0)]
+        weight_decay: f64,
+        /// Seed of the sample order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// ONNX Runtime intra-op threads (runs repeat bit for bit for a fixed count).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Save the run every this many updates (and at the end).
+        #[arg(long, default_value_t = 50)]
+        save_every: u64,
+        /// Stop after this many updates in this invocation (run again to continue).
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
 }
 
 /// An error the user can fix (exit 2).
@@ -84,6 +138,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
             return 2;
         }
+        if let Some(e) = cause.downcast_ref::<loc3r_train::trainer::TrainError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
         if let Some(e) = cause.downcast_ref::<loc3r_export::Error>() {
             return e.fault().exit_code();
         }
@@ -94,6 +151,56 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Grad { checkpoint, sample, out, train, loss_weights, threads, json } => grad(&checkpoint, &sample, &out, &train, &loss_weights, threads, json),
+        Command::Train {
+            checkpoint,
+            samples,
+            out,
+            train,
+            loss_weights,
+            steps,
+            lr,
+            warmup_ratio,
+            accumulate,
+            max_grad_norm,
+            weight_decay,
+            seed,
+            threads,
+            save_every,
+            stop_after,
+        } => {
+            let weights = config_loss_weights(&checkpoint)?.with_overrides(&loss_weights).map_err(|e| InputError(format!("--loss-weights: {e}")))?;
+            let opts = TrainOptions {
+                train,
+                loss_weights: weights.into(),
+                steps,
+                lr,
+                warmup_ratio,
+                accumulate,
+                max_grad_norm,
+                weight_decay,
+                seed,
+                threads,
+                save_every,
+            };
+            let bar = indicatif::ProgressBar::new(steps);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} updates, {per_sec}, ETA {eta} | {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let log = train_run(&checkpoint, &samples, &out, &opts, stop_after, |s| {
+                bar.set_position(s.step);
+                let parts: Vec<String> = s.losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                bar.set_message(format!("{} | lr {:.2e} | grad norm {:.3}", parts.join(" "), s.lr, s.grad_norm));
+            })?;
+            bar.finish_and_clear();
+            let done = log.last().map_or(0, |s| s.step);
+            if done >= steps {
+                println!("trained {steps} updates; checkpoint for loc3r-export: {}", out.join(loc3r_train::trainer::CHECKPOINT_DIR).display());
+            } else {
+                println!("stopped after update {done} of {steps}; run the same command again to continue");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,355 @@
+//! The training loop over a directory of prepared samples (docs/training.md §4–§5):
+//! seeded sample order, gradient accumulation to a global batch, global-norm clipping, AdamW,
+//! cosine schedule with warmup, a JSONL log of every loss term, resumable run directories, and
+//! the trained tensors written back as a checkpoint `loc3r-export` consumes.
+//!
+//! ```text
+//! RUN/params.safetensors      trainable tensors, f32, checkpoint layout   ┐ one save, the state
+//! RUN/optimizer.safetensors   <name>.exp_avg, <name>.exp_avg_sq           │ file last (its step
+//! RUN/trainer_state.json      step, options, seed                        ┘ is in all three)
+//! RUN/log.jsonl               one line per update
+//! RUN/checkpoint/             the base checkpoint + the trained shard (at the end)
+//! ```
+//! Sample k of update t comes from a permutation of the samples seeded by (seed, epoch), with
+//! cursor = t·accumulate + k, so the order depends on the step alone and a resumed run
+//! continues exactly where an uninterrupted one would (bit for bit on one CPU thread count).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, TensorToWrite};
+use loc3r_export::DType;
+use ndarray::ArrayD;
+
+use crate::checkpoint::{write_trained, TrainedTensor};
+use crate::losses::LossWeights;
+use crate::model::{training_graph, Data, Group};
+use crate::optim::{cosine_with_warmup, AdamW};
+use crate::sample::Sample;
+use crate::session::{apply_update, host_params, HostParam, Runner};
+
+/// Everything that defines a run; a resumed run must be given the same.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainOptions {
+    /// `heads`, `projector`, `llm` (comma-separated) or `all`.
+    pub train: String,
+    pub loss_weights: LossWeightsJson,
+    /// Optimizer updates in total.
+    pub steps: u64,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Share of the updates spent warming up (HF: ⌈ratio·steps⌉).
+    pub warmup_ratio: f64,
+    /// Samples per update (gradients averaged).
+    pub accumulate: usize,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// ONNX Runtime intra-op threads (results are bitwise repeatable for a fixed count).
+    pub threads: usize,
+    /// Save every this many updates (and at the end).
+    pub save_every: u64,
+}
+
+/// [`LossWeights`] as stored in the run's state.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossWeightsJson {
+    pub lm: f64,
+    pub bev: f64,
+    pub sit: f64,
+    pub ori: f64,
+}
+
+impl From<LossWeights> for LossWeightsJson {
+    fn from(w: LossWeights) -> Self {
+        LossWeightsJson { lm: w.lm, bev: w.bev, sit: w.sit, ori: w.ori }
+    }
+}
+
+impl From<LossWeightsJson> for LossWeights {
+    fn from(w: LossWeightsJson) -> Self {
+        LossWeights { lm: w.lm, bev: w.bev, sit: w.sit, ori: w.ori }
+    }
+}
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The user's data, options or run directory (exit 2).
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Graph(#[from] crate::graph::TrainGraphError),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error(transparent)]
+    Sample(#[from] crate::sample::SampleError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Export(#[from] loc3r_export::Error),
+    #[error("{}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+}
+
+impl TrainError {
+    /// Whether the user's input is at fault (exit 2) rather than the machine or our code.
+    pub fn is_input(&self) -> bool {
+        match self {
+            TrainError::Input(_) | TrainError::Sample(_) => true,
+            TrainError::Export(e) => e.fault().exit_code() == 2,
+            TrainError::Graph(crate::graph::TrainGraphError::Export(e)) => e.fault().exit_code() == 2,
+            TrainError::Graph(crate::graph::TrainGraphError::UnknownParam(..) | crate::graph::TrainGraphError::NothingToTrain(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |error| TrainError::Io { path: path.to_path_buf(), error }
+}
+
+/// One update, as logged.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub lr: f64,
+    /// Mean over the accumulated samples of `loss` and each `loss.<part>`.
+    pub losses: BTreeMap<String, f64>,
+    pub grad_norm: f64,
+    /// The update was skipped (non-finite gradient norm).
+    pub skipped: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TrainerState {
+    step: u64,
+    options: TrainOptions,
+    samples: usize,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const PARAMS_FILE: &str = "params.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const LOG_FILE: &str = "log.jsonl";
+/// The trained checkpoint inside a run directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// The permutation of `n` samples for `epoch` (Fisher–Yates on SplitMix64).
+fn order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut state = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// A sample's feeds, split by dtype for the runner.
+struct Prepared {
+    shape_key: (usize, usize, usize, usize),
+    floats: HashMap<String, ArrayD<f32>>,
+    ids: HashMap<String, ArrayD<i64>>,
+}
+
+/// Trains on every `*.safetensors` sample in `samples` (sorted by name) starting from the
+/// checkpoint at `base`, in run directory `run` (resumed when it holds a state). At most
+/// `stop_after` updates run in this call (a time budget: the state is saved and the next call
+/// resumes); the trained checkpoint is written once all `opts.steps` are done. `progress` is
+/// called after every update. Returns the log of the updates this call ran.
+pub fn train(
+    base: &Path,
+    samples: &Path,
+    run: &Path,
+    opts: &TrainOptions,
+    stop_after: Option<u64>,
+    mut progress: impl FnMut(&StepLog),
+) -> Result<Vec<StepLog>, TrainError> {
+    let groups = Group::parse_list(&opts.train).map_err(|e| TrainError::Input(format!("--train: {e}")))?;
+    if opts.accumulate == 0 || opts.steps == 0 || opts.threads == 0 {
+        return Err(TrainError::Input("--steps, --accumulate and --threads must be at least 1".into()));
+    }
+    let lr_ok = opts.lr.is_finite() && opts.lr > 0.0;
+    if !lr_ok || !(0.0..=1.0).contains(&opts.warmup_ratio) {
+        return Err(TrainError::Input(format!("--lr must be positive and --warmup-ratio in [0, 1] (got {} and {})", opts.lr, opts.warmup_ratio)));
+    }
+    let ckpt = Checkpoint::open(base, None, Requirements::default())?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(samples)
+        .map_err(|e| TrainError::Input(format!("{}: cannot read the samples directory: {e}", samples.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(TrainError::Input(format!("{}: no prepared samples (*.safetensors)", samples.display())));
+    }
+
+    // One training graph per sample shape; feeds per sample.
+    std::fs::create_dir_all(run).map_err(io(run))?;
+    let weights: LossWeights = opts.loss_weights.into();
+    let mut runners: HashMap<(usize, usize, usize, usize), Runner> = HashMap::new();
+    let mut prepared = Vec::with_capacity(files.len());
+    let mut params: Option<Vec<HostParam>> = None;
+    let graphs_dir = tempfile::tempdir().map_err(io(run))?;
+    for file in &files {
+        let sample = Sample::read(file)?;
+        sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
+        let key = (sample.placeholder(), sample.input_ids.len(), sample.frames, sample.labels.iter().filter(|&&l| l != crate::sample::IGNORE).count());
+        let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights)?;
+        if params.is_none() {
+            params = Some(host_params(&tg)?);
+        }
+        if let std::collections::hash_map::Entry::Vacant(slot) = runners.entry(key) {
+            let dir = graphs_dir.path().join(format!("shape{}", prepared.len()));
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            slot.insert(Runner::new(&tg, &dir, opts.threads)?);
+        }
+        let (mut floats, mut ids) = (HashMap::new(), HashMap::new());
+        for (name, d) in data {
+            match d {
+                Data::F32(a) => {
+                    floats.insert(name, a);
+                }
+                Data::I64(a) => {
+                    ids.insert(name, a);
+                }
+            }
+        }
+        prepared.push(Prepared { shape_key: key, floats, ids });
+    }
+    let mut params = params.expect("at least one sample");
+
+    // Resume, or start.
+    let optimizer = AdamW { weight_decay: opts.weight_decay, ..AdamW::default() };
+    let mut step = 0u64;
+    let state_path = run.join(STATE_FILE);
+    if state_path.is_file() {
+        let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Input(format!("{}: {e}", state_path.display())))?;
+        if state.options != *opts || state.samples != files.len() {
+            return Err(TrainError::Input(format!(
+                "{} belongs to a run with other options or data; resume with the same options, or give a new --out",
+                run.display()
+            )));
+        }
+        load_state(run, &mut params, state.step)?;
+        step = state.step;
+    }
+
+    let warmup = (opts.warmup_ratio * opts.steps as f64).ceil() as u64;
+    let log_path = run.join(LOG_FILE);
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+    let mut ran = Vec::new();
+    while step < opts.steps && stop_after.is_none_or(|n| (ran.len() as u64) < n) {
+        let lr = cosine_with_warmup(opts.lr, step, warmup, opts.steps);
+        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
+        for k in 0..opts.accumulate as u64 {
+            let cursor = step * opts.accumulate as u64 + k;
+            let n = prepared.len() as u64;
+            let which = order(prepared.len(), opts.seed, cursor / n)[(cursor % n) as usize];
+            let sample = &prepared[which];
+            let runner = runners.get_mut(&sample.shape_key).expect("a runner per shape");
+            let eval = runner.run(&params, &sample.floats, &sample.ids)?;
+            for (name, v) in eval.losses {
+                *sums.entry(name).or_default() += f64::from(v) / opts.accumulate as f64;
+            }
+            let scale = 1.0 / opts.accumulate as f32;
+            for (acc, g) in grads.iter_mut().zip(&eval.grads) {
+                acc.iter_mut().zip(g).for_each(|(a, x)| *a += x * scale);
+            }
+        }
+        let grad_norm = apply_update(&mut params, &mut grads, &optimizer, step + 1, lr, opts.max_grad_norm);
+        let entry = StepLog { step: step + 1, lr, losses: sums, grad_norm, skipped: !grad_norm.is_finite() };
+        writeln!(log, "{}", serde_json::to_string(&entry).expect("json")).map_err(io(&log_path))?;
+        progress(&entry);
+        ran.push(entry);
+        step += 1;
+        let stopping = step == opts.steps || stop_after.is_some_and(|n| ran.len() as u64 == n);
+        if step % opts.save_every.max(1) == 0 || stopping {
+            save_state(run, &params, step, opts, files.len())?;
+        }
+    }
+    if step < opts.steps {
+        return Ok(ran);
+    }
+    let tensors: Vec<TrainedTensor<'_>> = params.iter().map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value }).collect();
+    write_trained(base, &run.join(CHECKPOINT_DIR), &tensors)?;
+    Ok(ran)
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Writes `name.partial` then renames it over `name`.
+fn write_tensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<u8>)>, step: u64) -> Result<(), TrainError> {
+    let partial = path.with_extension("partial");
+    let specs: Vec<TensorToWrite> = tensors.iter().map(|(n, s, _)| TensorToWrite { name: n.clone(), dtype: DType::F32, shape: s.clone() }).collect();
+    let data: HashMap<&str, &[u8]> = tensors.iter().map(|(n, _, d)| (n.as_str(), d.as_slice())).collect();
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string()), ("step".to_string(), step.to_string())]);
+    write_safetensors(&partial, &specs, Some(&metadata), |t, w| w.write_all(data[t.name.as_str()]))?;
+    std::fs::rename(&partial, path).map_err(io(path))
+}
+
+fn save_state(run: &Path, params: &[HostParam], step: u64, opts: &TrainOptions, samples: usize) -> Result<(), TrainError> {
+    write_tensors(&run.join(PARAMS_FILE), params.iter().map(|p| (p.name.clone(), p.shape.clone(), f32_bytes(&p.value))).collect(), step)?;
+    let moments = params
+        .iter()
+        .flat_map(|p| {
+            [
+                (format!("{}.exp_avg", p.name), p.shape.clone(), f32_bytes(&p.moments.exp_avg)),
+                (format!("{}.exp_avg_sq", p.name), p.shape.clone(), f32_bytes(&p.moments.exp_avg_sq)),
+            ]
+        })
+        .collect();
+    write_tensors(&run.join(OPTIMIZER_FILE), moments, step)?;
+    let state = TrainerState { step, options: opts.clone(), samples };
+    let path = run.join(STATE_FILE);
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, serde_json::to_string_pretty(&state).expect("json") + "\n").map_err(io(&partial))?;
+    std::fs::rename(&partial, &path).map_err(io(&path))
+}
+
+fn load_state(run: &Path, params: &mut [HostParam], step: u64) -> Result<(), TrainError> {
+    let read = |file: &str| -> Result<(Vec<u8>, PathBuf), TrainError> {
+        let path = run.join(file);
+        Ok((std::fs::read(&path).map_err(io(&path))?, path))
+    };
+    let (pbytes, ppath) = read(PARAMS_FILE)?;
+    let (obytes, opath) = read(OPTIMIZER_FILE)?;
+    let bad = |path: &Path, m: String| TrainError::Input(format!("{}: {m}; the run directory is damaged, start a new --out", path.display()));
+    let pst = safetensors::SafeTensors::deserialize(&pbytes).map_err(|e| bad(&ppath, e.to_string()))?;
+    let ost = safetensors::SafeTensors::deserialize(&obytes).map_err(|e| bad(&opath, e.to_string()))?;
+    for (st, path) in [(&pbytes, &ppath), (&obytes, &opath)] {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(st).map_err(|e| bad(path, e.to_string()))?;
+        let saved = meta.metadata().as_ref().and_then(|m| m.get("step")).cloned().unwrap_or_default();
+        if saved != step.to_string() {
+            return Err(bad(path, format!("holds step {saved}, the state says {step}")));
+        }
+    }
+    let floats = |st: &safetensors::SafeTensors<'_>, path: &Path, name: &str, n: usize| -> Result<Vec<f32>, TrainError> {
+        let t = st.tensor(name).map_err(|_| bad(path, format!("missing `{name}`")))?;
+        let v: Vec<f32> = t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        if v.len() != n {
+            return Err(bad(path, format!("`{name}` has {} values, expected {n}", v.len())));
+        }
+        Ok(v)
+    };
+    for p in params.iter_mut() {
+        let n = p.value.len();
+        p.value = floats(&pst, &ppath, &p.name, n)?;
+        p.moments.exp_avg = floats(&ost, &opath, &format!("{}.exp_avg", p.name), n)?;
+        p.moments.exp_avg_sq = floats(&ost, &opath, &format!("{}.exp_avg_sq", p.name), n)?;
+    }
+    Ok(())
+}
