@@ -114,14 +114,7 @@ pub mod targets {
 /// depend on the heads and is left out.
 pub fn heads(ckpt: &Checkpoint, weights: &LossWeights) -> Result<TrainingGraph, TrainGraphError> {
     let cfg = ckpt.config();
-    let opts = ExportOptions {
-        precision: DType::F32,
-        pooling: cfg.mm_spatial_pool_mode,
-        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
-        cut3r_points: false,
-        kv_cache: Default::default(),
-    };
-    let mut g = heads::graph(ckpt, &opts)?;
+    let mut g = heads::graph(ckpt, &export_options(ckpt))?;
     let k = cfg.loc3r.orientation_bins;
     let batch = || Dim::sym("batch");
     let tokens = || Dim::sym("vision_tokens");
@@ -147,6 +140,19 @@ pub fn heads(ckpt: &Checkpoint, weights: &LossWeights) -> Result<TrainingGraph, 
     finish(g, |name| name.starts_with("model.loc3r.") && name.contains("_head."), &total, &named)
 }
 
+/// How training builds the exporter's graphs: f32 throughout, the config's pooling, and the
+/// decoder with the concat KV layout (fed an empty past, it is a full-sequence forward).
+pub(crate) fn export_options(ckpt: &Checkpoint) -> ExportOptions {
+    let cfg = ckpt.config();
+    ExportOptions {
+        precision: DType::F32,
+        pooling: cfg.mm_spatial_pool_mode,
+        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
+        cut3r_points: false,
+        kv_cache: loc3r_bundle::KvCacheLayout::Concat,
+    }
+}
+
 fn forward_output(g: &GraphBuilder, name: &str) -> Result<Value, TrainGraphError> {
     g.outputs()
         .iter()
@@ -161,15 +167,7 @@ fn forward_output(g: &GraphBuilder, name: &str) -> Result<Value, TrainGraphError
 /// LLM's training graph, and the proof that autodiff handles everything the decoder is built
 /// from (RMSNorm, RoPE, GQA attention with the in-graph causal mask, SwiGLU).
 pub fn decoder_probe(ckpt: &Checkpoint, trainable: impl Fn(&str) -> bool) -> Result<TrainingGraph, TrainGraphError> {
-    let cfg = ckpt.config();
-    let opts = ExportOptions {
-        precision: DType::F32,
-        pooling: cfg.mm_spatial_pool_mode,
-        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
-        cut3r_points: false,
-        kv_cache: loc3r_bundle::KvCacheLayout::Concat,
-    };
-    let mut g = loc3r_export::models::qwen2::graph(ckpt, &opts)?;
+    let mut g = loc3r_export::models::qwen2::graph(ckpt, &export_options(ckpt))?;
     let hidden = forward_output(&g, loc3r_bundle::io::decoder::HIDDEN_STATES)?;
     let projection = g.input("projection", DType::F32, hidden.shape().to_vec());
     let mut s = g.scope("loss");
@@ -187,7 +185,8 @@ mod tests {
     use ndarray::{ArrayD, IxDyn};
 
     use super::*;
-    use crate::autodiff::tests::{finite_difference_failures_sampled, Rng};
+    use crate::autodiff::tests::Rng;
+    use crate::check::{finite_difference_failures, onnx_runtime_disagreements};
     use crate::interp::{evaluate, Tensor};
     use crate::losses::orientation_target;
 
@@ -250,7 +249,7 @@ mod tests {
             assert!(grad.iter().any(|x| *x != 0.0), "grad.{} is not all zero", p.name);
         }
         let grads_in_input_layout: Vec<Value> = tg.params.iter().map(|p| p.grad.clone()).collect();
-        let failures = finite_difference_failures_sampled(&tg.graph, &feeds, &loss, &inputs, &grads_in_input_layout, "heads", 24);
+        let failures = finite_difference_failures(&tg.graph, &feeds, &loss, &inputs, &grads_in_input_layout, "heads", 24);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
@@ -295,34 +294,14 @@ mod tests {
         }
         let inputs: Vec<Value> = tg.params.iter().map(|p| p.input.clone()).collect();
         let grads: Vec<Value> = tg.params.iter().map(|p| p.grad.clone()).collect();
-        let failures = finite_difference_failures_sampled(&tg.graph, &feeds, &tg.loss_outputs[0], &inputs, &grads, "decoder", 12);
+        let failures = finite_difference_failures(&tg.graph, &feeds, &tg.loss_outputs[0], &inputs, &grads, "decoder", 12);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
 
         // The same training graph on ONNX Runtime (f32) against the interpreter's analytic gradients.
         let graph_dir = dir.path().join("decoder_train");
         std::fs::create_dir_all(&graph_dir).expect("dir");
-        let stats = tg.graph.save(&graph_dir).expect("saves");
-        let env = loc3r_bundle::ort_env::environment().expect("ONNX Runtime");
-        let mut session = ort::session::Session::builder(env).expect("builder").commit_from_file(&stats.onnx_path).expect("ORT loads the training graph");
-        let ort_feeds: Vec<(String, ort::value::DynValue)> = feeds
-            .iter()
-            .map(|(n, t)| {
-                let v = match t {
-                    Tensor::Float(a) => ort::value::Tensor::from_array(a.mapv(|x| x as f32)).expect("f32").into_dyn(),
-                    Tensor::Int(a) => ort::value::Tensor::from_array(a.clone()).expect("i64").into_dyn(),
-                    Tensor::Bool(_) => unreachable!("no bool inputs"),
-                };
-                (n.clone(), v)
-            })
-            .collect();
-        let out = session.run(ort_feeds).expect("ORT runs the training graph");
-        let want = evaluate(&tg.graph, &feeds, &tg.params.iter().map(|p| p.grad_output.name()).collect::<Vec<_>>()).expect("interpreter");
-        for p in &tg.params {
-            let got = out[p.grad_output.name()].try_extract_array::<f32>().expect("f32 grad");
-            let reference = want[p.grad_output.name()].float().expect("float");
-            let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            let worst = got.iter().zip(reference.iter()).map(|(a, b)| (f64::from(*a) - b).abs() - 1e-4 * b.abs()).fold(f64::MIN, f64::max);
-            assert!(worst <= 1e-5 * scale, "{}: ORT vs interpreter off by {worst:e} (scale {scale:e})", p.name);
-        }
+        let names: Vec<&str> = tg.params.iter().map(|p| p.grad_output.name()).collect();
+        let (bad, _) = onnx_runtime_disagreements(&tg.graph, &feeds, &names, &graph_dir);
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
     }
 }

@@ -7,6 +7,7 @@
 //! reference interpreter ([`interp`]) is the oracle its gradient tests run on.
 
 pub mod autodiff;
+pub mod check;
 pub mod checkpoint;
 pub mod graph;
 pub mod interp;

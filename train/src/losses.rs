@@ -242,8 +242,9 @@ mod tests {
 
     use ndarray::{ArrayD, IxDyn};
 
-    use crate::autodiff::tests::{finite_difference_failures, Rng};
+    use crate::autodiff::tests::Rng;
     use crate::autodiff::{differentiate, Seed};
+    use crate::check::finite_difference_failures;
     use crate::interp::{evaluate, Tensor};
 
     fn array(shape: &[usize], values: Vec<f64>) -> ArrayD<f64> {
@@ -373,7 +374,7 @@ mod tests {
             let got = out[name].float().expect("float").iter().next().copied().unwrap_or(f64::NAN);
             assert!((got - want).abs() <= tol * want.abs().max(1.0), "{name}: graph {got}, loops {want}");
         }
-        let failures = finite_difference_failures(&g, &feeds, &loss, &params, &grads, "losses");
+        let failures = finite_difference_failures(&g, &feeds, &loss, &params, &grads, "losses", usize::MAX);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
 
         // The clamped log-variance gets no gradient; the masked tokens none either.

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use loc3r_bundle::io;
 use loc3r_export::checkpoint::Checkpoint;
 use loc3r_export::graph::{Dim, GraphBuilder, Value};
-use loc3r_export::models::{embed, heads, projector, qwen2, ExportOptions};
+use loc3r_export::models::{embed, heads, projector, qwen2};
 use loc3r_export::DType;
 use ndarray::{ArrayD, IxDyn};
 
@@ -151,13 +151,7 @@ pub fn training_graph(
     let lay = layout(ckpt, sample);
     let (h, v, k) = (cfg.hidden_size, cfg.vocab_size, cfg.loc3r.orientation_bins);
     let (f, (p, cv)) = (sample.frames, sample.feature_shape);
-    let opts = ExportOptions {
-        precision: DType::F32,
-        pooling: cfg.mm_spatial_pool_mode,
-        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
-        cut3r_points: false,
-        kv_cache: loc3r_bundle::KvCacheLayout::Concat,
-    };
+    let opts = crate::graph::export_options(ckpt);
     let n = lay.supervised.len();
     let t_grid = lay.grid.len();
     let mut g = GraphBuilder::new("loc3r_train");

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
+use loc3r_train::check::{finite_difference_failures, onnx_runtime_disagreements};
 use loc3r_train::interp::{evaluate, Tensor};
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
@@ -73,68 +74,16 @@ fn loc3r_training_graph_gradients_match_finite_differences_and_onnx_runtime() {
     ];
     let chosen: Vec<_> = tg.params.iter().filter(|p| probe.contains(&p.name.as_str())).collect();
     assert_eq!(chosen.len(), probe.len(), "every probed tensor is trainable");
-    let loss = &tg.loss_outputs[0];
     let values: Vec<_> = chosen.iter().map(|p| p.input.clone()).collect();
     let grads: Vec<_> = chosen.iter().map(|p| p.grad.clone()).collect();
-    let want: Vec<&str> = std::iter::once(loss.name()).chain(grads.iter().map(|g| g.name())).collect();
-    let analytic = evaluate(&tg.graph, &feeds, &want).expect("backward");
-    let base = analytic[loss.name()].float().expect("float")[[]];
-    let mut failures = Vec::new();
-    for (param, grad) in values.iter().zip(&grads) {
-        let theta = feeds[param.name()].float().expect("float").clone();
-        let g = analytic[grad.name()].float().expect("float").clone();
-        let stride = (theta.len() / 10).max(1);
-        for (i, (idx, &x)) in theta.indexed_iter().enumerate().filter(|(i, _)| i % stride == 0) {
-            let _ = i;
-            let h = 1e-6 * x.abs().max(1.0);
-            let at = |delta: f64| {
-                let mut shifted = theta.clone();
-                shifted[&idx] = x + delta;
-                let mut f = feeds.clone();
-                f.insert(param.name().to_string(), Tensor::Float(shifted));
-                evaluate(&tg.graph, &f, &[loss.name()]).expect("forward")[loss.name()].float().expect("float")[[]]
-            };
-            let numeric = (at(h) - at(-h)) / (2.0 * h);
-            let a = g[&idx];
-            if (a - numeric).abs() > 1e-8 * base.abs().max(1.0) + 1e-6 * a.abs() {
-                failures.push(format!("{}{:?}: analytic {a:e}, numeric {numeric:e}", param.name(), idx));
-            }
-        }
-    }
+    let failures = finite_difference_failures(&tg.graph, &feeds, &tg.loss_outputs[0], &values, &grads, "loc3r", 10);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // Every gradient of the graph on ONNX Runtime (f32) against the interpreter.
     let graph_dir = dir.path().join("graph");
     std::fs::create_dir_all(&graph_dir).expect("dir");
-    let stats = tg.graph.save(&graph_dir).expect("saves");
-    let env = loc3r_bundle::ort_env::environment().expect("ONNX Runtime");
-    let mut session = ort::session::Session::builder(env).expect("builder").commit_from_file(&stats.onnx_path).expect("ORT loads the training graph");
-    let ort_feeds: Vec<(String, ort::value::DynValue)> = feeds
-        .iter()
-        .map(|(n, t)| {
-            let v = match t {
-                Tensor::Float(a) => ort::value::Tensor::from_array(a.mapv(|x| x as f32)).expect("f32").into_dyn(),
-                Tensor::Int(a) => ort::value::Tensor::from_array(a.clone()).expect("i64").into_dyn(),
-                Tensor::Bool(_) => unreachable!("no bool inputs"),
-            };
-            (n.clone(), v)
-        })
-        .collect();
-    let got = session.run(ort_feeds).expect("ORT runs the training graph");
     let all: Vec<&str> = tg.params.iter().map(|p| p.grad_output.name()).collect();
-    let reference = evaluate(&tg.graph, &feeds, &all).expect("interpreter");
-    let mut worst_rel: f64 = 0.0;
-    for p in &tg.params {
-        let ort = got[p.grad_output.name()].try_extract_array::<f32>().expect("f32");
-        let r = reference[p.grad_output.name()].float().expect("float");
-        assert_eq!(ort.shape(), r.shape(), "{}", p.name);
-        let scale = r.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-        let excess = ort.iter().zip(r.iter()).map(|(a, b)| (f64::from(*a) - b).abs() - 1e-4 * b.abs()).fold(f64::MIN, f64::max);
-        assert!(excess <= 1e-5 * scale, "{}: ORT vs interpreter off by {excess:e} (scale {scale:e})", p.name);
-        if scale > 0.0 {
-            let max_diff = ort.iter().zip(r.iter()).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
-            worst_rel = worst_rel.max(max_diff / scale);
-        }
-    }
-    println!("{} trainable tensors; worst ORT-f32 vs f64 max-abs/scale: {worst_rel:e}", tg.params.len());
+    let (bad, worst) = onnx_runtime_disagreements(&tg.graph, &feeds, &all, &graph_dir);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    println!("{} trainable tensors; worst ORT-f32 vs f64 max-abs/scale: {worst:e}", tg.params.len());
 }

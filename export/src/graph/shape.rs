@@ -13,7 +13,7 @@ pub(crate) fn unknown(node: &str, axis: usize) -> Dim {
 }
 
 /// Normalises a possibly negative axis against `rank`.
-pub(crate) fn axis(axis: i64, rank: usize) -> Result<usize, String> {
+pub fn axis(axis: i64, rank: usize) -> Result<usize, String> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if (0..r).contains(&a) {
@@ -24,7 +24,7 @@ pub(crate) fn axis(axis: i64, rank: usize) -> Result<usize, String> {
 }
 
 /// Normalises a list of axes and rejects repeats.
-fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
+pub fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
     let mut out = Vec::with_capacity(list.len());
     for &a in list {
         let a = axis(a, rank)?;

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use loc3r_export::graph::{Dim, Value};
 use loc3r_export::DType;
-use ndarray::{ArrayD, Dimension};
+use ndarray::ArrayD;
 
 use super::cases::{self, CaseBuilder, Init};
 use super::{differentiate, supported_ops, Seed};
+use crate::check::finite_difference_failures;
 use crate::interp::{evaluate, Tensor};
 
 /// SplitMix64: a seeded stream without a dependency.
@@ -61,12 +62,6 @@ fn random_array(rng: &mut Rng, shape: &[usize], init: Init) -> ArrayD<f64> {
     ArrayD::from_shape_vec(shape.to_vec(), (0..n).map(|_| rng.draw(init)).collect()).expect("shape and length agree")
 }
 
-fn scalar(t: &Tensor) -> f64 {
-    let a = t.float().expect("float loss");
-    assert_eq!(a.len(), 1, "the loss is a scalar");
-    a.iter().next().copied().unwrap_or_default()
-}
-
 /// One case: loss = Σ y ⊙ R with a random projection R fed as an input of y's shape.
 pub(crate) struct Prepared {
     pub builder: CaseBuilder,
@@ -109,71 +104,13 @@ fn every_rule_has_a_case_and_every_case_a_rule() {
     }
 }
 
-/// Central finite differences (h = 1e-6·max(1, |θ|)) of `loss` against the analytic
-/// `grads` for every element of every param; returns one line per disagreement
-/// (|analytic − numeric| > 1e-8·max(1, |L|) + 1e-6·|analytic|: the absolute part is the f64
-/// rounding of the loss, ~1e-14·|L|, divided by 2h).
-pub(crate) fn finite_difference_failures(
-    g: &loc3r_export::graph::GraphBuilder,
-    feeds: &HashMap<String, Tensor>,
-    loss: &Value,
-    params: &[Value],
-    grads: &[Value],
-    label: &str,
-) -> Vec<String> {
-    finite_difference_failures_sampled(g, feeds, loss, params, grads, label, usize::MAX)
-}
-
-/// Like [`finite_difference_failures`], checking at most `per_param` elements of each param
-/// (evenly strided, always including the first and last).
-pub(crate) fn finite_difference_failures_sampled(
-    g: &loc3r_export::graph::GraphBuilder,
-    feeds: &HashMap<String, Tensor>,
-    loss: &Value,
-    params: &[Value],
-    grads: &[Value],
-    label: &str,
-    per_param: usize,
-) -> Vec<String> {
-    let mut failures = Vec::new();
-    let want: Vec<&str> = std::iter::once(loss.name()).chain(grads.iter().map(Value::name)).collect();
-    let out = evaluate(g, feeds, &want).unwrap_or_else(|e| panic!("{label}: backward: {e}"));
-    let absolute = 1e-8 * scalar(&out[loss.name()]).abs().max(1.0);
-    for (param, grad) in params.iter().zip(grads) {
-        let analytic = out[grad.name()].float().expect("float gradient").clone();
-        let theta = feeds[param.name()].float().expect("float param").clone();
-        assert_eq!(analytic.shape(), theta.shape(), "{label}: gradient of {} has the wrong shape", param.name());
-        let n = theta.len();
-        let stride = if n <= per_param { 1 } else { (n - 1) / (per_param - 1).max(1) };
-        for (i, (idx, &x)) in theta.indexed_iter().enumerate() {
-            if i % stride != 0 && i != n - 1 {
-                continue;
-            }
-            let h = 1e-6 * x.abs().max(1.0);
-            let at = |delta: f64| {
-                let mut shifted = theta.clone();
-                shifted[&idx] = x + delta;
-                let mut feeds = feeds.clone();
-                feeds.insert(param.name().to_string(), Tensor::Float(shifted));
-                scalar(&evaluate(g, &feeds, &[loss.name()]).expect("forward")[loss.name()])
-            };
-            let numeric = (at(h) - at(-h)) / (2.0 * h);
-            let a = analytic[&idx];
-            if (a - numeric).abs() > absolute + 1e-6 * a.abs() {
-                failures.push(format!("{label}: d/d{}{:?}: analytic {a:e}, numeric {numeric:e}", param.name(), idx.slice()));
-            }
-        }
-    }
-    failures
-}
-
 #[test]
 fn every_rule_matches_central_finite_differences_in_f64() {
     let mut failures = Vec::new();
     for (k, (op, name, case)) in cases::all().into_iter().enumerate() {
         let label = format!("{op}/{name}");
         let p = prepare(&label, case, 1000 + k as u64);
-        failures.extend(finite_difference_failures(&p.builder.g, &p.feeds, &p.loss, &p.params, &p.grads, &label));
+        failures.extend(finite_difference_failures(&p.builder.g, &p.feeds, &p.loss, &p.params, &p.grads, &label, usize::MAX));
     }
     assert!(failures.is_empty(), "{} gradient element(s) disagree:\n{}", failures.len(), failures.join("\n"));
 }

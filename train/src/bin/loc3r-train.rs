@@ -39,26 +39,14 @@ enum Command {
     /// `loss.ori` and `grad.<checkpoint tensor name>` (in the checkpoint's layout) for each
     /// trainable tensor. The sample format is described in docs/training.md §5.
     Grad {
-        /// Checkpoint directory (as `loc3r-export export` reads it).
-        #[arg(long)]
-        checkpoint: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Prepared sample (`.safetensors`).
         #[arg(long)]
         sample: PathBuf,
         /// Output file (`.safetensors`), written atomically.
         #[arg(long)]
         out: PathBuf,
-        /// What trains: comma-separated `heads`, `projector` (mm_projector, image_newline,
-        /// cam_projector), `llm` (every Qwen2 tensor), or `all`.
-        #[arg(long, default_value = "llm,projector,heads")]
-        train: String,
-        /// Loss weights `lm=A,bev=B,sit=C,ori=D` (any subset) over the checkpoint config's
-        /// `loc3r.loss_weights` (defaults lm 1, bev 0.1, sit 0.5, ori 1).
-        #[arg(long, default_value = "")]
-        loss_weights: String,
-        /// Intra-op threads for ONNX Runtime.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
         /// Print the losses and gradient norms as JSON.
         #[arg(long)]
         json: bool,
@@ -70,21 +58,14 @@ enum Command {
     /// JSON line per update with every loss term) and, once all steps are done, checkpoint/: the
     /// base checkpoint with the trained tensors, ready for `loc3r-export export`.
     Train {
-        /// Checkpoint to start from.
-        #[arg(long)]
-        checkpoint: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Directory of prepared samples (`*.safetensors`, see `grad`).
         #[arg(long)]
         samples: PathBuf,
         /// Run directory (created; resumed when it holds a run).
         #[arg(long)]
         out: PathBuf,
-        /// What trains: `heads`, `projector`, `llm` (comma-separated) or `all`.
-        #[arg(long, default_value = "llm,projector,heads")]
-        train: String,
-        /// Loss weights `lm=A,bev=B,sit=C,ori=D` over the config's `loc3r.loss_weights`.
-        #[arg(long, default_value = "")]
-        loss_weights: String,
         /// Optimizer updates.
         #[arg(long, default_value_t = 100)]
         steps: u64,
@@ -106,9 +87,6 @@ enum Command {
         /// Seed of the sample order.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// ONNX Runtime intra-op threads (runs repeat bit for bit for a fixed count).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
         /// Save the run every this many updates (and at the end).
         #[arg(long, default_value_t = 50)]
         save_every: u64,
@@ -116,6 +94,31 @@ enum Command {
         #[arg(long)]
         stop_after: Option<u64>,
     },
+}
+
+/// The model, what trains and how it is weighed (shared by every command).
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Checkpoint directory (as `loc3r-export export` reads it).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// What trains: comma-separated `heads`, `projector` (mm_projector, image_newline,
+    /// cam_projector), `llm` (every Qwen2 tensor), or `all`.
+    #[arg(long, default_value = "llm,projector,heads")]
+    train: String,
+    /// Loss weights `lm=A,bev=B,sit=C,ori=D` (any subset) over the checkpoint config's
+    /// `loc3r.loss_weights` (defaults lm 1, bev 0.1, sit 0.5, ori 1).
+    #[arg(long, default_value = "")]
+    loss_weights: String,
+    /// ONNX Runtime intra-op threads (results repeat bit for bit for a fixed count).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+impl ModelArgs {
+    fn loss_weights(&self) -> Result<LossWeights> {
+        Ok(config_loss_weights(&self.checkpoint)?.with_overrides(&self.loss_weights).map_err(|e| InputError(format!("--loss-weights: {e}")))?)
+    }
 }
 
 /// An error the user can fix (exit 2).
@@ -150,28 +153,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Grad { checkpoint, sample, out, train, loss_weights, threads, json } => grad(&checkpoint, &sample, &out, &train, &loss_weights, threads, json),
-        Command::Train {
-            checkpoint,
-            samples,
-            out,
-            train,
-            loss_weights,
-            steps,
-            lr,
-            warmup_ratio,
-            accumulate,
-            max_grad_norm,
-            weight_decay,
-            seed,
-            threads,
-            save_every,
-            stop_after,
-        } => {
-            let weights = config_loss_weights(&checkpoint)?.with_overrides(&loss_weights).map_err(|e| InputError(format!("--loss-weights: {e}")))?;
+        Command::Grad { model, sample, out, json } => grad(&model, &sample, &out, json),
+        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after } => {
             let opts = TrainOptions {
-                train,
-                loss_weights: weights.into(),
+                train: model.train.clone(),
+                loss_weights: model.loss_weights()?.into(),
                 steps,
                 lr,
                 warmup_ratio,
@@ -179,7 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_grad_norm,
                 weight_decay,
                 seed,
-                threads,
+                threads: model.threads,
                 save_every,
             };
             let bar = indicatif::ProgressBar::new(steps);
@@ -187,7 +173,7 @@ fn run(cli: Cli) -> Result<()> {
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} updates, {per_sec}, ETA {eta} | {msg}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let log = train_run(&checkpoint, &samples, &out, &opts, stop_after, |s| {
+            let log = train_run(&model.checkpoint, &samples, &out, &opts, stop_after, |s| {
                 bar.set_position(s.step);
                 let parts: Vec<String> = s.losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
                 bar.set_message(format!("{} | lr {:.2e} | grad norm {:.3}", parts.join(" "), s.lr, s.grad_norm));
@@ -215,10 +201,11 @@ fn config_loss_weights(checkpoint: &Path) -> Result<LossWeights> {
     }
 }
 
-fn grad(checkpoint: &Path, sample_path: &Path, out: &Path, train: &str, overrides: &str, threads: usize, json: bool) -> Result<()> {
-    let groups = Group::parse_list(train).map_err(|e| InputError(format!("--train: {e}")))?;
-    let weights = config_loss_weights(checkpoint)?.with_overrides(overrides).map_err(|e| InputError(format!("--loss-weights: {e}")))?;
-    let ckpt = Checkpoint::open(checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
+fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool) -> Result<()> {
+    let groups = Group::parse_list(&model.train).map_err(|e| InputError(format!("--train: {e}")))?;
+    let weights = model.loss_weights()?;
+    let threads = model.threads;
+    let ckpt = Checkpoint::open(&model.checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
     let sample = Sample::read(sample_path)?;
     sample.validate(ckpt.config()).map_err(|e| InputError(format!("{}: {e}", sample_path.display())))?;
     let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights).context("building the training graph")?;

@@ -109,29 +109,7 @@ impl<'a> NodeArgs<'a> {
     }
 }
 
-/// Normalises `axis` (negative counts from the end) for a tensor of `rank`.
-pub(crate) fn axis(axis: i64, rank: usize) -> Result<usize, String> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if (0..r).contains(&a) {
-        Ok(a as usize)
-    } else {
-        Err(format!("axis {axis} is out of range for rank {rank}"))
-    }
-}
-
-/// Normalises a list of axes for `rank`, refusing duplicates.
-pub(crate) fn axes(list: &[i64], rank: usize) -> Result<Vec<usize>, String> {
-    let mut out = Vec::with_capacity(list.len());
-    for &a in list {
-        let a = axis(a, rank)?;
-        if out.contains(&a) {
-            return Err(format!("axes {list:?} name axis {a} twice"));
-        }
-        out.push(a);
-    }
-    Ok(out)
-}
+pub(crate) use loc3r_export::graph::{normalize_axes as axes, normalize_axis as axis};
 
 /// One output.
 pub(crate) fn one(t: Tensor) -> OpResult {
