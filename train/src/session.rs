@@ -175,8 +175,11 @@ pub fn apply_update(params: &mut [HostParam], grads: &mut [Vec<f32>], optimizer:
         clip_grad_norm(&mut views, max_grad_norm)
     };
     if grad_norm.is_finite() {
+        // Decay applies to weight matrices only, not to biases and norm gains (HF's grouping).
+        let no_decay = AdamW { weight_decay: 0.0, ..*optimizer };
         for (p, g) in params.iter_mut().zip(grads.iter()) {
-            optimizer.step(&mut p.value, g, &mut p.moments, step, lr);
+            let opt = if p.shape.len() >= 2 { optimizer } else { &no_decay };
+            opt.step(&mut p.value, g, &mut p.moments, step, lr);
         }
     }
     grad_norm
