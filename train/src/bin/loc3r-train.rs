@@ -51,6 +51,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write N random prepared samples shaped for a checkpoint (smoke tests and benchmarks of
+    /// the training path; real samples come from scenes and annotations).
+    RandomSamples {
+        /// Checkpoint the samples are shaped for.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory (`000000.safetensors`, …).
+        #[arg(long)]
+        out: PathBuf,
+        /// How many samples.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Frames per sample.
+        #[arg(long, default_value_t = 2)]
+        frames: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Train on a directory of prepared samples (AdamW, cosine schedule with warmup, gradient
     /// clipping and accumulation), resumably: run it again with the same options to continue.
     ///
@@ -154,6 +172,19 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Grad { model, sample, out, json } => grad(&model, &sample, &out, json),
+        Command::RandomSamples { checkpoint, out, count, frames, seed } => {
+            if frames == 0 || count == 0 {
+                return Err(InputError("--count and --frames must be at least 1".into()).into());
+            }
+            let ckpt = Checkpoint::open(&checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for i in 0..count {
+                let path = out.join(format!("{i:06}.safetensors"));
+                Sample::random_for(ckpt.config(), frames, seed.wrapping_add(i as u64)).write(&path)?;
+            }
+            println!("wrote {count} samples of {frames} frames to {}", out.display());
+            Ok(())
+        }
         Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after } => {
             let opts = TrainOptions {
                 train: model.train.clone(),
