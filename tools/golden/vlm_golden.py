@@ -466,7 +466,7 @@ def main() -> None:
         # ---------------- projector, pooling, newlines, camera projector
         for n_in in (27, 5):
             a_bil = torch_pool_matrix(n_in, "bilinear")
-            chk.close(f"bilinear pool matrix {n_in}->{math.ceil(n_in / 2)} F.interpolate vs spec formula",
+            chk.close(f"bilinear pool matrix {n_in}->{math.ceil(n_in / 2)} F.interpolate vs the half-pixel formula (docs/prompt.md)",
                       a_bil, np_bilinear_matrix(n_in, math.ceil(n_in / 2)), 1e-12)
             chk.close(f"average pool matrix {n_in}->{n_in // 2} F.avg_pool2d vs 2x2 blocks (last row/col dropped)",
                       torch_pool_matrix(n_in, "average"), np_avg_matrix(n_in), 1e-12)
@@ -475,10 +475,10 @@ def main() -> None:
         for d, (i0, i1, w0, w1) in enumerate(SPEC_BILINEAR_27_14):
             table[d, i0] += w0
             table[d, i1] += w1
-        chk.close("bilinear 27->14 matrix vs spec §3.5 table (6 decimals)", a27, table, 6e-7)
+        chk.close("bilinear 27->14 matrix vs the documented 27->14 table (6 decimals)", a27, table, 6e-7)
         chk.close("bilinear 27->14 weights are multiples of 1/28", a27 * 28, np.round(a27 * 28), 1e-9)
         src53 = [float(np.dot(row, np.arange(5))) for row in torch_pool_matrix(5, "bilinear")]
-        chk.close("bilinear 5->3 source coordinates vs spec §6 (1/3, 2, 11/3)", src53, SPEC_BILINEAR_5_3_SRC, 1e-12)
+        chk.close("bilinear 5->3 source coordinates vs hand-computed (1/3, 2, 11/3)", src53, SPEC_BILINEAR_5_3_SRC, 1e-12)
 
         img_in = t32(rng(args.seed, 2).standard_normal((2, g * g, vc["hidden_size"])))
         gb, ga = math.ceil(g / 2), g // 2
