@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Dev-only training reference: the Loc3R losses and their gradients by PyTorch autograd, and one
-torch.optim.AdamW step, for one prepared sample on the tiny checkpoint. Writes
-tests/fixtures/train_tiny/grads.safetensors, which train/tests/torch_parity.rs compares with the
+torch.optim.AdamW step, for one prepared sample on a make-tiny checkpoint. Writes
+tests/fixtures/train_tiny/grads.safetensors (models/tiny/config.json) and
+tests/fixtures/train_variant/grads.safetensors (its own config.json, average pooling; the commands are
+in its README), which train/tests/torch_parity.rs compares with the
 ONNX training graph of `loc3r-train grad` (losses 1e-5 relative, gradients 1e-4 of max|g_ref| per
 tensor, the AdamW step 1e-6 of max|theta_ref|).
 
@@ -43,6 +45,11 @@ Regenerate the fixture (the checkpoint is deterministic in its seed; its sha256 
     .venv-dev/bin/python tools/golden/grad_golden.py --checkpoint /tmp/loc3r-tiny-seed1 \\
         --sample tests/fixtures/train_tiny/sample.safetensors --out tests/fixtures/train_tiny/grads.safetensors
 
+`--set NAME[INDEX]=VALUE` (repeatable) overrides one element of a head or projector tensor of the
+checkpoint before anything is computed, e.g. `--set model.loc3r.bev_head.bias[2]=10` puts the BEV
+log-variances around the clamp (tests/fixtures/train_variant); the overrides are recorded in the
+metadata `param_overrides` ({name: {flat index: value}}) for the test to apply the same.
+
 Output (`grads.safetensors`, float32, sorted keys): rank-0 `loss`, `loss.lm`, `loss.bev`, `loss.pos`,
 `loss.ori`; `grad.<checkpoint name>` for every trainable tensor in the checkpoint's layout
 ([out, in] for Linear weights); `adamw.<name>` the parameter after the AdamW step for the tensors of
@@ -54,6 +61,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -201,7 +209,18 @@ def losses(p, llm, sample, lay: Layout, cfg: dict, weights: dict, dtype):
     l_lm = F.cross_entropy(logits, torch.tensor(lay.lm_targets, dtype=torch.int64), reduction="mean")
     total = (weights["lm"] * l_lm + weights["bev"] * l_bev
              + weights["sit"] * (l_pos + weights["ori"] * l_ori))
-    return {"loss": total, "loss.lm": l_lm, "loss.bev": l_bev, "loss.pos": l_pos, "loss.ori": l_ori}, embeds
+    return {"loss": total, "loss.lm": l_lm, "loss.bev": l_bev, "loss.pos": l_pos, "loss.ori": l_ori}, embeds, bev
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[int, float]]:
+    """`NAME[INDEX]=VALUE` -> {name: {flat index: value}}."""
+    out: dict[str, dict[int, float]] = {}
+    for item in items:
+        m = re.fullmatch(r"([\w.]+)\[(\d+)\]=(.+)", item)
+        if not m:
+            raise SystemExit(f"--set {item}: expected NAME[INDEX]=VALUE")
+        out.setdefault(m.group(1), {})[int(m.group(2))] = float(m.group(3))
+    return out
 
 
 def main() -> None:
@@ -211,7 +230,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path, help="grads.safetensors to write")
     ap.add_argument("--checkpoint-command", default=MAKE_TINY, help="how the checkpoint was made (recorded)")
     ap.add_argument("--sample-command", default=SAMPLE_COMMAND, help="how the sample was made (recorded)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME[INDEX]=VALUE",
+                    help="override one element of a head/projector tensor (recorded in the metadata)")
     args = ap.parse_args()
+    overrides = parse_overrides(args.set)
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -235,11 +257,30 @@ def main() -> None:
     llm, tied = build_qwen2(ck)
     assert not tied, "the tiny checkpoint has its own lm_head"
     names = sorted(n for n in ck.tensors if is_trainable(n))
-    params = {n: ck.get(n).clone().requires_grad_(True) for n in names}
+    for n, elems in overrides.items():
+        # The decoder self-check reads the Qwen2 tensors from the checkpoint: override heads/projector only.
+        chk.true(f"--set {n}: a trainable head or projector tensor", n in names and n.startswith(("model.loc3r.", "model.mm_projector.")))
+        chk.true(f"--set {n}: indices within {ck.get(n).numel()}", all(i < ck.get(n).numel() for i in elems))
+
+    def initial(n: str) -> torch.Tensor:
+        t = ck.get(n).clone()
+        for i, v in overrides.get(n, {}).items():
+            t.view(-1)[i] = v
+        return t
+
+    params = {n: initial(n).requires_grad_(True) for n in names}
     llm_names = {k for k in llm.state_dict() if not k.endswith("inv_freq")}
     chk.true("every Qwen2 tensor is a trainable leaf", llm_names <= set(params))
 
-    parts, embeds = losses(params, llm, sample, lay, cfg, weights, torch.float32)
+    parts, embeds, bev = losses(params, llm, sample, lay, cfg, weights, torch.float32)
+    with torch.no_grad():  # where the BEV log-variances sit relative to the clamp
+        s = bev[:, 2:4]
+        beyond = int(((s < -10.0) | (s > 10.0)).sum())
+        gap = float((s.abs() - 10.0).abs().min())
+        valid = sample["bev_mask"].bool()
+        log(f"valid-token BEV log-variances beyond the clamp: {int(((s[valid] < -10.0) | (s[valid] > 10.0)).sum())}; s_x {[round(float(x), 4) for x in s[:, 0]]}")
+        log(f"BEV log-variances in [{float(s.min()):.4f}, {float(s.max()):.4f}]: {beyond} of {s.numel()} beyond the clamp, "
+            f"closest {gap:.2e} from it")
     with torch.no_grad():  # the HF decoder against the NumPy float64 one of vlm_golden.py
         _, np_hidden, _ = vlm_golden.np_qwen2(ck, embeds[0].numpy().astype(np.float64))
         hf = llm.model(inputs_embeds=embeds, position_ids=torch.arange(embeds.shape[1])[None], use_cache=False)
@@ -252,10 +293,12 @@ def main() -> None:
 
     # The float32 rounding floor: the same computation in float64.
     llm64 = copy.deepcopy(llm).double()
-    p64 = {n: ck.get(n).double().requires_grad_(True) for n in names}
-    parts64, _ = losses(p64, llm64, sample, lay, cfg, weights, torch.float64)
+    p64 = {n: initial(n).double().requires_grad_(True) for n in names}
+    parts64, _, _ = losses(p64, llm64, sample, lay, cfg, weights, torch.float64)
     g64 = torch.autograd.grad(parts64["loss"], [p64[n] for n in names])
-    loss_floor = max(abs(float(parts[k]) - float(parts64[k])) / abs(float(parts64[k])) for k in parts)
+    # (a loss that is exactly 0, as L_pos and L_ori without a situation, counts absolutely)
+    loss_floor = max(abs(float(parts[k]) - float(parts64[k])) / max(abs(float(parts64[k])), 1.0 if float(parts64[k]) == 0.0 else 0.0)
+                     for k in parts)
     grad_floor, worst = 0.0, ""
     for n, gg in zip(names, g64):
         rel = float((grads[n].double() - gg).abs().max() / gg.abs().max().clamp(min=1e-30))
@@ -267,7 +310,7 @@ def main() -> None:
 
     # One AdamW step (after clipping the global norm).
     with torch.no_grad():
-        leaves = {n: ck.get(n).clone().requires_grad_(True) for n in names}
+        leaves = {n: initial(n).requires_grad_(True) for n in names}
         for n in names:
             leaves[n].grad = grads[n].clone()
         norm = torch.nn.utils.clip_grad_norm_([leaves[n] for n in names], MAX_GRAD_NORM)
@@ -281,6 +324,13 @@ def main() -> None:
     out = {k: v.detach().reshape(()).to(torch.float32) for k, v in parts.items()}
     out.update({f"grad.{n}": grads[n].contiguous() for n in names})
     out.update({f"adamw.{n}": leaves[n].detach().clone().contiguous() for n in ADAMW_TENSORS})
+    if overrides:
+        metadata_overrides = {
+            "param_overrides": json.dumps({n: {str(i): v for i, v in sorted(e.items())} for n, e in sorted(overrides.items())}),
+            "bev_log_variance_beyond_clamp": f"{beyond} of {s.numel()} (closest {gap:.2e} from +-10)",
+        }
+    else:
+        metadata_overrides = {}
     metadata = {
         "format": "pt",
         "generator": "tools/golden/grad_golden.py",
@@ -296,6 +346,7 @@ def main() -> None:
         "versions": json.dumps({"torch": torch.__version__, "transformers": transformers.__version__,
                                 "numpy": np.__version__, "python": sys.version.split()[0]}),
         "checks": json.dumps(chk.lines),
+        **metadata_overrides,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(args.out, out, metadata)

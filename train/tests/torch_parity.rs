@@ -1,8 +1,11 @@
-//! Gradient parity with PyTorch autograd on the tiny checkpoint (tests/fixtures/train_tiny,
-//! written by tools/golden/grad_golden.py): the whole training graph (projector → splice →
-//! decoder → heads, LM head, the four losses) run on ONNX Runtime in f32 for the committed
-//! sample, against the losses and gradients PyTorch computes from the formulas of
-//! docs/training.md with Hugging Face's Qwen2, and one AdamW step against `torch.optim.AdamW`.
+//! Gradient parity with PyTorch autograd (tools/golden/grad_golden.py) on two checkpoints:
+//! tests/fixtures/train_tiny (models/tiny/config.json) and tests/fixtures/train_variant (a
+//! config of its own: other widths, depth and GQA grouping, average pooling, 12 orientation
+//! bins, 3 frames, no situation, one BEV log-variance beyond the clamp). The whole training
+//! graph (projector → splice → decoder → heads, LM head, the four losses) run on ONNX Runtime
+//! in f32 for the committed sample, against the losses and gradients PyTorch computes from the
+//! formulas of docs/training.md with Hugging Face's Qwen2, and one AdamW step against
+//! `torch.optim.AdamW`.
 //!
 //! Tolerances: every loss term within 1e-5 relative; every gradient within 1e-4 of the
 //! reference tensor's max |g| (max-abs error over the tensor's scale); the AdamW step within
@@ -19,10 +22,8 @@ use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::optim::AdamW;
 use loc3r_train::sample::Sample;
-use loc3r_train::session::{apply_update, host_params, Runner};
+use loc3r_train::session::{apply_update, host_params, HostParam, Runner};
 
-/// The checkpoint the fixture was computed on: `loc3r-export make-tiny --seed 1`.
-const SEED: u64 = 1;
 const LOSS_TOL: f64 = 1e-5;
 const GRAD_TOL: f64 = 1e-4;
 const ADAMW_TOL: f64 = 1e-6;
@@ -31,9 +32,26 @@ const LR: f64 = 1e-3;
 const WEIGHT_DECAY: f64 = 0.1;
 const MAX_GRAD_NORM: f64 = 1.0;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/train_tiny")
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
 }
+
+/// One fixture: the checkpoint it was computed on (`make-tiny --config CONFIG --seed SEED`) and
+/// what its sample exercises.
+struct Case {
+    dir: &'static str,
+    /// `make-tiny --config`: a built-in name, or a config path relative to this crate's
+    /// directory (the working directory of `cargo test`). The string is part of the
+    /// checkpoint's safetensors metadata, so it must be the one the fixture was made with.
+    config: &'static str,
+    seed: u64,
+    situation_valid: f32,
+    /// Head parameters the reference overrode (`grad_golden.py --set`), from its metadata.
+    overridden: bool,
+}
+
+const TINY: Case = Case { dir: "train_tiny", config: "tiny", seed: 1, situation_valid: 1.0, overridden: false };
+const VARIANT: Case = Case { dir: "train_variant", config: "../tests/fixtures/train_variant/config.json", seed: 2, situation_valid: 0.0, overridden: true };
 
 struct Reference {
     tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
@@ -63,17 +81,52 @@ fn scaled_error(got: &[f32], want: &[f32]) -> (f64, f64) {
 
 #[test]
 fn training_graph_matches_pytorch_autograd_and_adamw() {
-    let reference = read_reference(&fixture().join("grads.safetensors"));
+    check(&TINY);
+}
+
+#[test]
+fn training_graph_matches_pytorch_autograd_and_adamw_on_a_config_variant() {
+    check(&VARIANT);
+}
+
+/// `param_overrides` of the metadata ({name: {flat index: value}}) applied to the parameters.
+fn apply_overrides(params: &mut [HostParam], metadata: &HashMap<String, String>) -> usize {
+    let Some(json) = metadata.get("param_overrides") else { return 0 };
+    let overrides: BTreeMap<String, BTreeMap<String, f32>> = serde_json::from_str(json).expect("param_overrides is JSON");
+    let mut n = 0;
+    for (name, elems) in overrides {
+        let p = params.iter_mut().find(|p| p.name == name).unwrap_or_else(|| panic!("override of `{name}`, which is not trainable"));
+        for (i, v) in elems {
+            let i: usize = i.parse().expect("flat index");
+            println!("{name}[{i}] = {v} (was {})", p.value[i]);
+            p.value[i] = v;
+            n += 1;
+        }
+    }
+    n
+}
+
+fn check(case: &Case) {
+    let fixture_dir = fixture(case.dir);
+    println!("== {}", case.dir);
+    let reference = read_reference(&fixture_dir.join("grads.safetensors"));
     let dir = tempfile::tempdir().expect("temp dir");
     let ck = dir.path().join("ck");
-    make_tiny(&ck, &TinyOptions { seed: SEED, ..TinyOptions::default() }, |_, _| {}).expect("tiny checkpoint");
+    make_tiny(&ck, &TinyOptions { config: case.config.into(), seed: case.seed, ..TinyOptions::default() }, |_, _| {}).expect("tiny checkpoint");
     // make-tiny is deterministic: the checkpoint is the one the reference was computed on.
     let recorded: BTreeMap<String, String> = serde_json::from_str(&reference.metadata["checkpoint_sha256"]).expect("checkpoint_sha256 is JSON");
     let (sha, _) = loc3r_export::bundle::sha256_of(&ck.join("model.safetensors")).expect("hash");
-    assert_eq!(Some(&sha), recorded.get("model.safetensors"), "make-tiny --seed {SEED} no longer writes the fixture's checkpoint");
+    assert_eq!(
+        Some(&sha),
+        recorded.get("model.safetensors"),
+        "make-tiny --config {} --seed {} no longer writes the fixture's checkpoint",
+        case.config,
+        case.seed
+    );
 
     let ckpt = Checkpoint::open(&ck, None, Requirements::default()).expect("opens");
-    let sample = Sample::read(&fixture().join("sample.safetensors")).expect("the committed sample reads");
+    let sample = Sample::read(&fixture_dir.join("sample.safetensors")).expect("the committed sample reads");
+    assert_eq!(sample.situation_valid, case.situation_valid, "{}: situation_valid", case.dir);
     let (tg, data) = training_graph(&ckpt, &sample, &Group::parse_list("all").expect("groups"), &LossWeights::default()).expect("training graph");
     let (mut floats, mut ids) = (HashMap::new(), HashMap::new());
     for (name, d) in data {
@@ -87,7 +140,12 @@ fn training_graph_matches_pytorch_autograd_and_adamw() {
         }
     }
     let mut runner = Runner::new(&tg, dir.path(), 1).expect("ONNX Runtime loads the training graph");
-    let params = host_params(&tg).expect("parameters");
+    let mut params = host_params(&tg).expect("parameters");
+    let overridden = apply_overrides(&mut params, &reference.metadata);
+    assert_eq!(overridden > 0, case.overridden, "{}: param_overrides in the metadata", case.dir);
+    if let Some(clamp) = reference.metadata.get("bev_log_variance_beyond_clamp") {
+        println!("BEV log-variances beyond the clamp (torch): {clamp}");
+    }
     let ours = runner.run(&params, &floats, &ids).expect("runs");
     let mut failures = Vec::new();
 
@@ -128,6 +186,19 @@ fn training_graph_matches_pytorch_autograd_and_adamw() {
         }
         if rel.is_nan() || rel > GRAD_TOL {
             failures.push(format!("grad.{}: max|Δ| {:.2e} of max|g| {scale:.3e} (> {GRAD_TOL:.0e})", p.name, rel));
+        }
+    }
+    if case.situation_valid == 0.0 {
+        // Without a situation L_pos and L_ori are 0·ℓ: their heads get exactly no gradient.
+        let heads: Vec<_> = params
+            .iter()
+            .zip(&ours.grads)
+            .filter(|(p, _)| p.name.starts_with("model.loc3r.pos_head.") || p.name.starts_with("model.loc3r.ori_head."))
+            .collect();
+        assert_eq!(heads.len(), 8, "pos and ori heads");
+        for (p, g) in heads {
+            let want = &reference.tensors[&format!("grad.{}", p.name)].1;
+            assert!(g.iter().chain(want).all(|&x| x == 0.0), "grad.{} is not zero without a situation", p.name);
         }
     }
     for (group, rel) in &by_group {
