@@ -40,9 +40,11 @@ demo: build clean-demo
 	  --question "Where is the chair relative to me?" --question "Which direction am I facing?"
 	@echo "== demo done: checkpoint, bundle and video in $(DEMO_DIR)/"
 
-# CPU benchmark on the small config (per-stage times at 8 and 32 frames); not part of `make test`.
+# CPU benchmark on the small config (per-stage times at 8 and 32 frames, and one training step against
+# PyTorch: tools/bench-train); not part of `make test`.
 bench: bootstrap
 	tools/bench
+	tools/bench-train
 
 clean-demo:
 	@rm -rf $(DEMO_DIR)

@@ -230,12 +230,16 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path, help="grads.safetensors to write")
     ap.add_argument("--checkpoint-command", default=MAKE_TINY, help="how the checkpoint was made (recorded)")
     ap.add_argument("--sample-command", default=SAMPLE_COMMAND, help="how the sample was made (recorded)")
+    ap.add_argument("--bench", type=int, default=0, metavar="N",
+                    help="time N training steps (f32 forward + autograd of every trainable tensor, after one warm-up), "
+                         "print them as JSON and exit without checks or output (tools/bench-train)")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--set", action="append", default=[], metavar="NAME[INDEX]=VALUE",
                     help="override one element of a head/projector tensor (recorded in the metadata)")
     args = ap.parse_args()
     overrides = parse_overrides(args.set)
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     chk = Checker()
     ck = Checkpoint(args.checkpoint)
@@ -271,6 +275,20 @@ def main() -> None:
     params = {n: initial(n).requires_grad_(True) for n in names}
     llm_names = {k for k in llm.state_dict() if not k.endswith("inv_freq")}
     chk.true("every Qwen2 tensor is a trainable leaf", llm_names <= set(params))
+
+    if args.bench:
+        import json, resource, time
+        times = []
+        for i in range(args.bench + 1):  # the first run warms up
+            t0 = time.perf_counter()
+            step_parts, _, _ = losses(params, llm, sample, lay, cfg, weights, torch.float32)
+            torch.autograd.grad(step_parts["loss"], [params[n] for n in names], allow_unused=True)
+            if i:
+                times.append(time.perf_counter() - t0)
+        print(json.dumps({"step_s_min": min(times), "step_s_median": sorted(times)[len(times) // 2],
+                          "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                          "sequence": lay.total, "trainable_tensors": len(names)}))
+        return
 
     parts, embeds, bev = losses(params, llm, sample, lay, cfg, weights, torch.float32)
     with torch.no_grad():  # where the BEV log-variances sit relative to the clamp

@@ -50,6 +50,10 @@ enum Command {
         /// Print the losses and gradient norms as JSON.
         #[arg(long)]
         json: bool,
+        /// Also time this many more runs of the step (after the first, which warms up) and
+        /// report them (`step_ms`), for benchmarks.
+        #[arg(long, default_value_t = 0)]
+        bench_runs: usize,
     },
     /// Write N random prepared samples shaped for a checkpoint (smoke tests and benchmarks of
     /// the training path; real samples come from scenes and annotations).
@@ -171,7 +175,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Grad { model, sample, out, json } => grad(&model, &sample, &out, json),
+        Command::Grad { model, sample, out, json, bench_runs } => grad(&model, &sample, &out, json, bench_runs),
         Command::RandomSamples { checkpoint, out, count, frames, seed } => {
             if frames == 0 || count == 0 {
                 return Err(InputError("--count and --frames must be at least 1".into()).into());
@@ -232,7 +236,7 @@ fn config_loss_weights(checkpoint: &Path) -> Result<LossWeights> {
     }
 }
 
-fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool) -> Result<()> {
+fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_runs: usize) -> Result<()> {
     let groups = Group::parse_list(&model.train).map_err(|e| InputError(format!("--train: {e}")))?;
     let weights = model.loss_weights()?;
     let threads = model.threads;
@@ -248,22 +252,37 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool) -> Result
         .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
         .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
         .context("loading the training graph in ONNX Runtime")?;
-    let mut feeds: Vec<(String, DynValue)> = Vec::with_capacity(data.len() + tg.params.len());
-    for (name, d) in data {
-        let v = match d {
-            Data::F32(a) => Tensor::from_array(a)?.into_dyn(),
-            Data::I64(a) => Tensor::from_array(a)?.into_dyn(),
-        };
-        feeds.push((name, v));
-    }
+    // Inputs as arrays, turned into ORT values for each run (a run takes its values).
+    let mut arrays: Vec<(String, Data)> = data.into_iter().collect();
     for p in &tg.params {
         let mut bytes = Vec::new();
         p.initial.write_as(DType::F32, &mut bytes).with_context(|| format!("reading `{}`", p.name))?;
         let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let a = ndarray::ArrayD::from_shape_vec(p.initial.shape(), values)?;
-        feeds.push((p.name.clone(), Tensor::from_array(a)?.into_dyn()));
+        arrays.push((p.name.clone(), Data::F32(ndarray::ArrayD::from_shape_vec(p.initial.shape(), values)?)));
     }
-    let outputs = session.run(feeds).context("running the training graph")?;
+    let feeds = || -> Result<Vec<(String, DynValue)>> {
+        arrays
+            .iter()
+            .map(|(name, d)| {
+                let v = match d {
+                    Data::F32(a) => Tensor::from_array(a.clone())?.into_dyn(),
+                    Data::I64(a) => Tensor::from_array(a.clone())?.into_dyn(),
+                };
+                Ok((name.clone(), v))
+            })
+            .collect()
+    };
+    // Timed runs after a warm-up one, for benchmarks; then the run whose outputs are written.
+    let mut step_ms = Vec::with_capacity(bench_runs);
+    for k in 0..bench_runs + usize::from(bench_runs > 0) {
+        let inputs = feeds()?;
+        let t0 = std::time::Instant::now();
+        session.run(inputs).context("running the training graph")?;
+        if k > 0 {
+            step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let outputs = session.run(feeds()?).context("running the training graph")?;
 
     let mut tensors: Vec<(TensorToWrite, Vec<u8>)> = Vec::new();
     let mut report = serde_json::Map::new();
@@ -290,6 +309,11 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool) -> Result
     if json {
         report.insert("grad_norms".into(), serde_json::Value::Object(norms));
         report.insert("trainable_tensors".into(), serde_json::json!(tg.params.len()));
+        if !step_ms.is_empty() {
+            let mut sorted = step_ms.clone();
+            sorted.sort_by(f64::total_cmp);
+            report.insert("step_ms".into(), serde_json::json!({"min": sorted[0], "median": sorted[sorted.len() / 2], "runs": sorted.len()}));
+        }
         println!("{}", serde_json::Value::Object(report));
     } else {
         let losses: Vec<String> = tg.loss_outputs.iter().map(|v| format!("{} {}", v.name(), report[v.name()])).collect();
