@@ -85,6 +85,25 @@ pub enum Data {
     I64(ArrayD<i64>),
 }
 
+/// Feeds split by element type, as `session::Runner::run` takes them.
+pub type SplitFeeds = (HashMap<String, ArrayD<f32>>, HashMap<String, ArrayD<i64>>);
+
+/// Splits a training graph's data feeds into the f32 and the i64 ones.
+pub fn split_feeds(data: HashMap<String, Data>) -> SplitFeeds {
+    let (mut floats, mut ids) = (HashMap::new(), HashMap::new());
+    for (name, d) in data {
+        match d {
+            Data::F32(a) => {
+                floats.insert(name, a);
+            }
+            Data::I64(a) => {
+                ids.insert(name, a);
+            }
+        }
+    }
+    (floats, ids)
+}
+
 fn f32s(shape: &[usize], v: Vec<f32>) -> Data {
     Data::F32(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape and length agree"))
 }

@@ -24,7 +24,7 @@ use ndarray::ArrayD;
 
 use crate::checkpoint::{write_trained, TrainedTensor};
 use crate::losses::LossWeights;
-use crate::model::{training_graph, Data, Group};
+use crate::model::{split_feeds, training_graph, Group};
 use crate::optim::{cosine_with_warmup, AdamW};
 use crate::sample::Sample;
 use crate::session::{apply_update, host_params, HostParam, Runner};
@@ -213,17 +213,7 @@ pub fn train(
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             slot.insert(Runner::new(&tg, &dir, opts.threads)?);
         }
-        let (mut floats, mut ids) = (HashMap::new(), HashMap::new());
-        for (name, d) in data {
-            match d {
-                Data::F32(a) => {
-                    floats.insert(name, a);
-                }
-                Data::I64(a) => {
-                    ids.insert(name, a);
-                }
-            }
-        }
+        let (floats, ids) = split_feeds(data);
         prepared.push(Prepared { shape_key: key, floats, ids });
     }
     let mut params = params.expect("at least one sample");

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_train::losses::LossWeights;
-use loc3r_train::model::{training_graph, Data, Group};
+use loc3r_train::model::{split_feeds, training_graph, Group};
 use loc3r_train::optim::AdamW;
 use loc3r_train::sample::Sample;
 use loc3r_train::session::{apply_update, host_params, HostParam, Runner};
@@ -128,17 +128,7 @@ fn check(case: &Case) {
     let sample = Sample::read(&fixture_dir.join("sample.safetensors")).expect("the committed sample reads");
     assert_eq!(sample.situation_valid, case.situation_valid, "{}: situation_valid", case.dir);
     let (tg, data) = training_graph(&ckpt, &sample, &Group::parse_list("all").expect("groups"), &LossWeights::default()).expect("training graph");
-    let (mut floats, mut ids) = (HashMap::new(), HashMap::new());
-    for (name, d) in data {
-        match d {
-            Data::F32(a) => {
-                floats.insert(name, a);
-            }
-            Data::I64(a) => {
-                ids.insert(name, a);
-            }
-        }
-    }
+    let (floats, ids) = split_feeds(data);
     let mut runner = Runner::new(&tg, dir.path(), 1).expect("ONNX Runtime loads the training graph");
     let mut params = host_params(&tg).expect("parameters");
     let overridden = apply_overrides(&mut params, &reference.metadata);
