@@ -54,6 +54,17 @@ pub struct Param {
     pub grad_output: Value,
 }
 
+impl Param {
+    /// The initial value as f32, in the graph input's layout (what the input is fed at step 0).
+    pub fn initial_values(&self) -> std::io::Result<ndarray::ArrayD<f32>> {
+        let mut bytes = Vec::new();
+        self.initial.write_as(DType::F32, &mut bytes)?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        ndarray::ArrayD::from_shape_vec(self.initial.shape(), values)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("`{}`: {e}", self.name)))
+    }
+}
+
 /// A forward graph extended with its losses and gradients.
 #[derive(Debug)]
 pub struct TrainingGraph {
@@ -233,10 +244,7 @@ mod tests {
         feeds.insert(targets::ORI_TARGET_NEG_ENTROPY.into(), Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[2]), qh).expect("shape")));
         feeds.insert(targets::SITUATION_VALID.into(), Tensor::Float(ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0, 0.0]).expect("shape")));
         for p in &tg.params {
-            let mut bytes = Vec::new();
-            p.initial.write_as(DType::F32, &mut bytes).expect("weights");
-            let values: Vec<f64> = bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
-            feeds.insert(p.name.clone(), Tensor::Float(ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).expect("shape")));
+            feeds.insert(p.name.clone(), Tensor::Float(p.initial_values().expect("weights").mapv(f64::from)));
         }
 
         let loss = tg.loss_outputs[0].clone();
@@ -287,10 +295,7 @@ mod tests {
             }
         }
         for p in &tg.params {
-            let mut bytes = Vec::new();
-            p.initial.write_as(DType::F32, &mut bytes).expect("weights");
-            let values: Vec<f64> = bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
-            feeds.insert(p.name.clone(), Tensor::Float(ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).expect("shape")));
+            feeds.insert(p.name.clone(), Tensor::Float(p.initial_values().expect("weights").mapv(f64::from)));
         }
         let inputs: Vec<Value> = tg.params.iter().map(|p| p.input.clone()).collect();
         let grads: Vec<Value> = tg.params.iter().map(|p| p.grad.clone()).collect();

@@ -150,10 +150,7 @@ impl Runner {
 pub fn host_params(tg: &TrainingGraph) -> Result<Vec<HostParam>, SessionError> {
     let mut params = Vec::with_capacity(tg.params.len());
     for p in &tg.params {
-        let mut bytes = Vec::new();
-        p.initial.write_as(loc3r_export::DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
+        let stored = p.initial_values().map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
         let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
         let n = checkpoint.len();
         params.push(HostParam {

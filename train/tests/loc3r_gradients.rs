@@ -12,7 +12,6 @@ use loc3r_train::interp::{evaluate, Tensor};
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::sample::Sample;
-use ndarray::ArrayD;
 
 fn interp_feeds(feeds: &HashMap<String, Data>) -> HashMap<String, Tensor> {
     feeds
@@ -47,10 +46,7 @@ fn loc3r_training_graph_gradients_match_finite_differences_and_onnx_runtime() {
 
     let mut feeds = interp_feeds(&data);
     for p in &tg.params {
-        let mut bytes = Vec::new();
-        p.initial.write_as(loc3r_export::DType::F32, &mut bytes).expect("weights");
-        let values: Vec<f64> = bytes.chunks_exact(4).map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
-        feeds.insert(p.name.clone(), Tensor::Float(ArrayD::from_shape_vec(p.initial.shape(), values).expect("shape")));
+        feeds.insert(p.name.clone(), Tensor::Float(p.initial_values().expect("weights").mapv(f64::from)));
     }
     let loss_names: Vec<&str> = tg.loss_outputs.iter().map(|v| v.name()).collect();
     let out = evaluate(&tg.graph, &feeds, &loss_names).expect("the interpreter runs the training graph");

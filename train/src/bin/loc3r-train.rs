@@ -255,10 +255,7 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
     // Inputs as arrays, turned into ORT values for each run (a run takes its values).
     let mut arrays: Vec<(String, Data)> = data.into_iter().collect();
     for p in &tg.params {
-        let mut bytes = Vec::new();
-        p.initial.write_as(DType::F32, &mut bytes).with_context(|| format!("reading `{}`", p.name))?;
-        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        arrays.push((p.name.clone(), Data::F32(ndarray::ArrayD::from_shape_vec(p.initial.shape(), values)?)));
+        arrays.push((p.name.clone(), Data::F32(p.initial_values().with_context(|| format!("reading `{}`", p.name))?)));
     }
     let feeds = || -> Result<Vec<(String, DynValue)>> {
         arrays
