@@ -130,7 +130,7 @@ fn layout(ckpt: &Checkpoint, sample: &Sample) -> Layout {
     let grid = cfg.vision_grid();
     let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
     let tokens_per_frame = pooled * (pooled + 1);
-    let at = sample.placeholder();
+    let at = sample.placeholder().expect("training_graph validates the sample first");
     let (before, after) = (at, sample.input_ids.len() - at - 1);
     let video = sample.frames * (tokens_per_frame + 1);
     // Sequence position of input position i (the placeholder expands to the video).
@@ -264,7 +264,7 @@ pub fn training_graph(
     let mut feeds = HashMap::new();
     feeds.insert(io::projector::IMAGE_FEATURES.to_string(), f32s(&[f, p, cv], sample.image_features.clone()));
     feeds.insert(io::projector::CAMERA_TOKENS.to_string(), f32s(&[f, sample.camera_dim], sample.camera_tokens.clone()));
-    let at = sample.placeholder();
+    let at = lay.before;
     let text_ids: Vec<i64> = sample.input_ids[..at].iter().chain(&sample.input_ids[at + 1..]).copied().collect();
     feeds.insert(inputs::TEXT_IDS.to_string(), i64s(&[text_ids.len()], text_ids));
     feeds.insert(io::decoder::ATTENTION_MASK.to_string(), i64s(&[1, lay.total], vec![1; lay.total]));

@@ -55,9 +55,10 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// Where the video placeholder is in `input_ids`.
-    pub fn placeholder(&self) -> usize {
-        self.input_ids.iter().position(|&t| t == IMAGE_PLACEHOLDER).expect("validated: one placeholder")
+    /// Where the video placeholder is in `input_ids` (its first occurrence; `validate` requires
+    /// exactly one).
+    pub fn placeholder(&self) -> Option<usize> {
+        self.input_ids.iter().position(|&t| t == IMAGE_PLACEHOLDER)
     }
 
     /// Checks the sample against the checkpoint's config: shapes, the placeholder, the
@@ -93,7 +94,7 @@ impl Sample {
         if let Some(bad) = self.labels.iter().find(|&&t| t != IGNORE && !(0..vocab).contains(&t)) {
             return Err(format!("labels holds {bad}, neither {IGNORE} nor a token id"));
         }
-        if self.labels[self.placeholder()] != IGNORE || self.labels.first().is_some_and(|&l| l != IGNORE) {
+        if self.placeholder().is_some_and(|at| self.labels[at] != IGNORE) || self.labels.first().is_some_and(|&l| l != IGNORE) {
             return Err("the placeholder and the first position cannot be supervised (label −100)".into());
         }
         for (name, id) in [("<Pos>", cfg.loc3r.pos_token_id), ("<Ori>", cfg.loc3r.ori_token_id)] {

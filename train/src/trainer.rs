@@ -203,7 +203,12 @@ pub fn train(
     for file in &files {
         let sample = Sample::read(file)?;
         sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
-        let key = (sample.placeholder(), sample.input_ids.len(), sample.frames, sample.labels.iter().filter(|&&l| l != crate::sample::IGNORE).count());
+        let key = (
+            sample.placeholder().unwrap_or_default(),
+            sample.input_ids.len(),
+            sample.frames,
+            sample.labels.iter().filter(|&&l| l != crate::sample::IGNORE).count(),
+        );
         let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights)?;
         if params.is_none() {
             params = Some(host_params(&tg)?);

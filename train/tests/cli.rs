@@ -44,7 +44,7 @@ fn grad_writes_losses_and_gradients_and_refuses_bad_samples() {
 
     // Bad input: exit 2, the message names the problem, no output file.
     let mut two = sample.clone();
-    let at = two.placeholder();
+    let at = two.placeholder().expect("the random sample has its placeholder");
     two.input_ids[at + 1] = loc3r_train::sample::IMAGE_PLACEHOLDER;
     let bad = dir.path().join("two_placeholders.safetensors");
     two.write(&bad).expect("writes");
