@@ -9,6 +9,7 @@
 //!   with the typed enums it carries ([`Precision`], [`Pooling`], [`KvCacheLayout`]);
 //! - [`Graph`]: the graphs a bundle can hold and their file names;
 //! - [`io`]: every graph input and output name, with its shape and dtype;
+//! - [`bev`]: the gravity-aligned BEV frame poses are reported in, and its maps to a world frame;
 //! - [`DType`]: element types of tensors and graph values;
 //! - [`ort_env`] (feature `ort`): finding and loading the ONNX Runtime shared library, which
 //!   both the runtime and the exporter's checks (`inspect`, graph tests) use.
@@ -16,6 +17,7 @@
 //! Changing a name or a shape here changes the bundle format: bump
 //! [`manifest::FORMAT_VERSION`] when old bundles can no longer be read.
 
+pub mod bev;
 pub mod dtype;
 pub mod graph;
 pub mod io;
