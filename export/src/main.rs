@@ -53,6 +53,10 @@ enum Command {
         /// Qwen2 tokenizer.json for configs with the real vocabulary (default: models/qwen2/tokenizer.json).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Learn the small byte-level BPE's merges from this text file (configs with a small vocabulary;
+        /// default: an embedded English corpus).
+        #[arg(long)]
+        tokenizer_corpus: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -170,8 +174,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, quiet, json } => {
-            let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer };
+        Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, tokenizer_corpus, quiet, json } => {
+            let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer, tokenizer_corpus };
             let bar = progress_bar(quiet || json, "writing tensors");
             let report = make_tiny(&out, &opts, |done, total| {
                 bar.set_length(total as u64);

@@ -50,6 +50,6 @@ pub mod stages;
 pub mod values;
 
 pub use error::{Error, Fault, Result};
-pub use pipeline::{Answer, Loc3r, Localization, Scene};
+pub use pipeline::{Answer, FrozenFeatures, Loc3r, Localization, Scene};
 pub use session::{Device, SessionOptions};
 pub use stages::sampling::GenerationOptions;

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{concatenate, s, Array2, Axis};
+use ndarray::{concatenate, s, Array2, Array3, Axis};
 use serde::Serialize;
 
 use crate::bundle::Bundle;
@@ -31,7 +31,7 @@ use crate::stages::preprocess::{preprocess, PreprocessSpec};
 use crate::stages::prompt::{self, PromptPlan, VideoTiming};
 use crate::stages::sampling::{GenerationOptions, Sampler};
 use crate::stages::video::{load_frames, FrameSpec, Frames};
-use crate::stages::vision::{embed_frames, VisionEmbeds};
+use crate::stages::vision::{embed_frames, siglip_features, VisionEmbeds};
 
 pub use crate::stages::heads::{Localization, PositionJson};
 
@@ -190,6 +190,41 @@ impl Loc3r {
     }
 }
 
+/// The outputs of the frozen encoders for some frames: what a training sample caches so that
+/// epochs do not re-run SigLIP and CUT3R.
+#[derive(Debug, Clone)]
+pub struct FrozenFeatures {
+    /// SigLIP features `[F, P, Cv]` (before the projector).
+    pub image_features: Array3<f32>,
+    /// CUT3R camera tokens `[F, Dc]` (before the projector), from a fresh recurrence.
+    pub camera_tokens: Array2<f32>,
+}
+
+impl Loc3r {
+    /// Runs the frozen encoders (CUT3R from its initial state, then SigLIP) on frames, exactly as
+    /// [`Loc3r::observe_frames`] does before the projector.
+    pub fn frozen_features(&self, frames: &Frames) -> Result<FrozenFeatures> {
+        let b = &self.bundle;
+        if frames.frames.is_empty() {
+            return Err(Error::Input("no frames to encode".into()));
+        }
+        let pixels = preprocess(frames, &self.preprocess_spec())?;
+        let (cameras, _) = Cut3r::new(b)?.run(&pixels.cut3r, &self.cut3r_init)?;
+        let image_features = siglip_features(b, &pixels.siglip)?;
+        Ok(FrozenFeatures { image_features, camera_tokens: cameras.tokens })
+    }
+
+    fn preprocess_spec(&self) -> PreprocessSpec {
+        let rt = &self.bundle.manifest.runtime;
+        PreprocessSpec {
+            siglip_size: rt.vision.image_size,
+            cut3r_long_side: rt.cut3r.long_side,
+            cut3r_width: rt.cut3r.width,
+            cut3r_height: rt.cut3r.height,
+        }
+    }
+}
+
 /// Frames through CUT3R (continuing a state), SigLIP and the projector.
 struct EncodedFrames {
     cameras: CameraTokens,
@@ -200,15 +235,8 @@ struct EncodedFrames {
 impl Loc3r {
     fn encode_frames(&self, frames: &Frames, state: &Cut3rState) -> Result<(EncodedFrames, Timings)> {
         let b = &self.bundle;
-        let rt = &b.manifest.runtime;
         let mut timings = Timings::default();
-        let spec = PreprocessSpec {
-            siglip_size: rt.vision.image_size,
-            cut3r_long_side: rt.cut3r.long_side,
-            cut3r_width: rt.cut3r.width,
-            cut3r_height: rt.cut3r.height,
-        };
-        let pixels = preprocess(frames, &spec)?;
+        let pixels = preprocess(frames, &self.preprocess_spec())?;
 
         let t = Instant::now();
         let (cameras, state) = Cut3r::new(b)?.run(&pixels.cut3r, state)?;

@@ -8,12 +8,14 @@
 
 pub mod autodiff;
 pub mod check;
+pub mod data;
 pub mod checkpoint;
 pub mod graph;
 pub mod interp;
 pub mod losses;
 pub mod model;
 pub mod optim;
+pub mod prepare;
 pub mod sample;
 pub mod session;
 pub mod trainer;

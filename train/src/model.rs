@@ -11,8 +11,11 @@
 //! ```
 //! Trainable tensors are chosen by group (`--train`): `heads`, `projector` (mm_projector,
 //! image_newline, cam_projector), `llm` (every Qwen2 tensor: embeddings, layers, final norm,
-//! LM head). The graph's fixed sizes come from the sample (prompt lengths, frames), so one
-//! graph serves every sample of that shape.
+//! LM head). The graph's fixed sizes are a [`Shape`] (prompt lengths, frames, supervised
+//! positions); a sample fits any shape at least as large: its text is right-padded (causal
+//! attention keeps padding invisible to every earlier position, and padding is never supervised)
+//! and its missing supervised rows are masked out of the LM loss, so one graph serves every
+//! sample of a bucket exactly.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -76,6 +79,44 @@ pub mod inputs {
     pub const GRID_INDEX: &str = "grid_index";
     pub const LM_POSITIONS: &str = "lm_positions";
     pub const LM_TARGETS: &str = "lm_targets";
+    /// 1 for a supervised row, 0 for a padding row.
+    pub const LM_MASK: &str = "lm_mask";
+}
+
+/// The fixed sizes of a training graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shape {
+    /// Text tokens before the video (the placeholder's index in `input_ids`).
+    pub before: usize,
+    /// Text tokens after the video (padded).
+    pub after: usize,
+    pub frames: usize,
+    /// Supervised LM positions (padded).
+    pub supervised: usize,
+}
+
+impl Shape {
+    /// The natural shape of a (validated) sample: no padding.
+    pub fn of(sample: &Sample) -> Shape {
+        let at = sample.placeholder().unwrap_or_default();
+        Shape {
+            before: at,
+            after: sample.input_ids.len().saturating_sub(at + 1),
+            frames: sample.frames,
+            supervised: sample.labels.iter().filter(|&&l| l != IGNORE).count(),
+        }
+    }
+
+    /// The shape rounded up to buckets (`after` to a multiple of `text`, `supervised` to a
+    /// multiple of `rows`), so samples of similar length share one graph.
+    pub fn bucketed(self, text: usize, rows: usize) -> Shape {
+        Shape { after: self.after.div_ceil(text.max(1)) * text.max(1), supervised: self.supervised.div_ceil(rows.max(1)) * rows.max(1), ..self }
+    }
+
+    /// Whether a sample of shape `other` fits a graph of this shape.
+    pub fn holds(&self, other: &Shape) -> bool {
+        self.before == other.before && self.frames == other.frames && self.after >= other.after && self.supervised >= other.supervised
+    }
 }
 
 /// A data tensor fed to the training graph.
@@ -112,11 +153,9 @@ fn i64s(shape: &[usize], v: Vec<i64>) -> Data {
     Data::I64(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape and length agree"))
 }
 
-/// Where things are in the spliced sequence of a sample.
+/// Where things are in the spliced sequence of a sample placed in a graph of some shape.
 struct Layout {
     before: usize,
-    after: usize,
-    tokens_per_frame: usize,
     total: usize,
     pos: usize,
     ori: usize,
@@ -125,13 +164,13 @@ struct Layout {
     supervised: Vec<(i64, i64)>,
 }
 
-fn layout(ckpt: &Checkpoint, sample: &Sample) -> Layout {
+fn layout(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Layout {
     let cfg = ckpt.config();
     let grid = cfg.vision_grid();
     let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
     let tokens_per_frame = pooled * (pooled + 1);
-    let at = sample.placeholder().expect("training_graph validates the sample first");
-    let (before, after) = (at, sample.input_ids.len() - at - 1);
+    let at = sample.placeholder().expect("the sample was validated first");
+    let (before, after) = (at, shape.after);
     let video = sample.frames * (tokens_per_frame + 1);
     // Sequence position of input position i (the placeholder expands to the video).
     let seq = |i: usize| if i < at { i } else { i - 1 + video };
@@ -148,8 +187,6 @@ fn layout(ckpt: &Checkpoint, sample: &Sample) -> Layout {
     let supervised = sample.labels.iter().enumerate().filter(|(_, &l)| l != IGNORE).map(|(i, &l)| (seq(i) as i64 - 1, l)).collect();
     Layout {
         before,
-        after,
-        tokens_per_frame,
         total: before + video + after,
         pos: find(cfg.loc3r.pos_token_id),
         ori: find(cfg.loc3r.ori_token_id),
@@ -158,21 +195,46 @@ fn layout(ckpt: &Checkpoint, sample: &Sample) -> Layout {
     }
 }
 
-/// The training graph for samples shaped like `sample`, and its data feeds for `sample`.
+/// The training graph for samples shaped like `sample` (no padding), and its data feeds for `sample`.
 pub fn training_graph(
     ckpt: &Checkpoint,
     sample: &Sample,
     groups: &BTreeSet<Group>,
     weights: &LossWeights,
 ) -> Result<(TrainingGraph, HashMap<String, Data>), TrainGraphError> {
+    validate(ckpt, sample)?;
+    let shape = Shape::of(sample);
+    let tg = training_graph_for(ckpt, &shape, sample.feature_shape, groups, weights)?;
+    Ok((tg, sample_feeds(ckpt, sample, &shape)?))
+}
+
+fn validate(ckpt: &Checkpoint, sample: &Sample) -> Result<(), TrainGraphError> {
+    sample.validate(ckpt.config()).map_err(|m| TrainGraphError::Export(loc3r_export::Error::Invalid(format!("sample: {m}"))))
+}
+
+/// The training graph of one shape (`feature_shape`: SigLIP's `[P, Cv]` per frame).
+pub fn training_graph_for(
+    ckpt: &Checkpoint,
+    shape: &Shape,
+    feature_shape: (usize, usize),
+    groups: &BTreeSet<Group>,
+    weights: &LossWeights,
+) -> Result<TrainingGraph, TrainGraphError> {
     let cfg = ckpt.config();
-    sample.validate(cfg).map_err(|m| TrainGraphError::Export(loc3r_export::Error::Invalid(format!("sample: {m}"))))?;
-    let lay = layout(ckpt, sample);
+    let grid = cfg.vision_grid();
+    let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
+    let tokens_per_frame = pooled * (pooled + 1);
     let (h, v, k) = (cfg.hidden_size, cfg.vocab_size, cfg.loc3r.orientation_bins);
-    let (f, (p, cv)) = (sample.frames, sample.feature_shape);
+    let (f, (p, cv)) = (shape.frames, feature_shape);
     let opts = crate::graph::export_options(ckpt);
-    let n = lay.supervised.len();
-    let t_grid = lay.grid.len();
+    let n = shape.supervised;
+    let t_grid = f * pooled * pooled;
+    struct Sizes {
+        before: usize,
+        after: usize,
+        tokens_per_frame: usize,
+    }
+    let lay = Sizes { before: shape.before, after: shape.after, tokens_per_frame };
     let mut g = GraphBuilder::new("loc3r_train");
     g.set_doc("Loc3R-VLM training graph: projector, embed, decoder and heads as exported, with the paper's losses and gradients");
 
@@ -243,8 +305,9 @@ pub fn training_graph(
         let on_off = s.constant_f32(&[0.0, 1.0], &[2]);
         let onehot = s.op("onehot", "OneHot", &[&targets, &depth, &on_off], &[("axis", (-1i64).into())], DType::F32, [n, v]);
         let onehot = s.unsqueeze("onehot_batch", &onehot, &[0]);
-        let mask = s.constant_of_shape("mask", [1i64, n as i64], DType::F32, 1.0);
         drop(s);
+        let mask = g.input(inputs::LM_MASK, DType::F32, [n]);
+        let mask = g.scope("loss/lm/head").unsqueeze("mask_batch", &mask, &[0]);
         Some(losses::lm_loss(&mut g, &logits, &onehot, &mask))
     } else {
         None
@@ -258,14 +321,28 @@ pub fn training_graph(
     let total = losses::total(&mut g, &parts, weights);
     let named: Vec<(&str, Value)> =
         [("lm", &parts.lm), ("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
-    let tg = finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)?;
+    finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)
+}
 
-    // The feeds for this sample.
+/// The data feeds of `sample` for a graph of `shape` (which must hold the sample's own shape).
+pub fn sample_feeds(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Result<HashMap<String, Data>, TrainGraphError> {
+    validate(ckpt, sample)?;
+    let own = Shape::of(sample);
+    if !shape.holds(&own) {
+        return Err(TrainGraphError::Export(loc3r_export::Error::Invalid(format!("sample of shape {own:?} does not fit a training graph of shape {shape:?}"))));
+    }
+    let cfg = ckpt.config();
+    let lay = layout(ckpt, sample, shape);
+    let k = cfg.loc3r.orientation_bins;
+    let (f, (p, cv)) = (sample.frames, sample.feature_shape);
+    let n = shape.supervised;
+    let t_grid = lay.grid.len();
     let mut feeds = HashMap::new();
     feeds.insert(io::projector::IMAGE_FEATURES.to_string(), f32s(&[f, p, cv], sample.image_features.clone()));
     feeds.insert(io::projector::CAMERA_TOKENS.to_string(), f32s(&[f, sample.camera_dim], sample.camera_tokens.clone()));
     let at = lay.before;
-    let text_ids: Vec<i64> = sample.input_ids[..at].iter().chain(&sample.input_ids[at + 1..]).copied().collect();
+    let pad = std::iter::repeat(i64::from(cfg.loc3r.endoftext_token_id)).take(shape.after - own.after);
+    let text_ids: Vec<i64> = sample.input_ids[..at].iter().chain(&sample.input_ids[at + 1..]).copied().chain(pad).collect();
     feeds.insert(inputs::TEXT_IDS.to_string(), i64s(&[text_ids.len()], text_ids));
     feeds.insert(io::decoder::ATTENTION_MASK.to_string(), i64s(&[1, lay.total], vec![1; lay.total]));
     feeds.insert(io::decoder::POSITION_IDS.to_string(), i64s(&[1, lay.total], (0..lay.total as i64).collect()));
@@ -279,8 +356,12 @@ pub fn training_graph(
     feeds.insert(inputs::ORI_INDEX.to_string(), i64s(&[1], vec![lay.ori as i64]));
     feeds.insert(inputs::GRID_INDEX.to_string(), i64s(&[t_grid], lay.grid.clone()));
     if n > 0 {
-        feeds.insert(inputs::LM_POSITIONS.to_string(), i64s(&[n], lay.supervised.iter().map(|(p, _)| *p).collect()));
-        feeds.insert(inputs::LM_TARGETS.to_string(), i64s(&[n], lay.supervised.iter().map(|(_, t)| *t).collect()));
+        let rows = lay.supervised.len();
+        let padded = |v: Vec<i64>| v.into_iter().chain(std::iter::repeat(0).take(n - rows)).collect();
+        feeds.insert(inputs::LM_POSITIONS.to_string(), i64s(&[n], padded(lay.supervised.iter().map(|(p, _)| *p).collect())));
+        feeds.insert(inputs::LM_TARGETS.to_string(), i64s(&[n], padded(lay.supervised.iter().map(|(_, t)| *t).collect())));
+        let mask = (0..n).map(|i| if i < rows { 1.0 } else { 0.0 }).collect();
+        feeds.insert(inputs::LM_MASK.to_string(), f32s(&[n], mask));
     }
     feeds.insert(crate::graph::targets::BEV_TARGET.to_string(), f32s(&[1, t_grid, 2], sample.bev_target.clone()));
     feeds.insert(crate::graph::targets::BEV_MASK.to_string(), f32s(&[1, t_grid], sample.bev_mask.clone()));
@@ -289,7 +370,7 @@ pub fn training_graph(
     feeds.insert(crate::graph::targets::ORI_TARGET.to_string(), f32s(&[1, k], q.iter().map(|&x| x as f32).collect()));
     feeds.insert(crate::graph::targets::ORI_TARGET_NEG_ENTROPY.to_string(), f32s(&[1], vec![q_h as f32]));
     feeds.insert(crate::graph::targets::SITUATION_VALID.to_string(), f32s(&[1], vec![sample.situation_valid]));
-    Ok((tg, feeds))
+    Ok(feeds)
 }
 
 /// The LM head's weight as the decoder graph holds it (`[H, V]`; the embeddings when tied).

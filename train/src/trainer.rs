@@ -24,10 +24,16 @@ use ndarray::ArrayD;
 
 use crate::checkpoint::{write_trained, TrainedTensor};
 use crate::losses::LossWeights;
-use crate::model::{split_feeds, training_graph, Group};
+use crate::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use crate::optim::{cosine_with_warmup, AdamW};
 use crate::sample::Sample;
 use crate::session::{apply_update, host_params, HostParam, Runner};
+
+/// Samples are padded into graphs whose text after the video is a multiple of this many tokens
+/// (padding is exact; fewer distinct graphs to build and hold).
+pub const TEXT_BUCKET: usize = 32;
+/// ... and whose supervised LM rows are a multiple of this many.
+pub const ROW_BUCKET: usize = 8;
 
 /// Everything that defines a run; a resumed run must be given the same.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -156,7 +162,7 @@ fn order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// A sample's feeds, split by dtype for the runner.
 struct Prepared {
-    shape_key: (usize, usize, usize, usize),
+    shape_key: Shape,
     floats: HashMap<String, ArrayD<f32>>,
     ids: HashMap<String, ArrayD<i64>>,
 }
@@ -196,30 +202,25 @@ pub fn train(
     // One training graph per sample shape; feeds per sample.
     std::fs::create_dir_all(run).map_err(io(run))?;
     let weights: LossWeights = opts.loss_weights.into();
-    let mut runners: HashMap<(usize, usize, usize, usize), Runner> = HashMap::new();
+    let mut runners: HashMap<Shape, Runner> = HashMap::new();
     let mut prepared = Vec::with_capacity(files.len());
     let mut params: Option<Vec<HostParam>> = None;
     let graphs_dir = tempfile::tempdir().map_err(io(run))?;
     for file in &files {
         let sample = Sample::read(file)?;
         sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
-        let key = (
-            sample.placeholder().unwrap_or_default(),
-            sample.input_ids.len(),
-            sample.frames,
-            sample.labels.iter().filter(|&&l| l != crate::sample::IGNORE).count(),
-        );
-        let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights)?;
-        if params.is_none() {
-            params = Some(host_params(&tg)?);
-        }
-        if let std::collections::hash_map::Entry::Vacant(slot) = runners.entry(key) {
+        let shape = Shape::of(&sample).bucketed(TEXT_BUCKET, ROW_BUCKET);
+        if let std::collections::hash_map::Entry::Vacant(slot) = runners.entry(shape) {
+            let tg = training_graph_for(&ckpt, &shape, sample.feature_shape, &groups, &weights)?;
+            if params.is_none() {
+                params = Some(host_params(&tg)?);
+            }
             let dir = graphs_dir.path().join(format!("shape{}", prepared.len()));
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             slot.insert(Runner::new(&tg, &dir, opts.threads)?);
         }
-        let (floats, ids) = split_feeds(data);
-        prepared.push(Prepared { shape_key: key, floats, ids });
+        let (floats, ids) = split_feeds(sample_feeds(&ckpt, &sample, &shape)?);
+        prepared.push(Prepared { shape_key: shape, floats, ids });
     }
     let mut params = params.expect("at least one sample");
 

@@ -30,11 +30,13 @@ pub struct TinyOptions {
     pub tied_lm_head: bool,
     /// Qwen2 tokenizer for configs with the real vocabulary (default: models/qwen2/tokenizer.json).
     pub qwen2_tokenizer: Option<PathBuf>,
+    /// Text to learn the small tokenizer's merges from (default: an embedded English corpus).
+    pub tokenizer_corpus: Option<PathBuf>,
 }
 
 impl Default for TinyOptions {
     fn default() -> Self {
-        TinyOptions { config: "tiny".into(), seed: 0, shards: 1, dtype: DType::F32, tied_lm_head: false, qwen2_tokenizer: None }
+        TinyOptions { config: "tiny".into(), seed: 0, shards: 1, dtype: DType::F32, tied_lm_head: false, qwen2_tokenizer: None, tokenizer_corpus: None }
     }
 }
 
@@ -90,6 +92,12 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     let tokenizer = if cfg.vocab_size > 100_000 {
         let path = opts.qwen2_tokenizer.clone().unwrap_or_else(default_qwen2_tokenizer);
         std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?
+    } else if let Some(path) = &opts.tokenizer_corpus {
+        let corpus = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        if corpus.trim().is_empty() {
+            return Err(Error::Invalid(format!("{}: the tokenizer corpus is empty; give a text file with the language to cover", path.display())));
+        }
+        tokenizer::tokenizer_json_from_corpus(&cfg, &corpus)?
     } else {
         tokenizer::tiny_tokenizer_json(&cfg)?
     };

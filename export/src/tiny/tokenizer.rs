@@ -37,6 +37,12 @@ pub fn bytes_to_unicode() -> [char; 256] {
 /// Builds the tokenizer JSON: 256 byte tokens, then learned merges up to the first
 /// special id, then the specials from the config as added tokens.
 pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
+    tokenizer_json_from_corpus(cfg, CORPUS)
+}
+
+/// [`tiny_tokenizer_json`] with merges learned from `corpus` instead of the embedded English
+/// text (e.g. the language of a synthetic data set, so its words become single tokens).
+pub fn tokenizer_json_from_corpus(cfg: &Config, corpus: &str) -> Result<String> {
     let l = &cfg.loc3r;
     let regular = l.endoftext_token_id as usize;
     if regular < 256 {
@@ -47,7 +53,7 @@ pub fn tiny_tokenizer_json(cfg: &Config) -> Result<String> {
 
     // Word frequencies over a crude pre-tokenisation (training only needs the statistics).
     let mut words: BTreeMap<Vec<String>, u64> = BTreeMap::new();
-    for word in pre_split(CORPUS) {
+    for word in pre_split(corpus) {
         let symbols: Vec<String> = word.bytes().map(|b| table[b as usize].to_string()).collect();
         *words.entry(symbols).or_default() += 1;
     }

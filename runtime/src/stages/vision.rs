@@ -52,13 +52,27 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
     Ok(VisionEmbeds { vision: concatenate(Axis(0), &vision).map_err(joined)?, camera: concatenate(Axis(0), &camera).map_err(joined)? })
 }
 
+/// SigLIP alone on `[F,3,S,S]` pixels: the image features `[F, P, Cv]` the projector consumes
+/// (what training caches per frame, since SigLIP stays frozen).
+pub fn siglip_features(bundle: &Bundle, pixels: &Array4<f32>) -> Result<Array3<f32>> {
+    let mut parts = Vec::new();
+    for range in batches(pixels.shape()[0], bundle.frame_batch) {
+        let features = run_siglip(bundle, pixels.slice(s![range, .., .., ..]))?;
+        parts.push(features.into_dimensionality::<Ix3>().map_err(|e| Error::Bundle(format!("siglip.onnx image_features: {e}")))?);
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    concatenate(Axis(0), &views).map_err(|e| Error::Bundle(format!("siglip.onnx outputs of the frame batches: {e}")))
+}
+
+fn run_siglip(bundle: &Bundle, pixels: ArrayView4<'_, f32>) -> Result<ndarray::ArrayD<f32>> {
+    let mut siglip = bundle.lock(Graph::Siglip)?;
+    let input = values::f32_view(pixels, io::siglip::PIXEL_VALUES)?;
+    let out = siglip.run(ort::inputs![io::siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
+    values::to_f32(&out[io::siglip::IMAGE_FEATURES], io::siglip::IMAGE_FEATURES)
+}
+
 fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
-    let features = {
-        let mut siglip = bundle.lock(Graph::Siglip)?;
-        let input = values::f32_view(pixels, io::siglip::PIXEL_VALUES)?;
-        let out = siglip.run(ort::inputs![io::siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
-        values::to_f32(&out[io::siglip::IMAGE_FEATURES], io::siglip::IMAGE_FEATURES)?
-    };
+    let features = run_siglip(bundle, pixels)?;
     let mut projector = bundle.lock(Graph::Projector)?;
     let feats = values::from_f32(features, "f32", io::projector::IMAGE_FEATURES)?;
     let cams = values::f32_view(camera_tokens, io::projector::CAMERA_TOKENS)?;

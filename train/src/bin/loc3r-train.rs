@@ -15,6 +15,7 @@ use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, Tens
 use loc3r_export::DType;
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
+use loc3r_train::prepare::{PrepareError, PrepareOptions};
 use loc3r_train::sample::Sample;
 use loc3r_train::trainer::{train as train_run, TrainOptions};
 use ort::session::Session;
@@ -54,6 +55,51 @@ enum Command {
         /// report them (`step_ms`), for benchmarks.
         #[arg(long, default_value_t = 0)]
         bench_runs: usize,
+    },
+    /// Prepare training samples from scenes and annotations: the frozen encoders (SigLIP, CUT3R)
+    /// run once per scene through a bundle exported from the checkpoint to train, the targets
+    /// (BEV ground truth from depth and poses, the situation's pose in the BEV frame) are
+    /// computed, and each question becomes one `<scene>-<k>.safetensors` plus a line of
+    /// `index.jsonl`. Resumable: scenes finished by an earlier run are kept.
+    ///
+    /// Scenes are ScanNet export layouts (`color/`, `depth/`, `pose/`, `intrinsic/`, `<scene>.txt`,
+    /// optional `video.mp4`, which is used when present) under `--scenes/<scene id>/`.
+    Prepare {
+        /// Bundle exported (fp32) from the checkpoint that will be trained: its SigLIP and CUT3R
+        /// graphs, tokenizer and prompt template make the samples.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Directory holding one directory per scene.
+        #[arg(long)]
+        scenes: PathBuf,
+        /// Synthetic-room questions (`questions.jsonl`, poses in the BEV frame).
+        #[arg(long, conflicts_with_all = ["sqa3d", "scanqa"])]
+        questions: Option<PathBuf>,
+        /// Directory with SQA3D's `v1_balanced_questions_<split>_scannetv2.json` and
+        /// `v1_balanced_sqa_annotations_<split>_scannetv2.json`.
+        #[arg(long, conflicts_with = "scanqa")]
+        sqa3d: Option<PathBuf>,
+        /// ScanQA file (`ScanQA_v1.0_<split>.json`); its samples carry no situation pose.
+        #[arg(long)]
+        scanqa: Option<PathBuf>,
+        /// SQA3D split name.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// SQA3D: also one sample per alternative situation text.
+        #[arg(long)]
+        alternatives: bool,
+        /// Frames sampled per video.
+        #[arg(long, default_value_t = 16)]
+        frames: usize,
+        /// Only the first N questions (after reading).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output directory of samples.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Write N random prepared samples shaped for a checkpoint (smoke tests and benchmarks of
     /// the training path; real samples come from scenes and annotations).
@@ -158,6 +204,86 @@ fn main() -> ExitCode {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    bundle: &Path,
+    scenes: &Path,
+    questions: Option<PathBuf>,
+    sqa3d: Option<PathBuf>,
+    scanqa: Option<PathBuf>,
+    split: &str,
+    alternatives: bool,
+    frames: usize,
+    limit: Option<usize>,
+    out: &Path,
+    json: bool,
+) -> Result<()> {
+    use loc3r_train::data::annotations::{read_scanqa, read_sqa3d, read_synth_questions};
+    let mut items = match (questions, sqa3d, scanqa) {
+        (Some(path), None, None) => read_synth_questions(&path).map_err(input)?.iter().map(|q| q.situated()).collect::<Vec<_>>(),
+        (None, Some(dir), None) => {
+            let split = read_sqa3d(&dir, split).map_err(input)?;
+            if split.questions_without_annotation + split.annotations_without_question > 0 {
+                eprintln!(
+                    "note: {} questions without annotation and {} annotations without question were skipped",
+                    split.questions_without_annotation, split.annotations_without_question
+                );
+            }
+            split.items.iter().flat_map(|q| q.situated(alternatives)).collect()
+        }
+        (None, None, Some(path)) => read_scanqa(&path).map_err(input)?.iter().map(|q| q.situated()).collect(),
+        _ => return Err(InputError("give exactly one of --questions, --sqa3d or --scanqa".into()).into()),
+    };
+    if let Some(n) = limit {
+        items.truncate(n);
+    }
+    let model = loc3r::Loc3r::open(bundle, &loc3r::SessionOptions::default()).map_err(|e| match e.fault() {
+        loc3r::Fault::Input | loc3r::Fault::Bundle => anyhow::Error::from(InputError(format!("{}: {e}", bundle.display()))),
+        _ => anyhow::Error::from(e),
+    })?;
+    let opts = PrepareOptions { frames, ..PrepareOptions::default() };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} scenes {msg} ({elapsed}, eta {eta})").expect("template").progress_chars("=> "),
+    );
+    bar.set_prefix("preparing");
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = loc3r_train::prepare::prepare(&model, scenes, &items, out, &opts, |done, total, scene| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(scene.to_string());
+    })
+    .map_err(|e| match e {
+        PrepareError::Input(_) | PrepareError::Data(_) => anyhow::Error::from(InputError(e.to_string())),
+        other => anyhow::Error::from(other),
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "prepared {} samples from {} scenes ({} resumed) into {}; BEV tokens masked: {:.1}%",
+            report.samples,
+            report.scenes,
+            report.scenes_resumed,
+            out.display(),
+            100.0 * report.bev_masked as f64 / report.bev_tokens.max(1) as f64
+        );
+        for (scene, why) in report.skipped_scenes.iter().take(10) {
+            eprintln!("skipped scene {scene}: {why}");
+        }
+        if report.skipped_scenes.len() > 10 {
+            eprintln!("... and {} more skipped scenes", report.skipped_scenes.len() - 10);
+        }
+    }
+    Ok(())
+}
+
+fn input(e: impl std::fmt::Display) -> anyhow::Error {
+    InputError(e.to_string()).into()
+}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
@@ -176,6 +302,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Grad { model, sample, out, json, bench_runs } => grad(&model, &sample, &out, json, bench_runs),
+        Command::Prepare { bundle, scenes, questions, sqa3d, scanqa, split, alternatives, frames, limit, out, json } => {
+            prepare(&bundle, &scenes, questions, sqa3d, scanqa, &split, alternatives, frames, limit, &out, json)
+        }
         Command::RandomSamples { checkpoint, out, count, frames, seed } => {
             if frames == 0 || count == 0 {
                 return Err(InputError("--count and --frames must be at least 1".into()).into());
