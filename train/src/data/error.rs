@@ -25,13 +25,8 @@ pub enum DataError {
         #[source]
         source: image::ImageError,
     },
-    #[error("{}: not a valid {what} file ({source}); check that it is the unmodified release file", path.display())]
-    Json {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error("{}: not a valid {what} file: {message}; check that it is the unmodified release file", path.display())]
+    Json { path: PathBuf, what: &'static str, message: String },
     #[error("frame {frame} is out of range: the scene at {} has frames 0..{count}", dir.display())]
     FrameOutOfRange { dir: PathBuf, frame: usize, count: usize },
     #[error("{}: frame {frame} has no valid pose (non-finite matrix); anchor the BEV frame at a frame with a valid pose", dir.display())]
