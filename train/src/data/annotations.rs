@@ -2,6 +2,7 @@
 //! and the synthetic-room generator's `questions.jsonl` (poses already in the BEV frame), plus
 //! [`Situated`], the one view of a question the sample builder needs whatever its source.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -110,10 +111,11 @@ pub fn read_sqa3d_files(questions: &Path, annotations: &Path) -> Result<Sqa3dSpl
     let mut annotations_without_question = 0;
     for a in anns.annotations {
         let id = a.question_id.to_string();
-        if by_id.contains_key(&id) {
-            annotations_without_question += 1;
-        } else {
-            by_id.insert(id, a);
+        match by_id.entry(id) {
+            Entry::Occupied(_) => annotations_without_question += 1,
+            Entry::Vacant(slot) => {
+                slot.insert(a);
+            }
         }
     }
     let mut items = Vec::with_capacity(qs.questions.len());
@@ -213,7 +215,13 @@ impl SynthQuestion {
             (Some(p), Some(yaw)) => Some(SituationPose::Bev { position: [p.x, p.y], yaw: wrap_pi(yaw.to_radians()) }),
             _ => None,
         };
-        Situated { scene_id: self.scene.clone(), situation: Some(self.situation.clone()), question: self.question.clone(), answer: Some(self.answer.clone()), pose }
+        Situated {
+            scene_id: self.scene.clone(),
+            situation: Some(self.situation.clone()),
+            question: self.question.clone(),
+            answer: Some(self.answer.clone()),
+            pose,
+        }
     }
 }
 
@@ -350,7 +358,10 @@ mod tests {
         let s = a.situated(true);
         assert_eq!(s.len(), 3);
         assert_eq!(s[2].situation.as_deref(), Some("The desk is next to me."));
-        assert_eq!((s[0].answer.as_deref(), s[0].pose), (Some("lamp"), Some(SituationPose::Sqa3d { position: [0.5, -1.25, 0.0], rotation_xyzw: [0.0, 0.0, 0.6, 0.8] })));
+        assert_eq!(
+            (s[0].answer.as_deref(), s[0].pose),
+            (Some("lamp"), Some(SituationPose::Sqa3d { position: [0.5, -1.25, 0.0], rotation_xyzw: [0.0, 0.0, 0.6, 0.8] }))
+        );
         assert_eq!(a.situated(false).len(), 1);
     }
 
@@ -360,7 +371,11 @@ mod tests {
         let e = read_sqa3d(tmp.path(), "test").unwrap_err().to_string();
         assert!(e.contains("v1_balanced_questions_test_scannetv2.json") && e.contains("cannot read"), "{e}");
         write(tmp.path(), "v1_balanced_questions_test_scannetv2.json", QUESTIONS);
-        write(tmp.path(), "v1_balanced_sqa_annotations_test_scannetv2.json", r#"{"annotations": [{"question_id": 1, "position": {"x": "a", "y": 0}, "rotation": {"_z": 0, "_w": 1}}]}"#);
+        write(
+            tmp.path(),
+            "v1_balanced_sqa_annotations_test_scannetv2.json",
+            r#"{"annotations": [{"question_id": 1, "position": {"x": "a", "y": 0}, "rotation": {"_z": 0, "_w": 1}}]}"#,
+        );
         let e = read_sqa3d(tmp.path(), "test").unwrap_err().to_string();
         assert!(e.contains("v1_balanced_sqa_annotations_test_scannetv2.json") && e.contains("annotations[0].position.x"), "{e}");
     }
@@ -373,7 +388,11 @@ mod tests {
             "ScanQA_v1.0_train.json",
             r#"[{"answers": ["brown cabinet with tv sitting in it"], "object_ids": [8], "object_names": ["cabinet"], "question": "What is in the right corner of room by curtains?", "question_id": "train-scene0000-0", "scene_id": "scene0000_00"}]"#,
         );
-        let test = write(tmp.path(), "ScanQA_v1.0_test_wo_obj.json", r#"[{"question": "Where is the sink?", "question_id": "test-scene0707-1", "scene_id": "scene0707_00"}]"#);
+        let test = write(
+            tmp.path(),
+            "ScanQA_v1.0_test_wo_obj.json",
+            r#"[{"question": "Where is the sink?", "question_id": "test-scene0707-1", "scene_id": "scene0707_00"}]"#,
+        );
         let t = read_scanqa(&train).unwrap();
         assert_eq!((t[0].object_ids.as_slice(), t[0].situated().answer.as_deref()), (&[8][..], Some("brown cabinet with tv sitting in it")));
         let w = read_scanqa(&test).unwrap();

@@ -64,12 +64,8 @@ impl Scalar {
         }
     }
 
+    /// The value at the start of `b` (at least `size()` bytes long).
     fn read_le(self, b: &[u8]) -> f64 {
-        let a = |n: usize| -> [u8; 8] {
-            let mut out = [0u8; 8];
-            out[..n].copy_from_slice(&b[..n]);
-            out
-        };
         match self {
             Scalar::I8 => f64::from(b[0] as i8),
             Scalar::U8 => f64::from(b[0]),
@@ -78,7 +74,7 @@ impl Scalar {
             Scalar::I32 => f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             Scalar::U32 => f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             Scalar::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            Scalar::F64 => f64::from_le_bytes(a(8)),
+            Scalar::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
         }
     }
 }
@@ -150,7 +146,11 @@ fn read_vertices(bytes: &[u8]) -> Result<Vec<Vec3>, String> {
     let vertex_at = header.elements.iter().position(|e| e.name == "vertex").ok_or("no `vertex` element")?;
     let vertex = &header.elements[vertex_at];
     let column = |axis: &str| {
-        vertex.properties.iter().position(|p| matches!(p, Property::Scalar { name, .. } if name == axis)).ok_or(format!("the vertex element has no `{axis}` property"))
+        vertex
+            .properties
+            .iter()
+            .position(|p| matches!(p, Property::Scalar { name, .. } if name == axis))
+            .ok_or(format!("the vertex element has no `{axis}` property"))
     };
     let xyz = [column("x")?, column("y")?, column("z")?];
     let body = &bytes[header.body_start..];

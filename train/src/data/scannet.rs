@@ -84,7 +84,11 @@ impl ScanNetScene {
         let frame_count = count_frames(&dir.join("pose"))?;
         let depth_dir = dir.join("depth");
         if !depth_dir.is_dir() {
-            return Err(DataError::Missing { path: depth_dir, what: "the depth directory", hint: "export the depth frames (depth/{i}.png, uint16 millimetres)" });
+            return Err(DataError::Missing {
+                path: depth_dir,
+                what: "the depth directory",
+                hint: "export the depth frames (depth/{i}.png, uint16 millimetres)",
+            });
         }
         let depth_intrinsics = read_intrinsics(&dir.join("intrinsic").join("intrinsic_depth.txt"))?;
         Ok(ScanNetScene { dir: dir.to_path_buf(), scene_id, frame_count, depth_intrinsics })
@@ -160,7 +164,11 @@ impl ScanNetScene {
         if png.is_file() {
             return Ok(png);
         }
-        Err(DataError::Missing { path: jpg, what: "the colour frame (.jpg or .png)", hint: "every frame with a pose file needs color/{i}.jpg or color/{i}.png" })
+        Err(DataError::Missing {
+            path: jpg,
+            what: "the colour frame (.jpg or .png)",
+            hint: "every frame with a pose file needs color/{i}.jpg or color/{i}.png",
+        })
     }
 
     /// `video.mp4` in the scene directory, if present.
@@ -190,7 +198,11 @@ impl ScanNetScene {
     pub fn bs_center(&self) -> Result<Vec3, DataError> {
         let path = self.dir.join(format!("{}_vh_clean_2.ply", self.scene_id));
         if !path.is_file() {
-            return Err(DataError::Missing { path, what: "the raw mesh", hint: "copy <scene>_vh_clean_2.ply from the ScanNet release into the scene directory" });
+            return Err(DataError::Missing {
+                path,
+                what: "the raw mesh",
+                hint: "copy <scene>_vh_clean_2.ply from the ScanNet release into the scene directory",
+            });
         }
         ply::bounding_box_center(&path)
     }
@@ -218,7 +230,11 @@ impl ScanNetScene {
 /// Number of pose files, checking that they are `0.txt .. (n−1).txt`.
 fn count_frames(pose_dir: &Path) -> Result<usize, DataError> {
     if !pose_dir.is_dir() {
-        return Err(DataError::Missing { path: pose_dir.to_path_buf(), what: "the pose directory", hint: "export the camera poses (pose/{i}.txt, 4×4 camera-to-world)" });
+        return Err(DataError::Missing {
+            path: pose_dir.to_path_buf(),
+            what: "the pose directory",
+            hint: "export the camera poses (pose/{i}.txt, 4×4 camera-to-world)",
+        });
     }
     let entries = std::fs::read_dir(pose_dir).map_err(|e| DataError::io(pose_dir, e))?;
     let mut indices = Vec::new();
@@ -229,7 +245,10 @@ fn count_frames(pose_dir: &Path) -> Result<usize, DataError> {
         match stem.parse::<usize>() {
             Ok(i) if i.to_string() == stem => indices.push(i),
             _ => {
-                return Err(DataError::parse(entry.path(), "pose files must be named by the frame index without padding (0.txt, 1.txt, …); rename or remove it"))
+                return Err(DataError::parse(
+                    entry.path(),
+                    "pose files must be named by the frame index without padding (0.txt, 1.txt, …); rename or remove it",
+                ))
             }
         }
     }
@@ -267,7 +286,11 @@ fn parse_numbers(text: &str) -> Result<Vec<f64>, String> {
 
 fn read_intrinsics(path: &Path) -> Result<Intrinsics, DataError> {
     if !path.is_file() {
-        return Err(DataError::Missing { path: path.to_path_buf(), what: "the depth intrinsics", hint: "export intrinsic/intrinsic_depth.txt (4×4, fx 0 cx / 0 fy cy)" });
+        return Err(DataError::Missing {
+            path: path.to_path_buf(),
+            what: "the depth intrinsics",
+            hint: "export intrinsic/intrinsic_depth.txt (4×4, fx 0 cx / 0 fy cy)",
+        });
     }
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     let v = parse_numbers(&text).map_err(|m| DataError::parse(path, m))?;
@@ -309,7 +332,8 @@ fn up_from_alignment(a: &[[f64; 4]; 4]) -> Result<Vec3, String> {
     if a[2][0].abs() < TILT_TOLERANCE && a[2][1].abs() < TILT_TOLERANCE {
         return Ok(Z_UP);
     }
-    loc3r_bundle::bev::normalize([a[2][0], a[2][1], a[2][2]]).ok_or_else(|| "axisAlignment's third row has no length; the matrix is not a rigid transform".to_string())
+    loc3r_bundle::bev::normalize([a[2][0], a[2][1], a[2][2]])
+        .ok_or_else(|| "axisAlignment's third row has no length; the matrix is not a rigid transform".to_string())
 }
 
 #[cfg(test)]
@@ -322,11 +346,7 @@ pub(crate) mod tests {
         for sub in ["color", "depth", "pose", "intrinsic"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
-        std::fs::write(
-            dir.join("intrinsic/intrinsic_depth.txt"),
-            format!("{} 0 {} 0\n0 {} {} 0\n0 0 1 0\n0 0 0 1\n", k.fx, k.cx, k.fy, k.cy),
-        )
-        .unwrap();
+        std::fs::write(dir.join("intrinsic/intrinsic_depth.txt"), format!("{} 0 {} 0\n0 {} {} 0\n0 0 1 0\n0 0 0 1\n", k.fx, k.cx, k.fy, k.cy)).unwrap();
         for (i, p) in poses.iter().enumerate() {
             let text = match p {
                 Some(m) => m.iter().map(|r| r.map(|x| format!("{x:.17e}")).join(" ")).collect::<Vec<_>>().join("\n"),

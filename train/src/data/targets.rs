@@ -126,7 +126,7 @@ impl Default for BevOptions {
 pub struct MaskStats {
     pub tokens: usize,
     pub valid: usize,
-    /// Tokens of frames whose pose is invalid.
+    /// Tokens of frames without a valid pose (or without a depth image).
     pub invalid_pose: usize,
     /// Fewer valid depth pixels than `min_valid_frac` of the cell (holes, out-of-range depth).
     pub too_few_pixels: usize,
@@ -196,7 +196,14 @@ pub fn bev_targets(scene: &ScanNetScene, sampled_frames: &[usize], geom: &GridGe
 
 /// The BEV targets of one frame's `pooled²` tokens from its depth image (intrinsics `k`) and
 /// camera-to-world pose. `None` for either masks every token with target 0.
-pub fn frame_bev_targets(depth: Option<&DepthImage>, k: &Intrinsics, pose: Option<&Pose>, geom: &GridGeometry, frame: &BevFrame, opts: &BevOptions) -> BevTargets {
+pub fn frame_bev_targets(
+    depth: Option<&DepthImage>,
+    k: &Intrinsics,
+    pose: Option<&Pose>,
+    geom: &GridGeometry,
+    frame: &BevFrame,
+    opts: &BevOptions,
+) -> BevTargets {
     let n = geom.tokens_per_frame();
     let (Some(depth), Some(pose)) = (depth, pose.filter(|p| p.iter().flatten().all(|v| v.is_finite()))) else {
         let stats = MaskStats { tokens: n, invalid_pose: n, ..MaskStats::default() };
@@ -239,7 +246,15 @@ fn pixel_span(a: f64, b: f64, w: usize) -> (usize, usize) {
 
 /// One token: median depth of its rectangle lifted at the rectangle's centre, and its verdict.
 /// The target is computed whenever at least one valid pixel exists, even if masked.
-fn token_target(depth: &DepthImage, k: &Intrinsics, pose: &Pose, rect: &NormRect, frame: &BevFrame, opts: &BevOptions, samples: &mut Vec<f64>) -> (Option<[f64; 2]>, Verdict) {
+fn token_target(
+    depth: &DepthImage,
+    k: &Intrinsics,
+    pose: &Pose,
+    rect: &NormRect,
+    frame: &BevFrame,
+    opts: &BevOptions,
+    samples: &mut Vec<f64>,
+) -> (Option<[f64; 2]>, Verdict) {
     let (x0, x1) = pixel_span(rect.u0, rect.u1, depth.width);
     let (y0, y1) = pixel_span(rect.v0, rect.v1, depth.height);
     let pixels = (x1 - x0) * (y1 - y0);
