@@ -10,6 +10,7 @@ pub mod autodiff;
 pub mod check;
 pub mod data;
 pub mod checkpoint;
+pub mod data;
 pub mod graph;
 pub mod interp;
 pub mod losses;
