@@ -531,7 +531,6 @@ mod tests {
         // (4, 4): exactly half the pixels valid is enough (the rule is "fewer than half").
         let pixels = cell(&mut depth, 4, 4, &|_, _| 3000);
         let mut k_th = 0;
-        cell(&mut depth, 4, 4, &|_, _| 3000);
         let ((x0, x1), (y0, y1)) = (span(4, W), span(4, H));
         for y in y0..y1 {
             for x in x0..x1 {
