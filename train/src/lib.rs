@@ -8,7 +8,6 @@
 
 pub mod autodiff;
 pub mod check;
-pub mod data;
 pub mod checkpoint;
 pub mod data;
 pub mod graph;
