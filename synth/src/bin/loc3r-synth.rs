@@ -45,9 +45,10 @@ struct Cli {
     /// Situated questions per room (fewer when the room offers fewer unambiguous ones).
     #[arg(long, default_value_t = 12)]
     questions: usize,
-    /// Frames a question is meant to be asked with (the `frames` field of questions.jsonl).
-    #[arg(long, default_value_t = 16)]
-    sample_frames: usize,
+    /// Frames a question is meant to be asked with (the `frames` field of questions.jsonl);
+    /// default 16, or --frames when that is smaller.
+    #[arg(long)]
+    sample_frames: Option<usize>,
     /// Split name in the annotation file names.
     #[arg(long, default_value = "train")]
     split: String,
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         height: cli.size.1,
         objects: cli.objects,
         questions: cli.questions,
-        sample_frames: cli.sample_frames,
+        sample_frames: cli.sample_frames.unwrap_or(16.min(cli.frames)),
         split: cli.split.clone(),
         depth_noise: cli.depth_noise,
         video: !cli.no_video,
