@@ -14,6 +14,7 @@ pub mod questions;
 pub mod render;
 pub mod rng;
 pub mod scene;
+pub mod situation;
 pub mod texture;
 pub mod trajectory;
 pub mod video;
