@@ -244,6 +244,21 @@ mod tests {
     }
 
     #[test]
+    fn depth_noise_has_the_documented_spread_and_holes() {
+        let room = empty_room(6.0, 20.0, 100.0);
+        let intr = Intrinsics::new(200, 150);
+        let pose = look_pose([3.0, 10.0, 50.0], 0.0, 0.0, 0.0); // wall at z-depth 3 m
+        let frame = render(&room, &pose, &intr, Some(DepthNoise { seed: 5 }));
+        let valid: Vec<f64> = frame.depth_mm.iter().filter(|&&d| d != 0).map(|&d| d as f64 - 3000.0).collect();
+        let holes = 1.0 - valid.len() as f64 / frame.depth_mm.len() as f64;
+        assert!((0.007..0.013).contains(&holes), "hole rate {holes}");
+        let mean = valid.iter().sum::<f64>() / valid.len() as f64;
+        let std = (valid.iter().map(|d| (d - mean) * (d - mean)).sum::<f64>() / valid.len() as f64).sqrt();
+        // σ = 2 mm·3² = 18 mm (plus rounding to whole millimetres).
+        assert!(mean.abs() < 0.5 && (std - 18.0).abs() < 0.6, "mean {mean} std {std}");
+    }
+
+    #[test]
     fn slanted_floor_matches_analytic_z_depth() {
         let room = empty_room(1000.0, 1000.0, 50.0);
         let intr = Intrinsics::new(80, 60);
