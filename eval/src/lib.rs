@@ -1,0 +1,6 @@
+//! `loc3r-eval`: the paper's metrics, computed exactly as the benchmarks' official scripts
+//! compute them ([`metrics`]), and [`synth`], the evaluation of a bundle on held-out synthetic
+//! rooms against baselines.
+
+pub mod metrics;
+pub mod synth;

@@ -1,0 +1,1 @@
+//! SQA3D language-based localisation (docs/evaluation.md §1).

@@ -1,0 +1,4 @@
+//! Metrics, one file per benchmark family.
+
+pub mod localization;
+pub mod sqa3d_em;
