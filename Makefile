@@ -1,11 +1,11 @@
-# loc3r: `make demo` runs the main job on the embedded default, `make test` runs every test.
+# loc3r: `make demo` runs the main job on the trained default, `make test` runs every test.
 # Both set the machine up first (tools/bootstrap is idempotent and fast when done).
 
 CARGO ?= cargo
 DEMO_DIR ?= build/demo
 SEED ?= 1
 
-.PHONY: bootstrap build test lint unit demo clean-demo bench
+.PHONY: bootstrap build test lint unit demo train-demo eval-demo clean-demo bench
 
 bootstrap:
 	@tools/bootstrap
@@ -22,23 +22,37 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-# The main job on the embedded tiny default: random tiny checkpoint -> validation -> ONNX bundle
-# -> inspection -> a synthetic video -> pose + answers for two questions (the second reuses the video).
+# The main job on the trained default (models/demo/checkpoint, a demo-size Loc3R model trained by
+# our own training path on synthetic rooms; `make train-demo` reproduces it): export -> a held-out
+# synthetic room it has never seen -> every question's predicted pose and answer next to the truth.
+DEMO_MODEL ?= models/demo/checkpoint
+HELDOUT_SEED ?= 1000
+
 demo: build clean-demo
-	@echo "== 1/6 make-tiny: a complete random checkpoint (tiny config, seed $(SEED)); weights are random, so answers are gibberish"
-	./target/release/loc3r-export make-tiny --out $(DEMO_DIR)/checkpoint --seed $(SEED) --shards 2
-	@echo "== 2/6 check: validate every tensor the graphs need"
-	./target/release/loc3r-export check --checkpoint $(DEMO_DIR)/checkpoint
-	@echo "== 3/6 export: ONNX graphs + manifest.json + tokenizer.json"
-	./target/release/loc3r-export export --checkpoint $(DEMO_DIR)/checkpoint --out $(DEMO_DIR)/bundle
-	@echo "== 4/6 inspect: graph I/O, sha256 of every file, each graph loaded in ONNX Runtime"
-	./target/release/loc3r-export inspect $(DEMO_DIR)/bundle
-	@echo "== 5/6 a synthetic 4 s test video (ffmpeg testsrc)"
-	ffmpeg -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=10 -frames:v 40 -pix_fmt yuv420p $(DEMO_DIR)/room.mp4
-	@echo "== 6/6 run: observe the video once, then two questions (the second prefills only its own tokens)"
-	./target/release/loc3r-serve run --bundle $(DEMO_DIR)/bundle --video $(DEMO_DIR)/room.mp4 --frames 16 --max-new-tokens 16 \
-	  --question "Where is the chair relative to me?" --question "Which direction am I facing?"
-	@echo "== demo done: checkpoint, bundle and video in $(DEMO_DIR)/"
+	@tools/check-demo-model $(DEMO_MODEL)
+	@echo "== 1/4 check: validate every tensor of the trained demo checkpoint ($(DEMO_MODEL))"
+	./target/release/loc3r-export check --checkpoint $(DEMO_MODEL)
+	@echo "== 2/4 export: ONNX graphs + manifest.json + tokenizer.json -> $(DEMO_DIR)/bundle"
+	./target/release/loc3r-export export --checkpoint $(DEMO_MODEL) --out $(DEMO_DIR)/bundle
+	@echo "== 3/4 loc3r-synth: a held-out room (seed $(HELDOUT_SEED), never used in training), 64 frames"
+	./target/release/loc3r-synth --rooms 1 --seed $(HELDOUT_SEED) --frames 64 --out $(DEMO_DIR)/rooms --force
+	cp $(DEMO_DIR)/rooms/scenes/*/video.mp4 $(DEMO_DIR)/room.mp4
+	@echo "== 4/4 observe the room's video once (16 frames), then ask every question: pose and answer vs ground truth"
+	./target/release/loc3r-eval synth --bundle $(DEMO_DIR)/bundle --questions $(DEMO_DIR)/rooms/questions.jsonl --no-baselines --show 100
+	@echo "== demo done; the same bundle serves over HTTP: ./target/release/loc3r-serve serve --bundle $(DEMO_DIR)/bundle"
+
+# Trains the demo model from a seed (~1 h on 2 CPU cores; resumable) and installs it in $(DEMO_MODEL).
+train-demo: build
+	SEED=$(SEED) INSTALL=$(DEMO_MODEL) tools/train-demo
+
+# The held-out evaluation of the demo model: 25 unseen rooms (300 questions), SQA3D metrics and answer
+# exact match against three baselines (blank video, mean training pose, random pose).
+eval-demo: build
+	@tools/check-demo-model $(DEMO_MODEL)
+	./target/release/loc3r-export export --checkpoint $(DEMO_MODEL) --out $(DEMO_DIR)/bundle
+	./target/release/loc3r-synth --rooms 25 --seed $(HELDOUT_SEED) --frames 64 --out $(DEMO_DIR)/heldout --force
+	./target/release/loc3r-eval synth --bundle $(DEMO_DIR)/bundle --questions $(DEMO_DIR)/heldout/questions.jsonl \
+	  --train-questions models/demo/train-questions.jsonl --out $(DEMO_DIR)/heldout-results.jsonl
 
 # CPU benchmark on the small config (per-stage times at 8 and 32 frames, and one training step against
 # PyTorch: tools/bench-train); not part of `make test`.
