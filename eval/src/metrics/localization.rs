@@ -167,26 +167,24 @@ pub struct LocalizationScores {
 /// are 0.
 pub fn score_localization(samples: &[Option<SampleErrors>]) -> LocalizationScores {
     let n = samples.len();
-    let scored: Vec<SampleErrors> = samples.iter().flatten().copied().collect();
-    let percent_below = |error: fn(&SampleErrors) -> f64, threshold: f64| {
-        let hits = scored.iter().filter(|e| error(e) < threshold).count();
+    let positions: Vec<f64> = samples.iter().flatten().map(|e| e.position_m).collect();
+    let angles: Vec<f64> = samples.iter().flatten().map(|e| e.angle_deg).collect();
+    // Percentage of all n samples (missing ones included) whose error is strictly below.
+    let percent_below = |errors: &[f64], threshold: f64| {
+        let hits = errors.iter().filter(|&&e| e < threshold).count();
         if n == 0 {
             0.0
         } else {
             hits as f64 * 100.0 / n as f64
         }
     };
-    let position = |e: &SampleErrors| e.position_m;
-    let angle = |e: &SampleErrors| e.angle_deg;
-    let positions: Vec<f64> = scored.iter().map(position).collect();
-    let angles: Vec<f64> = scored.iter().map(angle).collect();
     LocalizationScores {
         n,
-        missing: n - scored.len(),
-        acc_0_5m: percent_below(position, POSITION_THRESHOLDS_M[0]),
-        acc_1_0m: percent_below(position, POSITION_THRESHOLDS_M[1]),
-        acc_15deg: percent_below(angle, ANGLE_THRESHOLDS_DEG[0]),
-        acc_30deg: percent_below(angle, ANGLE_THRESHOLDS_DEG[1]),
+        missing: n - positions.len(),
+        acc_0_5m: percent_below(&positions, POSITION_THRESHOLDS_M[0]),
+        acc_1_0m: percent_below(&positions, POSITION_THRESHOLDS_M[1]),
+        acc_15deg: percent_below(&angles, ANGLE_THRESHOLDS_DEG[0]),
+        acc_30deg: percent_below(&angles, ANGLE_THRESHOLDS_DEG[1]),
         mean_position_error_m: mean(&positions),
         median_position_error_m: median(positions),
         mean_angle_error_deg: mean(&angles),

@@ -41,34 +41,34 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(normalize("chair ."), "chair ");
 /// ```
 pub fn normalize(s: &str) -> String {
-    // 1
+    // Step 1.
     let s = s.to_lowercase();
-    // 2
+    // Step 2.
     let s = strip_trailing_spaces(&s);
     let s = s.trim_start_matches(' ');
-    // 3
+    // Step 3.
     let s = collapse_space_runs(s);
     let s = collapse_spaces_after_period(&s);
-    // 4
+    // Step 4.
     let s: String = s.chars().filter(|&c| survives_punctuation_filter(c)).collect();
-    // 5
+    // Step 5.
     let mut s = s.replace('ç', "c").replace('’', "'");
-    // 6
+    // Step 6.
     for (typo, fix) in TYPOS {
         s = replace_whole_word(&s, typo, fix);
     }
     s = join_o_clock(&s);
-    // 7
+    // Step 7.
     for (number, word) in NUMBERS {
         s = replace_whole_word(&s, number, word);
     }
-    // 8
+    // Step 8.
     s = map_words(&s, drop_single_final_digit);
-    // 9
+    // Step 9.
     for article in ["a", "an", "the"] {
         s = drop_article(&s, article);
     }
-    // 10
+    // Step 10.
     replace_whole_word(&s, "backwards", "backward")
 }
 
