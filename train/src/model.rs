@@ -341,7 +341,7 @@ pub fn sample_feeds(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Result
     feeds.insert(io::projector::IMAGE_FEATURES.to_string(), f32s(&[f, p, cv], sample.image_features.clone()));
     feeds.insert(io::projector::CAMERA_TOKENS.to_string(), f32s(&[f, sample.camera_dim], sample.camera_tokens.clone()));
     let at = lay.before;
-    let pad = std::iter::repeat(i64::from(cfg.loc3r.endoftext_token_id)).take(shape.after - own.after);
+    let pad = std::iter::repeat_n(i64::from(cfg.loc3r.endoftext_token_id), shape.after - own.after);
     let text_ids: Vec<i64> = sample.input_ids[..at].iter().chain(&sample.input_ids[at + 1..]).copied().chain(pad).collect();
     feeds.insert(inputs::TEXT_IDS.to_string(), i64s(&[text_ids.len()], text_ids));
     feeds.insert(io::decoder::ATTENTION_MASK.to_string(), i64s(&[1, lay.total], vec![1; lay.total]));
@@ -357,7 +357,7 @@ pub fn sample_feeds(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Result
     feeds.insert(inputs::GRID_INDEX.to_string(), i64s(&[t_grid], lay.grid.clone()));
     if n > 0 {
         let rows = lay.supervised.len();
-        let padded = |v: Vec<i64>| v.into_iter().chain(std::iter::repeat(0).take(n - rows)).collect();
+        let padded = |v: Vec<i64>| v.into_iter().chain(std::iter::repeat_n(0, n - rows)).collect();
         feeds.insert(inputs::LM_POSITIONS.to_string(), i64s(&[n], padded(lay.supervised.iter().map(|(p, _)| *p).collect())));
         feeds.insert(inputs::LM_TARGETS.to_string(), i64s(&[n], padded(lay.supervised.iter().map(|(_, t)| *t).collect())));
         let mask = (0..n).map(|i| if i < rows { 1.0 } else { 0.0 }).collect();
