@@ -24,7 +24,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use loc3r_export::checkpoint::{
-    write_safetensors, Checkpoint, Requirements, SafetensorsFile, TensorRef, TensorToWrite, CONFIG_FILE, CUT3R_FILE, MODEL_FILE, MODEL_INDEX_FILE, TOKENIZER_FILE,
+    write_safetensors, Checkpoint, Requirements, SafetensorsFile, TensorRef, TensorToWrite, CONFIG_FILE, CUT3R_FILE, MODEL_FILE, MODEL_INDEX_FILE,
+    TOKENIZER_FILE,
 };
 use loc3r_export::config::{Config, BUILTIN_CONFIGS};
 use loc3r_export::names::{NameMap, SourceFile};
@@ -44,7 +45,7 @@ const RELEASE_CONFIG: &str = "loc3r-vlm-7b";
 pub struct InitOptions {
     /// LLaVA-Video-Qwen2 checkpoint directory (HF layout).
     pub llava: PathBuf,
-    /// CUT3R weights converted to safetensors (tools/cut3r-to-safetensors.py).
+    /// CUT3R weights converted to safetensors (tools/cut3r-to-safetensors).
     pub cut3r: PathBuf,
     pub out: PathBuf,
     pub seed: u64,
@@ -110,7 +111,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
     if !opts.cut3r.is_file() {
         return Err(input(
             &opts.cut3r,
-            "CUT3R weights not found; convert the public CUT3R .pth with tools/cut3r-to-safetensors.py and pass the .safetensors",
+            "CUT3R weights not found; convert the public CUT3R .pth with tools/cut3r-to-safetensors and pass the .safetensors it writes",
         ));
     }
     let cut3r = SafetensorsFile::open(&opts.cut3r)?;
@@ -119,7 +120,10 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, InitError> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(write_err(parent))?;
     let stem = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let staging = parent.join(format!(".{stem}.init-{}", std::process::id()));
+    // Unique per process and call: concurrent inits (threads of one test binary) never share one.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = parent.join(format!(".{stem}.init-{}-{call}", std::process::id()));
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(write_err(&staging))?;
     }
@@ -176,13 +180,15 @@ impl Source {
             return Err(input(dir, "LLaVA-Video checkpoint directory not found"));
         }
         let config_path = dir.join(CONFIG_FILE);
-        let text = fs::read_to_string(&config_path).map_err(|e| input(&config_path, format!("cannot read the LLaVA-Video config ({e}); --llava must be the HF directory")))?;
-        let config: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| input(&config_path, format!("invalid JSON: {e}")))?;
+        let text = fs::read_to_string(&config_path)
+            .map_err(|e| input(&config_path, format!("cannot read the LLaVA-Video config ({e}); --llava must be the HF directory")))?;
+        let config: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).map_err(|e| input(&config_path, format!("invalid JSON: {e}")))?;
         let tokenizer_path = dir.join(TOKENIZER_FILE);
-        let text = fs::read_to_string(&tokenizer_path).map_err(|e| input(&tokenizer_path, format!("cannot read the Qwen2 tokenizer ({e}); copy tokenizer.json from the LLaVA-Video release")))?;
+        let text = fs::read_to_string(&tokenizer_path)
+            .map_err(|e| input(&tokenizer_path, format!("cannot read the Qwen2 tokenizer ({e}); copy tokenizer.json from the LLaVA-Video release")))?;
         let tokenizer: serde_json::Value = serde_json::from_str(&text).map_err(|e| input(&tokenizer_path, format!("invalid JSON: {e}")))?;
-        let tokenizer_size = tokenizer_size(&tokenizer).ok_or_else(|| input(&tokenizer_path, "no `model.vocab` with token ids; expected a Hugging Face tokenizer.json"))?;
+        let tokenizer_size =
+            tokenizer_size(&tokenizer).ok_or_else(|| input(&tokenizer_path, "no `model.vocab` with token ids; expected a Hugging Face tokenizer.json"))?;
 
         let weight_map = weight_map(dir)?;
         let mut files: BTreeMap<String, std::sync::Arc<SafetensorsFile>> = BTreeMap::new();
@@ -276,7 +282,8 @@ struct Plan {
 impl Plan {
     fn new(source: &Source, cut3r: &SafetensorsFile, opts: &InitOptions) -> Result<Plan, InitError> {
         let config_path = source.dir.join(CONFIG_FILE);
-        let release: serde_json::Value = serde_json::from_str(BUILTIN_CONFIGS.iter().find(|(n, _)| *n == RELEASE_CONFIG).expect("built-in release config").1).expect("valid built-in");
+        let release: serde_json::Value =
+            serde_json::from_str(BUILTIN_CONFIGS.iter().find(|(n, _)| *n == RELEASE_CONFIG).expect("built-in release config").1).expect("valid built-in");
         let mut config = source.config.clone();
         for section in ["vision_config", "cut3r"] {
             if !config.contains_key(section) {
@@ -299,7 +306,8 @@ impl Plan {
         let hidden = config.get("hidden_size").and_then(|v| v.as_u64()).ok_or_else(|| input(&config_path, "no integer `hidden_size`"))?;
         let cut3r_section = &config["cut3r"];
         // The camera token is a CUT3R decoder token: its width is the decoder's.
-        let camera_dim = cut3r.tensors.get("decoder_embed.weight").map(|t| t.shape[0] as u64).or_else(|| cut3r_section.get("dec_embed_dim").and_then(|v| v.as_u64()));
+        let camera_dim =
+            cut3r.tensors.get("decoder_embed.weight").map(|t| t.shape[0] as u64).or_else(|| cut3r_section.get("dec_embed_dim").and_then(|v| v.as_u64()));
         let long_side = cut3r_section.get("input_size").and_then(|v| v.as_array()).and_then(|a| a.iter().filter_map(|v| v.as_u64()).max());
         let mut loc3r = serde_json::json!({
             "camera_token_dim": camera_dim,
@@ -356,9 +364,14 @@ impl Plan {
         heads.dedup_by(|a, b| a.name == b.name);
 
         let mut tokenizer = source.tokenizer.clone();
-        let added = tokenizer.get_mut("added_tokens").and_then(|a| a.as_array_mut()).ok_or_else(|| input(&source.dir.join(TOKENIZER_FILE), "no `added_tokens` list"))?;
+        let added = tokenizer
+            .get_mut("added_tokens")
+            .and_then(|a| a.as_array_mut())
+            .ok_or_else(|| input(&source.dir.join(TOKENIZER_FILE), "no `added_tokens` list"))?;
         for (id, content) in [(pos_id, "<Pos>"), (pos_id + 1, "<Ori>")] {
-            added.push(serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}));
+            added.push(
+                serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}),
+            );
         }
         let tokenizer_text = serde_json::to_string_pretty(&tokenizer).expect("json") + "\n";
         Ok(Plan { config_text, tokenizer_text, pos_id, vocab_size, heads })

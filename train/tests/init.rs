@@ -283,6 +283,41 @@ fn init_refuses_bad_inputs_with_what_to_do() {
     assert!(e.contains("00002-of-00002") && e.contains("missing"), "{e}");
 
     // No staging directory survives a failure.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".init-")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".init-")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn init_command_line_writes_a_checkpoint_and_exits_2_on_bad_input() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (llava, cut3r) = llava_tiny(dir.path(), 1);
+    let overrides = dir.path().join("overrides.json");
+    std::fs::write(&overrides, tiny_overrides().to_string()).unwrap();
+    let run = |out: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loc3r-train"))
+            .arg("init")
+            .arg("--llava")
+            .arg(&llava)
+            .arg("--cut3r")
+            .arg(&cut3r)
+            .arg("--out")
+            .arg(out)
+            .args(["--seed", "3", "--json", "--config"])
+            .arg(&overrides)
+            .output()
+            .expect("runs")
+    };
+    let out = dir.path().join("ck");
+    let ok = run(&out);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("JSON report");
+    assert_eq!((report["pos_token_id"].as_u64(), report["seed"].as_u64()), (Some(1003), Some(3)), "{report}");
+    let ckpt = Checkpoint::open(&out, None, Requirements::default()).expect("validates");
+    assert_eq!(ckpt.config().loc3r.orientation_bins, 8);
+
+    let again = run(&out);
+    assert_eq!(again.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("not empty") && stderr.contains("--out"), "{stderr}");
 }

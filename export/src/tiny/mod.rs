@@ -45,7 +45,17 @@ pub struct TinyOptions {
 
 impl Default for TinyOptions {
     fn default() -> Self {
-        TinyOptions { config: "tiny".into(), seed: 0, shards: 1, dtype: DType::F32, tied_lm_head: false, qwen2_tokenizer: None, tokenizer_corpus: None, without_loc3r: false, cut3r_out: None }
+        TinyOptions {
+            config: "tiny".into(),
+            seed: 0,
+            shards: 1,
+            dtype: DType::F32,
+            tied_lm_head: false,
+            qwen2_tokenizer: None,
+            tokenizer_corpus: None,
+            without_loc3r: false,
+            cut3r_out: None,
+        }
     }
 }
 
@@ -113,7 +123,8 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     } else {
         tokenizer::tiny_tokenizer_json(&cfg)?
     };
-    let (config_text, tokenizer) = if opts.without_loc3r { (without_loc3r_config(&config_text, &origin)?, without_loc3r_tokens(&tokenizer)?) } else { (config_text, tokenizer) };
+    let (config_text, tokenizer) =
+        if opts.without_loc3r { (without_loc3r_config(&config_text, &origin)?, without_loc3r_tokens(&tokenizer)?) } else { (config_text, tokenizer) };
 
     // Collect (file, name, shape) for everything we write.
     let mut model: Vec<TensorToWrite> = Vec::new();

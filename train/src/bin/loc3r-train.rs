@@ -41,12 +41,12 @@ enum Command {
     /// The source shards are hard-linked, never rewritten. See docs/training.md.
     ///
     /// CUT3R is released as a PyTorch `.pth`; convert it first:
-    /// `python tools/cut3r-to-safetensors.py cut3r_512_dpt_4_64.pth cut3r.safetensors`.
+    /// `tools/cut3r-to-safetensors cut3r_512_dpt_4_64.pth cut3r.safetensors`.
     Init {
         /// LLaVA-Video-Qwen2 checkpoint directory (config.json, model shards + index, tokenizer.json).
         #[arg(long)]
         llava: PathBuf,
-        /// CUT3R weights as safetensors (from tools/cut3r-to-safetensors.py).
+        /// CUT3R weights as safetensors (from tools/cut3r-to-safetensors).
         #[arg(long)]
         cut3r: PathBuf,
         /// Checkpoint directory to write (must not exist or be empty).
