@@ -321,3 +321,39 @@ fn init_command_line_writes_a_checkpoint_and_exits_2_on_bad_input() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("not empty") && stderr.contains("--out"), "{stderr}");
 }
+
+#[test]
+fn init_appends_pos_and_ori_after_the_qwen2_specials() {
+    // The tiny model with Qwen2-7B's real tokenizer and padded table (152064 rows).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config: serde_json::Value = serde_json::from_str(loc3r_export::config::BUILTIN_CONFIGS[0].1).unwrap();
+    config["vocab_size"] = 152064.into();
+    for (field, id) in
+        [("endoftext_token_id", 151643), ("im_start_token_id", 151644), ("im_end_token_id", 151645), ("pos_token_id", 151646), ("ori_token_id", 151647)]
+    {
+        config["loc3r"][field] = id.into();
+    }
+    let config_path = dir.path().join("qwen-vocab.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let llava = dir.path().join("llava");
+    let cut3r = dir.path().join("cut3r.safetensors");
+    let opts = TinyOptions {
+        config: config_path.display().to_string(),
+        dtype: loc3r_export::DType::BF16,
+        without_loc3r: true,
+        cut3r_out: Some(cut3r.clone()),
+        ..TinyOptions::default()
+    };
+    make_tiny(&llava, &opts, |_, _| {}).expect("LLaVA layout with the Qwen2 tokenizer");
+    let out = dir.path().join("ck");
+    let report = init(&options(&llava, &cut3r, out.clone(), 0)).expect("init");
+    assert_eq!((report.pos_token_id, report.ori_token_id, report.vocab_size, report.vocab_grown), (151646, 151647, 152064, false));
+    let ckpt = Checkpoint::open(&out, None, Requirements::default()).expect("the tokenizer loads with <Pos>/<Ori> at the config's ids");
+    let embed = by_checkpoint_name(&ckpt, "model.embed_tokens.weight");
+    assert_eq!(embed.dtype, loc3r_export::DType::BF16, "the tables keep the source dtype");
+    let hidden = ckpt.config().hidden_size;
+    let mean = mean_rows(&source_tensor(&llava, "model.embed_tokens.weight").to_f32(), hidden, 151646);
+    let row = &embed.to_f32()[151646 * hidden..151647 * hidden];
+    // bf16 keeps 8 bits of mantissa: the stored row is the mean rounded once.
+    assert!(row.iter().zip(&mean).all(|(v, m)| (*v as f64 - m).abs() <= m.abs() / 128.0 + 1e-9), "bf16 mean row");
+}
