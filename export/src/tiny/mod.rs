@@ -3,7 +3,8 @@
 //! Every tensor the name map lists is written with the release names and shapes for the
 //! chosen config, plus tensors a real checkpoint carries that the exporter must ignore
 //! (SigLIP's `post_layernorm`). Values are random but well scaled, and depend only on
-//! the seed and the tensor's name, so the same seed gives the same bytes.
+//! the seed and the tensor's name, so the same seed gives the same bytes. With
+//! `without_loc3r` it writes the LLaVA-Video layout instead, the input of `loc3r-train init`.
 
 pub mod tokenizer;
 
@@ -167,6 +168,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     cut3r.extend(rgb);
     model.sort_by(|a, b| a.name.cmp(&b.name));
     cut3r.sort_by(|a, b| a.name.cmp(&b.name));
+    if opts.without_loc3r && opts.cut3r_out.is_none() {
+        cut3r.clear(); // not written at all
+    }
 
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
@@ -236,7 +240,6 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
         std::fs::remove_dir(out).map_err(|e| Error::write(out, e))?;
     }
     std::fs::rename(&staging, out).map_err(|e| Error::write(out, e))?;
-    let cut3r = if opts.without_loc3r && opts.cut3r_out.is_none() { Vec::new() } else { cut3r };
     let all = model.iter().chain(cut3r.iter());
     let parameters = all.clone().map(|t| t.shape.iter().product::<usize>()).sum();
     let bytes = files.iter().filter_map(|f| std::fs::metadata(out.join(f)).ok()).map(|m| m.len()).sum();
