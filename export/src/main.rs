@@ -57,6 +57,14 @@ enum Command {
         /// default: an embedded English corpus).
         #[arg(long)]
         tokenizer_corpus: Option<PathBuf>,
+        /// Write a LLaVA-Video layout without the Loc3R additions (no model.loc3r.* tensors, no
+        /// `loc3r` config section, no <Pos>/<Ori> tokens, no cut3r.safetensors): the input of
+        /// `loc3r-train init`.
+        #[arg(long)]
+        without_loc3r: bool,
+        /// With --without-loc3r: write the CUT3R weights to this file (outside the checkpoint).
+        #[arg(long, requires = "without_loc3r")]
+        cut3r_out: Option<PathBuf>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -174,8 +182,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, tokenizer_corpus, quiet, json } => {
-            let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer, tokenizer_corpus };
+        Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, tokenizer_corpus, without_loc3r, cut3r_out, quiet, json } => {
+            let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer, tokenizer_corpus, without_loc3r, cut3r_out };
             let bar = progress_bar(quiet || json, "writing tensors");
             let report = make_tiny(&out, &opts, |done, total| {
                 bar.set_length(total as u64);

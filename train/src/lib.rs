@@ -11,6 +11,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod graph;
+pub mod init;
 pub mod interp;
 pub mod losses;
 pub mod model;

@@ -3,7 +3,8 @@
 //! Every tensor the name map lists is written with the release names and shapes for the
 //! chosen config, plus tensors a real checkpoint carries that the exporter must ignore
 //! (SigLIP's `post_layernorm`). Values are random but well scaled, and depend only on
-//! the seed and the tensor's name, so the same seed gives the same bytes.
+//! the seed and the tensor's name, so the same seed gives the same bytes. With
+//! `without_loc3r` it writes the LLaVA-Video layout instead, the input of `loc3r-train init`.
 
 pub mod tokenizer;
 
@@ -32,11 +33,30 @@ pub struct TinyOptions {
     pub qwen2_tokenizer: Option<PathBuf>,
     /// Text to learn the small tokenizer's merges from (default: an embedded English corpus).
     pub tokenizer_corpus: Option<PathBuf>,
+    /// Write a LLaVA-Video layout checkpoint without the Loc3R additions (the input of
+    /// `loc3r-train init`): no `model.loc3r.*` tensors, no `loc3r` section in config.json,
+    /// no `<Pos>`/`<Ori>` in the tokenizer and no `cut3r.safetensors` in the directory (the
+    /// CUT3R weights are a separate release; see `cut3r_out`).
+    pub without_loc3r: bool,
+    /// With `without_loc3r`: also write the CUT3R weights to this file (outside the checkpoint
+    /// directory, replaced if it exists). Without `without_loc3r` they are always written to
+    /// `cut3r.safetensors` inside the checkpoint and this must be unset.
+    pub cut3r_out: Option<PathBuf>,
 }
 
 impl Default for TinyOptions {
     fn default() -> Self {
-        TinyOptions { config: "tiny".into(), seed: 0, shards: 1, dtype: DType::F32, tied_lm_head: false, qwen2_tokenizer: None, tokenizer_corpus: None }
+        TinyOptions {
+            config: "tiny".into(),
+            seed: 0,
+            shards: 1,
+            dtype: DType::F32,
+            tied_lm_head: false,
+            qwen2_tokenizer: None,
+            tokenizer_corpus: None,
+            without_loc3r: false,
+            cut3r_out: None,
+        }
     }
 }
 
@@ -84,6 +104,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     if !opts.dtype.is_float() {
         return Err(Error::Invalid(format!("--dtype {} is not a float type; use f32, f16 or bf16", opts.dtype)));
     }
+    if opts.cut3r_out.is_some() && !opts.without_loc3r {
+        return Err(Error::Invalid("--cut3r-out goes with --without-loc3r (a complete checkpoint holds cut3r.safetensors itself)".into()));
+    }
     let cfg = Config::from_json(&config_text, &origin)?;
     let names = NameMap::builtin(&cfg)?;
     if out.exists() && std::fs::read_dir(out).map_err(|e| Error::write(out, e))?.next().is_some() {
@@ -101,6 +124,8 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     } else {
         tokenizer::tiny_tokenizer_json(&cfg)?
     };
+    let (config_text, tokenizer) =
+        if opts.without_loc3r { (without_loc3r_config(&config_text, &origin)?, without_loc3r_tokens(&tokenizer)?) } else { (config_text, tokenizer) };
 
     // Collect (file, name, shape) for everything we write.
     let mut model: Vec<TensorToWrite> = Vec::new();
@@ -108,6 +133,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     for family in &names.families {
         for spec in &family.tensors {
             if opts.tied_lm_head && spec.fallback.is_some() {
+                continue;
+            }
+            if opts.without_loc3r && is_loc3r_addition(&spec.checkpoint) {
                 continue;
             }
             let t = TensorToWrite { name: spec.checkpoint.clone(), dtype: opts.dtype, shape: spec.shape.clone() };
@@ -140,6 +168,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     cut3r.extend(rgb);
     model.sort_by(|a, b| a.name.cmp(&b.name));
     cut3r.sort_by(|a, b| a.name.cmp(&b.name));
+    if opts.without_loc3r && opts.cut3r_out.is_none() {
+        cut3r.clear(); // not written at all
+    }
 
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
@@ -155,7 +186,7 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
             progress(done, total);
             Ok(())
         };
-        let mut files = vec![CONFIG_FILE.to_string(), TOKENIZER_FILE.to_string(), CUT3R_FILE.to_string()];
+        let mut files = vec![CONFIG_FILE.to_string(), TOKENIZER_FILE.to_string()];
         let meta: BTreeMap<String, String> = [
             ("format".to_string(), "pt".to_string()),
             ("generator".to_string(), format!("loc3r-export make-tiny --config {} --seed {}", opts.config, opts.seed)),
@@ -181,7 +212,13 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
             write_file(&staging.join(MODEL_INDEX_FILE), &(serde_json::to_string_pretty(&index).expect("json") + "\n"))?;
             files.push(MODEL_INDEX_FILE.into());
         }
-        write_safetensors(&staging.join(CUT3R_FILE), &cut3r, Some(&meta), &mut fill)?;
+        // Complete checkpoints hold the CUT3R weights; LLaVA layouts keep them outside (or not at all).
+        if !opts.without_loc3r {
+            write_safetensors(&staging.join(CUT3R_FILE), &cut3r, Some(&meta), &mut fill)?;
+            files.push(CUT3R_FILE.into());
+        } else if opts.cut3r_out.is_some() {
+            write_safetensors(&staging.join(SEPARATE_CUT3R), &cut3r, Some(&meta), &mut fill)?;
+        }
         write_file(&staging.join(CONFIG_FILE), &config_text)?;
         write_file(&staging.join(TOKENIZER_FILE), &tokenizer)?;
         Ok::<_, Error>(files)
@@ -193,6 +230,12 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
             return Err(e);
         }
     };
+    if let Some(path) = opts.cut3r_out.as_deref().filter(|_| opts.without_loc3r) {
+        if let Err(e) = std::fs::rename(staging.join(SEPARATE_CUT3R), path) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(Error::write(path, e));
+        }
+    }
     if out.exists() {
         std::fs::remove_dir(out).map_err(|e| Error::write(out, e))?;
     }
@@ -201,6 +244,32 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     let parameters = all.clone().map(|t| t.shape.iter().product::<usize>()).sum();
     let bytes = files.iter().filter_map(|f| std::fs::metadata(out.join(f)).ok()).map(|m| m.len()).sum();
     Ok(TinyReport { dir: out.to_path_buf(), config: opts.config.clone(), files, tensors: all.count(), parameters, bytes })
+}
+
+/// Staging name of the CUT3R weights that `cut3r_out` moves out of the checkpoint directory.
+const SEPARATE_CUT3R: &str = ".cut3r-separate.safetensors";
+
+/// Whether a model tensor is one Loc3R adds to LLaVA-Video (camera projector and heads).
+pub fn is_loc3r_addition(checkpoint_name: &str) -> bool {
+    checkpoint_name.starts_with("model.loc3r.")
+}
+
+/// config.json as LLaVA-Video has it: the `loc3r` section removed.
+fn without_loc3r_config(text: &str, origin: &str) -> Result<String> {
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Config { file: origin.into(), message: format!("invalid JSON: {e}") })?;
+    if let Some(map) = value.as_object_mut() {
+        map.remove("loc3r");
+    }
+    Ok(serde_json::to_string_pretty(&value).expect("json") + "\n")
+}
+
+/// tokenizer.json without the `<Pos>`/`<Ori>` added tokens (their ids become padding rows).
+fn without_loc3r_tokens(text: &str) -> Result<String> {
+    let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Invalid(format!("tokenizer.json: invalid JSON: {e}")))?;
+    if let Some(added) = value.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
+        added.retain(|t| !matches!(t.get("content").and_then(|c| c.as_str()), Some("<Pos>" | "<Ori>")));
+    }
+    Ok(serde_json::to_string_pretty(&value).expect("json") + "\n")
 }
 
 fn write_file(path: &Path, text: &str) -> Result<()> {

@@ -34,6 +34,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Compose a trainable Loc3R checkpoint from the public LLaVA-Video-7B-Qwen2 release (HF
+    /// directory) and CUT3R's weights: adds the `loc3r` config section, the <Pos>/<Ori> tokens
+    /// (embedding and LM-head rows = the mean of the existing rows) and the camera projector and
+    /// localisation heads (PyTorch-default Linear init, seeded; the final pos_head/bev_head bias 0).
+    /// The source shards are hard-linked, never rewritten. See docs/training.md.
+    ///
+    /// CUT3R is released as a PyTorch `.pth`; convert it first:
+    /// `tools/cut3r-to-safetensors cut3r_512_dpt_4_64.pth cut3r.safetensors`.
+    Init {
+        /// LLaVA-Video-Qwen2 checkpoint directory (config.json, model shards + index, tokenizer.json).
+        #[arg(long)]
+        llava: PathBuf,
+        /// CUT3R weights as safetensors (from tools/cut3r-to-safetensors).
+        #[arg(long)]
+        cut3r: PathBuf,
+        /// Checkpoint directory to write (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the new tensors' initialisation: the same seed writes the same bytes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// JSON file merged into the composed config.json, e.g. `{"loc3r": {"orientation_bins": 36}}`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Loss and gradients of every trainable tensor for one prepared sample (f32, CPU).
     ///
     /// Writes a safetensors file with the scalars `loss`, `loss.lm`, `loss.bev`, `loss.pos`,
@@ -284,8 +312,37 @@ fn input(e: impl std::fmt::Display) -> anyhow::Error {
     InputError(e.to_string()).into()
 }
 
+fn init(llava: PathBuf, cut3r: PathBuf, out: PathBuf, seed: u64, config: Option<&Path>, json: bool) -> Result<()> {
+    let overrides = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| InputError(format!("{}: {e}", path.display())))?;
+            Some(serde_json::from_str(&text).map_err(|e| InputError(format!("{}: invalid JSON: {e}", path.display())))?)
+        }
+        None => None,
+    };
+    let report = loc3r_train::init::init(&loc3r_train::init::InitOptions { llava, cut3r, out, seed, overrides })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "wrote {}: <Pos> = {}, <Ori> = {}, vocab_size {}{}, {} Loc3R tensors initialised (seed {})",
+            report.out.display(),
+            report.pos_token_id,
+            report.ori_token_id,
+            report.vocab_size,
+            if report.vocab_grown { " (grown)" } else { "" },
+            report.initialised.len(),
+            report.seed
+        );
+    }
+    Ok(())
+}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(e) = cause.downcast_ref::<loc3r_train::init::InitError>() {
+            return if e.is_input() { 2 } else { 1 };
+        }
         if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
             return 2;
         }
@@ -301,6 +358,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Init { llava, cut3r, out, seed, config, json } => init(llava, cut3r, out, seed, config.as_deref(), json),
         Command::Grad { model, sample, out, json, bench_runs } => grad(&model, &sample, &out, json, bench_runs),
         Command::Prepare { bundle, scenes, questions, sqa3d, scanqa, split, alternatives, frames, limit, out, json } => {
             prepare(&bundle, &scenes, questions, sqa3d, scanqa, &split, alternatives, frames, limit, &out, json)
