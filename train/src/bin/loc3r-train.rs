@@ -290,13 +290,17 @@ fn prepare(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let masked = if report.bev_tokens > 0 {
+            format!("; BEV tokens masked in the scenes prepared now: {:.1}%", 100.0 * report.bev_masked as f64 / report.bev_tokens as f64)
+        } else {
+            String::new()
+        };
         println!(
-            "prepared {} samples from {} scenes ({} resumed) into {}; BEV tokens masked: {:.1}%",
+            "prepared {} samples from {} scenes ({} resumed from an earlier run) into {}{masked}",
             report.samples,
-            report.scenes,
+            report.scenes + report.scenes_resumed,
             report.scenes_resumed,
-            out.display(),
-            100.0 * report.bev_masked as f64 / report.bev_tokens.max(1) as f64
+            out.display()
         );
         for (scene, why) in report.skipped_scenes.iter().take(10) {
             eprintln!("skipped scene {scene}: {why}");
