@@ -47,10 +47,8 @@ struct Solid<'a> {
     material: &'a Material,
 }
 
-/// Renders `room` seen by a camera with camera-to-world `pose`.
-pub fn render(room: &Room, pose: &Pose, intr: &Intrinsics, noise: Option<DepthNoise>) -> Frame {
-    let solids: Vec<Solid> = room
-        .objects
+fn solids(room: &Room) -> Vec<Solid<'_>> {
+    room.objects
         .iter()
         .map(|o| Solid {
             centre: o.centre,
@@ -60,7 +58,12 @@ pub fn render(room: &Room, pose: &Pose, intr: &Intrinsics, noise: Option<DepthNo
             cylinder: o.shape == Shape::Cylinder,
             material: &o.material,
         })
-        .collect();
+        .collect()
+}
+
+/// Renders `room` seen by a camera with camera-to-world `pose`.
+pub fn render(room: &Room, pose: &Pose, intr: &Intrinsics, noise: Option<DepthNoise>) -> Frame {
+    let solids = solids(room);
     let (w, h) = (intr.width, intr.height);
     let mut rgb = vec![0u8; w * h * 3];
     let mut depth = vec![0u16; w * h];
@@ -90,6 +93,17 @@ pub fn render(room: &Room, pose: &Pose, intr: &Intrinsics, noise: Option<DepthNo
         }
     });
     Frame { rgb, depth_mm: depth }
+}
+
+/// The world point the camera sees at (sub-)pixel `(u, v)` (pixel centres at integers, as the
+/// intrinsics), and its z-depth; what the renderer writes for pixel centres. For tests of
+/// anything computed from the rendered depth.
+pub fn hit_point(room: &Room, pose: &Pose, intr: &Intrinsics, u: f64, v: f64) -> Option<([f64; 3], f64)> {
+    let solids: Vec<Solid> = solids(room);
+    let (a, b) = ((u - intr.cx) / intr.fx, (v - intr.cy) / intr.fy);
+    let dir = [pose[0][0] * a + pose[0][1] * b + pose[0][2], pose[1][0] * a + pose[1][1] * b + pose[1][2], pose[2][0] * a + pose[2][1] * b + pose[2][2]];
+    let origin = [pose[0][3], pose[1][3], pose[2][3]];
+    cast(room, &solids, origin, dir).map(|hit| ([origin[0] + hit.t * dir[0], origin[1] + hit.t * dir[1], origin[2] + hit.t * dir[2]], hit.t))
 }
 
 fn shade(hit: &Hit) -> [u8; 3] {

@@ -77,7 +77,7 @@ fn synthetic_rooms_prepare_train_export_and_evaluate() {
         assert_eq!(sample.situation_valid, 1.0);
         let want = entry["position"].as_array().unwrap();
         assert!((f64::from(sample.pos_target[0]) - want[0].as_f64().unwrap()).abs() < 1e-5);
-        assert!(sample.bev_mask.iter().any(|&m| m == 1.0), "some grid tokens have BEV ground truth");
+        assert!(sample.bev_mask.contains(&1.0), "some grid tokens have BEV ground truth");
     }
     // A second run resumes: nothing is recomputed, the same samples are reported.
     let again = prepare(&[]);
