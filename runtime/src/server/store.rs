@@ -53,6 +53,7 @@ pub fn video_id_of_bytes(bytes: &[u8], frames: usize) -> String {
 
 pub fn video_id_of_file(path: &Path, frames: usize) -> std::io::Result<String> {
     let mut h = Sha256::new();
+    crate::files::require_regular(path, false)?;
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
