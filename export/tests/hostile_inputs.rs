@@ -117,6 +117,18 @@ fn config_numbers_out_of_bounds_are_refused_by_check_and_export_alike() {
 }
 
 #[test]
+fn make_tiny_applies_the_same_bounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(loc3r_export::config::BUILTIN_CONFIGS[0].1).unwrap();
+    v["cut3r"]["dec_depth"] = 1_000_000.into();
+    let config = tmp.path().join("hostile.json");
+    std::fs::write(&config, v.to_string()).unwrap();
+    let o = run(Command::new(exe()).args(["make-tiny", "--quiet", "--out"]).arg(tmp.path().join("t")).arg("--config").arg(&config));
+    let e = refused("make-tiny with cut3r.dec_depth 1e6", o);
+    assert!(e.contains("cut3r.dec_depth") && e.contains("1024"), "{e}");
+}
+
+#[test]
 fn a_huge_cut3r_size_is_refused_before_building_anything() {
     let tmp = tempfile::tempdir().unwrap();
     let ckpt = tmp.path().join("ckpt");
