@@ -25,6 +25,8 @@ struct Outcome {
 }
 
 /// Runs `cmd` as a child, killing it after [`DEADLINE`]; returns its exit code, stderr and peak RSS.
+// The child is reaped by `wait4` (which also reports its peak RSS), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run(cmd: &mut Command) -> Outcome {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut stderr_pipe = child.stderr.take().unwrap();
@@ -91,7 +93,8 @@ fn config_numbers_out_of_bounds_are_refused_by_check_and_export_alike() {
     let base = tmp.path().join("base");
     make_tiny(&base, &[]);
     let huge = u64::MAX;
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         ("num_hidden_layers", Box::new(|v| v["num_hidden_layers"] = 1_000_000.into()), "1024"),
         ("num_hidden_layers", Box::new(move |v| v["num_hidden_layers"] = huge.into()), "1024"),
         ("vision_config.num_hidden_layers", Box::new(|v| v["vision_config"]["num_hidden_layers"] = 1_000_000.into()), "1024"),
