@@ -304,3 +304,17 @@ impl Store {
         Ok((scene, Some(timings)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_named_as_a_video_path_is_refused_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("video.mp4");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = video_id_of_file(&fifo, 4).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+    }
+}
