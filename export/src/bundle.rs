@@ -128,6 +128,9 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     check_target(out, opts.force)?;
     let ckpt = Checkpoint::open(checkpoint, opts.names.as_deref(), Requirements { cut3r_points: opts.cut3r_points })?;
     let cfg = ckpt.config();
+    if let Some(size) = opts.cut3r_size {
+        crate::bounds::check_cut3r_size("--cut3r-size", size, cfg.cut3r.patch_size).map_err(Error::Invalid)?;
+    }
     let export_opts = ExportOptions {
         precision: opts.precision,
         pooling: opts.pooling.unwrap_or(cfg.mm_spatial_pool_mode),
@@ -197,8 +200,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
         }
     })?;
 
-    let config_text =
-        std::fs::read_to_string(ckpt.dir().join(crate::checkpoint::CONFIG_FILE)).map_err(|e| Error::io(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE), e))?;
+    let config_text = crate::files::read_input(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE))?;
     let config_echo: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
     let tokenizer_size = tokenizer_size(&dir.join(manifest::TOKENIZER_FILE))?;
     let manifest = Manifest {
@@ -253,6 +255,7 @@ fn io_spec(v: &Value) -> IoSpec {
 }
 
 fn tokenizer_size(path: &Path) -> Result<u32> {
+    crate::files::require_regular_file(path)?;
     let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Invalid(format!("{}: cannot load tokenizer: {e}", path.display())))?;
     Ok(tok.get_vocab_size(true) as u32)
 }

@@ -157,7 +157,7 @@ pub struct Loc3rConfig {
 impl Config {
     /// Reads and validates `path` (a `config.json`).
     pub fn from_file(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, source))?;
+        let text = crate::files::read_input(path)?;
         Config::from_json(&text, &path.display().to_string())
     }
 
@@ -203,6 +203,13 @@ impl Config {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        // Bounds first: everything below may multiply these numbers.
+        let out_of_bounds = crate::bounds::violations(self);
+        match out_of_bounds.as_slice() {
+            [] => {}
+            [one] => return Err(one.clone()),
+            many => return Err(format!("{} values out of bounds:\n{}", many.len(), crate::error::bullet_list(many))),
+        }
         let positive = [
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),

@@ -105,15 +105,23 @@ impl Error {
     }
 }
 
+/// Problems listed in one message; the rest are counted (a 1000-layer checkpoint missing
+/// every tensor would otherwise print thousands of lines).
+pub const MAX_LISTED_PROBLEMS: usize = 20;
+
+/// `  - item` lines, at most [`MAX_LISTED_PROBLEMS`] of them, then `  … and K more`.
+pub fn bullet_list(items: &[String]) -> String {
+    let mut lines: Vec<String> = items.iter().take(MAX_LISTED_PROBLEMS).map(|p| format!("  - {p}")).collect();
+    if items.len() > MAX_LISTED_PROBLEMS {
+        lines.push(format!("  … and {} more", items.len() - MAX_LISTED_PROBLEMS));
+    }
+    lines.join("\n")
+}
+
 fn checkpoint_message(dir: &Path, problems: &[String]) -> String {
     match problems {
         [one] => format!("invalid checkpoint {}: {one}", dir.display()),
-        many => format!(
-            "invalid checkpoint {}: {} problems:\n{}",
-            dir.display(),
-            many.len(),
-            many.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
-        ),
+        many => format!("invalid checkpoint {}: {} problems:\n{}", dir.display(), many.len(), bullet_list(many)),
     }
 }
 
@@ -142,5 +150,15 @@ mod tests {
             assert_eq!(e.fault(), fault, "{e}");
             assert_eq!(e.fault().exit_code(), if fault == Fault::Input { 2 } else { 1 }, "{e}");
         }
+    }
+
+    #[test]
+    fn long_problem_lists_are_capped_with_a_count_of_the_rest() {
+        let problems: Vec<String> = (0..MAX_LISTED_PROBLEMS + 7).map(|i| format!("problem {i}")).collect();
+        let e = Error::Checkpoint { dir: "ckpt".into(), problems }.to_string();
+        assert!(e.contains(&format!("{} problems", MAX_LISTED_PROBLEMS + 7)), "{e}");
+        assert_eq!(e.lines().filter(|l| l.starts_with("  - ")).count(), MAX_LISTED_PROBLEMS, "{e}");
+        assert!(e.ends_with("… and 7 more"), "{e}");
+        assert!(!e.contains(&format!("problem {MAX_LISTED_PROBLEMS}")), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bounds::{MAX_LAYERS, MAX_PARAMETERS, MAX_TENSORS};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -118,7 +119,7 @@ impl NameMap {
     }
 
     pub fn from_file(path: &Path, cfg: &Config) -> Result<NameMap> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_input(path)?;
         NameMap::parse(&text, &path.display().to_string(), cfg)
     }
 
@@ -132,10 +133,11 @@ impl NameMap {
         let mut families = Vec::new();
         for (name, fam) in &raw.families {
             let mut out = Vec::new();
-            let mut ctx = Expander { raw: &raw, family: name, file: fam.file, prefix: &fam.prefix, out: &mut out, depth: 0 };
+            let mut ctx = Expander { raw: &raw, family: name, file: fam.file, prefix: &fam.prefix, out: &mut out, depth: 0, steps: 0 };
             ctx.entries(&fam.tensors, "", &symbols).map_err(err)?;
             families.push(Family { name: name.clone(), file: fam.file, optional: fam.optional_family, tensors: out });
         }
+        check_parameters(&families).map_err(err)?;
         Ok(NameMap { families })
     }
 
@@ -200,14 +202,25 @@ struct Expander<'a> {
     prefix: &'a str,
     out: &'a mut Vec<TensorSpec>,
     depth: usize,
+    steps: usize,
 }
 
 impl Expander<'_> {
+    /// Counts one tensor or block instance; nested repeats multiply, so the total is bounded too.
+    fn step(&mut self) -> Result<(), String> {
+        self.steps += 1;
+        if self.steps > MAX_TENSORS {
+            return Err(format!("family `{}` expands to more than {MAX_TENSORS} tensors and blocks (the bound on a name map)", self.family));
+        }
+        Ok(())
+    }
+
     fn entries(&mut self, entries: &[RawEntry], at: &str, symbols: &BTreeMap<String, usize>) -> Result<(), String> {
         for entry in entries {
             match entry {
                 RawEntry::Tensor { name, shape, checkpoint, fallback, repeat } => {
                     for i in indices(repeat.as_ref(), symbols)? {
+                        self.step()?;
                         let local = expand_index(name, i);
                         let logical = join(at, &local);
                         let shape = shape.iter().map(|d| eval(d, symbols)).collect::<Result<Vec<_>, _>>()?;
@@ -235,6 +248,7 @@ impl Expander<'_> {
                         inner.insert(k.clone(), eval(v, symbols)?);
                     }
                     for i in indices(repeat.as_ref(), symbols)? {
+                        self.step()?;
                         let scope = join(at, &expand_index(block_at, i));
                         self.depth += 1;
                         self.entries(body, &scope, &inner)?;
@@ -262,13 +276,32 @@ fn expand_index(template: &str, i: Option<usize>) -> String {
     }
 }
 
+/// The indices of a `repeat`, at most [`MAX_LAYERS`] of them (a repeat is a stack of layers).
 fn indices(repeat: Option<&Repeat>, symbols: &BTreeMap<String, usize>) -> Result<Vec<Option<usize>>, String> {
-    Ok(match repeat {
-        None => vec![None],
-        Some(Repeat::Count(n)) => (0..*n).map(Some).collect(),
-        Some(Repeat::Symbol(s)) => (0..lookup(s, symbols)?).map(Some).collect(),
-        Some(Repeat::Range([a, b])) => (*a..=*b).map(Some).collect(),
-    })
+    let (start, count) = match repeat {
+        None => return Ok(vec![None]),
+        Some(Repeat::Count(n)) => (0, *n),
+        Some(Repeat::Symbol(s)) => (0, lookup(s, symbols)?),
+        // Empty when b < a; a count past usize::MAX is over the bound anyway.
+        Some(Repeat::Range([a, b])) => (*a, b.checked_sub(*a).map_or(0, |d| d.saturating_add(1))),
+    };
+    if count > MAX_LAYERS || start > usize::MAX - count {
+        return Err(format!("a repeat of {count} exceeds the bound {MAX_LAYERS}"));
+    }
+    Ok((start..start + count).map(Some).collect())
+}
+
+/// Elements of all tensors together, checked against [`MAX_PARAMETERS`] without overflowing.
+fn check_parameters(families: &[Family]) -> Result<(), String> {
+    let mut total: usize = 0;
+    for t in families.iter().flat_map(|f| &f.tensors) {
+        let numel = t.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        total = match numel.and_then(|n| total.checked_add(n)) {
+            Some(n) if n <= MAX_PARAMETERS => n,
+            _ => return Err(format!("the tensors of the map hold more than {MAX_PARAMETERS} parameters (the bound), at `{}`", t.checkpoint)),
+        };
+    }
+    Ok(())
 }
 
 fn lookup(symbol: &str, symbols: &BTreeMap<String, usize>) -> Result<usize, String> {
@@ -285,7 +318,7 @@ fn eval(d: &DimExpr, symbols: &BTreeMap<String, usize>) -> Result<usize, String>
                 Ok(n) => n,
                 Err(_) => lookup(factor, symbols)?,
             };
-            Ok(acc * v)
+            acc.checked_mul(v).ok_or_else(|| format!("the dimension `{s}` overflows"))
         }),
     }
 }
@@ -334,5 +367,30 @@ mod tests {
         assert!(e.contains("m.json") && e.contains("nope"), "{e}");
         let e = NameMap::parse(r#"{"format_version": 2, "families": {}}"#, "m.json", &cfg).unwrap_err().to_string();
         assert!(e.contains("format_version"), "{e}");
+        // Hostile maps are refused before anything is sized from them.
+        let e = NameMap::parse(
+            r#"{"format_version": 1, "families": {"x": {"file": "model", "tensors": [{"name": "a{i}", "shape": [1], "repeat": [0, 18446744073709551615]}]}}}"#,
+            "m.json",
+            &cfg,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1024"), "{e}");
+        let e = NameMap::parse(
+            r#"{"format_version": 1, "families": {"x": {"file": "model", "tensors": [{"name": "a", "shape": ["H*65536*65536*65536*65536"]}]}}}"#,
+            "m.json",
+            &cfg,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("overflows"), "{e}");
+        let e = NameMap::parse(
+            r#"{"format_version": 1, "families": {"x": {"file": "model", "tensors": [{"name": "a", "shape": [1048576, 1048576, 2]}]}}}"#,
+            "m.json",
+            &cfg,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("parameters"), "{e}");
     }
 }

@@ -43,12 +43,21 @@ impl Bundle {
         if !dir.is_dir() {
             return Err(Error::Bundle(format!("{}: bundle directory not found; create one with `loc3r-export export`", dir.display())));
         }
+        // Every file is checked to be a regular one before anything opens it (a FIFO would block).
+        for path in [dir.join(crate::manifest::MANIFEST_FILE), dir.join(TOKENIZER_FILE)] {
+            match crate::files::require_regular(&path, false) {
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(Error::BundleFile { path, error: e }),
+                _ => {}
+            }
+        }
         let manifest = Manifest::read(dir)?;
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
-            let len = std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|_| Error::Bundle(format!("{}: listed in manifest.json but missing; re-export the bundle", path.display())))?;
+            let len = match crate::files::require_regular(&path, false) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(Error::BundleFile { path, error: e }),
+                Err(_) => return Err(Error::Bundle(format!("{}: listed in manifest.json but missing; re-export the bundle", path.display()))),
+            };
             if len != entry.bytes {
                 return Err(Error::Bundle(format!(
                     "{}: {len} bytes, manifest.json says {}; the bundle is incomplete or corrupt (check with `loc3r-export inspect`)",

@@ -88,7 +88,7 @@ impl Error {
             // Target sizes come from the bundle's manifest; frames from the caller or the video.
             Error::Preprocess(PreprocessError::BadSize { .. }) => Fault::Bundle,
             Error::Preprocess(PreprocessError::BadFrame { .. } | PreprocessError::NoFrames) => Fault::Input,
-            Error::Prompt(PromptError::EmptyQuestion) => Fault::Input,
+            Error::Prompt(PromptError::EmptyQuestion | PromptError::ReservedToken { .. } | PromptError::ControlCharacter { .. }) => Fault::Input,
             // The template and the tokenizer are the bundle's; any text tokenizes.
             Error::Prompt(PromptError::Tokenizer(_) | PromptError::Placeholders(_)) => Fault::Bundle,
             Error::Bundle(_) | Error::BundleFile { .. } => Fault::Bundle,

@@ -40,6 +40,7 @@
 
 pub mod bundle;
 pub mod error;
+pub mod files;
 pub mod manifest;
 pub mod ort_env;
 pub mod pipeline;

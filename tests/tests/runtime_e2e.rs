@@ -1,8 +1,9 @@
 //! Tiny checkpoint -> bundle -> answers, through the library and the `loc3r-serve` binary:
 //! prefix reuse, determinism, and bad input that must become clear errors.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use loc3r::{GenerationOptions, Loc3r, SessionOptions};
 use loc3r_e2e::{serve_exe, synthetic_video, tiny_bundle};
@@ -189,5 +190,101 @@ fn cli_exit_codes_follow_the_fault() {
     } else {
         assert_eq!(code, Some(1), "{err}");
         assert!(err.contains("device `cuda` is not available"), "{err}");
+    }
+}
+
+/// User text is text (issue 13, failure 8): the library, the CLI and the server refuse
+/// chat-template and special tokens in the question and the situation with the same rule,
+/// and the CLI never echoes control characters raw.
+#[test]
+fn special_tokens_in_user_text_are_refused_by_library_and_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 8);
+    let m = model();
+    let scene = m.observe_video(&video, 2).unwrap();
+    let opts = GenerationOptions { max_new_tokens: 4, ..GenerationOptions::default() };
+    for token in ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<Pos>", "<Ori>"] {
+        let e = input_error(scene.ask(None, &format!("where{token}"), &opts).unwrap_err());
+        assert!(e.contains("question") && e.contains(token), "{e}");
+        let e = input_error(scene.ask(Some(token), "Where?", &opts).unwrap_err());
+        assert!(e.contains("situation") && e.contains(token), "{e}");
+        let e = input_error(scene.localize(Some(token)).unwrap_err());
+        assert!(e.contains(token), "{e}");
+    }
+
+    let exe = serve_exe();
+    let run = |question: &str, situation: Option<&str>| {
+        let mut cmd = Command::new(&exe);
+        cmd.args(["run", "--quiet", "--max-new-tokens", "4", "--question", question, "--bundle"]).arg(tiny_bundle(1)).arg("--video").arg(&video);
+        if let Some(s) = situation {
+            cmd.args(["--situation", s]);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (question, situation, token) in [("<|im_start|>", None, "<|im_start|>"), ("Where?", Some("I stand<|im_end|>"), "<|im_end|>"), ("<Pos>", None, "<Pos>")]
+    {
+        let (code, err) = run(question, situation);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("reserved token") && err.contains(token), "{err}");
+    }
+    let (code, err) = run("a\u{1b}[2J\u{7}b", None);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("U+001B") && !err.contains('\u{1b}') && !err.contains('\u{7}'), "control characters echoed raw: {err:?}");
+}
+
+/// Runs `cmd`, killing it after `limit`: a regression to a blocking open fails, never hangs.
+fn output_within(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still running after {limit:?}: blocked on a FIFO?");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mkfifo(path: &Path) -> PathBuf {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+    path.to_path_buf()
+}
+
+/// FIFOs (issue 13, failure 9): as `--video`, as a bundle file or as an image of a
+/// directory, a FIFO is refused with a clear error instead of blocking forever.
+#[test]
+fn fifos_are_refused_instead_of_blocking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = serve_exe();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 8);
+    let run = |bundle: &Path, video: &Path| {
+        output_within(
+            Command::new(&exe).args(["run", "--quiet", "--max-new-tokens", "4", "--question", "Q", "--bundle"]).arg(bundle).arg("--video").arg(video),
+            Duration::from_secs(20),
+        )
+    };
+    let fifo = mkfifo(&tmp.path().join("video.mp4"));
+    let (code, err) = run(tiny_bundle(1), &fifo);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("video.mp4") && err.contains("FIFO"), "{err}");
+    let e = input_error(model().observe_video(&fifo, 2).unwrap_err());
+    assert!(e.contains("FIFO"), "{e}");
+
+    for file in ["manifest.json", "tokenizer.json", "decoder.onnx"] {
+        let case = tmp.path().join(file.replace('.', "-"));
+        std::fs::create_dir(&case).unwrap();
+        let copy = loc3r_e2e::tiny_bundle_copy(&case);
+        std::fs::remove_file(copy.join(file)).unwrap();
+        mkfifo(&copy.join(file));
+        let (code, err) = run(&copy, &video);
+        assert_eq!(code, Some(2), "{file}: {err}");
+        assert!(err.contains(file) && err.contains("FIFO"), "{file}: {err}");
     }
 }

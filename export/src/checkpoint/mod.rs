@@ -66,7 +66,8 @@ impl Checkpoint {
         if !dir.is_dir() {
             return Err(Error::Invalid(format!("{}: checkpoint directory not found", dir.display())));
         }
-        if !config_path.is_file() {
+        // Present but not a regular file (a FIFO, /dev/zero) is refused by Config::from_file.
+        if !config_path.exists() {
             return Err(Error::Invalid(format!("{}: missing; a checkpoint directory needs config.json", config_path.display())));
         }
         let config = Config::from_file(&config_path)?;
@@ -201,7 +202,7 @@ fn open_model_files(dir: &Path, problems: &mut Vec<String>) -> (BTreeMap<String,
     let mut map = BTreeMap::new();
     let mut broken = BTreeSet::new();
     let index_path = dir.join(MODEL_INDEX_FILE);
-    if index_path.is_file() {
+    if index_path.exists() {
         let index = match read_index(&index_path) {
             Ok(i) => i,
             Err(e) => {
@@ -264,7 +265,7 @@ fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
     struct Index {
         weight_map: BTreeMap<String, String>,
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::files::read_input(path)?;
     let index: Index = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid index JSON: {e}")))?;
     Ok(index.weight_map)
 }
@@ -272,8 +273,12 @@ fn read_index(path: &Path) -> Result<BTreeMap<String, String>> {
 /// The tokenizer must load and agree with the config on the special ids.
 fn check_tokenizer(dir: &Path, cfg: &Config, problems: &mut Vec<String>) {
     let path = dir.join(TOKENIZER_FILE);
-    if !path.is_file() {
+    if !path.exists() {
         problems.push(format!("{}: missing (Qwen2 tokenizer with <Pos>/<Ori> added tokens)", path.display()));
+        return;
+    }
+    if let Err(e) = crate::files::require_regular_file(&path) {
+        problems.push(e.to_string());
         return;
     }
     let tok = match tokenizers::Tokenizer::from_file(&path) {

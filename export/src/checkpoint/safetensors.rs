@@ -51,6 +51,7 @@ struct RawInfo {
 
 impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Arc<SafetensorsFile>> {
+        crate::files::require_regular_file(path)?;
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 8 {

@@ -84,7 +84,7 @@ fn config_source(config: &str) -> Result<(String, String)> {
     }
     let path = Path::new(config);
     if config.ends_with(".json") || path.is_file() {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::files::read_input(path)?;
         return Ok((text, path.display().to_string()));
     }
     Err(Error::Invalid(format!("unknown config `{config}`; make-tiny supports: tiny, small, or the path of a config.json")))
@@ -114,9 +114,9 @@ pub fn make_tiny(out: &Path, opts: &TinyOptions, mut progress: impl FnMut(usize,
     }
     let tokenizer = if cfg.vocab_size > 100_000 {
         let path = opts.qwen2_tokenizer.clone().unwrap_or_else(default_qwen2_tokenizer);
-        std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?
+        crate::files::read_input(&path)?
     } else if let Some(path) = &opts.tokenizer_corpus {
-        let corpus = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let corpus = crate::files::read_input(path)?;
         if corpus.trim().is_empty() {
             return Err(Error::Invalid(format!("{}: the tokenizer corpus is empty; give a text file with the language to cover", path.display())));
         }

@@ -154,10 +154,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `text` with control characters (other than newline) and bidirectional overrides escaped
+/// (`\u{1b}`), so echoed user input (a question, a file name) cannot drive the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if (c.is_control() && c != '\n') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The exit code of a failed command: that of the fault class of the first library error in
@@ -230,11 +244,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = work.session(device, threads);
             let say = |msg: &str| {
                 if !quiet && !json {
-                    eprintln!("{msg}");
+                    eprintln!("{}", printable(msg));
                 }
             };
             say(&format!("loading bundle {}", bundle.display()));
             let model = Loc3r::open(&bundle, &opts).with_context(|| format!("opening bundle {}", bundle.display()))?;
+            // User text is text: refuse special tokens before paying for the video (the library checks again).
+            for q in &question {
+                loc3r::stages::prompt::check_user_text("question", q, Some(&model.bundle().tokenizer)).map_err(loc3r::Error::from)?;
+            }
+            if let Some(s) = &situation {
+                loc3r::stages::prompt::check_user_text("situation", s, Some(&model.bundle().tokenizer)).map_err(loc3r::Error::from)?;
+            }
             let n = frames.unwrap_or(model.bundle().manifest.runtime.frames);
             say(&format!("observing {} ({n} frames)", video.display()));
             let scene = model.observe_video(&video, n).with_context(|| format!("observing {}", video.display()))?;
@@ -251,8 +272,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     v["frames"] = serde_json::to_value(&scene.frames)?;
                     println!("{v}");
                 } else {
-                    println!("Q: {q}");
-                    println!("A: {}", answer.answer);
+                    println!("Q: {}", printable(q));
+                    println!("A: {}", printable(&answer.answer));
                     let p = &answer.pose.position;
                     println!(
                         "   position x={:.3} y={:.3} (σ {:.3}, {:.3}) m, yaw {:.1}°{}",

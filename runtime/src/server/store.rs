@@ -53,6 +53,7 @@ pub fn video_id_of_bytes(bytes: &[u8], frames: usize) -> String {
 
 pub fn video_id_of_file(path: &Path, frames: usize) -> std::io::Result<String> {
     let mut h = Sha256::new();
+    crate::files::require_regular(path, false)?;
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -301,5 +302,19 @@ impl Store {
         g.bytes += bytes;
         self.evict_locked(&mut g, id);
         Ok((scene, Some(timings)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_named_as_a_video_path_is_refused_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("video.mp4");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = video_id_of_file(&fifo, 4).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 }

@@ -80,15 +80,8 @@ pub fn check_text(field: &str, text: &str, limits: &Limits, allow_empty: bool) -
     if n > limits.max_text_chars {
         return Err(ApiError::unprocessable("invalid_input", format!("`{field}` has {n} characters, more than the limit of {}", limits.max_text_chars)));
     }
-    if let Some(c) = text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
-        return Err(ApiError::unprocessable("invalid_input", format!("`{field}` contains the control character U+{:04X}", c as u32)));
-    }
-    for marker in ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<Pos>", "<Ori>", "<image>"] {
-        if text.contains(marker) {
-            return Err(ApiError::unprocessable("invalid_input", format!("`{field}` contains the reserved token {marker}")));
-        }
-    }
-    Ok(())
+    // The library's rule for user text (the pipeline applies it again, with the bundle's added tokens).
+    crate::stages::prompt::check_user_text(field, text, None).map_err(|e| ApiError::unprocessable("invalid_input", e.to_string()))
 }
 
 pub fn check_situation(situation: Option<String>, limits: &Limits) -> Result<Option<String>, ApiError> {

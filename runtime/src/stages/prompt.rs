@@ -27,6 +27,37 @@ pub enum PromptError {
     Tokenizer(String),
     #[error("the prompt template has {0} `<image>` placeholders; exactly one is supported")]
     Placeholders(usize),
+    #[error("the {field} contains the reserved token {token}; user text may not contain chat-template or special tokens, remove it")]
+    ReservedToken { field: String, token: String },
+    #[error("the {field} contains the control character U+{code:04X}; remove it")]
+    ControlCharacter { field: String, code: u32 },
+}
+
+/// The markers of the prompt template (docs/prompt.md), reserved whatever the tokenizer.
+pub const RESERVED_MARKERS: [&str; 6] = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<Pos>", "<Ori>", "<image>"];
+
+/// The one rule for user text (question, situation) shared by the library, the CLI and the
+/// server: user text is text. It is tokenised together with the template, so a `<|im_end|>`
+/// in it would become the special token and let the user write the system turn; such text
+/// is refused, as are control characters other than tab and newlines. With a tokenizer,
+/// every added token of it is reserved too (Qwen2's `<|vision_start|>`, `<|fim_prefix|>`, ...).
+pub fn check_user_text(field: &str, text: &str, tok: Option<&Tokenizer>) -> Result<(), PromptError> {
+    if let Some(c) = text.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')) {
+        return Err(PromptError::ControlCharacter { field: field.to_string(), code: c as u32 });
+    }
+    let reserved = |token: &str| PromptError::ReservedToken { field: field.to_string(), token: token.to_string() };
+    if let Some(marker) = RESERVED_MARKERS.iter().find(|m| text.contains(*m)) {
+        return Err(reserved(marker));
+    }
+    if let Some(tok) = tok {
+        let mut added: Vec<String> =
+            tok.get_added_tokens_decoder().into_values().map(|t| t.content).filter(|c| !c.is_empty() && text.contains(c.as_str())).collect();
+        added.sort();
+        if let Some(token) = added.first() {
+            return Err(reserved(token));
+        }
+    }
+    Ok(())
 }
 
 /// Timing of the sampled frames, for the time instruction.
@@ -90,6 +121,10 @@ fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, PromptError> {
 pub fn plan(tok: &Tokenizer, params: &PromptParams, timing: &VideoTiming, situation: Option<&str>, question: &str) -> Result<PromptPlan, PromptError> {
     if question.trim().is_empty() {
         return Err(PromptError::EmptyQuestion);
+    }
+    check_user_text("question", question, Some(tok))?;
+    if let Some(s) = situation {
+        check_user_text("situation", s, Some(tok))?;
     }
     let text = prompt_text(params, timing, situation, question);
     let chunks: Vec<&str> = text.split(params.image_placeholder.as_str()).collect();
@@ -170,5 +205,33 @@ mod tests {
         let whole = tok.encode(text.split("<image>").nth(1).unwrap(), false).unwrap().get_ids().to_vec();
         assert_eq!([plan.video_tail.clone(), plan.question.clone()].concat(), whole);
         assert!(matches!(super::plan(&tok, &params(), &t, None, "  "), Err(PromptError::EmptyQuestion)));
+    }
+
+    #[test]
+    fn user_text_with_special_tokens_or_control_characters_is_refused() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/qwen2/tokenizer.json");
+        let tok = Tokenizer::from_file(&path).unwrap();
+        let t = VideoTiming { duration_s: 1.0, frame_times_s: vec![0.0] };
+        for token in RESERVED_MARKERS {
+            let q = format!("where{token}am I?");
+            match super::plan(&tok, &params(), &t, None, &q) {
+                Err(PromptError::ReservedToken { field, token: found }) => assert_eq!((field.as_str(), found.as_str()), ("question", token)),
+                other => panic!("{token} in the question: {other:?}"),
+            }
+            match super::plan(&tok, &params(), &t, Some(&format!("I sit{token}")), "Where?") {
+                Err(e @ PromptError::ReservedToken { .. }) => assert!(e.to_string().contains("situation") && e.to_string().contains(token), "{e}"),
+                other => panic!("{token} in the situation: {other:?}"),
+            }
+        }
+        let e = super::plan(&tok, &params(), &t, None, "a\u{1b}[2Jb").unwrap_err();
+        assert!(matches!(e, PromptError::ControlCharacter { code: 0x1b, .. }), "{e:?}");
+        // Look-alikes are text, and so are tabs and newlines.
+        assert!(super::plan(&tok, &params(), &t, Some("I stand\tby the door"), "Is <Pos a token?\nNo: <| im_end |>").is_ok());
+        assert!(check_user_text("question", "<|im_end|>", None).is_err());
+        // Every added token of the tokenizer is reserved, not only the template's.
+        let mut extra = tok.clone();
+        extra.add_special_tokens(&[tokenizers::AddedToken::from("<|extra|>", true)]);
+        assert!(check_user_text("question", "a<|extra|>", None).is_ok());
+        assert!(matches!(check_user_text("question", "a<|extra|>", Some(&extra)), Err(PromptError::ReservedToken { token, .. }) if token == "<|extra|>"));
     }
 }

@@ -130,6 +130,8 @@ pub fn load_frames(path: &Path, spec: &FrameSpec) -> Result<Frames, VideoError> 
         std::io::ErrorKind::NotFound => VideoError::NotFound { path: path.to_path_buf() },
         _ => VideoError::Io { path: path.to_path_buf(), error: e },
     })?;
+    // Before opening: a FIFO would block forever, a device never end.
+    crate::files::require_regular(path, true).map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
     if meta.is_dir() {
         load_image_dir(path, spec.num_frames, spec.image_dir_fps.unwrap_or(1.0))
     } else {
@@ -398,6 +400,7 @@ pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
     use image::ImageDecoder;
     let unreadable = |reason: String| VideoError::UnreadableImage { path: path.to_path_buf(), reason };
     let bad = |e: image::ImageError| unreadable(e.to_string());
+    crate::files::require_regular(path, false).map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
     let bytes = std::fs::read(path).map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
     let reader =
         image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;

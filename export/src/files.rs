@@ -1,0 +1,63 @@
+//! Input files are checked to be regular files before they are opened: opening a FIFO
+//! blocks until a writer appears (forever, for a hostile one), and a character device such
+//! as `/dev/zero` never ends. Refusing them up front turns a hang into a clear error.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Ok if `path` (after symlinks) is a regular file; a missing file is the usual
+/// `NotFound` I/O error, anything else says what it is.
+pub fn require_regular_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!("{}: is {}, not a regular file; name a regular file", path.display(), kind(&meta.file_type()))))
+}
+
+/// What a non-regular file is, in words.
+pub fn kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// `std::fs::read_to_string` for an input file, refusing anything but a regular file.
+pub fn read_input(path: &Path) -> Result<String> {
+    require_regular_file(path)?;
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifos_and_devices_are_refused_without_opening_them() {
+        let dir = std::env::temp_dir().join(format!("loc3r-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let e = read_input(&fifo).unwrap_err().to_string();
+        assert!(e.contains("FIFO") && e.contains("pipe"), "{e}");
+        let e = read_input(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("character device"), "{e}");
+        let e = read_input(&dir).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        assert!(matches!(read_input(&dir.join("absent")), Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
