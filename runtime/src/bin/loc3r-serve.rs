@@ -233,7 +233,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown_timeout: std::time::Duration::from_secs_f64(shutdown_timeout_s),
             })?;
         }
-        Command::Run { bundle, video, frames, max_pixels, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, work, json, quiet } => {
+        Command::Run {
+            bundle,
+            video,
+            frames,
+            max_pixels,
+            situation,
+            question,
+            device,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            threads,
+            work,
+            json,
+            quiet,
+        } => {
             let device: Device = device.parse()?;
             let opts = work.session(device, threads);
             let say = |msg: &str| {

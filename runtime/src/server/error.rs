@@ -74,9 +74,9 @@ impl From<crate::Error> for ApiError {
         };
         let message = match &e {
             // The path would be the server's own upload file: say only what is wrong.
-            E::Video(VideoError::TooManyPixels { width, height, max, .. }) => format!(
-                "the video has frames of {width}x{height} pixels, more than this server's limit of {max} pixels per frame (--max-pixels); downscale it"
-            ),
+            E::Video(VideoError::TooManyPixels { width, height, max, .. }) => {
+                format!("the video has frames of {width}x{height} pixels, more than this server's limit of {max} pixels per frame (--max-pixels); downscale it")
+            }
             E::Video(_) => format!("the video could not be read: {}", e.with_sources()),
             _ => e.with_sources(),
         };
