@@ -37,6 +37,8 @@ fn black_frame(dir: &Path, name: &str, size: &str, codec_args: &[&str]) -> PathB
 
 /// Runs the test `name` of this binary in a child with `case` in its environment; returns
 /// whether it passed and its peak resident set in MiB.
+// The child is reaped by `wait4` (which `Child::wait` cannot do: it drops the resource usage).
+#[allow(clippy::zombie_processes)]
 fn run_child(name: &str, case: &str) -> (bool, f64) {
     let exe = std::env::current_exe().expect("test binary path");
     let child = Command::new(exe).args([name, "--exact", "--nocapture", "--test-threads", "1"]).env(CASE_ENV, case).spawn().expect("spawn the child test");

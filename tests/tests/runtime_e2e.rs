@@ -194,6 +194,8 @@ fn cli_exit_codes_follow_the_fault() {
 
 /// Runs `loc3r-serve run` with `args` and returns its exit code, stderr and peak RSS in MiB
 /// (from `wait4`, so the bound is measured, not inferred from time).
+// The child is reaped by `wait4` (which `Child::wait` cannot do: it drops the resource usage).
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, f64) {
     let mut child = Command::new(serve_exe())
         .args(["run", "--max-new-tokens", "4", "--question", "Q", "--quiet"])
