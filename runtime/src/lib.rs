@@ -54,3 +54,4 @@ pub use error::{Error, Fault, Result};
 pub use pipeline::{Answer, FrozenFeatures, Loc3r, Localization, Scene};
 pub use session::{Device, SessionOptions};
 pub use stages::sampling::GenerationOptions;
+pub use stages::video::{FrameSpec, DEFAULT_MAX_PIXELS};

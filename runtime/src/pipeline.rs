@@ -139,10 +139,19 @@ impl Loc3r {
         &self.bundle
     }
 
-    /// Decodes a video file (or a directory of images) and observes `num_frames` uniform frames.
+    /// Decodes a video file (or a directory of images) and observes `num_frames` uniform frames
+    /// (frames of at most [`crate::stages::video::DEFAULT_MAX_PIXELS`] pixels).
     pub fn observe_video(&self, path: &Path, num_frames: usize) -> Result<Scene> {
+        self.observe_video_with(path, &FrameSpec::new(num_frames))
+    }
+
+    /// [`Loc3r::observe_video`] with every sampling option (frame count, pixel limit, image
+    /// directory frame rate). A frame count the context cannot hold is refused before anything
+    /// is decoded.
+    pub fn observe_video_with(&self, path: &Path, spec: &FrameSpec) -> Result<Scene> {
+        self.check_frame_count(spec.num_frames)?;
         let start = Instant::now();
-        let frames = load_frames(path, &FrameSpec::new(num_frames))?;
+        let frames = load_frames(path, spec)?;
         let decode_ms = ms(start);
         let mut scene = self.observe_frames(&frames)?;
         scene.observe_timings.decode_video = decode_ms;
@@ -246,6 +255,31 @@ impl Loc3r {
         let embeds = embed_frames(b, &pixels.siglip, &cameras.tokens)?;
         timings.siglip = ms(t);
         Ok((EncodedFrames { cameras, state, embeds }, timings))
+    }
+
+    /// Refuses, before any frame is decoded, a frame count whose prompt cannot fit the context
+    /// whatever the video: the head and the frames' own tokens alone must fit (the timestamps
+    /// of the time instruction, which depend on the video, are checked after decoding by
+    /// [`Loc3r::check_video_fits`]).
+    pub fn check_frame_count(&self, frames: usize) -> Result<()> {
+        let b = &self.bundle;
+        let rt = &b.manifest.runtime;
+        if frames == 0 {
+            return Err(Error::Video(crate::stages::video::VideoError::ZeroSamples));
+        }
+        let timing = VideoTiming { duration_s: 0.0, frame_times_s: vec![0.0] };
+        let head = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?")?.head.len();
+        let needed = frames.checked_mul(rt.vision.tokens_per_frame + 1).and_then(|v| v.checked_add(head)).unwrap_or(usize::MAX);
+        let max = rt.llm.max_positions;
+        if needed > max {
+            let most = max.saturating_sub(head) / (rt.vision.tokens_per_frame + 1);
+            return Err(Error::Input(format!(
+                "{frames} frames need a prompt of more than {max} positions, the model's context ({} per frame); use at most {most} frames \
+                 (fewer with the time instruction's timestamps)",
+                rt.vision.tokens_per_frame + 1
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses, before any frame is encoded, a video whose prompt cannot fit the model's context

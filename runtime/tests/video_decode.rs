@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use loc3r::stages::video::{load_frames, read_image, sample_indices, FrameSpec, VideoError};
-use ndarray::Array3;
+use ndarray::{Array3, ArrayView3};
 
 fn have_ffmpeg() -> bool {
     let ok = Command::new("ffmpeg").arg("-version").output().map(|o| o.status.success()).unwrap_or(false);
@@ -43,7 +43,7 @@ fn cli_frame(dir: &Path, video: &Path, k: usize) -> Array3<u8> {
     read_image(&png).unwrap()
 }
 
-fn mean_abs_diff(a: &Array3<u8>, b: &Array3<u8>) -> f64 {
+fn mean_abs_diff(a: ArrayView3<u8>, b: ArrayView3<u8>) -> f64 {
     assert_eq!(a.dim(), b.dim());
     a.iter().zip(b.iter()).map(|(x, y)| x.abs_diff(*y) as f64).sum::<f64>() / a.len() as f64
 }
@@ -69,12 +69,12 @@ fn mp4_count_fps_indices_and_pixels() {
     }
     // consecutive samples differ (testsrc moves)
     for w in f.frames.windows(2) {
-        assert!(mean_abs_diff(&w[0].rgb, &w[1].rgb) > 1.0, "frames {} and {} look identical", w[0].index, w[1].index);
+        assert!(mean_abs_diff(w[0].rgb.view(), w[1].rgb.view()) > 1.0, "frames {} and {} look identical", w[0].index, w[1].index);
     }
     // each sampled frame is the frame the ffmpeg CLI extracts at that index
     for fr in [&f.frames[0], &f.frames[3], &f.frames[7]] {
         let want = cli_frame(tmp.path(), &video, fr.index);
-        let d = mean_abs_diff(&fr.rgb, &want);
+        let d = mean_abs_diff(fr.rgb.view(), want.view());
         println!("frame {}: mean |diff| vs ffmpeg CLI = {d}", fr.index);
         // the nearest other frame differs by far more than colour-conversion rounding
         assert!(d < 1.0, "frame {}: mean |diff| vs ffmpeg CLI = {d}", fr.index);
@@ -200,7 +200,7 @@ fn image_directory_is_a_video() {
         assert_eq!(fr.time_s, fr.index as f64);
     }
     // fps given
-    let f = load_frames(dir, &FrameSpec { num_frames: 3, image_dir_fps: Some(4.0) }).unwrap();
+    let f = load_frames(dir, &FrameSpec { image_dir_fps: Some(4.0), ..FrameSpec::new(3) }).unwrap();
     assert_eq!(f.frames[2].time_s, 11.0 / 4.0);
     assert_eq!(f.duration_s, 3.0);
     // jpg is accepted too
@@ -229,6 +229,6 @@ fn bad_image_directories_are_typed_errors() {
     assert!(e.to_string().contains("b.png"), "{e}");
     // bad fps
     std::fs::remove_file(tmp.path().join("b.png")).unwrap();
-    let e = load_frames(tmp.path(), &FrameSpec { num_frames: 2, image_dir_fps: Some(0.0) }).unwrap_err();
+    let e = load_frames(tmp.path(), &FrameSpec { image_dir_fps: Some(0.0), ..FrameSpec::new(2) }).unwrap_err();
     assert!(matches!(e, VideoError::BadFps(_)), "{e}");
 }

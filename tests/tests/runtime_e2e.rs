@@ -288,3 +288,63 @@ fn fifos_are_refused_instead_of_blocking() {
         assert!(err.contains(file) && err.contains("FIFO"), "{file}: {err}");
     }
 }
+
+/// Runs `loc3r-serve run` with `args` and returns its exit code, stderr and peak RSS in MiB
+/// (from `wait4`, so the bound is measured, not inferred from time).
+// The child is reaped by `wait4` (which `Child::wait` cannot do: it drops the resource usage).
+#[allow(clippy::zombie_processes)]
+fn run_measured(args: &[&std::ffi::OsStr]) -> (Option<i32>, String, f64) {
+    let mut child = Command::new(serve_exe())
+        .args(["run", "--max-new-tokens", "4", "--question", "Q", "--quiet"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child and fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, stderr, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// Issue 13, failures 1 and 2: a frame count the context cannot hold is refused before
+/// anything is decoded, and a small image declaring a huge canvas is refused from its header.
+#[test]
+fn cli_refuses_frame_counts_and_pixel_bombs_before_decoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tiny_bundle(1).as_os_str();
+    let video = synthetic_video(tmp.path(), "room.mp4", 640, 480, 8);
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+
+    // Decoding 100000 samples of a 640x480 video would take 92 GB.
+    let (code, err, peak_mib) = run_measured(&[os("--bundle"), bundle, os("--video"), video.as_os_str(), os("--frames"), os("100000")]);
+    println!("--frames 100000: exit {code:?}, peak RSS {peak_mib:.0} MiB");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("100000 frames") && err.contains("4096 positions") && err.contains("use at most"), "{err}");
+    assert!(peak_mib < 400.0, "peak RSS {peak_mib:.0} MiB: frames were decoded before the count was checked");
+
+    // 250 kB of PNG declaring 16000x16000 pixels (768 MB of RGB).
+    let dir = tmp.path().join("frames");
+    std::fs::create_dir(&dir).unwrap();
+    let status = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=16000x16000", "-frames:v", "1", "-pix_fmt", "gray"])
+        .arg(dir.join("0000.png"))
+        .status()
+        .expect("ffmpeg is installed by tools/bootstrap");
+    assert!(status.success());
+    let (code, err, peak_mib) = run_measured(&[os("--bundle"), bundle, os("--video"), dir.as_os_str(), os("--frames"), os("16")]);
+    println!("16000x16000 png: exit {code:?}, peak RSS {peak_mib:.0} MiB");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("16000x16000") && err.contains("89478485") && err.contains("--max-pixels"), "{err}");
+    assert!(peak_mib < 400.0, "peak RSS {peak_mib:.0} MiB: the image was decoded before its size was checked");
+
+    // The limit is the operator's: --max-pixels refuses a 640x480 video under 0.3 megapixels.
+    let (code, err, _) = run_measured(&[os("--bundle"), bundle, os("--video"), video.as_os_str(), os("--frames"), os("2"), os("--max-pixels"), os("300000")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("640x480") && err.contains("300000"), "{err}");
+}

@@ -637,3 +637,17 @@ print(json.dumps(out))
     assert_eq!(v["streamed"].as_str().unwrap().trim(), v["content"].as_str().unwrap());
     assert_eq!((v["auth"].clone(), v["missing"].clone()), (json!(401), json!(404)));
 }
+
+/// Issue 13, failure 1: an upload whose frames are over `--max-pixels` is a 422 that says
+/// what is wrong without naming the server's upload file, and the server keeps serving.
+#[test]
+fn uploads_over_the_pixel_limit_are_422_without_internal_paths() {
+    let s = Server::start(&["--max-pixels", "10000"]);
+    let bytes = std::fs::read(s.allow().join("room.mp4")).unwrap();
+    let r = s.upload(&bytes, Some(4));
+    assert_eq!(r.error(422), "invalid_video");
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("160x120") && message.contains("10000") && message.contains("--max-pixels"), "{message}");
+    assert!(!message.contains('/') && !message.contains("loc3r-uploads"), "no internal path: {message}");
+    s.healthy();
+}

@@ -288,7 +288,7 @@ fn sampled_frames(scene: &ScanNetScene, opts: &PrepareOptions) -> Result<Frames,
     for k in picks {
         let index = valid[k];
         let rgb = read_image(&scene.color_path(index)?)?;
-        frames.push(Frame { index, time_s: index as f64 / opts.image_fps, rgb });
+        frames.push(Frame { index, time_s: index as f64 / opts.image_fps, rgb: rgb.into_shared() });
     }
     let total = scene.frame_count();
     Ok(Frames { frames, total_frames: total, fps: opts.image_fps, duration_s: total as f64 / opts.image_fps })

@@ -34,6 +34,9 @@ enum Command {
         /// Frames sampled uniformly from the video (default: the bundle's, 32 for Loc3R).
         #[arg(long)]
         frames: Option<usize>,
+        /// Most pixels (width × height) per frame; larger videos and images are refused before decoding.
+        #[arg(long, default_value_t = loc3r::DEFAULT_MAX_PIXELS)]
+        max_pixels: u64,
         /// Where you are, e.g. "I am sitting on the bed facing the window" (default: standing in the room).
         #[arg(long)]
         situation: Option<String>,
@@ -109,6 +112,9 @@ enum Command {
         /// Most frames a client may ask to sample.
         #[arg(long, default_value_t = 64)]
         max_frames: usize,
+        /// Most pixels (width × height) per frame; larger videos and images are refused (422) before decoding.
+        #[arg(long, default_value_t = loc3r::DEFAULT_MAX_PIXELS)]
+        max_pixels: u64,
         /// Most new tokens a client may ask for.
         #[arg(long, default_value_t = 512)]
         max_new_tokens: usize,
@@ -213,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allow_dir,
             max_body_mb,
             max_frames,
+            max_pixels,
             max_new_tokens,
             request_timeout_s,
             shutdown_timeout_s,
@@ -234,12 +241,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 allow_dir,
                 max_body_mb,
                 max_frames,
+                max_pixels,
                 max_new_tokens,
                 request_timeout: std::time::Duration::from_secs_f64(request_timeout_s),
                 shutdown_timeout: std::time::Duration::from_secs_f64(shutdown_timeout_s),
             })?;
         }
-        Command::Run { bundle, video, frames, situation, question, device, max_new_tokens, temperature, top_p, top_k, seed, threads, work, json, quiet } => {
+        Command::Run {
+            bundle,
+            video,
+            frames,
+            max_pixels,
+            situation,
+            question,
+            device,
+            max_new_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            threads,
+            work,
+            json,
+            quiet,
+        } => {
             let device: Device = device.parse()?;
             let opts = work.session(device, threads);
             let say = |msg: &str| {
@@ -258,7 +283,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let n = frames.unwrap_or(model.bundle().manifest.runtime.frames);
             say(&format!("observing {} ({n} frames)", video.display()));
-            let scene = model.observe_video(&video, n).with_context(|| format!("observing {}", video.display()))?;
+            let spec = loc3r::FrameSpec::new(n).with_max_pixels(max_pixels);
+            let scene = model.observe_video_with(&video, &spec).with_context(|| format!("observing {}", video.display()))?;
             let gen = GenerationOptions { max_new_tokens, temperature, top_k, top_p, seed };
             for (i, q) in question.iter().enumerate() {
                 let mut answer = scene.ask(situation.as_deref(), q, &gen).with_context(|| format!("answering {q:?}"))?;

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Fault;
+use crate::stages::video::VideoError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -72,6 +73,10 @@ impl From<crate::Error> for ApiError {
             (Fault::Runtime, _) => "runtime_error",
         };
         let message = match &e {
+            // The path would be the server's own upload file: say only what is wrong.
+            E::Video(VideoError::TooManyPixels { width, height, max, .. }) => {
+                format!("the video has frames of {width}x{height} pixels, more than this server's limit of {max} pixels per frame (--max-pixels); downscale it")
+            }
             E::Video(_) => format!("the video could not be read: {}", e.with_sources()),
             _ => e.with_sources(),
         };
@@ -94,7 +99,6 @@ pub struct ErrorCode(pub &'static str);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::video::VideoError;
 
     #[test]
     fn each_fault_class_has_its_status() {

@@ -208,13 +208,14 @@ pub(super) async fn register(st: &Arc<AppState>, source: Source, content: Option
     let model = st.model.clone();
     let path = source.path().to_path_buf();
     let upload = content.filter(|_| matches!(source, Source::Upload(_)));
+    let spec = st.store.frame_spec(frames);
     let scene = st
         .sched
         .run(move |_| {
             if let Some(bytes) = &upload {
                 std::fs::write(&path, bytes).map_err(|e| ApiError::internal(format!("storing the upload: {e}")))?;
             }
-            let r = model.observe_video(&path, frames);
+            let r = model.observe_video_with(&path, &spec);
             if r.is_err() && upload.is_some() {
                 let _ = std::fs::remove_file(&path);
             }

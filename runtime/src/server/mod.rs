@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub allow_dir: Option<PathBuf>,
     pub max_body_mb: usize,
     pub max_frames: usize,
+    /// Most pixels per frame of a video or image (422 past it, before decoding).
+    pub max_pixels: u64,
     pub max_new_tokens: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -73,7 +75,7 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = Arc::new(http::AppState {
         model,
         model_name,
-        store: store::Store::new(cfg.cache_mb.saturating_mul(1 << 20), cfg.max_sessions, uploads.path().to_path_buf(), metrics.clone()),
+        store: store::Store::new(cfg.cache_mb.saturating_mul(1 << 20), cfg.max_sessions, uploads.path().to_path_buf(), cfg.max_pixels, metrics.clone()),
         sched: schedule::Scheduler::new(cfg.workers, cfg.max_queue, cfg.request_timeout, metrics.clone()),
         metrics,
         limits: validate::Limits { max_frames: cfg.max_frames, default_frames, max_new_tokens: cfg.max_new_tokens, max_text_chars: 4096, allow_dir },

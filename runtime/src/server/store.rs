@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use crate::pipeline::Timings;
-use crate::{Loc3r, Scene};
+use crate::{FrameSpec, Loc3r, Scene};
 
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -100,12 +100,19 @@ pub struct Store {
     budget: usize,
     max_videos: usize,
     upload_dir: PathBuf,
+    /// `--max-pixels`, for every observe of the store's videos.
+    max_pixels: u64,
     metrics: Arc<Metrics>,
 }
 
 impl Store {
-    pub fn new(budget_bytes: usize, max_videos: usize, upload_dir: PathBuf, metrics: Arc<Metrics>) -> Self {
-        Store { inner: Mutex::new(Inner::default()), budget: budget_bytes, max_videos: max_videos.max(1), upload_dir, metrics }
+    pub fn new(budget_bytes: usize, max_videos: usize, upload_dir: PathBuf, max_pixels: u64, metrics: Arc<Metrics>) -> Self {
+        Store { inner: Mutex::new(Inner::default()), budget: budget_bytes, max_videos: max_videos.max(1), upload_dir, max_pixels, metrics }
+    }
+
+    /// How the store's videos are sampled: `frames` of at most `--max-pixels` pixels.
+    pub fn frame_spec(&self, frames: usize) -> FrameSpec {
+        FrameSpec::new(frames).with_max_pixels(self.max_pixels)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -264,6 +271,7 @@ impl Store {
         let model = model.clone();
         let want = id.to_string();
         let path = source.path().to_path_buf();
+        let spec = self.frame_spec(frames);
         let scene = sched
             .run(move |_| {
                 match video_id_of_file(&path, frames) {
@@ -283,7 +291,7 @@ impl Store {
                         ))
                     }
                 }
-                Ok(model.observe_video(&path, frames)?)
+                Ok(model.observe_video_with(&path, &spec)?)
             })
             .await?;
         let timings = scene.observe_timings.clone();

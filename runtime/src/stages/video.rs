@@ -21,11 +21,19 @@
 //! Pixel conversion: FFmpeg swscale to RGB24 with bicubic chroma interpolation, the flags of
 //! the scale filter that decord's `format=rgb24` filter graph inserts. Colour matrix and
 //! range come from the stream (swscale's defaults when unspecified, i.e. BT.601 limited).
+//!
+//! Memory: a small file can declare a huge canvas (a decompression bomb). The frame size is
+//! read from the container's codec parameters or the image header *before* anything is
+//! decoded and refused past [`FrameSpec::max_pixels`]; the decoder is also told the limit
+//! (`AVCodecContext.max_pixels`), so a stream that grows mid-way is refused by FFmpeg before
+//! it allocates. Each distinct sampled index is decoded and stored once: repeated samples
+//! (`T < N`) share its pixels. So the decoded frames of one source take at most
+//! `distinct sampled frames × width × height × 3` bytes (see README.md, Limits).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use ndarray::Array3;
+use ndarray::{ArcArray, Array3, Ix3};
 use rayon::prelude::*;
 use video_rs::ffmpeg;
 
@@ -58,7 +66,13 @@ pub enum VideoError {
     BadFps(f64),
     #[error("FFmpeg initialisation failed: {0}")]
     Init(String),
+    #[error("`{}` has frames of {width}x{height} pixels, more than the limit of {max} pixels per frame; downscale it (e.g. `ffmpeg -i IN -vf scale=1920:-2 OUT`) or raise --max-pixels", path.display())]
+    TooManyPixels { path: PathBuf, width: u64, height: u64, max: u64 },
 }
+
+/// Default of [`FrameSpec::max_pixels`]: Pillow's decompression-bomb limit
+/// (`Image.MAX_IMAGE_PIXELS`, 1024 · 1024 · 1024 / 4 / 3), about 268 MB of RGB per frame.
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
 
 /// What to sample.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,12 +82,28 @@ pub struct FrameSpec {
     /// Frame rate of a directory of images (default 1). Ignored for video files, whose
     /// average frame rate comes from the stream.
     pub image_dir_fps: Option<f64>,
+    /// Most pixels (width × height) a frame may have; larger sources are refused before they
+    /// are decoded ([`VideoError::TooManyPixels`]). Default [`DEFAULT_MAX_PIXELS`].
+    pub max_pixels: u64,
 }
 
 impl FrameSpec {
     pub fn new(num_frames: usize) -> Self {
-        FrameSpec { num_frames, image_dir_fps: None }
+        FrameSpec { num_frames, image_dir_fps: None, max_pixels: DEFAULT_MAX_PIXELS }
     }
+
+    /// The same spec with another per-frame pixel limit.
+    pub fn with_max_pixels(self, max_pixels: u64) -> Self {
+        FrameSpec { max_pixels, ..self }
+    }
+}
+
+/// Refuses a `width × height` frame past `max` pixels.
+fn check_pixels(path: &Path, width: u64, height: u64, max: u64) -> Result<(), VideoError> {
+    if width.saturating_mul(height) > max {
+        return Err(VideoError::TooManyPixels { path: path.to_path_buf(), width, height, max });
+    }
+    Ok(())
 }
 
 /// One sampled frame.
@@ -83,8 +113,8 @@ pub struct Frame {
     pub index: usize,
     /// `index / fps` in seconds.
     pub time_s: f64,
-    /// RGB, `[H, W, 3]`.
-    pub rgb: Array3<u8>,
+    /// RGB, `[H, W, 3]`; shared (not copied) by the samples of one source index.
+    pub rgb: ArcArray<u8, Ix3>,
 }
 
 /// The sampled frames of a source, in sample order (indices non-decreasing; duplicates
@@ -133,9 +163,9 @@ pub fn load_frames(path: &Path, spec: &FrameSpec) -> Result<Frames, VideoError> 
     // Before opening: a FIFO would block forever, a device never end.
     crate::files::require_regular(path, true).map_err(|error| VideoError::Io { path: path.to_path_buf(), error })?;
     if meta.is_dir() {
-        load_image_dir(path, spec.num_frames, spec.image_dir_fps.unwrap_or(1.0))
+        load_image_dir_limited(path, spec.num_frames, spec.image_dir_fps.unwrap_or(1.0), spec.max_pixels)
     } else {
-        decode_video(path, spec.num_frames)
+        decode_video_limited(path, spec.num_frames, spec.max_pixels)
     }
 }
 
@@ -160,6 +190,9 @@ struct StreamInfo {
     /// `nb_frames` from the container; 0 when unknown.
     header_frames: usize,
     fps: f64,
+    /// Frame size from the codec parameters (0 when the container does not say).
+    width: u64,
+    height: u64,
 }
 
 /// Result of one decoding pass.
@@ -167,16 +200,26 @@ struct Pass {
     /// Number of frames the decoder produced.
     decoded: usize,
     /// `(index, rgb)` for every sampled index that was reached, in order.
-    converted: Vec<(usize, Array3<u8>)>,
+    converted: Vec<(usize, ArcArray<u8, Ix3>)>,
 }
 
 /// Decodes a video file: see the module docs for the frame-count strategy.
 pub fn decode_video(path: &Path, n: usize) -> Result<Frames, VideoError> {
+    decode_video_limited(path, n, DEFAULT_MAX_PIXELS)
+}
+
+/// [`decode_video`] refusing frames of more than `max_pixels` pixels before decoding them.
+pub fn decode_video_limited(path: &Path, n: usize, max_pixels: u64) -> Result<Frames, VideoError> {
     if n == 0 {
         return Err(VideoError::ZeroSamples);
     }
     init_ffmpeg()?;
+    if let Some((width, height)) = header_size(path) {
+        check_pixels(path, width, height, max_pixels)?;
+    }
     let info = probe(path)?;
+    check_pixels(path, info.width, info.height, max_pixels)?;
+    let decode_pass = |path: &Path, wanted: &[usize]| decode_pass(path, wanted, max_pixels);
     // 1. First pass: with a header count, decode and convert at once; else only count.
     let (total, pass) = if info.header_frames > 0 {
         let idx = sample_indices(info.header_frames, n)?;
@@ -205,7 +248,7 @@ pub fn decode_video(path: &Path, n: usize) -> Result<Frames, VideoError> {
     let fps = info.fps;
     let mut frames = Vec::with_capacity(n);
     let mut conv = pass.converted.into_iter().peekable();
-    let mut current: Option<(usize, Array3<u8>)> = None;
+    let mut current: Option<(usize, ArcArray<u8, Ix3>)> = None;
     for &i in &idx {
         while current.as_ref().is_none_or(|(ci, _)| *ci < i) {
             match conv.next() {
@@ -231,6 +274,36 @@ fn open(path: &Path) -> Result<(video_rs::Reader, usize), VideoError> {
     Ok((reader, stream))
 }
 
+/// The largest video stream size the container header declares, read with
+/// `avformat_open_input` alone: opening a [`video_rs::Reader`] also runs
+/// `avformat_find_stream_info`, which decodes the first frame to learn its pixel format.
+/// `None` when the header does not say (raw streams) or cannot be read (the regular open
+/// then reports why).
+fn header_size(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut ctx: *mut ffmpeg::ffi::AVFormatContext = std::ptr::null_mut();
+    // SAFETY: the context is opened, read and closed here; stream pointers are read within it.
+    unsafe {
+        if ffmpeg::ffi::avformat_open_input(&mut ctx, c_path.as_ptr(), std::ptr::null(), std::ptr::null_mut()) < 0 {
+            return None;
+        }
+        let mut largest: Option<(u64, u64)> = None;
+        for i in 0..(*ctx).nb_streams as usize {
+            let par = (**(*ctx).streams.add(i)).codecpar;
+            if par.is_null() || (*par).codec_type != ffmpeg::ffi::AVMediaType::AVMEDIA_TYPE_VIDEO {
+                continue;
+            }
+            let (w, h) = ((*par).width.max(0) as u64, (*par).height.max(0) as u64);
+            if w > 0 && h > 0 && largest.is_none_or(|(lw, lh)| w.saturating_mul(h) > lw.saturating_mul(lh)) {
+                largest = Some((w, h));
+            }
+        }
+        ffmpeg::ffi::avformat_close_input(&mut ctx);
+        largest
+    }
+}
+
 fn rational(r: ffmpeg::Rational) -> Option<f64> {
     (r.numerator() > 0 && r.denominator() > 0).then(|| r.numerator() as f64 / r.denominator() as f64)
 }
@@ -239,23 +312,38 @@ fn probe(path: &Path) -> Result<StreamInfo, VideoError> {
     let (reader, idx) = open(path)?;
     let stream = reader.input.stream(idx).ok_or_else(|| VideoError::NotAVideo { path: path.to_path_buf(), reason: "no video stream".into() })?;
     let fps = rational(stream.avg_frame_rate()).or_else(|| rational(stream.rate())).ok_or_else(|| VideoError::NoFrameRate { path: path.to_path_buf() })?;
-    Ok(StreamInfo { header_frames: stream.frames().max(0) as usize, fps })
+    // SAFETY: `parameters()` wraps the stream's own AVCodecParameters, valid while `reader` lives.
+    let (width, height) = unsafe {
+        let p = stream.parameters();
+        let p = &*p.as_ptr();
+        (p.width.max(0) as u64, p.height.max(0) as u64)
+    };
+    Ok(StreamInfo { header_frames: stream.frames().max(0) as usize, fps, width, height })
 }
 
 /// Decodes the whole stream once, converting the frames whose index is in `wanted`
-/// (sorted, may contain duplicates) to RGB.
-fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
+/// (sorted, may contain duplicates) to RGB, once per distinct index.
+fn decode_pass(path: &Path, wanted: &[usize], max_pixels: u64) -> Result<Pass, VideoError> {
     let decode_err = |reason: String| VideoError::Decode { path: path.to_path_buf(), reason };
     let (mut reader, idx) = open(path)?;
     let params = reader.input.stream(idx).map(|s| s.parameters()).ok_or_else(|| decode_err("no video stream".into()))?;
     let mut ctx =
         ffmpeg::codec::context::Context::from_parameters(params).map_err(|e| VideoError::NotAVideo { path: path.to_path_buf(), reason: e.to_string() })?;
+    // SAFETY: `ctx` owns its AVCodecContext; `max_pixels` is read by the decoder when it
+    // allocates a frame (`av_image_check_size2`), so a frame past the limit is refused there.
+    unsafe {
+        let raw = &mut *ctx.as_mut_ptr();
+        raw.max_pixels = i64::try_from(max_pixels).unwrap_or(i64::MAX);
+    }
+    // Frame threading keeps one frame in flight per thread: few threads for big frames.
+    let frame_bytes = params_pixels(&ctx).saturating_mul(3);
     ctx.set_threading(ffmpeg::codec::threading::Config {
         kind: ffmpeg::codec::threading::Type::Frame,
-        count: 0, // auto
+        count: if frame_bytes > BIG_FRAME_BYTES { 2 } else { 0 }, // 0: auto
         ..Default::default()
     });
     let mut decoder = ctx.decoder().video().map_err(|e| VideoError::NotAVideo { path: path.to_path_buf(), reason: format!("no decoder: {e}") })?;
+    check_pixels(path, decoder.width() as u64, decoder.height() as u64, max_pixels)?;
 
     let mut conv = Converter::default();
     let mut pass = Pass { decoded: 0, converted: Vec::new() };
@@ -266,7 +354,8 @@ fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
             let i = pass.decoded;
             pass.decoded += 1;
             if next_wanted < wanted.len() && wanted[next_wanted] == i {
-                pass.converted.push((i, conv.convert(&frame).map_err(decode_err)?));
+                check_pixels(path, frame.width() as u64, frame.height() as u64, max_pixels)?;
+                pass.converted.push((i, conv.convert(&frame).map_err(decode_err)?.into_shared()));
                 while next_wanted < wanted.len() && wanted[next_wanted] == i {
                     next_wanted += 1;
                 }
@@ -314,6 +403,19 @@ fn decode_pass(path: &Path, wanted: &[usize]) -> Result<Pass, VideoError> {
         });
     }
     Ok(pass)
+}
+
+/// Frames above this many RGB bytes (4K UHD) are decoded with 2 threads instead of one per core.
+const BIG_FRAME_BYTES: u64 = 3840 * 2160 * 3;
+
+/// `width × height` from a codec context's parameters (0 when unknown).
+fn params_pixels(ctx: &ffmpeg::codec::context::Context) -> u64 {
+    // SAFETY: reading two ints of the context `ctx` owns.
+    let (w, h) = unsafe {
+        let raw = &*ctx.as_ptr();
+        (raw.width, raw.height)
+    };
+    (w.max(0) as u64).saturating_mul(h.max(0) as u64)
 }
 
 /// swscale context to RGB24, rebuilt when the input format or size changes mid-stream.
@@ -397,6 +499,12 @@ pub fn list_image_dir(dir: &Path) -> Result<Vec<PathBuf>, VideoError> {
 ///   Pillow clips it to white, which no model should see.
 /// * The EXIF orientation is applied.
 pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
+    read_image_limited(path, DEFAULT_MAX_PIXELS)
+}
+
+/// [`read_image`] refusing, from the header and before decoding, images of more than
+/// `max_pixels` pixels.
+pub fn read_image_limited(path: &Path, max_pixels: u64) -> Result<Array3<u8>, VideoError> {
     use image::ImageDecoder;
     let unreadable = |reason: String| VideoError::UnreadableImage { path: path.to_path_buf(), reason };
     let bad = |e: image::ImageError| unreadable(e.to_string());
@@ -406,6 +514,8 @@ pub fn read_image(path: &Path) -> Result<Array3<u8>, VideoError> {
         image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| VideoError::Io { path: path.to_path_buf(), error: e })?;
     let is_jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     let mut decoder = reader.into_decoder().map_err(bad)?;
+    let (width, height) = decoder.dimensions();
+    check_pixels(path, width as u64, height as u64, max_pixels)?;
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let jpeg = if is_jpeg { decode_jpeg_like_pillow(&bytes).map_err(unreadable)? } else { None };
     let mut img = match jpeg {
@@ -462,6 +572,11 @@ fn to_rgb8_like_pillow(img: image::DynamicImage) -> Result<image::RgbImage, Stri
 /// A directory of images as a video: the same index rule over the sorted file list; only
 /// the sampled images are read (in parallel).
 pub fn load_image_dir(dir: &Path, n: usize, fps: f64) -> Result<Frames, VideoError> {
+    load_image_dir_limited(dir, n, fps, DEFAULT_MAX_PIXELS)
+}
+
+/// [`load_image_dir`] refusing images of more than `max_pixels` pixels before decoding them.
+pub fn load_image_dir_limited(dir: &Path, n: usize, fps: f64, max_pixels: u64) -> Result<Frames, VideoError> {
     if !(fps > 0.0 && fps.is_finite()) {
         return Err(VideoError::BadFps(fps));
     }
@@ -470,7 +585,8 @@ pub fn load_image_dir(dir: &Path, n: usize, fps: f64) -> Result<Frames, VideoErr
     let idx = sample_indices(total, n)?;
     let mut unique = idx.clone();
     unique.dedup();
-    let images: Vec<(usize, Array3<u8>)> = unique.par_iter().map(|&i| read_image(&files[i]).map(|rgb| (i, rgb))).collect::<Result<_, _>>()?;
+    let images: Vec<(usize, ArcArray<u8, Ix3>)> =
+        unique.par_iter().map(|&i| read_image_limited(&files[i], max_pixels).map(|rgb| (i, rgb.into_shared()))).collect::<Result<_, _>>()?;
     let frames = idx
         .iter()
         .map(|&i| {
