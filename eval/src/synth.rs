@@ -112,11 +112,7 @@ impl Tally {
     }
 
     fn scores(&self, method: &str, answers: bool) -> MethodScores {
-        MethodScores {
-            method: method.to_string(),
-            localization: score_localization(&self.errors),
-            answers: answers.then(|| score_em(&self.matches)),
-        }
+        MethodScores { method: method.to_string(), localization: score_localization(&self.errors), answers: answers.then(|| score_em(&self.matches)) }
     }
 }
 
@@ -145,11 +141,7 @@ impl TrainingPrior {
         }
         // Ties go to the alphabetically first answer (BTreeMap order), so the prior is deterministic.
         let top = |m: &BTreeMap<&str, usize>| m.iter().fold(("", 0), |best, (a, &c)| if c > best.1 { (a, c) } else { best }).0.to_string();
-        Some(TrainingPrior {
-            mean,
-            answers: counts.iter().map(|(q, m)| (q.to_string(), top(m))).collect(),
-            most_frequent: top(&overall),
-        })
+        Some(TrainingPrior { mean, answers: counts.iter().map(|(q, m)| (q.to_string(), top(m))).collect(), most_frequent: top(&overall) })
     }
 
     pub fn answer(&self, question: &str) -> &str {
@@ -176,7 +168,9 @@ fn room_floor(dir: &Path) -> Result<(f64, f64), SynthEvalError> {
     let text = std::fs::read_to_string(&path).map_err(|e| SynthEvalError::Input(format!("{}: {e}", path.display())))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| SynthEvalError::Input(format!("{}: {e}", path.display())))?;
     let room = &json["room"];
-    let get = |k: &str| room[k].as_f64().ok_or_else(|| SynthEvalError::Input(format!("{}: room.{k} is missing; regenerate the room with loc3r-synth", path.display())));
+    let get = |k: &str| {
+        room[k].as_f64().ok_or_else(|| SynthEvalError::Input(format!("{}: room.{k} is missing; regenerate the room with loc3r-synth", path.display())))
+    };
     Ok((get("width")?, get("depth")?))
 }
 

@@ -225,12 +225,7 @@ impl Loc3r {
 
     fn preprocess_spec(&self) -> PreprocessSpec {
         let rt = &self.bundle.manifest.runtime;
-        PreprocessSpec {
-            siglip_size: rt.vision.image_size,
-            cut3r_long_side: rt.cut3r.long_side,
-            cut3r_width: rt.cut3r.width,
-            cut3r_height: rt.cut3r.height,
-        }
+        PreprocessSpec { siglip_size: rt.vision.image_size, cut3r_long_side: rt.cut3r.long_side, cut3r_width: rt.cut3r.width, cut3r_height: rt.cut3r.height }
     }
 }
 

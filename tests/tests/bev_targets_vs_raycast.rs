@@ -39,10 +39,13 @@ fn bev_targets_match_ray_cast_hits_at_token_centres() {
                     let to_px = |nu: f64, nv: f64| (nu * opts.width as f64 - 0.5, nv * opts.height as f64 - 0.5);
                     let (u, v) = to_px((rect.u0 + rect.u1) / 2.0, (rect.v0 + rect.v1) / 2.0);
                     let (hit, depth) = hit_point(&room.room, &room.poses[f], &intr, u, v).expect("every ray hits the room box");
-                    if !one_plane(&|nu, nv| {
-                        let (u, v) = to_px(nu, nv);
-                        hit_point(&room.room, &room.poses[f], &intr, u, v).map(|h| 1.0 / h.1)
-                    }, &rect) {
+                    if !one_plane(
+                        &|nu, nv| {
+                            let (u, v) = to_px(nu, nv);
+                            hit_point(&room.room, &room.poses[f], &intr, u, v).map(|h| 1.0 / h.1)
+                        },
+                        &rect,
+                    ) {
                         straddling += 1;
                         continue;
                     }

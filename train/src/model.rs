@@ -185,14 +185,7 @@ fn layout(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Layout {
         }
     }
     let supervised = sample.labels.iter().enumerate().filter(|(_, &l)| l != IGNORE).map(|(i, &l)| (seq(i) as i64 - 1, l)).collect();
-    Layout {
-        before,
-        total: before + video + after,
-        pos: find(cfg.loc3r.pos_token_id),
-        ori: find(cfg.loc3r.ori_token_id),
-        grid: grid_index,
-        supervised,
-    }
+    Layout { before, total: before + video + after, pos: find(cfg.loc3r.pos_token_id), ori: find(cfg.loc3r.ori_token_id), grid: grid_index, supervised }
 }
 
 /// The training graph for samples shaped like `sample` (no padding), and its data feeds for `sample`.

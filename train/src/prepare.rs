@@ -201,11 +201,8 @@ fn prepare_scene(
     let bev_frame = scene.bev_frame(indices[0])?;
     let targets = bev_targets(&scene, &indices, geom, &bev_frame, &opts.bev)?;
     let frozen = model.frozen_features(&frames)?;
-    let bs_center = if items.iter().any(|q| matches!(q.pose, Some(crate::data::annotations::SituationPose::Sqa3d { .. }))) {
-        scene.bs_center()?
-    } else {
-        [0.0; 3]
-    };
+    let bs_center =
+        if items.iter().any(|q| matches!(q.pose, Some(crate::data::annotations::SituationPose::Sqa3d { .. }))) { scene.bs_center()? } else { [0.0; 3] };
 
     let bundle = model.bundle();
     let rt = &bundle.manifest.runtime;

@@ -113,7 +113,9 @@ fn run(cli: Cli) -> Result<()> {
             let model = loc3r::Loc3r::open(&bundle, &loc3r::SessionOptions::default()).with_context(|| format!("opening {}", bundle.display()))?;
             let opts = SynthEvalOptions { frames, max_new_tokens, seed, baselines: !no_baselines };
             let bar = indicatif::ProgressBar::new(items.len() as u64).with_style(
-                indicatif::ProgressStyle::with_template("asking [{bar:30}] {pos}/{len} questions ({elapsed}, eta {eta})").expect("template").progress_chars("=> "),
+                indicatif::ProgressStyle::with_template("asking [{bar:30}] {pos}/{len} questions ({elapsed}, eta {eta})")
+                    .expect("template")
+                    .progress_chars("=> "),
             );
             if json || show_n > 0 {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
