@@ -10,6 +10,7 @@
 //! - [`Graph`]: the graphs a bundle can hold and their file names;
 //! - [`io`]: every graph input and output name, with its shape and dtype;
 //! - [`bev`]: the gravity-aligned BEV frame poses are reported in, and its maps to a world frame;
+//! - [`files`]: refusing FIFOs and devices before an input is opened (shared by both sides);
 //! - [`DType`]: element types of tensors and graph values;
 //! - [`ort_env`] (feature `ort`): finding and loading the ONNX Runtime shared library, which
 //!   both the runtime and the exporter's checks (`inspect`, graph tests) use.
@@ -19,6 +20,7 @@
 
 pub mod bev;
 pub mod dtype;
+pub mod files;
 pub mod graph;
 pub mod io;
 pub mod manifest;

@@ -13,25 +13,7 @@ pub fn require_regular_file(path: &Path) -> Result<()> {
     if meta.is_file() {
         return Ok(());
     }
-    Err(Error::Invalid(format!("{}: is {}, not a regular file; name a regular file", path.display(), kind(&meta.file_type()))))
-}
-
-/// What a non-regular file is, in words.
-pub fn kind(t: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_char_device() {
-        "a character device"
-    } else if t.is_block_device() {
-        "a block device"
-    } else if t.is_socket() {
-        "a socket"
-    } else {
-        "not a regular file"
-    }
+    Err(Error::Invalid(format!("{}: is {}, not a regular file; name a regular file", path.display(), loc3r_bundle::files::kind(&meta.file_type()))))
 }
 
 /// `std::fs::read_to_string` for an input file, refusing anything but a regular file.

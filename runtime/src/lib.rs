@@ -40,7 +40,7 @@
 
 pub mod bundle;
 pub mod error;
-pub mod files;
+pub use loc3r_bundle::files;
 pub mod manifest;
 pub mod ort_env;
 pub mod pipeline;

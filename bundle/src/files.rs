@@ -41,15 +41,23 @@ mod tests {
 
     #[test]
     fn fifos_devices_and_unexpected_directories_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("pipe");
+        let root = std::env::temp_dir().join(format!("loc3r-bundle-files-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        struct Cleanup(std::path::PathBuf);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = Cleanup(root);
+        let fifo = dir.0.join("pipe");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let e = require_regular(&fifo, true).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("FIFO"), "{e}");
         assert!(require_regular(Path::new("/dev/zero"), false).unwrap_err().to_string().contains("character device"));
-        assert!(require_regular(dir.path(), true).is_ok());
-        assert!(require_regular(dir.path(), false).unwrap_err().to_string().contains("a directory"));
-        assert_eq!(require_regular(&dir.path().join("absent"), false).unwrap_err().kind(), std::io::ErrorKind::NotFound);
+        assert!(require_regular(dir.0.as_path(), true).is_ok());
+        assert!(require_regular(dir.0.as_path(), false).unwrap_err().to_string().contains("a directory"));
+        assert_eq!(require_regular(&dir.0.as_path().join("absent"), false).unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 }
