@@ -2,3 +2,4 @@
 
 pub mod localization;
 pub mod sqa3d_em;
+pub mod vsibench;
