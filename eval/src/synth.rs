@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use loc3r::stages::video::{load_frames, FrameSpec, Frames};
-use loc3r::{GenerationOptions, Loc3r};
+use loc3r::{Answer, GenerationOptions, Loc3r};
 use loc3r_bundle::bev::{wrap_pi, BevFrame};
 use loc3r_train::data::annotations::SynthQuestion;
 use loc3r_train::data::scannet::ScanNetScene;
@@ -174,6 +174,11 @@ fn room_floor(dir: &Path) -> Result<(f64, f64), SynthEvalError> {
     Ok((get("width")?, get("depth")?))
 }
 
+/// The pose an answer reports, in radians.
+fn predicted_pose(a: &Answer) -> Pose2 {
+    Pose2 { x: f64::from(a.pose.position.x), y: f64::from(a.pose.position.y), yaw: wrap_pi(a.pose.yaw_deg.to_radians()) }
+}
+
 fn blank(frames: &Frames) -> Frames {
     let mut out = frames.clone();
     for f in &mut out.frames {
@@ -193,12 +198,12 @@ pub fn evaluate(
     mut on_result: impl FnMut(usize, usize, &QuestionResult),
 ) -> Result<SynthReport, SynthEvalError> {
     let root = questions_file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut by_scene: BTreeMap<&str, Vec<&SynthQuestion>> = BTreeMap::new();
+    let mut by_scene: BTreeMap<&str, Vec<(&SynthQuestion, Pose2)>> = BTreeMap::new();
     for q in questions {
-        if q.position.is_none() || q.yaw_deg.is_none() {
+        let (Some(p), Some(yaw_deg)) = (q.position, q.yaw_deg) else {
             return Err(SynthEvalError::Input(format!("{}: a question of {} has no position/yaw_deg ground truth", questions_file.display(), q.scene)));
-        }
-        by_scene.entry(q.scene.as_str()).or_default().push(q);
+        };
+        by_scene.entry(q.scene.as_str()).or_default().push((q, Pose2 { x: p.x, y: p.y, yaw: wrap_pi(yaw_deg.to_radians()) }));
     }
     let gen = GenerationOptions { max_new_tokens: opts.max_new_tokens, ..GenerationOptions::default() };
     let (mut ours, mut blind, mut mean, mut random) = (Tally::default(), Tally::default(), Tally::default(), Tally::default());
@@ -206,27 +211,27 @@ pub fn evaluate(
     let mut done = 0;
     let mut frames_used = 0;
     for (scene_id, items) in &by_scene {
-        let video: PathBuf = root.join(&items[0].video);
-        let n = opts.frames.unwrap_or(match items[0].frames {
+        let first = items[0].0;
+        let video: PathBuf = root.join(&first.video);
+        let n = opts.frames.unwrap_or(match first.frames {
             loc3r_train::data::annotations::SynthFrames::Count(n) => n,
             loc3r_train::data::annotations::SynthFrames::Indices(ref v) => v.len(),
         });
         frames_used = n;
         let frames = load_frames(&video, &FrameSpec::new(n)).map_err(|e| SynthEvalError::Input(format!("{}: {e}", video.display())))?;
         let scene = model.observe_frames(&frames)?;
-        let blank_scene = if opts.baselines { Some(model.observe_frames(&blank(&frames))?) } else { None };
-        let room_dir = video.parent().map(Path::to_path_buf).unwrap_or_default();
-        let bev_frame: Option<BevFrame> = if opts.baselines {
+        // What the baselines need, once per room: the blank-video scene, the room's BEV frame and floor.
+        let baseline = if opts.baselines {
+            let room_dir = video.parent().map(Path::to_path_buf).unwrap_or_default();
             let scan = ScanNetScene::open(&room_dir).map_err(|e| SynthEvalError::Input(e.to_string()))?;
-            Some(scan.bev_frame(0).map_err(|e| SynthEvalError::Input(e.to_string()))?)
+            let frame: BevFrame = scan.bev_frame(0).map_err(|e| SynthEvalError::Input(e.to_string()))?;
+            Some((model.observe_frames(&blank(&frames))?, frame, room_floor(&room_dir)?))
         } else {
             None
         };
-        for q in items {
-            let (p, yaw_deg) = (q.position.expect("checked"), q.yaw_deg.expect("checked"));
-            let gt = Pose2 { x: p.x, y: p.y, yaw: wrap_pi(yaw_deg.to_radians()) };
+        for &(q, gt) in items {
             let a = scene.ask(Some(&q.situation), &q.question, &gen)?;
-            let pred = Pose2 { x: f64::from(a.pose.position.x), y: f64::from(a.pose.position.y), yaw: wrap_pi(a.pose.yaw_deg.to_radians()) };
+            let pred = predicted_pose(&a);
             let errors = ours.pose(&gt, &pred);
             let exact_match = ours.answer(&a.answer, &q.answer);
             let result = QuestionResult {
@@ -243,11 +248,10 @@ pub fn evaluate(
                 position_error_m: errors.map_or(f64::NAN, |e| e.position_m),
                 yaw_error_deg: errors.map_or(f64::NAN, |e| e.angle_deg),
             };
-            if let (Some(blank_scene), Some(frame)) = (&blank_scene, &bev_frame) {
+            if let Some((blank_scene, frame, (w, d))) = &baseline {
                 let b = blank_scene.ask(Some(&q.situation), &q.question, &gen)?;
-                blind.pose(&gt, &Pose2 { x: f64::from(b.pose.position.x), y: f64::from(b.pose.position.y), yaw: wrap_pi(b.pose.yaw_deg.to_radians()) });
+                blind.pose(&gt, &predicted_pose(&b));
                 blind.answer(&b.answer, &q.answer);
-                let (w, d) = room_floor(&room_dir)?;
                 let world = [rng.uniform() * w, rng.uniform() * d, 0.0];
                 let xy = frame.point_to_bev(world);
                 random.pose(&gt, &Pose2 { x: xy[0], y: xy[1], yaw: wrap_pi((rng.uniform() * 2.0 - 1.0) * std::f64::consts::PI) });

@@ -140,18 +140,19 @@ pub struct VsiScores {
 
 /// Scores a set of items.
 pub fn score_vsibench(items: &[VsiItem<'_>]) -> Result<VsiScores, VsiError> {
-    let mut sums: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    // Per question type: its column, items and score sum.
+    let mut sums: BTreeMap<&str, (&'static str, usize, f64)> = BTreeMap::new();
     for item in items {
         let s = score_item(item.question_type, item.prediction, item.ground_truth)?;
-        let e = sums.entry(item.question_type).or_default();
-        e.0 += 1;
-        e.1 += s;
+        let column = question_kind(item.question_type).ok_or_else(|| VsiError::UnknownType(item.question_type.to_string()))?.column;
+        let e = sums.entry(item.question_type).or_insert((column, 0, 0.0));
+        e.1 += 1;
+        e.2 += s;
     }
-    let per_type: BTreeMap<String, (usize, f64)> = sums.iter().map(|(t, (n, s))| (t.to_string(), (*n, s / *n as f64 * 100.0))).collect();
+    let per_type: BTreeMap<String, (usize, f64)> = sums.iter().map(|(t, (_, n, s))| (t.to_string(), (*n, s / *n as f64 * 100.0))).collect();
     let mut by_column: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for (t, (_, mean)) in &per_type {
-        let kind = question_kind(t).expect("scored above");
-        by_column.entry(kind.column).or_default().push(*mean);
+    for (column, n, sum) in sums.values() {
+        by_column.entry(column).or_default().push(sum / *n as f64 * 100.0);
     }
     let columns: BTreeMap<String, f64> = by_column.iter().map(|(c, v)| (c.to_string(), v.iter().sum::<f64>() / v.len() as f64)).collect();
     let overall = if columns.is_empty() { 0.0 } else { columns.values().sum::<f64>() / columns.len() as f64 };
