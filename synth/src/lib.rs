@@ -141,14 +141,44 @@ const STREAM_TRAJECTORY: u64 = 1;
 const STREAM_QUESTIONS: u64 = 2;
 const STREAM_DEPTH_NOISE: u64 = 3;
 
+/// Room layouts drawn for one index before the object count is declared impossible.
+const LAYOUT_ATTEMPTS: usize = 32;
+
 /// Generates room `index` (layout, poses, questions); rendering happens in `output`.
 pub fn generate_room(opts: &Options, index: usize) -> Result<GeneratedRoom, SynthError> {
     let seed = derive(opts.seed, index as u64);
-    let room = Room::generate(&mut Rng::new(derive(seed, STREAM_LAYOUT)), opts.objects)?;
+    // A draw fails when the fewest objects asked for do not fit (a small room); the next draw
+    // from the same stream is another room, so the output stays a function of the seed alone.
+    let mut layout = Rng::new(derive(seed, STREAM_LAYOUT));
+    let mut room = Room::generate(&mut layout, opts.objects);
+    for _ in 1..LAYOUT_ATTEMPTS {
+        if room.is_ok() {
+            break;
+        }
+        room = Room::generate(&mut layout, opts.objects);
+    }
+    let room = room?;
     let poses = camera_poses(room.width, room.depth, opts.frames, &mut Rng::new(derive(seed, STREAM_TRAJECTORY)));
     let bev = BevFrame::from_camera0(&poses[0], UP)?;
     let situated = situated_questions(&room, opts.questions, &mut Rng::new(derive(seed, STREAM_QUESTIONS)));
     let plain = plain_questions(&room);
     let noise_seed = opts.depth_noise.then(|| derive(seed, STREAM_DEPTH_NOISE));
     Ok(GeneratedRoom { index, scene_id: scene_id(opts.seed, index), seed, room, poses, bev, situated, plain, noise_seed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_room_whose_first_layout_draw_is_too_small_is_drawn_again() {
+        // Seed 2, room 214: the first draw (3.59 m × 5.79 m) fits only 3 of at least 4 objects.
+        let opts = Options { seed: 2, ..Options::default() };
+        let seed = derive(opts.seed, 214);
+        assert!(Room::generate(&mut Rng::new(derive(seed, STREAM_LAYOUT)), opts.objects).is_err());
+        let room = generate_room(&opts, 214).expect("a later draw fits");
+        assert!(room.room.objects.len() >= opts.objects.min);
+        // Deterministic: the same seed gives the same room.
+        assert_eq!(generate_room(&opts, 214).unwrap().room.objects.len(), room.room.objects.len());
+    }
 }

@@ -4,7 +4,7 @@
 //! base/                       out/
 //!   config.json  ─────────────▶ config.json            (hard link, or a copy across devices)
 //!   model*.safetensors ───────▶ model*.safetensors     (hard links: the frozen weights are not rewritten)
-//!   cut3r.safetensors ────────▶ cut3r.safetensors
+//!   cut3r.safetensors ────────▶ cut3r.safetensors       (rewritten when CUT3R was trained)
 //!                               model-loc3r-trained.safetensors   the trained tensors, f32
 //!                               model.safetensors.index.json      trained names point at the new shard
 //! ```
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use loc3r_export::checkpoint::{write_safetensors, TensorToWrite, MODEL_FILE, MODEL_INDEX_FILE};
+use loc3r_export::checkpoint::{write_safetensors, TensorToWrite, CUT3R_FILE, MODEL_FILE, MODEL_INDEX_FILE};
 use loc3r_export::DType;
 
 /// The shard holding the trained tensors.
@@ -63,11 +63,16 @@ fn assemble(base: &Path, staging: &Path, trained: &[TrainedTensor<'_>]) -> Resul
     }
     fs::create_dir_all(staging).map_err(io(staging))?;
     let mut weight_map = existing_weight_map(base)?;
+    // CUT3R's tensors live in their own file, which the exporter reads by tensor name: trained
+    // ones are written into a new copy of that file; the model's go to the trained shard.
+    let cut3r_names = cut3r_names(base)?;
+    let (cut3r_trained, trained): (Vec<&TrainedTensor<'_>>, Vec<&TrainedTensor<'_>>) = trained.iter().partition(|t| cut3r_names.contains(t.name));
     for entry in fs::read_dir(base).map_err(io(base))? {
         let entry = entry.map_err(io(base))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let from = entry.path();
-        if !from.is_file() || name == MODEL_INDEX_FILE || name == TRAINED_SHARD {
+        let rewritten = (name == TRAINED_SHARD && !trained.is_empty()) || (name == CUT3R_FILE && !cut3r_trained.is_empty());
+        if !from.is_file() || name == MODEL_INDEX_FILE || rewritten {
             continue;
         }
         let to = staging.join(&name);
@@ -75,24 +80,77 @@ fn assemble(base: &Path, staging: &Path, trained: &[TrainedTensor<'_>]) -> Resul
             fs::copy(&from, &to).map_err(io(&from))?;
         }
     }
-    let shard = staging.join(TRAINED_SHARD);
-    let specs: Vec<TensorToWrite> = trained.iter().map(|t| TensorToWrite { name: t.name.to_string(), dtype: DType::F32, shape: t.shape.to_vec() }).collect();
-    let by_name: BTreeMap<&str, &TrainedTensor<'_>> = trained.iter().map(|t| (t.name, t)).collect();
-    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    write_safetensors(&shard, &specs, Some(&metadata), |spec, w| {
-        let t = by_name[spec.name.as_str()];
-        for v in t.values {
-            w.write_all(&v.to_le_bytes())?;
+    if !cut3r_trained.is_empty() {
+        rewrite_cut3r(base, staging, &cut3r_trained)?;
+    }
+    if !trained.is_empty() {
+        let shard = staging.join(TRAINED_SHARD);
+        let specs: Vec<TensorToWrite> = trained.iter().map(|t| TensorToWrite { name: t.name.to_string(), dtype: DType::F32, shape: t.shape.to_vec() }).collect();
+        let by_name: BTreeMap<&str, &TrainedTensor<'_>> = trained.iter().map(|t| (t.name, *t)).collect();
+        let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        write_safetensors(&shard, &specs, Some(&metadata), |spec, w| {
+            for v in by_name[spec.name.as_str()].values {
+                w.write_all(&v.to_le_bytes())?;
+            }
+            Ok(())
+        })?;
+        for t in &trained {
+            weight_map.insert(t.name.to_string(), TRAINED_SHARD.to_string());
         }
-        Ok(())
-    })?;
-    for t in trained {
-        weight_map.insert(t.name.to_string(), TRAINED_SHARD.to_string());
     }
     let index = serde_json::json!({ "metadata": { "trained_by": "loc3r-train" }, "weight_map": weight_map });
     let path = staging.join(MODEL_INDEX_FILE);
     fs::write(&path, serde_json::to_string_pretty(&index).expect("json") + "\n").map_err(io(&path))?;
     Ok(())
+}
+
+/// The tensor names of the base checkpoint's CUT3R file (none when it has no such file).
+fn cut3r_names(base: &Path) -> Result<std::collections::BTreeSet<String>, CheckpointError> {
+    let file = base.join(CUT3R_FILE);
+    if !file.is_file() {
+        return Ok(Default::default());
+    }
+    let bytes = fs::read(&file).map_err(io(&file))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format { path: file.clone(), message: e.to_string() })?;
+    Ok(st.names().into_iter().map(str::to_string).collect())
+}
+
+/// Writes `staging/cut3r.safetensors`: the base file's tensors in their order and dtypes, the
+/// trained ones replaced by their f32 values.
+fn rewrite_cut3r(base: &Path, staging: &Path, trained: &[&TrainedTensor<'_>]) -> Result<(), CheckpointError> {
+    let file = base.join(CUT3R_FILE);
+    let bytes = fs::read(&file).map_err(io(&file))?;
+    let bad = |message: String| CheckpointError::Format { path: file.clone(), message };
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let by_name: BTreeMap<&str, &TrainedTensor<'_>> = trained.iter().map(|t| (t.name, *t)).collect();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut specs = Vec::with_capacity(names.len());
+    for name in &names {
+        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+        let spec = match by_name.get(name.as_str()) {
+            Some(tr) if tr.shape != t.shape() => return Err(bad(format!("`{name}` is {:?} there, {:?} trained", t.shape(), tr.shape))),
+            Some(tr) => TensorToWrite { name: name.clone(), dtype: DType::F32, shape: tr.shape.to_vec() },
+            None => TensorToWrite { name: name.clone(), dtype: dtype_of(t.dtype()).ok_or_else(|| bad(format!("`{name}` has an unsupported dtype {:?}", t.dtype())))?, shape: t.shape().to_vec() },
+        };
+        specs.push(spec);
+    }
+    let out = staging.join(CUT3R_FILE);
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    write_safetensors(&out, &specs, Some(&metadata), |spec, w| match by_name.get(spec.name.as_str()) {
+        Some(t) => t.values.iter().try_for_each(|v| w.write_all(&v.to_le_bytes())),
+        None => w.write_all(st.tensor(&spec.name).map_err(std::io::Error::other)?.data()),
+    })?;
+    Ok(())
+}
+
+fn dtype_of(d: safetensors::Dtype) -> Option<DType> {
+    match d {
+        safetensors::Dtype::F32 => Some(DType::F32),
+        safetensors::Dtype::F16 => Some(DType::F16),
+        safetensors::Dtype::BF16 => Some(DType::BF16),
+        _ => None,
+    }
 }
 
 /// Tensor name → file of the base checkpoint's model weights (its index, or every tensor of

@@ -16,6 +16,7 @@ pub mod interp;
 pub mod losses;
 pub mod model;
 pub mod optim;
+pub mod pose;
 pub mod prepare;
 pub mod sample;
 pub mod session;

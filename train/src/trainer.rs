@@ -26,6 +26,7 @@ use crate::checkpoint::{write_trained, TrainedTensor};
 use crate::losses::LossWeights;
 use crate::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use crate::optim::{cosine_with_warmup, AdamW};
+use crate::pose::{self, PoseSequence};
 use crate::sample::Sample;
 use crate::session::{apply_update, host_params, HostParam, Runner};
 
@@ -35,9 +36,34 @@ pub const TEXT_BUCKET: usize = 32;
 /// ... and whose supervised LM rows are a multiple of this many.
 pub const ROW_BUCKET: usize = 8;
 
+/// What a run trains, on which kind of prepared data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The Loc3R-VLM losses (L_LM, L_BEV, L_sit) on samples from `loc3r-train prepare`.
+    #[default]
+    Loc3r,
+    /// CUT3R's camera poses on sequences from `loc3r-train prepare-poses` (crate::pose).
+    Cut3rPose,
+}
+
+impl std::str::FromStr for Objective {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "loc3r" => Ok(Objective::Loc3r),
+            "cut3r-pose" => Ok(Objective::Cut3rPose),
+            other => Err(format!("`{other}` is not an objective; use loc3r or cut3r-pose")),
+        }
+    }
+}
+
 /// Everything that defines a run; a resumed run must be given the same.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
+    /// What is trained (runs saved before objectives existed are `loc3r`).
+    #[serde(default)]
+    pub objective: Objective,
     /// `heads`, `projector`, `llm` (comma-separated) or `all`.
     pub train: String,
     pub loss_weights: LossWeightsJson,
@@ -162,7 +188,8 @@ fn order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// A sample's feeds, split by dtype for the runner.
 struct Prepared {
-    shape_key: Shape,
+    /// Index of the runner (training graph) the sample runs in.
+    runner: usize,
     floats: HashMap<String, ArrayD<f32>>,
     ids: HashMap<String, ArrayD<i64>>,
 }
@@ -180,7 +207,6 @@ pub fn train(
     stop_after: Option<u64>,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<Vec<StepLog>, TrainError> {
-    let groups = Group::parse_list(&opts.train).map_err(|e| TrainError::Input(format!("--train: {e}")))?;
     if opts.accumulate == 0 || opts.steps == 0 || opts.threads == 0 {
         return Err(TrainError::Input("--steps, --accumulate and --threads must be at least 1".into()));
     }
@@ -201,28 +227,11 @@ pub fn train(
 
     // One training graph per sample shape; feeds per sample.
     std::fs::create_dir_all(run).map_err(io(run))?;
-    let weights: LossWeights = opts.loss_weights.into();
-    let mut runners: HashMap<Shape, Runner> = HashMap::new();
-    let mut prepared = Vec::with_capacity(files.len());
-    let mut params: Option<Vec<HostParam>> = None;
     let graphs_dir = tempfile::tempdir().map_err(io(run))?;
-    for file in &files {
-        let sample = Sample::read(file)?;
-        sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
-        let shape = Shape::of(&sample).bucketed(TEXT_BUCKET, ROW_BUCKET);
-        if let std::collections::hash_map::Entry::Vacant(slot) = runners.entry(shape) {
-            let tg = training_graph_for(&ckpt, &shape, sample.feature_shape, &groups, &weights)?;
-            if params.is_none() {
-                params = Some(host_params(&tg)?);
-            }
-            let dir = graphs_dir.path().join(format!("shape{}", prepared.len()));
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            slot.insert(Runner::new(&tg, &dir, opts.threads)?);
-        }
-        let (floats, ids) = split_feeds(sample_feeds(&ckpt, &sample, &shape)?);
-        prepared.push(Prepared { shape_key: shape, floats, ids });
-    }
-    let mut params = params.expect("at least one sample");
+    let (mut runners, prepared, mut params) = match opts.objective {
+        Objective::Loc3r => loc3r_samples(&ckpt, &files, opts, graphs_dir.path())?,
+        Objective::Cut3rPose => pose_sequences(&ckpt, &files, opts, graphs_dir.path())?,
+    };
 
     // Resume, or start.
     let optimizer = AdamW { weight_decay: opts.weight_decay, ..AdamW::default() };
@@ -254,7 +263,7 @@ pub fn train(
             let n = prepared.len() as u64;
             let which = order(prepared.len(), opts.seed, cursor / n)[(cursor % n) as usize];
             let sample = &prepared[which];
-            let runner = runners.get_mut(&sample.shape_key).expect("a runner per shape");
+            let runner = &mut runners[sample.runner];
             let eval = runner.run(&params, &sample.floats, &sample.ids)?;
             for (name, v) in eval.losses {
                 *sums.entry(name).or_default() += f64::from(v) / opts.accumulate as f64;
@@ -281,6 +290,68 @@ pub fn train(
     let tensors: Vec<TrainedTensor<'_>> = params.iter().map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value }).collect();
     write_trained(base, &run.join(CHECKPOINT_DIR), &tensors)?;
     Ok(ran)
+}
+
+type Loaded = (Vec<Runner>, Vec<Prepared>, Vec<HostParam>);
+
+/// Loc3R samples: one training graph per bucketed sample shape.
+fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
+    let groups = Group::parse_list(&opts.train).map_err(|e| TrainError::Input(format!("--train: {e}")))?;
+    let weights: LossWeights = opts.loss_weights.into();
+    let mut by_shape: HashMap<Shape, usize> = HashMap::new();
+    let (mut runners, mut prepared, mut params) = (Vec::new(), Vec::with_capacity(files.len()), None);
+    for file in files {
+        let sample = Sample::read(file)?;
+        sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
+        let shape = Shape::of(&sample).bucketed(TEXT_BUCKET, ROW_BUCKET);
+        let runner = match by_shape.get(&shape) {
+            Some(&k) => k,
+            None => {
+                let tg = training_graph_for(ckpt, &shape, sample.feature_shape, &groups, &weights)?;
+                if params.is_none() {
+                    params = Some(host_params(&tg)?);
+                }
+                runners.push(open_runner(&tg, graphs, runners.len(), opts.threads)?);
+                by_shape.insert(shape, runners.len() - 1);
+                runners.len() - 1
+            }
+        };
+        let (floats, ids) = split_feeds(sample_feeds(ckpt, &sample, &shape)?);
+        prepared.push(Prepared { runner, floats, ids });
+    }
+    Ok((runners, prepared, params.expect("at least one sample")))
+}
+
+/// CUT3R pose sequences: one training graph (every sequence has the same frame count).
+fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
+    if opts.train != "cut3r" {
+        return Err(TrainError::Input(format!("--objective cut3r-pose trains CUT3R only: give --train cut3r (not `{}`)", opts.train)));
+    }
+    let (mut runners, mut prepared, mut params, mut frames) = (Vec::new(), Vec::with_capacity(files.len()), None, None);
+    for file in files {
+        let seq = PoseSequence::read(file)?;
+        seq.validate(ckpt).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
+        match frames {
+            None => {
+                let tg = pose::training_graph(ckpt, seq.frames())?;
+                params = Some(host_params(&tg)?);
+                runners.push(open_runner(&tg, graphs, 0, opts.threads)?);
+                frames = Some(seq.frames());
+            }
+            Some(f) if f != seq.frames() => {
+                return Err(TrainError::Input(format!("{}: {} frames, the first sequence has {f}; prepare every sequence with the same --frames", file.display(), seq.frames())));
+            }
+            Some(_) => {}
+        }
+        prepared.push(Prepared { runner: 0, floats: seq.feeds(), ids: HashMap::new() });
+    }
+    Ok((runners, prepared, params.expect("at least one sequence")))
+}
+
+fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize) -> Result<Runner, TrainError> {
+    let dir = graphs.join(format!("graph{k}"));
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    Ok(Runner::new(tg, &dir, threads)?)
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

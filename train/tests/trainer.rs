@@ -24,6 +24,7 @@ fn setup(dir: &Path, samples: usize) -> (std::path::PathBuf, std::path::PathBuf)
 
 fn options(steps: u64) -> TrainOptions {
     TrainOptions {
+        objective: Default::default(),
         train: "all".into(),
         loss_weights: LossWeights::default().into(),
         steps,

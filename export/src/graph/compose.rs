@@ -20,6 +20,18 @@ impl GraphBuilder {
     /// self ── bound value ──▶ [ other's nodes ] ──▶ other's outputs (plain values here)
     /// ```
     pub fn absorb(&mut self, other: GraphBuilder, bind: &[(&str, &Value)]) -> HashMap<String, Value> {
+        self.absorb_instance(other, bind, None)
+    }
+
+    /// [`absorb`](Self::absorb) for a graph inlined more than once (a recurrent step unrolled
+    /// over frames): every node and node output of `other` is renamed `<instance>/<name>`, so
+    /// the copies do not clash, while its initializers and constants are still shared by name
+    /// (every copy reads the same weights, and their gradients add up).
+    pub fn absorb_instance(&mut self, other: GraphBuilder, bind: &[(&str, &Value)], instance: Option<&str>) -> HashMap<String, Value> {
+        let prefixed = |name: &str| match instance {
+            Some(p) => format!("{p}/{name}"),
+            None => name.to_string(),
+        };
         let mut rename: HashMap<String, String> = HashMap::new();
         for input in &other.inputs {
             match bind.iter().find(|(name, _)| *name == input.name()) {
@@ -72,11 +84,16 @@ impl GraphBuilder {
         }
         for v in other.values {
             let slot = self.values.len();
-            let name = self.claim_value_name(v.name().to_string(), Some(slot));
+            let name = self.claim_value_name(prefixed(v.name()), Some(slot));
+            if instance.is_some() {
+                rename.insert(v.name().to_string(), name.clone());
+            }
             self.values.push(Value::new(name, v.dtype(), v.shape().to_vec()));
         }
         let renamed = |n: &String| rename.get(n).cloned().unwrap_or_else(|| n.clone());
         for mut node in other.nodes {
+            node.name = prefixed(&node.name);
+            node.outputs = node.outputs.iter().map(|n| if n.is_empty() { n.clone() } else { renamed(n) }).collect();
             if !self.node_names.insert(node.name.clone()) {
                 self.problem(format!("absorb `{}`: the node name `{}` is used twice", other.name, node.name));
             }
@@ -87,7 +104,7 @@ impl GraphBuilder {
             self.nodes.push(node);
         }
         self.problems.extend(other.problems.into_iter().map(|p| format!("absorbed `{}`: {p}", other.name)));
-        other.outputs.iter().map(|o| (o.name().to_string(), self.node_value(o.name()).cloned().unwrap_or_else(|| o.clone()))).collect()
+        other.outputs.iter().map(|o| (o.name().to_string(), self.node_value(&renamed(&o.name().to_string())).cloned().unwrap_or_else(|| o.clone()))).collect()
     }
 }
 
@@ -127,6 +144,28 @@ mod tests {
         assert_eq!(g.initializers().iter().filter(|i| i.value.name() == "const/f32/1.0").count(), 1);
         let scale = g.nodes().iter().find(|n| n.name == "inner/scale").unwrap();
         assert_eq!(scale.inputs[0], "outer/plus_one/output_0");
+
+        // Two instances of one graph: distinct nodes, one shared weight.
+        let twice = |tag: &str| {
+            let mut step = GraphBuilder::new("step");
+            let x = step.input("x", DType::F32, [2usize]);
+            let weight = step.initializer("shared.weight", Arc::new(F32Tensor::new(vec![2], vec![1.0, 2.0])), DType::F32);
+            let y = step.scope("step").mul(tag, &x, &weight);
+            step.output("y", &y);
+            step
+        };
+        let mut chain = GraphBuilder::new("chain");
+        let mut x = chain.input("x0", DType::F32, [2usize]);
+        for t in 0..3 {
+            x = chain.absorb_instance(twice("scale"), &[("x", &x)], Some(&format!("frame{t}")))["y"].clone();
+        }
+        chain.output("y", &x);
+        chain.check().unwrap();
+        assert_eq!(chain.initializers().iter().filter(|i| i.value.name() == "shared.weight").count(), 1);
+        let names: Vec<&str> = chain.nodes().iter().map(|n| n.name.as_str()).collect();
+        assert!(names.contains(&"frame0/step/scale") && names.contains(&"frame2/step/scale"), "{names:?}");
+        let last = chain.nodes().iter().find(|n| n.name == "frame2/step/scale").unwrap();
+        assert_eq!(last.inputs, ["frame1/y", "shared.weight"]);
 
         let mut bad = GraphBuilder::new("bad");
         let other = GraphBuilder::new("other");

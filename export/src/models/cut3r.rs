@@ -341,6 +341,67 @@ pub fn step_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilde
     Ok(g.into_builder())
 }
 
+/// Graph name of the unrolled sequence (training only, never in a bundle).
+pub const SEQUENCE_GRAPH: &str = "cut3r_sequence";
+
+/// Names of the sequence graph's outputs: CUT3R's pose and camera token of every frame.
+pub mod sequence_io {
+    pub const CAMERA_POSES: &str = "camera_poses";
+    pub const CAMERA_TOKENS: &str = "camera_tokens";
+}
+
+/// `cut3r_sequence`: `frames` frames through the encoder and the recurrent step, exactly as the
+/// runtime chains the bundle's graphs for one video (a fresh state, `is_first` on frame 0,
+/// `update = 1`, `reset = 0`), in one graph so a loss on every frame's pose can be
+/// differentiated through the recurrence (the training path's CUT3R pose pretraining).
+///
+/// ```text
+/// image [F,3,H,W] ──cut3r_encoder──▶ features [F,N,Ce] ──Slice frame t──┐
+/// state_init, pose_retriever.mem ──▶ frame0/cut3r_step ──state, memory──▶ frame1/… ──▶ frame{F-1}/…
+///   each frame: camera_pose [1,7], camera_token [1,Dc]
+///   ──Concat──▶ camera_poses [F,7], camera_tokens [F,Dc]
+/// ```
+/// Every step reads the same weights (one initializer per checkpoint tensor); the initial memory
+/// is the `pose_retriever.mem` weight itself, as `cut3r_init.safetensors` is made from it.
+pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) -> Result<GraphBuilder> {
+    let c = &ckpt.config().cut3r;
+    let d = Dims::new(c, opts.cut3r_size)?;
+    if frames == 0 {
+        return Err(Error::Invalid("a CUT3R sequence needs at least one frame".into()));
+    }
+    let f32_ = DType::F32;
+    let mut g = model_graph(SEQUENCE_GRAPH, opts, c)?;
+    let compute = g.compute();
+    let w = ckpt.weights("cut3r")?;
+    let image = g.input(io::IMAGE, f32_, dims![frames, 3, d.height, d.width]);
+    let features = g.absorb(encoder_graph(ckpt, opts)?, &[(io::IMAGE, &image)])[io::FEATURES].clone();
+
+    let (state_init, _) = initial_state(ckpt)?;
+    let mut state = g.initializer("cut3r/state_init", Arc::new(state_init), f32_);
+    let mut memory = weight(&mut g, &w.pp("pose_retriever"), "mem", &[1, d.mem, d.cm], f32_)?;
+    let (one, zero) = (g.constant_f32(&[1.0], &[1]), g.constant_f32(&[0.0], &[1]));
+    let (mut poses, mut tokens) = (Vec::with_capacity(frames), Vec::with_capacity(frames));
+    for t in 0..frames {
+        let frame = g.scope(format!("sequence/frame{t}")).slice("features", &features, [t as i64], [t as i64 + 1], &[0], &[]);
+        let frame = g.refine_shape(&frame, dims![1, d.tokens(), d.ce]);
+        debug_assert_eq!(frame.dtype(), compute);
+        let is_first = if t == 0 { &one } else { &zero };
+        let bind = [(io::FEATURES, &frame), (io::STATE, &state), (io::MEMORY, &memory), (io::IS_FIRST, is_first), (io::UPDATE, &one), (io::RESET, &zero)];
+        let out = g.absorb_instance(step_graph(ckpt, opts)?, &bind, Some(&format!("frame{t}")));
+        state = out[io::STATE_OUT].clone();
+        memory = out[io::MEMORY_OUT].clone();
+        poses.push(out[io::CAMERA_POSE].clone());
+        tokens.push(out[io::CAMERA_TOKEN].clone());
+    }
+    let mut s = g.scope("sequence");
+    let poses = s.concat("camera_poses", &poses.iter().collect::<Vec<_>>(), 0);
+    let tokens = s.concat("camera_tokens", &tokens.iter().collect::<Vec<_>>(), 0);
+    g.output_with_shape(sequence_io::CAMERA_POSES, &poses, dims![frames, 7]);
+    g.output_with_shape(sequence_io::CAMERA_TOKENS, &tokens, dims![frames, d.dc]);
+    g.check()?;
+    Ok(g.into_builder())
+}
+
 /// `LocalMemory.inquire`: read the memory with `[q_g ‖ masked_token]`, keep the value half.
 ///
 /// ```text

@@ -251,6 +251,11 @@ pub(crate) fn all() -> Vec<(&'static str, &'static str, CaseFn)> {
             let attrs = [("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))];
             c.g.scope("t").op("sumsq", "ReduceSumSquare", &[&x], &attrs, DType::F32, [3usize])
         }),
+        ("ReduceL2", "rows", |c| {
+            let x = c.param("x", &[3, 4], Init::Normal);
+            let attrs = [("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))];
+            c.g.scope("t").op("l2", "ReduceL2", &[&x], &attrs, DType::F32, [3usize, 1])
+        }),
         ("Reshape", "split_heads", |c| {
             let x = c.param("x", &[2, 3, 8], Init::Normal);
             c.g.scope("t").reshape("reshape", &x, [0, 0, 2, 4])

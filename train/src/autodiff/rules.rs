@@ -39,6 +39,7 @@ const RULES: &[(&str, Rule)] = &[
     ("ReduceMax", reduce_extremum),
     ("ReduceMin", reduce_extremum),
     ("ReduceSumSquare", reduce_sum_square),
+    ("ReduceL2", reduce_l2),
     ("Reshape", reshape_back),
     ("Flatten", reshape_back),
     ("Squeeze", reshape_back),
@@ -469,6 +470,20 @@ fn reduce_sum_square(v: &mut Vjp<'_>) -> Result<(), String> {
     let gk = keep_reduced_axes(v, "g_keepdims", &g, &axes);
     let two_a = v.s.mul_scalar("two_a", &a, 2.0);
     let ga = v.s.mul("da", &two_a, &gk);
+    v.set(0, ga);
+    Ok(())
+}
+
+/// a·g_keep / y_keep (y = ‖a‖₂ over the axes). Where y = 0, a = 0 too, so dividing by y clipped
+/// to the smallest normal f32 gives 0, PyTorch's choice for the norm's subgradient at 0.
+fn reduce_l2(v: &mut Vjp<'_>) -> Result<(), String> {
+    let (a, g, y) = (v.i(0)?, v.g(), v.o(0));
+    let axes = reduce_axes(v, a.rank())?;
+    let gk = keep_reduced_axes(v, "g_keepdims", &g, &axes);
+    let yk = keep_reduced_axes(v, "y_keepdims", &y, &axes);
+    let yk = v.s.clip("y_nonzero", &yk, Some(f64::from(f32::MIN_POSITIVE)), None);
+    let ratio = v.s.div("g_over_y", &gk, &yk);
+    let ga = v.s.mul("da", &a, &ratio);
     v.set(0, ga);
     Ok(())
 }

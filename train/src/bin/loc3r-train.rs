@@ -17,7 +17,7 @@ use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::prepare::{PrepareError, PrepareOptions};
 use loc3r_train::sample::Sample;
-use loc3r_train::trainer::{train as train_run, TrainOptions};
+use loc3r_train::trainer::{train as train_run, Objective, TrainOptions};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
@@ -129,6 +129,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare CUT3R pose sequences (for `train --objective cut3r-pose`): for each scene
+    /// (ScanNet layout with `video.mp4` and `pose/`), the video is decoded as the runtime decodes
+    /// it, F frames are taken by the runtime's uniform rule (and by `--shifts − 1` cyclic shifts
+    /// of it), turned into CUT3R pixels at the checkpoint's input size, and stored with each
+    /// frame's pose in the first frame's camera as `<scene>-s<k>.safetensors`. Resumable.
+    PreparePoses {
+        /// Checkpoint whose CUT3R will be trained (its input size decides the pixels).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Directory holding one directory per scene.
+        #[arg(long)]
+        scenes: PathBuf,
+        /// Frames per sequence (as the model will be run).
+        #[arg(long, default_value_t = 16)]
+        frames: usize,
+        /// Sequences per video: the uniform sample and cyclic shifts of it.
+        #[arg(long, default_value_t = 2)]
+        shifts: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write N random prepared samples shaped for a checkpoint (smoke tests and benchmarks of
     /// the training path; real samples come from scenes and annotations).
     RandomSamples {
@@ -189,8 +214,16 @@ enum Command {
         /// Stop after this many updates in this invocation (run again to continue).
         #[arg(long)]
         stop_after: Option<u64>,
+        /// `loc3r`: the Loc3R-VLM losses on samples from `prepare`. `cut3r-pose`: CUT3R's camera
+        /// poses on sequences from `prepare-poses` (trains CUT3R but its patch embedding; `--train`
+        /// is then `cut3r`). See docs/training.md §9.
+        #[arg(long, default_value = "loc3r")]
+        objective: Objective,
     },
 }
+
+/// The groups `--train` selects when not given.
+const DEFAULT_TRAIN: &str = "llm,projector,heads";
 
 /// The model, what trains and how it is weighed (shared by every command).
 #[derive(clap::Args)]
@@ -200,7 +233,7 @@ struct ModelArgs {
     checkpoint: PathBuf,
     /// What trains: comma-separated `heads`, `projector` (mm_projector, image_newline,
     /// cam_projector), `llm` (every Qwen2 tensor), or `all`.
-    #[arg(long, default_value = "llm,projector,heads")]
+    #[arg(long, default_value = DEFAULT_TRAIN)]
     train: String,
     /// Loss weights `lm=A,bev=B,sit=C,ori=D` (any subset) over the checkpoint config's
     /// `loc3r.loss_weights` (defaults lm 1, bev 0.1, sit 0.5, ori 1).
@@ -380,9 +413,46 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {count} samples of {frames} frames to {}", out.display());
             Ok(())
         }
-        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after } => {
+        Command::PreparePoses { checkpoint, scenes, frames, shifts, out, json } => {
+            let ckpt = Checkpoint::open(&checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scenes, ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts };
+            let report = loc3r_train::pose::prepare_poses(&ckpt, &scenes, &out, &opts, |k, n| {
+                bar.set_length(n as u64);
+                bar.set_position(k as u64);
+            })
+            .map_err(|e| match e {
+                loc3r_train::pose::PosePrepareError::Input(m) => anyhow::Error::from(InputError(m)),
+                other => anyhow::Error::from(other),
+            })?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "wrote {} pose sequences of {frames} frames to {} ({} scenes, {} resumed, {} skipped)",
+                    report.sequences,
+                    out.display(),
+                    report.scenes,
+                    report.scenes_resumed,
+                    report.skipped_scenes.len()
+                );
+                for (scene, why) in &report.skipped_scenes {
+                    eprintln!("skipped {scene}: {why}");
+                }
+            }
+            if report.sequences == 0 {
+                return Err(InputError(format!("no usable scene under {}", scenes.display())).into());
+            }
+            Ok(())
+        }
+        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after, objective } => {
+            // The pose objective trains CUT3R; the default selection names the VLM's groups.
+            let train = if objective == Objective::Cut3rPose && model.train == DEFAULT_TRAIN { "cut3r".to_string() } else { model.train.clone() };
             let opts = TrainOptions {
-                train: model.train.clone(),
+                objective,
+                train,
                 loss_weights: model.loss_weights()?.into(),
                 steps,
                 lr,
