@@ -86,7 +86,7 @@ pub fn training_graph(ckpt: &Checkpoint, frames: usize) -> Result<TrainingGraph,
     let l_q = s.reduce_mean("rotation", &miss, &[0], false);
     let loss = s.add("total", &l_t, &l_q);
     let trainable = trainable_tensors(ckpt);
-    Ok(finish(g, |name| trainable.contains(name), &loss, &[("translation", l_t), ("rotation", l_q)])?)
+    finish(g, |name| trainable.contains(name), &loss, &[("translation", l_t), ("rotation", l_q)])
 }
 
 fn output(g: &GraphBuilder, name: &str) -> Value {

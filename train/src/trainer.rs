@@ -152,6 +152,16 @@ pub struct StepLog {
     pub grad_norm: f64,
     /// The update was skipped (non-finite gradient norm).
     pub skipped: bool,
+    /// Mean losses over the held-out samples after this update (when scored at this step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<BTreeMap<String, f64>>,
+}
+
+/// Samples scored (never trained on) every `every` updates and after the last one.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldOut<'a> {
+    pub samples: &'a Path,
+    pub every: u64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -205,6 +215,20 @@ pub fn train(
     run: &Path,
     opts: &TrainOptions,
     stop_after: Option<u64>,
+    progress: impl FnMut(&StepLog),
+) -> Result<Vec<StepLog>, TrainError> {
+    train_with_held_out(base, samples, run, opts, stop_after, None, progress)
+}
+
+/// [`train`], also scoring `held_out` samples during the run (their mean losses go into the
+/// log lines of the updates where they were scored).
+pub fn train_with_held_out(
+    base: &Path,
+    samples: &Path,
+    run: &Path,
+    opts: &TrainOptions,
+    stop_after: Option<u64>,
+    held_out: Option<HeldOut<'_>>,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<Vec<StepLog>, TrainError> {
     if opts.accumulate == 0 || opts.steps == 0 || opts.threads == 0 {
@@ -215,23 +239,22 @@ pub fn train(
         return Err(TrainError::Input(format!("--lr must be positive and --warmup-ratio in [0, 1] (got {} and {})", opts.lr, opts.warmup_ratio)));
     }
     let ckpt = Checkpoint::open(base, None, Requirements::default())?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(samples)
-        .map_err(|e| TrainError::Input(format!("{}: cannot read the samples directory: {e}", samples.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(TrainError::Input(format!("{}: no prepared samples (*.safetensors)", samples.display())));
-    }
+    let files = sample_files(samples)?;
+    let held_out_files = match held_out {
+        Some(h) if h.every == 0 => return Err(TrainError::Input("--eval-every must be at least 1".into())),
+        Some(h) => sample_files(h.samples)?,
+        None => Vec::new(),
+    };
 
     // One training graph per sample shape; feeds per sample.
     std::fs::create_dir_all(run).map_err(io(run))?;
     let graphs_dir = tempfile::tempdir().map_err(io(run))?;
-    let (mut runners, prepared, mut params) = match opts.objective {
-        Objective::Loc3r => loc3r_samples(&ckpt, &files, opts, graphs_dir.path())?,
-        Objective::Cut3rPose => pose_sequences(&ckpt, &files, opts, graphs_dir.path())?,
+    let all: Vec<PathBuf> = files.iter().chain(&held_out_files).cloned().collect();
+    let (mut runners, mut prepared, mut params) = match opts.objective {
+        Objective::Loc3r => loc3r_samples(&ckpt, &all, opts, graphs_dir.path())?,
+        Objective::Cut3rPose => pose_sequences(&ckpt, &all, opts, graphs_dir.path())?,
     };
+    let scored = prepared.split_off(files.len());
 
     // Resume, or start.
     let optimizer = AdamW { weight_decay: opts.weight_decay, ..AdamW::default() };
@@ -274,7 +297,9 @@ pub fn train(
             }
         }
         let grad_norm = apply_update(&mut params, &mut grads, &optimizer, step + 1, lr, opts.max_grad_norm);
-        let entry = StepLog { step: step + 1, lr, losses: sums, grad_norm, skipped: !grad_norm.is_finite() };
+        let score_now = held_out.is_some_and(|h| (step + 1) % h.every == 0 || step + 1 == opts.steps);
+        let held_out = if score_now { Some(mean_losses(&mut runners, &params, &scored)?) } else { None };
+        let entry = StepLog { step: step + 1, lr, losses: sums, grad_norm, skipped: !grad_norm.is_finite(), held_out };
         writeln!(log, "{}", serde_json::to_string(&entry).expect("json")).map_err(io(&log_path))?;
         progress(&entry);
         ran.push(entry);
@@ -290,6 +315,31 @@ pub fn train(
     let tensors: Vec<TrainedTensor<'_>> = params.iter().map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value }).collect();
     write_trained(base, &run.join(CHECKPOINT_DIR), &tensors)?;
     Ok(ran)
+}
+
+/// The `*.safetensors` files of a samples directory, sorted by name.
+fn sample_files(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TrainError::Input(format!("{}: cannot read the samples directory: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(TrainError::Input(format!("{}: no prepared samples (*.safetensors)", dir.display())));
+    }
+    Ok(files)
+}
+
+/// Mean of every loss term over `samples` at the current parameters (no update).
+fn mean_losses(runners: &mut [Runner], params: &[HostParam], samples: &[Prepared]) -> Result<BTreeMap<String, f64>, TrainError> {
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    for sample in samples {
+        for (name, v) in runners[sample.runner].run(params, &sample.floats, &sample.ids)?.losses {
+            *sums.entry(name).or_default() += f64::from(v) / samples.len() as f64;
+        }
+    }
+    Ok(sums)
 }
 
 type Loaded = (Vec<Runner>, Vec<Prepared>, Vec<HostParam>);

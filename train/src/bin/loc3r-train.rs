@@ -17,7 +17,7 @@ use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::prepare::{PrepareError, PrepareOptions};
 use loc3r_train::sample::Sample;
-use loc3r_train::trainer::{train as train_run, Objective, TrainOptions};
+use loc3r_train::trainer::{train_with_held_out as train_run, HeldOut, Objective, TrainOptions};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
@@ -219,6 +219,12 @@ enum Command {
         /// is then `cut3r`). See docs/training.md §9.
         #[arg(long, default_value = "loc3r")]
         objective: Objective,
+        /// Held-out samples (prepared like `--samples`, never trained on) whose mean losses are
+        /// logged every `--eval-every` updates and after the last (`held_out` in log.jsonl).
+        #[arg(long)]
+        eval_samples: Option<PathBuf>,
+        #[arg(long, default_value_t = 250)]
+        eval_every: u64,
     },
 }
 
@@ -447,7 +453,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after, objective } => {
+        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after, objective, eval_samples, eval_every } => {
             // The pose objective trains CUT3R; the default selection names the VLM's groups.
             let train = if objective == Objective::Cut3rPose && model.train == DEFAULT_TRAIN { "cut3r".to_string() } else { model.train.clone() };
             let opts = TrainOptions {
@@ -469,7 +475,12 @@ fn run(cli: Cli) -> Result<()> {
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} updates, {per_sec}, ETA {eta} | {msg}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let log = train_run(&model.checkpoint, &samples, &out, &opts, stop_after, |s| {
+            let held_out = eval_samples.as_deref().map(|samples| HeldOut { samples, every: eval_every });
+            let log = train_run(&model.checkpoint, &samples, &out, &opts, stop_after, held_out, |s| {
+                if let Some(h) = &s.held_out {
+                    let parts: Vec<String> = h.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    bar.println(format!("update {}: held-out {}", s.step, parts.join(" ")));
+                }
                 bar.set_position(s.step);
                 let parts: Vec<String> = s.losses.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
                 bar.set_message(format!("{} | lr {:.2e} | grad norm {:.3}", parts.join(" "), s.lr, s.grad_norm));
