@@ -41,14 +41,27 @@ static ENV: OnceLock<std::result::Result<(OrtInfo, ort::environment::Environment
 pub fn init() -> Result<&'static OrtInfo> {
     let loaded = ENV.get_or_init(|| {
         let library = locate_library()?;
+        disable_session_file();
         let builder = ort::init_from(&library).map_err(|e| format!("cannot load ONNX Runtime from {}: {e}; {FIX_HINT}", library.display()))?;
-        let env = builder.with_name("loc3r").build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
+        let env = builder.with_name("loc3r").with_telemetry(false).build().map_err(|e| format!("cannot create the ONNX Runtime environment: {e}"))?;
         let build_info = ort::info().to_string();
         Ok((OrtInfo { library, build_info }, env))
     });
     match loaded {
         Ok((info, _env)) => Ok(info),
         Err(message) => Err(OrtMissing(message.clone())),
+    }
+}
+
+/// Microsoft's ONNX Runtime builds start a telemetry logger when the environment is created,
+/// and it leaves a 51-byte session file `$TMPDIR/.ses` behind on every run. Disabling telemetry
+/// through the API (done too) comes after that file is written; only `ORT_DISABLE_TELEMETRY`,
+/// read when the environment is created, stops it. A user's own setting is kept.
+fn disable_session_file() {
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // Called once, under the `OnceLock` that loads ONNX Runtime, before any of its threads
+        // exist; the binaries load it before they start worker threads.
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     }
 }
 

@@ -181,6 +181,22 @@ fn cli_exit_codes_follow_the_fault() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("ORT_DYLIB_PATH=/no/such/libonnxruntime.so"), "{err}");
 
+    // No leftovers (issue 13, failure 7): a run leaves nothing in TMPDIR (ONNX Runtime's
+    // telemetry session file `.ses` used to stay behind after every run).
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(&exe)
+        .env("TMPDIR", scratch.path())
+        .env_remove("ORT_DISABLE_TELEMETRY")
+        .args(["run", "--max-new-tokens", "2", "--question", "Q", "--bundle"])
+        .arg(tiny_bundle(1))
+        .arg("--video")
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "files left in TMPDIR after a run: {left:?}");
+
     // Runtime: a GPU device runs where ONNX Runtime has its provider, and is refused by
     // name (never a silent CPU fallback) where it has not.
     let (code, err) = run(&["--device", "cuda"], tiny_bundle(1), &video);
