@@ -1,0 +1,325 @@
+//! The PTB tokenisation pycocoevalcap runs before scoring (Stanford CoreNLP 3.4.1's
+//! `PTBTokenizer -preserveLines -lowerCase`), followed by the wrapper's punctuation filter.
+//!
+//! [`tokenize`] gives, for one caption, the line the wrapper hands to the scorers: newlines
+//! become spaces, the caption is split into PTB tokens and lower-cased, and tokens equal to one
+//! of [`FILTERED_PUNCTUATION`] are dropped. The rules reproduced (each checked against the jar):
+//!
+//! - Words are runs of letters and digits ("5m", "3d" stay whole); `-` between two of them, `/`
+//!   between two of them and `.` between two letters stay inside ("co-op", "2-3", "a/b", "x.y");
+//!   `.` `,` `:` `/` between digits stay inside a number ("3.5", "1,2", "10:30", "1/2"), and a
+//!   number may start with `.` or `,` (".5"; "one,000" → "one ,000"). A number stops before
+//!   letters ("3.5m" → "3.5 m").
+//! - A final `.` is split off ("yes." → "yes ."), except after a known abbreviation, a single
+//!   letter, or a word with an inner `.` ("mr.", "etc.", "a.", "u.s.a.", "e.g.").
+//! - Clitics are split: n't ("do n't", "ca n't", "wo n't"), 's 're 'm 'd 'll 've ("tv 's",
+//!   "80 's"); "cannot" → "can not", "gonna" → "gon na" (also gotta, wanna, lemme, gimme);
+//!   "'twas" → "'t was", "y'all" → "y' all", "rock'n'roll" → "rock 'n' roll"; other inner
+//!   apostrophes between letters stay ("o'clock", "ma'am"), and "'90s" stays whole.
+//! - Brackets become -LRB- -RRB- -LSB- -RSB- -LCB- -RCB-, lower-cased by `-lowerCase` and so NOT
+//!   removed by the filter; quotes become `` '' ` ' and are removed.
+//! - `$` `%` `#` `&` `+` `=` `*` are tokens of their own; `£` becomes `#` and `€` `$`; "…" becomes
+//!   "...", "½" "1/2", "&amp;" "&"; runs of `!`/`?` stay together ("!!", "?!"), "..." and "--" are
+//!   tokens, and ".." is two periods.
+
+/// Tokens the pycocoevalcap wrapper drops after tokenisation (compared case-sensitively, after
+/// lower-casing, so the bracket tokens survive).
+pub const FILTERED_PUNCTUATION: [&str; 17] = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"];
+
+/// Words the tokenizer splits in two (contractions and assimilations), case-insensitively.
+const SPLIT_WORDS: [(&str, &str, &str); 6] =
+    [("cannot", "can", "not"), ("gonna", "gon", "na"), ("gotta", "got", "ta"), ("wanna", "wan", "na"), ("lemme", "lem", "me"), ("gimme", "gim", "me")];
+
+/// Abbreviations that keep their final period.
+const ABBREVIATIONS: [&str; 40] = [
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "gen", "rep", "sen", "gov", "lt", "col", "sgt", "capt", "etc", "vs", "inc", "co", "corp", "ltd", "jan",
+    "feb", "mar", "apr", "aug", "sept", "oct", "nov", "dec", "mt", "ft", "ave", "blvd", "no", "fig", "approx", "dept", "univ",
+];
+
+/// Clitics split off the end of a word (after the apostrophe).
+const CLITICS: [&str; 6] = ["s", "re", "m", "d", "ll", "ve"];
+
+/// The caption as the pycocoevalcap wrapper passes it to the scorers: PTB tokens, lower case,
+/// filtered punctuation removed, joined by single spaces.
+pub fn tokenize(caption: &str) -> String {
+    let tokens = ptb_tokens(&caption.replace(['\n', '\r'], " "));
+    tokens.into_iter().map(|t| t.to_lowercase()).filter(|t| !FILTERED_PUNCTUATION.contains(&t.as_str())).collect::<Vec<_>>().join(" ")
+}
+
+/// Unicode characters rewritten before lexing.
+fn normalize_chars(text: &str) -> String {
+    text.replace("&amp;", "&").replace('…', "...").replace('½', "1/2").replace('¼', "1/4").replace('¾', "3/4").replace('£', "#").replace('€', "$")
+}
+
+fn is_alnum(c: char) -> bool {
+    c.is_alphanumeric()
+}
+
+/// The PTB tokens of one line (before lower-casing and filtering).
+pub fn ptb_tokens(line: &str) -> Vec<String> {
+    let text = normalize_chars(line);
+    let mut out = Vec::new();
+    for chunk in text.split(char::is_whitespace).filter(|c| !c.is_empty()) {
+        lex_chunk(&chunk.chars().collect::<Vec<char>>(), &mut out);
+    }
+    out
+}
+
+/// `chars[i..]` starts with `word` (ASCII, case-insensitive) followed by a non-letter or the end.
+fn word_at(chars: &[char], i: usize, word: &str) -> bool {
+    let w: Vec<char> = word.chars().collect();
+    chars.len() >= i + w.len()
+        && chars[i..i + w.len()].iter().zip(&w).all(|(a, b)| a.to_ascii_lowercase() == *b)
+        && !chars.get(i + w.len()).is_some_and(|c| c.is_alphabetic())
+}
+
+fn lex_chunk(chars: &[char], out: &mut Vec<String>) {
+    let mut i = 0;
+    let text = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let at_start = i == 0 || !is_alnum(chars[i - 1]);
+        // Specific apostrophe words.
+        if c == '\'' && at_start && word_at(chars, i + 1, "twas") {
+            out.push(text(i, i + 2));
+            out.push(text(i + 2, i + 5));
+            i += 5;
+            continue;
+        }
+        if c == '\'' && at_start && next.is_some_and(|d| d.is_ascii_digit()) {
+            // '90s: the apostrophe, the digits and a final s.
+            let mut j = i + 1;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j < chars.len() && chars[j].eq_ignore_ascii_case(&'s') && !chars.get(j + 1).is_some_and(|d| is_alnum(*d)) {
+                out.push(text(i, j + 1));
+                i = j + 1;
+                continue;
+            }
+        }
+        if is_alnum(c) {
+            i = lex_word(chars, i, out);
+            continue;
+        }
+        // A number starting with a separator: ".5", ",000".
+        if matches!(c, '.' | ',') && next.is_some_and(|d| d.is_ascii_digit()) && !(i > 0 && chars[i - 1].is_ascii_digit()) {
+            let end = number_end(chars, i);
+            out.push(text(i, end));
+            i = end;
+            continue;
+        }
+        // A negative number at the start of a token.
+        if c == '-' && at_start && next.is_some_and(|d| d.is_ascii_digit()) && (i == 0 || chars[i - 1] != '-') {
+            let end = number_end(chars, i + 1);
+            out.push(text(i, end));
+            i = end;
+            continue;
+        }
+        let (token, len) = match c {
+            '(' => ("-LRB-".to_string(), 1),
+            ')' => ("-RRB-".to_string(), 1),
+            '[' => ("-LSB-".to_string(), 1),
+            ']' => ("-RSB-".to_string(), 1),
+            '{' => ("-LCB-".to_string(), 1),
+            '}' => ("-RCB-".to_string(), 1),
+            '"' => ((if at_start && i + 1 < chars.len() { "``" } else { "''" }).to_string(), 1),
+            '`' => ("`".to_string(), 1),
+            '\'' => ((if at_start && i + 1 < chars.len() { "`" } else { "'" }).to_string(), 1),
+            '.' => {
+                let run = run_len(chars, i, |d| d == '.');
+                if run >= 3 {
+                    ("...".to_string(), 3)
+                } else {
+                    (".".to_string(), 1)
+                }
+            }
+            '-' => {
+                if next == Some('-') {
+                    ("--".to_string(), 2)
+                } else {
+                    ("-".to_string(), 1)
+                }
+            }
+            '!' | '?' => {
+                let run = run_len(chars, i, |d| d == '!' || d == '?');
+                (text(i, i + run), run)
+            }
+            '@' if next.is_some_and(is_alnum) => {
+                let end = i + 1 + run_len(chars, i + 1, |d| is_alnum(d) || d == '_');
+                (text(i, end), end - i)
+            }
+            other => (other.to_string(), 1),
+        };
+        out.push(token);
+        i += len;
+    }
+}
+
+fn run_len(chars: &[char], i: usize, f: impl Fn(char) -> bool) -> usize {
+    chars[i..].iter().take_while(|&&c| f(c)).count()
+}
+
+/// End of a number whose digits start at or after `i`: digits, with `.` `,` `:` `/` kept where
+/// a digit follows (a leading `.`/`,` included).
+fn number_end(chars: &[char], mut i: usize) -> usize {
+    loop {
+        i += run_len(chars, i, |c| c.is_ascii_digit());
+        if i + 1 < chars.len() && matches!(chars[i], '.' | ',' | ':' | '/') && chars[i + 1].is_ascii_digit() {
+            i += 1;
+        } else {
+            return i;
+        }
+    }
+}
+
+/// Lexes the word (or number) starting at `start`, pushes its tokens, returns where it ends.
+fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
+    let text = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
+    for (word, first, second) in SPLIT_WORDS {
+        if (start == 0 || !is_alnum(chars[start - 1])) && word_at(chars, start, word) && !chars.get(start + word.len()).is_some_and(|c| is_alnum(*c)) {
+            out.push(text(start, start + first.len()));
+            out.push(text(start + first.len(), start + word.len()));
+            return start + word.len();
+        }
+    }
+    if word_at(chars, start, "y") && chars.get(start + 1) == Some(&'\'') && word_at(chars, start + 2, "all") && (start == 0 || !is_alnum(chars[start - 1])) {
+        out.push(text(start, start + 2));
+        out.push(text(start + 2, start + 5));
+        return start + 5;
+    }
+    // A pure number with inner separators ("3.5", "1,000", "10:30", "1/2").
+    let digits = run_len(chars, start, |c| c.is_ascii_digit());
+    if digits > 0 && !chars.get(start + digits).is_some_and(|c| c.is_alphabetic()) {
+        let end = number_end(chars, start);
+        if end > start + digits {
+            out.push(text(start, end));
+            return end;
+        }
+    }
+    let mut i = start;
+    let mut inner_period = false;
+    loop {
+        i += run_len(chars, i, is_alnum);
+        let Some(&c) = chars.get(i) else { break };
+        let after = chars.get(i + 1).copied();
+        let joins = match c {
+            '-' | '/' => after.is_some_and(is_alnum),
+            '.' => after.is_some_and(|d| d.is_alphabetic()) && chars[i - 1].is_alphabetic(),
+            '\'' => {
+                // rock'n'roll
+                if word_at(chars, i + 1, "n") && chars.get(i + 2) == Some(&'\'') && after.is_some_and(|d| d.eq_ignore_ascii_case(&'n')) {
+                    out.push(text(start, i));
+                    out.push(text(i, i + 3));
+                    return i + 3;
+                }
+                let clitic = CLITICS.iter().any(|cl| word_at(chars, i + 1, cl));
+                let is_nt = chars[i - 1].eq_ignore_ascii_case(&'n') && word_at(chars, i + 1, "t") && i - 1 > start;
+                if is_nt {
+                    out.push(text(start, i - 1));
+                    out.push(text(i - 1, i + 2));
+                    return i + 2;
+                }
+                if clitic {
+                    let len = 1 + run_len(chars, i + 1, |d| d.is_alphabetic());
+                    out.push(text(start, i));
+                    out.push(text(i, i + len));
+                    return i + len;
+                }
+                after.is_some_and(|d| d.is_alphabetic()) && chars[i - 1].is_alphabetic()
+            }
+            _ => false,
+        };
+        if !joins {
+            break;
+        }
+        if c == '.' {
+            inner_period = true;
+        }
+        i += 1;
+    }
+    let word = text(start, i);
+    let keeps_period = chars.get(i) == Some(&'.')
+        && chars.get(i + 1) != Some(&'.')
+        && (inner_period || (word.chars().count() == 1 && word.chars().all(char::is_alphabetic)) || ABBREVIATIONS.contains(&word.to_lowercase().as_str()));
+    if keeps_period {
+        out.push(format!("{word}."));
+        return i + 1;
+    }
+    out.push(word);
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_vectors() {
+        for (input, expected) in [
+            ("The Brown Chair.", "the brown chair"),
+            ("don't know", "do n't know"),
+            ("(white) [black]", "-lrb- white -rrb- -lsb- black -rsb-"),
+            ("\"quoted\" word", "quoted word"),
+            ("5'10\"", "5 10"),
+            ("it costs $5", "it costs $ 5"),
+            ("one,000", "one ,000"),
+            ("", ""),
+        ] {
+            assert_eq!(tokenize(input), expected, "{input:?}");
+        }
+    }
+
+    /// Each pair was produced by the CoreNLP 3.4.1 jar (`-preserveLines -lowerCase`), before the
+    /// punctuation filter.
+    #[test]
+    fn jar_vectors_before_the_filter() {
+        for (input, expected) in [
+            ("The Brown Chair.", "the brown chair ."),
+            ("(white) [black] {x}", "-lrb- white -rrb- -lsb- black -rsb- -lcb- x -rcb-"),
+            ("\"quoted\" word", "`` quoted '' word"),
+            ("5'10\"", "5 ' 10 ''"),
+            ("5m", "5m"),
+            ("2-3", "2-3"),
+            ("-5", "-5"),
+            (".5", ".5"),
+            ("5.", "5 ."),
+            ("yes!!", "yes !!"),
+            ("what?!", "what ?!"),
+            ("a--b", "a -- b"),
+            ("left-", "left -"),
+            ("-left", "- left"),
+            ("co-op", "co-op"),
+            ("at&t", "at & t"),
+            ("u.s.a.", "u.s.a."),
+            ("mr. smith", "mr. smith"),
+            ("etc.", "etc."),
+            ("e.g. this", "e.g. this"),
+            ("a. b", "a. b"),
+            ("x.y", "x.y"),
+            ("colour", "colour"),
+            ("o'clock", "o'clock"),
+            ("ma'am", "ma'am"),
+            ("'90s", "'90s"),
+            ("'twas", "'t was"),
+            ("y'all", "y' all"),
+            ("rock'n'roll", "rock 'n' roll"),
+            ("cannot gonna wanna gotta lemme gimme", "can not gon na wan na got ta lem me gim me"),
+            ("tv's 80's", "tv 's 80 's"),
+            ("I'm they're we'll we've he'd", "i 'm they 're we 'll we 've he 'd"),
+            ("a+b a=b a*b a/b 1/2", "a + b a = b a * b a/b 1/2"),
+            ("3.5m 10:30", "3.5 m 10:30"),
+            ("x: a:b a;b", "x : a : b a ; b"),
+            ("hi... wait..", "hi ... wait . ."),
+            ("½ … &amp;", "1/2 ... &"),
+            ("50% #1 £5 €5", "50 % # 1 # 5 $ 5"),
+            ("it's its' james' car", "it 's its ' james ' car"),
+            ("can't won't ain't shan't", "ca n't wo n't ai n't sha n't"),
+            ("l'amour", "l'amour"),
+        ] {
+            let got: Vec<String> = ptb_tokens(input).into_iter().map(|t| t.to_lowercase()).collect();
+            assert_eq!(got.join(" "), expected, "{input:?}");
+        }
+    }
+}
