@@ -181,6 +181,39 @@ pub fn score(questions: &[ScanQaQuestion], protocol: Protocol, meteor_jar: Optio
     })
 }
 
+/// The scores as a small text table, one row per protocol, everything ×100 as papers print it.
+pub fn table(scores: &[ProtocolScores]) -> String {
+    let mut out = String::new();
+    if let Some(first) = scores.first() {
+        out.push_str(&format!("ScanQA: {} questions, {} without a prediction (scored as wrong)\n", first.questions, first.missing_predictions));
+    }
+    out.push_str(&format!(
+        "{:<11} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7}\n",
+        "protocol", "EM", "EM-R", "B-1", "B-2", "B-3", "B-4", "ROUGE-L", "CIDEr", "METEOR"
+    ));
+    for s in scores {
+        let em_r = s.em_r.map_or("-".to_string(), |v| format!("{v:.2}"));
+        let meteor = s.meteor.corpus.map_or("-".to_string(), |v| format!("{:.2}", v * 100.0));
+        out.push_str(&format!(
+            "{:<11} {:>6.2} {:>6} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>7.2} {:>7}\n",
+            s.protocol.name(),
+            s.em,
+            em_r,
+            s.bleu[0] * 100.0,
+            s.bleu[1] * 100.0,
+            s.bleu[2] * 100.0,
+            s.bleu[3] * 100.0,
+            s.rouge_l * 100.0,
+            s.cider * 100.0,
+            meteor
+        ));
+    }
+    if let Some(reason) = scores.iter().find_map(|s| s.meteor.unavailable.as_deref()) {
+        out.push_str(&format!("METEOR: {reason}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

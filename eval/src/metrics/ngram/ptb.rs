@@ -26,9 +26,9 @@
 /// lower-casing, so the bracket tokens survive).
 pub const FILTERED_PUNCTUATION: [&str; 17] = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"];
 
-/// Words the tokenizer splits in two (contractions and assimilations), case-insensitively.
-const SPLIT_WORDS: [(&str, &str, &str); 6] =
-    [("cannot", "can", "not"), ("gonna", "gon", "na"), ("gotta", "got", "ta"), ("wanna", "wan", "na"), ("lemme", "lem", "me"), ("gimme", "gim", "me")];
+/// Words the tokenizer splits in two (contractions and assimilations), case-insensitively: the
+/// word and the length of its first part.
+const SPLIT_WORDS: [(&str, usize); 6] = [("cannot", 3), ("gonna", 3), ("gotta", 3), ("wanna", 3), ("lemme", 3), ("gimme", 3)];
 
 /// Abbreviations that keep their final period.
 const ABBREVIATIONS: [&str; 40] = [
@@ -177,10 +177,10 @@ fn number_end(chars: &[char], mut i: usize) -> usize {
 /// Lexes the word (or number) starting at `start`, pushes its tokens, returns where it ends.
 fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
     let text = |a: usize, b: usize| chars[a..b].iter().collect::<String>();
-    for (word, first, second) in SPLIT_WORDS {
+    for (word, first) in SPLIT_WORDS {
         if (start == 0 || !is_alnum(chars[start - 1])) && word_at(chars, start, word) && !chars.get(start + word.len()).is_some_and(|c| is_alnum(*c)) {
-            out.push(text(start, start + first.len()));
-            out.push(text(start + first.len(), start + word.len()));
+            out.push(text(start, start + first));
+            out.push(text(start + first, start + word.len()));
             return start + word.len();
         }
     }
