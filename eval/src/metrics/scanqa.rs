@@ -317,6 +317,22 @@ mod tests {
         close(s.cider, 1.839877, "CIDEr");
     }
 
+    /// METEOR through the jar, when `LOC3R_METEOR_JAR` names one (and Java runs); without it
+    /// there is nothing to compare and the test says so.
+    #[test]
+    fn meteor_through_the_jar_when_configured() {
+        let Some(jar) = meteor::jar_from_env() else {
+            eprintln!("LOC3R_METEOR_JAR is not set: METEOR bridge not exercised");
+            return;
+        };
+        let video3dllm = score(&three_items(), Protocol::Video3dllm, Some(&jar)).unwrap();
+        let leo = score(&three_items(), Protocol::LeoPtb, Some(&jar)).unwrap();
+        assert_eq!(video3dllm.meteor.unavailable, None);
+        close(video3dllm.meteor.corpus.unwrap(), 0.353563, "video3dllm METEOR");
+        close(leo.meteor.corpus.unwrap(), 0.459170, "leo_ptb METEOR");
+        assert_eq!(video3dllm.per_question[0].meteor, Some(1.0));
+    }
+
     #[test]
     fn scorer_inputs_per_protocol() {
         assert_eq!(Protocol::Video3dllm.hypothesis("On table.."), "On table");
