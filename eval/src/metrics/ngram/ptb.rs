@@ -55,14 +55,41 @@ fn is_alnum(c: char) -> bool {
     c.is_alphanumeric()
 }
 
+/// Stands for the space inside a mixed fraction while lexing (a private-use character, so it is
+/// neither whitespace nor alphanumeric); it is written out as U+00A0 like the jar does.
+const FRACTION_SPACE: char = '\u{E000}';
+
 /// The PTB tokens of one line (before lower-casing and filtering).
 pub fn ptb_tokens(line: &str) -> Vec<String> {
-    let text = normalize_chars(line);
+    let text = join_mixed_fractions(&normalize_chars(line));
     let mut out = Vec::new();
     for chunk in text.split(char::is_whitespace).filter(|c| !c.is_empty()) {
         lex_chunk(&chunk.chars().collect::<Vec<char>>(), &mut out);
     }
-    out
+    out.into_iter().map(|t| t.replace(FRACTION_SPACE, "\u{a0}")).collect()
+}
+
+/// "3 1/2" is one token in PTB, its space turned into a no-break space: a whole number of one to
+/// four digits, one space, and a fraction of one to four digits over one to four digits.
+fn join_mixed_fractions(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let digits_at = |i: usize| chars[i.min(chars.len())..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut out: Vec<char> = chars.clone();
+    for (i, &c) in chars.iter().enumerate() {
+        if c != ' ' || i == 0 {
+            continue;
+        }
+        let whole = chars[..i].iter().rev().take_while(|c| c.is_ascii_digit()).count();
+        let whole_starts_token = whole > 0 && (whole == i || chars[i - whole - 1].is_whitespace());
+        let numerator = digits_at(i + 1);
+        let slash = i + 1 + numerator;
+        let denominator = if chars.get(slash) == Some(&'/') { digits_at(slash + 1) } else { 0 };
+        let ends = !chars.get(slash + 1 + denominator).is_some_and(|c| c.is_alphanumeric());
+        if whole_starts_token && whole <= 4 && (1..=4).contains(&numerator) && (1..=4).contains(&denominator) && ends {
+            out[i] = FRACTION_SPACE;
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// `chars[i..]` starts with `word` (ASCII, case-insensitive) followed by a non-letter or the end.
@@ -96,6 +123,14 @@ fn lex_chunk(chars: &[char], out: &mut Vec<String>) {
             if j < chars.len() && chars[j].eq_ignore_ascii_case(&'s') && !chars.get(j + 1).is_some_and(|d| is_alnum(*d)) {
                 out.push(text(i, j + 1));
                 i = j + 1;
+                continue;
+            }
+        }
+        // A clitic right after another one ("80's's" → "80 's 's").
+        if c == '\'' && !at_start {
+            if let Some(clitic) = CLITICS.iter().find(|cl| word_at(chars, i + 1, cl)) {
+                out.push(text(i, i + 1 + clitic.len()));
+                i += 1 + clitic.len();
                 continue;
             }
         }
@@ -166,7 +201,7 @@ fn run_len(chars: &[char], i: usize, f: impl Fn(char) -> bool) -> usize {
 fn number_end(chars: &[char], mut i: usize) -> usize {
     loop {
         i += run_len(chars, i, |c| c.is_ascii_digit());
-        if i + 1 < chars.len() && matches!(chars[i], '.' | ',' | ':' | '/') && chars[i + 1].is_ascii_digit() {
+        if i + 1 < chars.len() && matches!(chars[i], '.' | ',' | ':' | '/' | FRACTION_SPACE) && chars[i + 1].is_ascii_digit() {
             i += 1;
         } else {
             return i;
@@ -215,11 +250,24 @@ fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
                     return i + 3;
                 }
                 let clitic = CLITICS.iter().any(|cl| word_at(chars, i + 1, cl));
-                let is_nt = chars[i - 1].eq_ignore_ascii_case(&'n') && word_at(chars, i + 1, "t") && i - 1 > start;
-                if is_nt {
-                    out.push(text(start, i - 1));
-                    out.push(text(i - 1, i + 2));
-                    return i + 2;
+                let stem = &chars[start..i - 1];
+                if chars[i - 1].eq_ignore_ascii_case(&'n') && after.is_some_and(|d| d.eq_ignore_ascii_case(&'t')) && !stem.is_empty() {
+                    // n't splits off a word of ASCII letters that does not itself end in n
+                    // ("do n't", "ca n't"); otherwise the apostrophe is a quote of its own
+                    // ("woodenn't" → "woodenn ' t", "21n't" → "21n ' t"). The stem splits off
+                    // whatever follows the t; when a letter does, the rest is lexed afresh
+                    // ("can'tn't" → "ca n'tn ' t").
+                    if stem.iter().all(char::is_ascii_alphabetic) && !stem[stem.len() - 1].eq_ignore_ascii_case(&'n') {
+                        out.push(text(start, i - 1));
+                        if word_at(chars, i + 1, "t") {
+                            out.push(text(i - 1, i + 2));
+                            return i + 2;
+                        }
+                        return i - 1;
+                    }
+                    out.push(text(start, i));
+                    out.push("'".to_string());
+                    return i + 1;
                 }
                 if clitic {
                     let len = 1 + run_len(chars, i + 1, |d| d.is_alphabetic());
@@ -317,6 +365,10 @@ mod tests {
             ("it's its' james' car", "it 's its ' james ' car"),
             ("can't won't ain't shan't", "ca n't wo n't ai n't sha n't"),
             ("l'amour", "l'amour"),
+            ("3 1/2 one", "3\u{a0}1/2 one"),
+            ("woodenn't 21n't", "woodenn ' t 21n ' t"),
+            ("80's's", "80 's 's"),
+            ("can'tn't", "ca n'tn ' t"),
         ] {
             let got: Vec<String> = ptb_tokens(input).into_iter().map(|t| t.to_lowercase()).collect();
             assert_eq!(got.join(" "), expected, "{input:?}");
