@@ -9,18 +9,28 @@
 //!   between two of them and `.` between two letters stay inside ("co-op", "2-3", "a/b", "x.y");
 //!   `.` `,` `:` `/` between digits stay inside a number ("3.5", "1,2", "10:30", "1/2"), and a
 //!   number may start with `.` or `,` (".5"; "one,000" → "one ,000"). A number stops before
-//!   letters ("3.5m" → "3.5 m").
+//!   letters ("3.5m" → "3.5 m"), except a fraction ("1/2n"). A whole number, one space and a
+//!   fraction are one token whose space becomes U+00A0 ("3 1/2").
+//! - Capitals joined by `&` or `+` are one token ("AT&T", "A+B"); in lower case they split
+//!   ("at&t" → "at & t").
 //! - A final `.` is split off ("yes." → "yes ."), except after a known abbreviation, a single
-//!   letter, or a word with an inner `.` ("mr.", "etc.", "a.", "u.s.a.", "e.g.").
-//! - Clitics are split: n't ("do n't", "ca n't", "wo n't"), 's 're 'm 'd 'll 've ("tv 's",
-//!   "80 's"); "cannot" → "can not", "gonna" → "gon na" (also gotta, wanna, lemme, gimme);
-//!   "'twas" → "'t was", "y'all" → "y' all", "rock'n'roll" → "rock 'n' roll"; other inner
-//!   apostrophes between letters stay ("o'clock", "ma'am"), and "'90s" stays whole.
+//!   letter, or a word with an inner `.` ("mr.", "etc.", "a.", "u.s.a.", "e.g."), which keep it
+//!   even when more periods follow ("a..." → "a. . .", but "hi..." → "hi ...").
+//! - Clitics are split: n't after a word of ASCII letters not ending in n ("do n't", "ca n't",
+//!   "wo n't"; otherwise the apostrophe stands alone: "woodenn't" → "woodenn ' t"), 's 're 'm 'd
+//!   'll 've ("tv 's", "80 's", "5 % 's", "80 's 's"); "cannot" → "can not", "gonna" → "gon na"
+//!   (also gotta, wanna, lemme, gimme); "'twas" → "'t was", "y'all" → "y' all", "rock'n'roll" →
+//!   "rock 'n' roll"; other inner apostrophes between letters stay ("o'clock", "ma'am"), and
+//!   "'90s" stays whole.
 //! - Brackets become -LRB- -RRB- -LSB- -RSB- -LCB- -RCB-, lower-cased by `-lowerCase` and so NOT
 //!   removed by the filter; quotes become `` '' ` ' and are removed.
 //! - `$` `%` `#` `&` `+` `=` `*` are tokens of their own; `£` becomes `#` and `€` `$`; "…" becomes
 //!   "...", "½" "1/2", "&amp;" "&"; runs of `!`/`?` stay together ("!!", "?!"), "..." and "--" are
 //!   tokens, and ".." is two periods.
+//!
+//! These rules were read off the jar's behaviour, not its source; eval/tests/scanqa_golden.rs
+//! compares them with the jar's output on ~800 captions. Text far from short answers (URLs,
+//! e-mail addresses, emoticons, SGML, exotic Unicode) may still split differently.
 
 /// Tokens the pycocoevalcap wrapper drops after tokenisation (compared case-sensitively, after
 /// lower-casing, so the bracket tokens survive).
@@ -126,8 +136,9 @@ fn lex_chunk(chars: &[char], out: &mut Vec<String>) {
                 continue;
             }
         }
-        // A clitic right after another one ("80's's" → "80 's 's").
-        if c == '\'' && !at_start {
+        // A clitic not glued to a word: after another one or punctuation, or on its own
+        // ("80's's" → "80 's 's", "5%'s" → "5 % 's", "'s" → "'s").
+        if c == '\'' {
             if let Some(clitic) = CLITICS.iter().find(|cl| word_at(chars, i + 1, cl)) {
                 out.push(text(i, i + 1 + clitic.len()));
                 i += 1 + clitic.len();
@@ -228,7 +239,9 @@ fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
     let digits = run_len(chars, start, |c| c.is_ascii_digit());
     if digits > 0 && !chars.get(start + digits).is_some_and(|c| c.is_alphabetic()) {
         let end = number_end(chars, start);
-        if end > start + digits {
+        // A fraction glued to letters is one word ("1/2n"); other numbers stop ("3.5m" → "3.5 m").
+        let fraction_word = chars[start..end].contains(&'/') && chars.get(end).is_some_and(|c| c.is_alphabetic());
+        if end > start + digits && !fraction_word {
             out.push(text(start, end));
             return end;
         }
@@ -240,6 +253,13 @@ fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
         let Some(&c) = chars.get(i) else { break };
         let after = chars.get(i + 1).copied();
         let joins = match c {
+            // Capitals joined by & or + are one token ("AT&T", "A+B"; "S&P500" → "S&P 500"),
+            // lower case is not ("at&t" → "at & t").
+            '&' | '+' if chars[start..i].iter().all(char::is_ascii_uppercase) && after.is_some_and(|d| d.is_ascii_uppercase()) => {
+                let end = i + 1 + run_len(chars, i + 1, |d| d.is_ascii_uppercase());
+                out.push(text(start, end));
+                return end;
+            }
             '-' | '/' => after.is_some_and(is_alnum),
             '.' => after.is_some_and(|d| d.is_alphabetic()) && chars[i - 1].is_alphabetic(),
             '\'' => {
@@ -288,8 +308,8 @@ fn lex_word(chars: &[char], start: usize, out: &mut Vec<String>) -> usize {
         i += 1;
     }
     let word = text(start, i);
+    // The period stays even when more follow ("a..." → "a. . .", but "hi..." → "hi ...").
     let keeps_period = chars.get(i) == Some(&'.')
-        && chars.get(i + 1) != Some(&'.')
         && (inner_period || (word.chars().count() == 1 && word.chars().all(char::is_alphabetic)) || ABBREVIATIONS.contains(&word.to_lowercase().as_str()));
     if keeps_period {
         out.push(format!("{word}."));
@@ -369,6 +389,10 @@ mod tests {
             ("woodenn't 21n't", "woodenn ' t 21n ' t"),
             ("80's's", "80 's 's"),
             ("can'tn't", "ca n'tn ' t"),
+            ("'s x 's 5%'s (x)'s x.'s 's'", "'s x 's 5 % 's -lrb- x -rrb- 's x. 's 's '"),
+            ("AT&T At&t S&P500 A+B AB+CD a+B", "at&t at & t s&p 500 a+b ab+cd a + b"),
+            ("a... mr... x.y... u.s.a.. a...b", "a. . . mr. . . x.y. . . u.s.a. . a. . . b"),
+            ("1/2n 1/2m 3:30pm 1,000s", "1/2n 1/2m 3:30 pm 1,000 s"),
         ] {
             let got: Vec<String> = ptb_tokens(input).into_iter().map(|t| t.to_lowercase()).collect();
             assert_eq!(got.join(" "), expected, "{input:?}");
