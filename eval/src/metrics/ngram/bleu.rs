@@ -51,12 +51,11 @@ impl Counts {
     /// BLEU-1..4 from the counts: a running product of smoothed precisions, its (n+1)-th root,
     /// then the brevity penalty.
     fn bleu(&self) -> [f64; MAX_N] {
-        let mut scores = [0.0; MAX_N];
         let mut product = 1.0f64;
-        for n in 0..MAX_N {
+        let mut scores: [f64; MAX_N] = std::array::from_fn(|n| {
             product *= (self.correct[n] as f64 + TINY) / (self.guess[n] as f64 + SMALL);
-            scores[n] = product.powf(1.0 / (n + 1) as f64);
-        }
+            product.powf(1.0 / (n + 1) as f64)
+        });
         let ratio = (self.hypothesis_len as f64 + TINY) / (self.reference_len as f64 + SMALL);
         if ratio < 1.0 {
             let penalty = (1.0 - 1.0 / ratio).exp();

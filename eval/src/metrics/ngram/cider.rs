@@ -62,18 +62,17 @@ fn vectors<'t>(tokens: &'t [&'t str], df: &DocumentFrequency, log_items: f64) ->
 fn similarity(h: &Vectors, r: &Vectors) -> [f64; MAX_N] {
     let delta = h.length as f64 - r.length as f64;
     let penalty = std::f64::consts::E.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
-    let mut s = [0.0; MAX_N];
-    for n in 0..MAX_N {
+    std::array::from_fn(|n| {
+        let mut s = 0.0;
         for &(gram, weight) in &h.weights[n] {
             let reference_weight = r.index[n].get(gram).copied().unwrap_or(0.0);
-            s[n] += weight.min(reference_weight) * reference_weight;
+            s += weight.min(reference_weight) * reference_weight;
         }
         if h.norms[n] != 0.0 && r.norms[n] != 0.0 {
-            s[n] /= h.norms[n] * r.norms[n];
+            s /= h.norms[n] * r.norms[n];
         }
-        s[n] *= penalty;
-    }
-    s
+        s * penalty
+    })
 }
 
 /// CIDEr of `corpus` (every item needs at least one reference).
