@@ -66,6 +66,11 @@ impl Protocol {
         }
     }
 
+    /// Whether the protocol reports EM-R.
+    pub fn has_em_r(self) -> bool {
+        self == Protocol::LeoPtb
+    }
+
     /// `(em, em_r)` of a prediction; EM-R only where the protocol defines it.
     pub fn exact_match(self, prediction: &str, answers: &[String]) -> (bool, Option<bool>) {
         match self {
@@ -142,7 +147,7 @@ pub fn score(questions: &[ScanQaQuestion], protocol: Protocol, meteor_jar: Optio
         .iter()
         .map(|q| match &q.prediction {
             Some(p) => protocol.exact_match(p, &q.answers),
-            None => (false, protocol.exact_match("", &[]).1.map(|_| false)),
+            None => (false, protocol.has_em_r().then_some(false)),
         })
         .collect();
     let n = questions.len() as f64;
