@@ -2,6 +2,8 @@
 //!
 //! `synth` asks every question of a set of held-out synthetic rooms (`loc3r-synth` output) and
 //! prints the SQA3D localisation accuracies and answer exact match next to the baselines.
+//! `score --task scanqa` scores a prediction file against a ScanQA ground-truth file (EM, BLEU,
+//! ROUGE-L, CIDEr, METEOR) under the three published protocols.
 //! Exit codes: 0 success, 2 invalid input (arguments, files, bundle), 1 other failures.
 
 use std::path::PathBuf;
@@ -9,8 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use loc3r_eval::metrics::ngram::meteor;
+use loc3r_eval::metrics::scanqa::{self, Protocol};
+use loc3r_eval::scanqa_input::{join, read_predictions};
 use loc3r_eval::synth::{evaluate, table, QuestionResult, SynthEvalError, SynthEvalOptions, TrainingPrior};
-use loc3r_train::data::annotations::read_synth_questions;
+use loc3r_train::data::annotations::{read_scanqa, read_synth_questions};
 
 #[derive(Parser)]
 #[command(name = "loc3r-eval", version, about = "Evaluate a Loc3R-VLM bundle with the paper's metrics")]
@@ -60,6 +65,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Score a prediction file against a benchmark's ground truth, without a model. ScanQA:
+    /// EM, BLEU-1..4, ROUGE-L, CIDEr and METEOR (with Java and LOC3R_METEOR_JAR) as
+    /// pycocoevalcap computes them, under every protocol or the one given.
+    Score {
+        /// The benchmark.
+        #[arg(long, value_enum)]
+        task: Task,
+        /// Predictions: a JSON array of {"question_id", "answer_top10": [..]} (the first answer
+        /// is scored) or {"question_id", "answer"}.
+        #[arg(long)]
+        pred: PathBuf,
+        /// Ground truth, e.g. ScanQA_v1.0_val.json.
+        #[arg(long)]
+        gt: PathBuf,
+        /// Only this protocol (default: all three, video3dllm first).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Write every question's scores as JSON lines here (one per question and protocol).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print every metric as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Task {
+    Scanqa,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::from_name(s).ok_or_else(|| format!("unknown protocol `{s}`; use one of video3dllm, official, leo_ptb"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +128,38 @@ fn show(r: &QuestionResult) {
     println!("   answer: {:?}   expected {:?}   {}", r.predicted_answer, r.answer, if r.exact_match { "✓" } else { "✗" });
 }
 
+/// `score --task scanqa`.
+fn score_scanqa(pred: &std::path::Path, gt: &std::path::Path, protocol: Option<Protocol>, out: Option<PathBuf>, json: bool) -> Result<()> {
+    let truth = read_scanqa(gt).map_err(|e| InputError(e.to_string()))?;
+    let predictions = read_predictions(pred).map_err(|e| InputError(e.to_string()))?;
+    let questions = join(&truth, predictions, pred).map_err(|e| InputError(e.to_string()))?;
+    let protocols = protocol.map_or(Protocol::ALL.to_vec(), |p| vec![p]);
+    let jar = meteor::jar_from_env();
+    let scores =
+        protocols.iter().map(|&p| scanqa::score(&questions, p, jar.as_deref()).map_err(|e| InputError(e.to_string()))).collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = out {
+        let mut lines = String::new();
+        for s in &scores {
+            for q in &s.per_question {
+                let mut record = serde_json::to_value(q)?;
+                record["protocol"] = serde_json::json!(s.protocol);
+                lines.push_str(&serde_json::to_string(&record)?);
+                lines.push('\n');
+            }
+        }
+        std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "task": "scanqa", "protocols": scores }))?);
+    } else {
+        print!("{}", scanqa::table(&scores));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Score { task: Task::Scanqa, pred, gt, protocol, out, json } => score_scanqa(&pred, &gt, protocol, out, json),
         Command::Synth { bundle, questions, train_questions, frames, limit, show: show_n, no_baselines, max_new_tokens, seed, out, json } => {
             if frames == Some(0) {
                 return Err(InputError("--frames must be at least 1".into()).into());
