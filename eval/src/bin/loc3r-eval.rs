@@ -3,19 +3,27 @@
 //! `synth` asks every question of a set of held-out synthetic rooms (`loc3r-synth` output) and
 //! prints the SQA3D localisation accuracies and answer exact match next to the baselines.
 //! `score --task scanqa` scores a prediction file against a ScanQA ground-truth file (EM, BLEU,
-//! ROUGE-L, CIDEr, METEOR) under the three published protocols.
+//! ROUGE-L, CIDEr, METEOR) under the three published protocols; `score --task sqa3d|sqa3d-loc|
+//! vsibench` scores SQA3D answers (EM, EM-R), SQA3D poses (Acc@0.5m/1.0m/15°/30°) and VSI-Bench.
+//! `run` asks a bundle every question of an official SQA3D or ScanQA file, writes the
+//! predictions (resumably) and scores them like `score` (docs/evaluation.md).
 //! Exit codes: 0 success, 2 invalid input (arguments, files, bundle), 1 other failures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use loc3r_eval::benchmark_run::{run_benchmark, Progress, RunError, RunOptions, RunQuestion, RunTask};
+use loc3r_eval::input_files::InputError as FileInputError;
+use loc3r_eval::metrics::localization::LocalizationScores;
 use loc3r_eval::metrics::ngram::meteor;
 use loc3r_eval::metrics::scanqa::{self, Protocol};
 use loc3r_eval::scanqa_input::{join, read_predictions};
+use loc3r_eval::sqa3d_input::{locate_sqa3d, read_sqa3d_ground_truth, read_sqa3d_predictions, score_sqa3d_answers, score_sqa3d_localization};
+use loc3r_eval::vsibench_input::{read_vsibench_docs, read_vsibench_predictions, score_vsibench_files, vsibench_table};
 use loc3r_eval::synth::{evaluate, table, QuestionResult, SynthEvalError, SynthEvalOptions, TrainingPrior};
-use loc3r_train::data::annotations::{read_scanqa, read_synth_questions};
+use loc3r_train::data::annotations::{read_scanqa, read_synth_questions, ScanQaItem, Sqa3dItem};
 
 #[derive(Parser)]
 #[command(name = "loc3r-eval", version, about = "Evaluate a Loc3R-VLM bundle with the paper's metrics")]
@@ -67,25 +75,71 @@ enum Command {
     },
     /// Score a prediction file against a benchmark's ground truth, without a model. ScanQA:
     /// EM, BLEU-1..4, ROUGE-L, CIDEr and METEOR (with Java and LOC3R_METEOR_JAR) as
-    /// pycocoevalcap computes them, under every protocol or the one given.
+    /// pycocoevalcap computes them, under every protocol or the one given. SQA3D: EM and EM-R
+    /// (sqa3d), Acc@0.5m, Acc@1.0m, Acc@15°, Acc@30° (sqa3d-loc). VSI-Bench: the eight paper
+    /// columns and their mean.
     Score {
         /// The benchmark.
         #[arg(long, value_enum)]
         task: Task,
-        /// Predictions: a JSON array of {"question_id", "answer_top10": [..]} (the first answer
-        /// is scored) or {"question_id", "answer"}.
+        /// Predictions, a JSON array of: scanqa {"question_id", "answer_top10": [..]} (the first
+        /// answer is scored) or {"question_id", "answer"}; sqa3d {"question_id", "answer"};
+        /// sqa3d-loc {"question_id", "position": [x, y, z], "rotation": [x, y, z, w]} in the SQA3D
+        /// annotation frame; vsibench {"id", "prediction"}.
         #[arg(long)]
         pred: PathBuf,
-        /// Ground truth, e.g. ScanQA_v1.0_val.json.
+        /// Ground truth: ScanQA_v1.0_val.json; for sqa3d and sqa3d-loc the annotations file
+        /// v1_balanced_sqa_annotations_<split>_scannetv2.json (or its directory); for vsibench a
+        /// JSON array or JSON lines of VSI-Bench documents.
         #[arg(long)]
         gt: PathBuf,
-        /// Only this protocol (default: all three, video3dllm first).
+        /// SQA3D questions file (default: v1_balanced_questions_<split>_scannetv2.json next to --gt).
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// ScanQA only: this protocol (default: all three, video3dllm first).
         #[arg(long, value_parser = parse_protocol)]
         protocol: Option<Protocol>,
-        /// Write every question's scores as JSON lines here (one per question and protocol).
+        /// ScanQA only: write every question's scores as JSON lines here (one per question and protocol).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print every metric as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a bundle every question of an official SQA3D or ScanQA file, observing each scene's
+    /// video (SCENES/<scene_id>/video.mp4) once, write the predictions in the format `score`
+    /// reads and score them. Resumable: questions already in --out are not asked again; the file
+    /// is rewritten after every scene. Scenes that cannot be used are skipped and reported (their
+    /// questions score as misses).
+    Run {
+        /// Bundle directory.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// sqa3d-loc or sqa3d (both write answer and pose; they differ in the score) or scanqa.
+        #[arg(long, value_enum)]
+        task: RunTaskArg,
+        /// SQA3D: the annotations file or its directory; ScanQA: ScanQA_v1.0_<split>.json or its directory.
+        #[arg(long)]
+        annotations: PathBuf,
+        /// SQA3D questions file (default: next to the annotations file).
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// Directory of the scenes (ScanNet export layout, one directory per scene id, with video.mp4).
+        #[arg(long)]
+        scenes: PathBuf,
+        /// Frames per video (default: the bundle's).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Only the first N questions (in file order); only they are scored.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Predictions file, read first to resume (default: loc3r-<task>-predictions.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Longest answer, in tokens.
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Print the run and its scores as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +148,28 @@ enum Command {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Task {
     Scanqa,
+    Sqa3d,
+    #[value(name = "sqa3d-loc")]
+    Sqa3dLoc,
+    Vsibench,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RunTaskArg {
+    #[value(name = "sqa3d-loc")]
+    Sqa3dLoc,
+    Sqa3d,
+    Scanqa,
+}
+
+impl RunTaskArg {
+    fn name(self) -> &'static str {
+        match self {
+            RunTaskArg::Sqa3dLoc => "sqa3d-loc",
+            RunTaskArg::Sqa3d => "sqa3d",
+            RunTaskArg::Scanqa => "scanqa",
+        }
+    }
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -111,11 +187,21 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let input = e.chain().any(|c| {
                 c.downcast_ref::<InputError>().is_some()
+                    || c.downcast_ref::<FileInputError>().is_some()
+                    || c.downcast_ref::<RunError>().is_some_and(run_error_is_input)
                     || matches!(c.downcast_ref::<SynthEvalError>(), Some(SynthEvalError::Input(_)))
                     || c.downcast_ref::<loc3r::Error>().is_some_and(|e| matches!(e.fault(), loc3r::Fault::Input | loc3r::Fault::Bundle))
             });
             ExitCode::from(if input { 2 } else { 1 })
         }
+    }
+}
+
+fn run_error_is_input(e: &RunError) -> bool {
+    match e {
+        RunError::Input(_) | RunError::ForeignPrediction { .. } | RunError::AllSkipped { .. } => true,
+        RunError::Runtime(e) => matches!(e.fault(), loc3r::Fault::Input | loc3r::Fault::Bundle),
+        RunError::Write { .. } => false,
     }
 }
 
@@ -128,15 +214,23 @@ fn show(r: &QuestionResult) {
     println!("   answer: {:?}   expected {:?}   {}", r.predicted_answer, r.answer, if r.exact_match { "✓" } else { "✗" });
 }
 
-/// `score --task scanqa`.
-fn score_scanqa(pred: &std::path::Path, gt: &std::path::Path, protocol: Option<Protocol>, out: Option<PathBuf>, json: bool) -> Result<()> {
-    let truth = read_scanqa(gt).map_err(|e| InputError(e.to_string()))?;
-    let predictions = read_predictions(pred).map_err(|e| InputError(e.to_string()))?;
-    let questions = join(&truth, predictions, pred).map_err(|e| InputError(e.to_string()))?;
+/// A score ready to print: the JSON report and the table.
+struct Scored {
+    json: serde_json::Value,
+    table: String,
+}
+
+fn input<E: std::fmt::Display>(e: E) -> InputError {
+    InputError(e.to_string())
+}
+
+/// `score --task scanqa` on ground truth already read (all of a file, or `run`'s first questions).
+fn score_scanqa(truth: &[ScanQaItem], pred: &Path, protocol: Option<Protocol>, out: Option<PathBuf>) -> Result<Scored> {
+    let predictions = read_predictions(pred).map_err(input)?;
+    let questions = join(truth, predictions, pred).map_err(input)?;
     let protocols = protocol.map_or(Protocol::ALL.to_vec(), |p| vec![p]);
     let jar = meteor::jar_from_env();
-    let scores =
-        protocols.iter().map(|&p| scanqa::score(&questions, p, jar.as_deref()).map_err(|e| InputError(e.to_string()))).collect::<Result<Vec<_>, _>>()?;
+    let scores = protocols.iter().map(|&p| scanqa::score(&questions, p, jar.as_deref()).map_err(input)).collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = out {
         let mut lines = String::new();
         for s in &scores {
@@ -149,17 +243,186 @@ fn score_scanqa(pred: &std::path::Path, gt: &std::path::Path, protocol: Option<P
         }
         std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "task": "scanqa", "protocols": scores }))?);
+    Ok(Scored { json: serde_json::json!({ "task": "scanqa", "protocols": scores }), table: scanqa::table(&scores) })
+}
+
+fn localization_table(questions: usize, missing: usize, l: &LocalizationScores) -> String {
+    let opt = |v: Option<f64>, unit: &str| v.map_or("—".to_string(), |v| format!("{v:.2}{unit}"));
+    format!(
+        "{questions} questions, {missing} without a prediction\n{:>9} {:>9} {:>8} {:>8} {:>12} {:>12}\n{:>9.2} {:>9.2} {:>8.2} {:>8.2} {:>12} {:>12}\n",
+        "Acc@0.5m",
+        "Acc@1.0m",
+        "Acc@15°",
+        "Acc@30°",
+        "median err",
+        "median ang",
+        l.acc_0_5m,
+        l.acc_1_0m,
+        l.acc_15deg,
+        l.acc_30deg,
+        opt(l.median_position_error_m, " m"),
+        opt(l.median_angle_error_deg, "°"),
+    )
+}
+
+/// `score --task sqa3d|sqa3d-loc` on ground truth already read.
+fn score_sqa3d(items: &[Sqa3dItem], pred: &Path, localization: bool) -> Result<Scored> {
+    let predictions = read_sqa3d_predictions(pred)?;
+    if localization {
+        let r = score_sqa3d_localization(items, &predictions, pred)?;
+        Ok(Scored { table: localization_table(r.questions, r.missing_predictions, &r.scores), json: serde_json::to_value(&r)? })
     } else {
-        print!("{}", scanqa::table(&scores));
+        let r = score_sqa3d_answers(items, &predictions, pred)?;
+        let table = format!(
+            "{} questions, {} without a prediction\n{:>7} {:>7}\n{:>7.2} {:>7.2}\n",
+            r.questions, r.missing_predictions, "EM", "EM-R", r.scores.em, r.scores.em_r
+        );
+        Ok(Scored { table, json: serde_json::to_value(&r)? })
+    }
+}
+
+fn print_scored(s: &Scored, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s.json)?);
+    } else {
+        print!("{}", s.table);
+    }
+    Ok(())
+}
+
+fn score(task: Task, pred: &Path, gt: &Path, questions: Option<&Path>, protocol: Option<Protocol>, out: Option<PathBuf>) -> Result<Scored> {
+    if !matches!(task, Task::Scanqa) && (protocol.is_some() || out.is_some()) {
+        return Err(InputError("--protocol and --out apply to --task scanqa only".into()).into());
+    }
+    match task {
+        Task::Scanqa => score_scanqa(&read_scanqa(gt).map_err(input)?, pred, protocol, out),
+        Task::Sqa3d | Task::Sqa3dLoc => {
+            let (questions, annotations) = locate_sqa3d(gt, questions)?;
+            let split = read_sqa3d_ground_truth(&questions, &annotations)?;
+            score_sqa3d(&split.items, pred, matches!(task, Task::Sqa3dLoc))
+        }
+        Task::Vsibench => {
+            let docs = read_vsibench_docs(gt)?;
+            let r = score_vsibench_files(&docs, &read_vsibench_predictions(pred)?, pred)?;
+            Ok(Scored { table: vsibench_table(&r), json: serde_json::to_value(&r)? })
+        }
+    }
+}
+
+/// The ScanQA file of `--annotations`: the file, or the one `ScanQA_v1.0_*.json` in a directory.
+fn scanqa_file(annotations: &Path) -> Result<PathBuf> {
+    if !annotations.is_dir() {
+        return Ok(annotations.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(annotations)
+        .with_context(|| format!("reading {}", annotations.display()))
+        .map_err(|e| InputError(format!("{e:#}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ScanQA_v1.0_") && n.ends_with(".json")))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(InputError(format!("{}: no ScanQA_v1.0_<split>.json in it; give the ScanQA file itself", annotations.display())).into()),
+        _ => Err(InputError(format!("{}: several ScanQA files; give the one to use with --annotations", annotations.display())).into()),
+    }
+}
+
+/// `run`'s arguments.
+struct RunArgs {
+    bundle: PathBuf,
+    task: RunTaskArg,
+    annotations: PathBuf,
+    questions: Option<PathBuf>,
+    scenes: PathBuf,
+    frames: Option<usize>,
+    limit: Option<usize>,
+    out: Option<PathBuf>,
+    max_new_tokens: usize,
+    json: bool,
+}
+
+/// The ground truth `run` answers and scores against.
+enum Truth {
+    Sqa3d(Vec<Sqa3dItem>),
+    ScanQa(Vec<ScanQaItem>),
+}
+
+fn run_command(a: RunArgs) -> Result<()> {
+    if a.frames == Some(0) {
+        return Err(InputError("--frames must be at least 1".into()).into());
+    }
+    if !a.scenes.is_dir() {
+        return Err(InputError(format!("--scenes {}: not a directory; give the directory holding one directory per scene", a.scenes.display())).into());
+    }
+    let limit = a.limit.unwrap_or(usize::MAX);
+    let (truth, questions, task) = match a.task {
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => {
+            let (questions, annotations) = locate_sqa3d(&a.annotations, a.questions.as_deref())?;
+            let mut items = read_sqa3d_ground_truth(&questions, &annotations)?.items;
+            items.truncate(limit);
+            let qs = items
+                .iter()
+                .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: Some(i.situation.clone()), question: i.question.clone() })
+                .collect();
+            (Truth::Sqa3d(items), qs, if matches!(a.task, RunTaskArg::Sqa3d) { RunTask::Sqa3d } else { RunTask::Sqa3dLoc })
+        }
+        RunTaskArg::Scanqa => {
+            let mut items = read_scanqa(&scanqa_file(&a.annotations)?).map_err(input)?;
+            items.truncate(limit);
+            // No situation: the bundle's default one ("I am standing in the room").
+            let qs = items.iter().map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() }).collect();
+            (Truth::ScanQa(items), qs, RunTask::ScanQa)
+        }
+    };
+    let questions: Vec<RunQuestion> = questions;
+    if questions.is_empty() {
+        return Err(InputError(format!("{}: no questions", a.annotations.display())).into());
+    }
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("loc3r-{}-predictions.json", a.task.name())));
+    let model = loc3r::Loc3r::open(&a.bundle, &loc3r::SessionOptions::default()).with_context(|| format!("opening {}", a.bundle.display()))?;
+    let frames = a.frames.unwrap_or(model.bundle().manifest.runtime.frames);
+    model.check_frame_count(frames).context("--frames")?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("asking [{bar:30}] {pos}/{len} questions ({elapsed}, eta {eta})").expect("template").progress_chars("=> "),
+    );
+    let opts = RunOptions { frames, max_new_tokens: a.max_new_tokens };
+    let report = run_benchmark(&model, task, &questions, &a.scenes, &out, &opts, |p| match p {
+        Progress::Pending(n) => bar.set_length(n as u64),
+        Progress::Answered => bar.inc(1),
+        Progress::Skipped(s) => {
+            bar.suspend(|| eprintln!("warning: skipped scene {} ({} questions): {}", s.scene_id, s.questions, s.reason));
+            bar.inc(s.questions as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    let scored = match &truth {
+        Truth::Sqa3d(items) => score_sqa3d(items, &out, task == RunTask::Sqa3dLoc)?,
+        Truth::ScanQa(items) => score_scanqa(items, &out, None, None)?,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": report, "predictions": out, "scores": scored.json }))?);
+    } else {
+        eprintln!(
+            "{} questions: {} answered now, {} by an earlier run, {} scenes observed, {} skipped; predictions in {}",
+            report.questions,
+            report.answered,
+            report.already_answered,
+            report.scenes_observed,
+            report.skipped_scenes.len(),
+            out.display()
+        );
+        print!("{}", scored.table);
     }
     Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Score { task: Task::Scanqa, pred, gt, protocol, out, json } => score_scanqa(&pred, &gt, protocol, out, json),
+        Command::Score { task, pred, gt, questions, protocol, out, json } => print_scored(&score(task, &pred, &gt, questions.as_deref(), protocol, out)?, json),
+        Command::Run { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json } => {
+            run_command(RunArgs { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json })
+        }
         Command::Synth { bundle, questions, train_questions, frames, limit, show: show_n, no_baselines, max_new_tokens, seed, out, json } => {
             if frames == Some(0) {
                 return Err(InputError("--frames must be at least 1".into()).into());
