@@ -108,7 +108,9 @@ pub fn score_vsibench_files(docs: &[VsiDoc], predictions: &[VsiPrediction], path
             missing += 1;
             ""
         });
-        score_item(&d.question_type, prediction, truth).map_err(|e| InputError::BadGroundTruth { id: d.id.text(), message: e.to_string() })?;
+        // A numeric prediction that parses makes the ground truth be parsed and divided by, so
+        // a bad document is refused whatever was predicted for it.
+        score_item(&d.question_type, "1", truth).map_err(|e| InputError::BadGroundTruth { id: d.id.text(), message: e.to_string() })?;
         items.push(VsiItem { question_type: &d.question_type, prediction, ground_truth: truth });
     }
     let scores = score_vsibench(&items).map_err(|e| InputError::BadGroundTruth { id: "?".into(), message: e.to_string() })?;
