@@ -201,17 +201,19 @@ mod tests {
         serde_json::from_str(text).unwrap()
     }
 
-    const P: &Path = Path::new("pred.json");
+    fn p() -> &'static Path {
+        Path::new("pred.json")
+    }
 
     #[test]
     fn answers_are_normalised_and_missing_ones_counted() {
         let items = [item("1", "two", [0.0; 3], [0.0, 0.0, 0.0, 1.0]), item("2", "table", [0.0; 3], [0.0, 0.0, 0.0, 1.0]), item("3", "lamp", [0.0; 3], [0.0, 0.0, 0.0, 1.0])];
-        let r = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 1, "answer": "2"}, {"question_id": "2", "answer": "the table top"}]"#), P).unwrap();
+        let r = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 1, "answer": "2"}, {"question_id": "2", "answer": "the table top"}]"#), p()).unwrap();
         assert_eq!((r.questions, r.missing_predictions), (3, 1));
         assert!((r.scores.em - 100.0 / 3.0).abs() < 1e-9 && (r.scores.em_r - 200.0 / 3.0).abs() < 1e-9, "{r:?}");
-        let e = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 9, "answer": "x"}]"#), P).unwrap_err();
+        let e = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 9, "answer": "x"}]"#), p()).unwrap_err();
         assert!(matches!(&e, InputError::UnknownQuestion { id, .. } if id == "9"), "{e}");
-        let e = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 1, "position": [0, 0, 0]}]"#), P).unwrap_err();
+        let e = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 1, "position": [0, 0, 0]}]"#), p()).unwrap_err();
         assert!(e.to_string().contains("`1`") && e.to_string().contains("`answer`"), "{e}");
     }
 
@@ -222,13 +224,13 @@ mod tests {
         // 0.3 m and 10° off for question 1; question 2 has no prediction.
         let (s2, c2) = (60f64.to_radians() / 2.0).sin_cos();
         let text = format!(r#"[{{"question_id": 1, "position": [1.3, 2.0, 5.0], "rotation": [0, 0, {s2}, {c2}]}}]"#);
-        let r = score_sqa3d_localization(&items, &preds(&text), P).unwrap();
+        let r = score_sqa3d_localization(&items, &preds(&text), p()).unwrap();
         assert_eq!((r.questions, r.missing_predictions), (2, 1));
         assert_eq!((r.scores.acc_0_5m, r.scores.acc_15deg), (50.0, 50.0));
         assert!((r.scores.mean_position_error_m.unwrap() - 0.3).abs() < 1e-9 && (r.scores.mean_angle_error_deg.unwrap() - 10.0).abs() < 1e-9);
-        let e = score_sqa3d_localization(&items, &preds(r#"[{"question_id": 1, "position": [0, 0, 0], "rotation": [0.5, 0, 0, 1]}]"#), P).unwrap_err();
+        let e = score_sqa3d_localization(&items, &preds(r#"[{"question_id": 1, "position": [0, 0, 0], "rotation": [0.5, 0, 0, 1]}]"#), p()).unwrap_err();
         assert!(matches!(&e, InputError::BadPose { id, .. } if id == "1"), "{e}");
-        let e = score_sqa3d_localization(&items, &preds(r#"[{"question_id": 2, "answer": "a"}]"#), P).unwrap_err();
+        let e = score_sqa3d_localization(&items, &preds(r#"[{"question_id": 2, "answer": "a"}]"#), p()).unwrap_err();
         assert!(e.to_string().contains("`position`"), "{e}");
     }
 
