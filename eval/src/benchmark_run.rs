@@ -184,7 +184,12 @@ fn prepare_scene(dir: &Path, task: RunTask, opts: &RunOptions) -> Result<ReadySc
     let anchor = if task.needs_pose() {
         let scene = ScanNetScene::open(dir).map_err(|e| e.to_string())?;
         if frames.total_frames > scene.frame_count() {
-            return Err(format!("{} has {} frames but the scene has {} poses; the video must be the scene's frames", video.display(), frames.total_frames, scene.frame_count()));
+            return Err(format!(
+                "{} has {} frames but the scene has {} poses; the video must be the scene's frames",
+                video.display(),
+                frames.total_frames,
+                scene.frame_count()
+            ));
         }
         Some(SqaAnchor::open(&scene, first).map_err(|e| e.to_string())?)
     } else {
@@ -227,7 +232,8 @@ pub fn run_benchmark(
         scenes_observed += 1;
         for q in items {
             let a = scene.ask(q.situation.as_deref(), &q.question, &gen)?;
-            let pose = ready.anchor.as_ref().map(|anchor| anchor.to_sqa3d([f64::from(a.pose.position.x), f64::from(a.pose.position.y)], a.pose.yaw_deg.to_radians()));
+            let pose =
+                ready.anchor.as_ref().map(|anchor| anchor.to_sqa3d([f64::from(a.pose.position.x), f64::from(a.pose.position.y)], a.pose.yaw_deg.to_radians()));
             let record = PredictionRecord {
                 question_id: QuestionId::from_text(&q.question_id),
                 answer: Some(a.answer.trim().to_string()),

@@ -106,7 +106,8 @@ pub fn parse_json_or_lines<T: DeserializeOwned>(text: &str, path: &Path, what: &
         if line.trim().is_empty() {
             continue;
         }
-        let item = serde_json::from_str(line).map_err(|e| InputError::Json { path: path.to_path_buf(), what, message: format!("line {}: {e}", n + 1), expected })?;
+        let item =
+            serde_json::from_str(line).map_err(|e| InputError::Json { path: path.to_path_buf(), what, message: format!("line {}: {e}", n + 1), expected })?;
         out.push(item);
     }
     Ok(out)

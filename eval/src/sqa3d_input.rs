@@ -172,8 +172,11 @@ pub fn score_sqa3d_localization(items: &[Sqa3dItem], predictions: &[PredictionRe
         let missing = |field| InputError::MissingField { path: path.to_path_buf(), id: item.question_id.clone(), field };
         let position = p.position.ok_or_else(|| missing("position"))?;
         let rotation = p.rotation.ok_or_else(|| missing("rotation"))?;
-        let pose = Pose2::from_sqa3d(position, rotation)
-            .map_err(|e| InputError::BadPose { path: path.to_path_buf(), id: item.question_id.clone(), message: e.to_string() })?;
+        let pose = Pose2::from_sqa3d(position, rotation).map_err(|e| InputError::BadPose {
+            path: path.to_path_buf(),
+            id: item.question_id.clone(),
+            message: e.to_string(),
+        })?;
         samples.push(SampleErrors::of(&truth, &[pose]));
     }
     let scores = score_localization(&samples);
@@ -207,7 +210,11 @@ mod tests {
 
     #[test]
     fn answers_are_normalised_and_missing_ones_counted() {
-        let items = [item("1", "two", [0.0; 3], [0.0, 0.0, 0.0, 1.0]), item("2", "table", [0.0; 3], [0.0, 0.0, 0.0, 1.0]), item("3", "lamp", [0.0; 3], [0.0, 0.0, 0.0, 1.0])];
+        let items = [
+            item("1", "two", [0.0; 3], [0.0, 0.0, 0.0, 1.0]),
+            item("2", "table", [0.0; 3], [0.0, 0.0, 0.0, 1.0]),
+            item("3", "lamp", [0.0; 3], [0.0, 0.0, 0.0, 1.0]),
+        ];
         let r = score_sqa3d_answers(&items, &preds(r#"[{"question_id": 1, "answer": "2"}, {"question_id": "2", "answer": "the table top"}]"#), p()).unwrap();
         assert_eq!((r.questions, r.missing_predictions), (3, 1));
         assert!((r.scores.em - 100.0 / 3.0).abs() < 1e-9 && (r.scores.em_r - 200.0 / 3.0).abs() < 1e-9, "{r:?}");

@@ -113,7 +113,8 @@ pub fn score_vsibench_files(docs: &[VsiDoc], predictions: &[VsiPrediction], path
         score_item(&d.question_type, "1", truth).map_err(|e| InputError::BadGroundTruth { id: d.id.text(), message: e.to_string() })?;
         items.push(VsiItem { question_type: &d.question_type, prediction, ground_truth: truth });
     }
-    let scores = score_vsibench(&items).map_err(|e| InputError::BadGroundTruth { id: "?".into(), message: e.to_string() })?;
+    // Every document was checked above, so this cannot fail on one; keep the error anyway.
+    let scores = score_vsibench(&items).map_err(|e| InputError::Files(format!("VSI-Bench: {e}")))?;
     Ok(VsiReport { task: "vsibench", questions: docs.len(), missing_predictions: missing, scores })
 }
 

@@ -211,7 +211,9 @@ fn world() -> World {
     let root = dir.path().to_path_buf();
     let rooms = root.join("rooms");
     run_ok(
-        Command::new(sibling_exe("loc3r-synth")).args(["--rooms", "2", "--seed", "5", "--frames", "16", "--size", "64x48", "--questions", "3", "--out"]).arg(&rooms),
+        Command::new(sibling_exe("loc3r-synth"))
+            .args(["--rooms", "2", "--seed", "5", "--frames", "16", "--size", "64x48", "--questions", "3", "--out"])
+            .arg(&rooms),
         "loc3r-synth",
     );
     let export = sibling_exe("loc3r-export");
@@ -283,7 +285,10 @@ fn run_answers_every_question_once_and_resumes() {
     for rec in &records {
         assert!(rec["answer"].is_string() && rec["position"].as_array().unwrap().len() == 3 && rec["rotation"].as_array().unwrap().len() == 4, "{rec}");
     }
-    assert_eq!((r["scores"]["task"].as_str(), r["scores"]["questions"].as_u64(), r["scores"]["missing_predictions"].as_u64()), (Some("sqa3d-loc"), Some(6), Some(0)));
+    assert_eq!(
+        (r["scores"]["task"].as_str(), r["scores"]["questions"].as_u64(), r["scores"]["missing_predictions"].as_u64()),
+        (Some("sqa3d-loc"), Some(6), Some(0))
+    );
     // The file scores the same through `score`, for both SQA3D tasks.
     let gt = w.rooms.join("annotations").join("v1_balanced_sqa_annotations_train_scannetv2.json");
     let scored = eval(&["score", "--json", "--task", "sqa3d-loc", "--gt", s(&gt), "--pred", s(&out)]).json();
@@ -294,7 +299,10 @@ fn run_answers_every_question_once_and_resumes() {
     // Resuming: nothing left to do, the file is unchanged; the other SQA3D task reuses it.
     let before = std::fs::read_to_string(&out).unwrap();
     let again = run(&w, "sqa3d-loc", &out, &[]).json();
-    assert_eq!((again["run"]["answered"].as_u64(), again["run"]["already_answered"].as_u64(), again["run"]["scenes_observed"].as_u64()), (Some(0), Some(6), Some(0)));
+    assert_eq!(
+        (again["run"]["answered"].as_u64(), again["run"]["already_answered"].as_u64(), again["run"]["scenes_observed"].as_u64()),
+        (Some(0), Some(6), Some(0))
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), before);
     assert_eq!(again["scores"], r["scores"]);
     let em = run(&w, "sqa3d", &out, &[]).json();
@@ -383,7 +391,11 @@ fn run_sqa3d_skips_a_scene_without_a_valid_first_pose() {
     let w = world();
     let scenes = w.root.join("scenes-copy");
     copy_dir(&w.rooms.join("scenes"), &scenes);
-    std::fs::write(scenes.join("synth-s5-r0001").join("pose").join("0.txt"), "-inf -inf -inf -inf\n-inf -inf -inf -inf\n-inf -inf -inf -inf\n-inf -inf -inf -inf\n").unwrap();
+    std::fs::write(
+        scenes.join("synth-s5-r0001").join("pose").join("0.txt"),
+        "-inf -inf -inf -inf\n-inf -inf -inf -inf\n-inf -inf -inf -inf\n-inf -inf -inf -inf\n",
+    )
+    .unwrap();
     let out = w.root.join("p.json");
     let r = eval(&[
         "run",

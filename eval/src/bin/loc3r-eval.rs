@@ -21,9 +21,9 @@ use loc3r_eval::metrics::ngram::meteor;
 use loc3r_eval::metrics::scanqa::{self, Protocol};
 use loc3r_eval::scanqa_input::{join, read_predictions};
 use loc3r_eval::sqa3d_input::{locate_sqa3d, read_sqa3d_ground_truth, read_sqa3d_predictions, score_sqa3d_answers, score_sqa3d_localization};
-use loc3r_eval::vsibench_input::{read_vsibench_docs, read_vsibench_predictions, score_vsibench_files, vsibench_table};
 use loc3r_eval::synth::{evaluate, table, QuestionResult, SynthEvalError, SynthEvalOptions, TrainingPrior};
-use loc3r_train::data::annotations::{read_scanqa, read_synth_questions, ScanQaItem, Sqa3dItem};
+use loc3r_eval::vsibench_input::{read_vsibench_docs, read_vsibench_predictions, score_vsibench_files, vsibench_table};
+use loc3r_train::data::annotations::{read_scanqa, read_synth_questions, ScanQaItem, Sqa3dItem, Sqa3dSplit};
 
 #[derive(Parser)]
 #[command(name = "loc3r-eval", version, about = "Evaluate a Loc3R-VLM bundle with the paper's metrics")]
@@ -281,6 +281,16 @@ fn score_sqa3d(items: &[Sqa3dItem], pred: &Path, localization: bool) -> Result<S
     }
 }
 
+/// SQA3D questions and annotations that did not join cannot be scored; say so.
+fn warn_unjoined(split: &Sqa3dSplit) {
+    if split.questions_without_annotation > 0 || split.annotations_without_question > 0 {
+        eprintln!(
+            "warning: SQA3D files: {} questions without an annotation and {} annotations without a question are left out",
+            split.questions_without_annotation, split.annotations_without_question
+        );
+    }
+}
+
 fn print_scored(s: &Scored, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&s.json)?);
@@ -299,6 +309,7 @@ fn score(task: Task, pred: &Path, gt: &Path, questions: Option<&Path>, protocol:
         Task::Sqa3d | Task::Sqa3dLoc => {
             let (questions, annotations) = locate_sqa3d(gt, questions)?;
             let split = read_sqa3d_ground_truth(&questions, &annotations)?;
+            warn_unjoined(&split);
             score_sqa3d(&split.items, pred, matches!(task, Task::Sqa3dLoc))
         }
         Task::Vsibench => {
@@ -356,14 +367,21 @@ fn run_command(a: RunArgs) -> Result<()> {
         return Err(InputError(format!("--scenes {}: not a directory; give the directory holding one directory per scene", a.scenes.display())).into());
     }
     let limit = a.limit.unwrap_or(usize::MAX);
-    let (truth, questions, task) = match a.task {
+    let (truth, questions, task): (Truth, Vec<RunQuestion>, RunTask) = match a.task {
         RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => {
             let (questions, annotations) = locate_sqa3d(&a.annotations, a.questions.as_deref())?;
-            let mut items = read_sqa3d_ground_truth(&questions, &annotations)?.items;
+            let split = read_sqa3d_ground_truth(&questions, &annotations)?;
+            warn_unjoined(&split);
+            let mut items = split.items;
             items.truncate(limit);
             let qs = items
                 .iter()
-                .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: Some(i.situation.clone()), question: i.question.clone() })
+                .map(|i| RunQuestion {
+                    question_id: i.question_id.clone(),
+                    scene_id: i.scene_id.clone(),
+                    situation: Some(i.situation.clone()),
+                    question: i.question.clone(),
+                })
                 .collect();
             (Truth::Sqa3d(items), qs, if matches!(a.task, RunTaskArg::Sqa3d) { RunTask::Sqa3d } else { RunTask::Sqa3dLoc })
         }
@@ -371,11 +389,13 @@ fn run_command(a: RunArgs) -> Result<()> {
             let mut items = read_scanqa(&scanqa_file(&a.annotations)?).map_err(input)?;
             items.truncate(limit);
             // No situation: the bundle's default one ("I am standing in the room").
-            let qs = items.iter().map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() }).collect();
+            let qs = items
+                .iter()
+                .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() })
+                .collect();
             (Truth::ScanQa(items), qs, RunTask::ScanQa)
         }
     };
-    let questions: Vec<RunQuestion> = questions;
     if questions.is_empty() {
         return Err(InputError(format!("{}: no questions", a.annotations.display())).into());
     }
