@@ -378,6 +378,11 @@ fn run_scanqa_skips_and_counts_scenes_it_cannot_use() {
     assert_eq!((r["run"]["answered"].as_u64(), r["run"]["scenes_observed"].as_u64()), (Some(missing), Some(1)));
     assert_same_predictions(&partial, &out);
 
+    // An --out in a directory that does not exist is refused before any work.
+    let e = args(&w.root.join("no-such-dir").join("p.json"), &scenes);
+    assert_eq!(e.code, Some(2), "{}", e.stderr);
+    assert!(e.stderr.contains("no-such-dir"), "{}", e.stderr);
+
     // Every scene unusable: exit 2, naming a scene.
     let empty = w.root.join("no-scenes");
     std::fs::create_dir(&empty).unwrap();

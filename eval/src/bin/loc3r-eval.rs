@@ -400,6 +400,10 @@ fn run_command(a: RunArgs) -> Result<()> {
         return Err(InputError(format!("{}: no questions", a.annotations.display())).into());
     }
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("loc3r-{}-predictions.json", a.task.name())));
+    // Refused before any scene is observed rather than at the first write.
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        return Err(InputError(format!("--out {}: the directory {} does not exist; create it first", out.display(), parent.display())).into());
+    }
     let model = loc3r::Loc3r::open(&a.bundle, &loc3r::SessionOptions::default()).with_context(|| format!("opening {}", a.bundle.display()))?;
     let frames = a.frames.unwrap_or(model.bundle().manifest.runtime.frames);
     model.check_frame_count(frames).context("--frames")?;
