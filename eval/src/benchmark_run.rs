@@ -132,7 +132,7 @@ impl SqaAnchor {
     }
 }
 
-/// The predictions of an earlier run, by id; `None` when the file does not exist.
+/// The predictions of an earlier run, by id (none when the file does not exist yet).
 pub fn read_previous(path: &Path, questions: &[RunQuestion]) -> Result<HashMap<String, PredictionRecord>, RunError> {
     if !path.exists() {
         return Ok(HashMap::new());
