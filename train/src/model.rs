@@ -11,7 +11,8 @@
 //! ```
 //! Trainable tensors are chosen by group (`--train`): `heads`, `projector` (mm_projector,
 //! image_newline, cam_projector), `llm` (every Qwen2 tensor: embeddings, layers, final norm,
-//! LM head), `lora` (low-rank adapters on the attention projections, the LLM frozen: crate::lora). The graph's fixed sizes are a [`Shape`] (prompt lengths, frames, supervised
+//! LM head), `lora` (low-rank adapters on the attention projections, the LLM frozen:
+//! crate::lora). The graph's fixed sizes are a [`Shape`] (prompt lengths, frames, supervised
 //! positions); a sample fits any shape at least as large: its text is right-padded (causal
 //! attention keeps padding invisible to every earlier position, and padding is never supervised)
 //! and its missing supervised rows are masked out of the LM loss, so one graph serves every
