@@ -188,7 +188,7 @@ pub fn adapt(g: &mut GraphBuilder, opts: &LoraOptions) -> Result<Vec<Adapter>, T
         let &[n_in, n_out] = base.shape() else {
             return Err(internal(format!("`{weight}` has shape {:?}, not [in, out]", base.shape())));
         };
-        let users: Vec<_> = g.nodes().iter().filter(|n| n.inputs.iter().any(|i| *i == weight)).collect();
+        let users: Vec<_> = g.nodes().iter().filter(|n| n.inputs.contains(&weight)).collect();
         let [matmul] = users[..] else {
             return Err(internal(format!("`{weight}` is read by {} nodes; LoRA expects the one MatMul of its Linear", users.len())));
         };

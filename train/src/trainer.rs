@@ -348,8 +348,11 @@ pub fn train_with_held_out(
     Ok(ran)
 }
 
+/// A weight to write: name, shape, row-major values (checkpoint layout).
+type WeightToWrite = (String, Vec<usize>, Vec<f32>);
+
 /// Every adapted weight with its update merged (`W + (α/r)·B·A`, checkpoint layout, f32).
-fn merge_adapters(adapters: &[Adapter], params: &[HostParam]) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, TrainError> {
+fn merge_adapters(adapters: &[Adapter], params: &[HostParam]) -> Result<Vec<WeightToWrite>, TrainError> {
     let value = |name: &str| {
         params
             .iter()
