@@ -212,7 +212,12 @@ pub fn adapt(g: &mut GraphBuilder, opts: &LoraOptions) -> Result<Vec<Adapter>, T
     Ok(adapters)
 }
 
-/// `y + ((x·Aᵀ)·(α/r))·Bᵀ` (see [`adapt`]'s diagram).
+/// The branch of one adapted Linear, nodes under `<module>/lora/`:
+///
+/// ```text
+/// x ─down: MatMul(Aᵀ)─▶ ─scale: Mul(α/r)─▶ ─up: MatMul(Bᵀ)─▶ d ─┐
+/// y ──────────────────────────────────────────────────────── add ─▶ y + d
+/// ```
 fn lora_branch(g: &mut GraphBuilder, module: &str, x: &Value, y: &Value, a_t: &Value, b_t: &Value, scale: f64) -> Value {
     let mut s = g.scope(format!("{module}/lora"));
     let u = s.matmul("down", x, a_t);
