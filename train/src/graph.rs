@@ -72,6 +72,8 @@ pub struct TrainingGraph {
     pub params: Vec<Param>,
     /// `loss` and `loss.<part>` outputs.
     pub loss_outputs: Vec<Value>,
+    /// The LoRA adapters the graph carries (their factors are among `params`), empty without LoRA.
+    pub lora: Vec<crate::lora::Adapter>,
 }
 
 /// Promotes every weight of `g` for which `trainable(name)` holds to an input, builds the
@@ -101,7 +103,7 @@ pub fn finish(mut g: GraphBuilder, trainable: impl Fn(&str) -> bool, loss: &Valu
         let grad_output = g.output(&format!("grad.{name}"), &in_checkpoint_layout);
         params.push(Param { name, input: init.value, transposed, initial: init.data, grad, grad_output });
     }
-    Ok(TrainingGraph { graph: g, params, loss_outputs })
+    Ok(TrainingGraph { graph: g, params, loss_outputs, lora: Vec::new() })
 }
 
 /// Input names of the heads training graph's targets.

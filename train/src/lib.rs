@@ -13,6 +13,7 @@ pub mod data;
 pub mod graph;
 pub mod init;
 pub mod interp;
+pub mod lora;
 pub mod losses;
 pub mod model;
 pub mod optim;

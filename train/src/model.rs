@@ -11,7 +11,8 @@
 //! ```
 //! Trainable tensors are chosen by group (`--train`): `heads`, `projector` (mm_projector,
 //! image_newline, cam_projector), `llm` (every Qwen2 tensor: embeddings, layers, final norm,
-//! LM head). The graph's fixed sizes are a [`Shape`] (prompt lengths, frames, supervised
+//! LM head), `lora` (low-rank adapters on the attention projections, the LLM frozen:
+//! crate::lora). The graph's fixed sizes are a [`Shape`] (prompt lengths, frames, supervised
 //! positions); a sample fits any shape at least as large: its text is right-padded (causal
 //! attention keeps padding invisible to every earlier position, and padding is never supervised)
 //! and its missing supervised rows are masked out of the LM loss, so one graph serves every
@@ -27,6 +28,7 @@ use loc3r_export::DType;
 use ndarray::{ArrayD, IxDyn};
 
 use crate::graph::{finish, TrainGraphError, TrainingGraph};
+use crate::lora::LoraOptions;
 use crate::losses::{self, orientation_target, LossParts, LossWeights};
 use crate::sample::{Sample, IGNORE};
 
@@ -36,10 +38,13 @@ pub enum Group {
     Heads,
     Projector,
     Llm,
+    /// LoRA factors on the decoder's attention projections (crate::lora), the LLM frozen.
+    Lora,
 }
 
 impl Group {
-    /// Parses `heads,projector,llm` or `all`.
+    /// Parses `heads,projector,llm`, `all` (those three) or `lora` with any of heads and
+    /// projector; `lora` adapts the LLM that `llm` trains whole, so the two are exclusive.
     pub fn parse_list(spec: &str) -> Result<BTreeSet<Group>, String> {
         let mut out = BTreeSet::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -47,16 +52,19 @@ impl Group {
                 "heads" => out.insert(Group::Heads),
                 "projector" => out.insert(Group::Projector),
                 "llm" => out.insert(Group::Llm),
+                "lora" => out.insert(Group::Lora),
                 "all" => {
                     out.extend([Group::Heads, Group::Projector, Group::Llm]);
                     true
                 }
-                "lora" => return Err("`lora` is not available yet; use heads, projector, llm or all".into()),
-                other => return Err(format!("`{other}` is not a trainable group; use heads, projector, llm or all")),
+                other => return Err(format!("`{other}` is not a trainable group; use heads, projector, llm, lora or all")),
             };
         }
+        if out.contains(&Group::Lora) && out.contains(&Group::Llm) {
+            return Err("`lora` and `llm` (also part of `all`) both train the LLM: give one of them, e.g. lora,heads,projector".into());
+        }
         if out.is_empty() {
-            return Err("nothing to train: give at least one of heads, projector, llm".into());
+            return Err("nothing to train: give at least one of heads, projector, llm, lora".into());
         }
         Ok(out)
     }
@@ -66,7 +74,10 @@ impl Group {
         match self {
             Group::Heads => ["model.loc3r.pos_head.", "model.loc3r.ori_head.", "model.loc3r.bev_head."].iter().any(|p| name.starts_with(p)),
             Group::Projector => name.starts_with("model.mm_projector.") || name == "model.image_newline" || name.starts_with("model.loc3r.cam_projector."),
-            Group::Llm => ["model.embed_tokens.", "model.layers.", "model.norm.", "lm_head."].iter().any(|p| name.starts_with(p)),
+            Group::Llm => {
+                ["model.embed_tokens.", "model.layers.", "model.norm.", "lm_head."].iter().any(|p| name.starts_with(p)) && !crate::lora::is_factor(name)
+            }
+            Group::Lora => crate::lora::is_factor(name),
         }
     }
 }
@@ -188,7 +199,8 @@ fn layout(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Layout {
     Layout { before, total: before + video + after, pos: find(cfg.loc3r.pos_token_id), ori: find(cfg.loc3r.ori_token_id), grid: grid_index, supervised }
 }
 
-/// The training graph for samples shaped like `sample` (no padding), and its data feeds for `sample`.
+/// The training graph for samples shaped like `sample` (no padding), and its data feeds for
+/// `sample`; LoRA (when `groups` has it) with the default rank, α and seed 0.
 pub fn training_graph(
     ckpt: &Checkpoint,
     sample: &Sample,
@@ -197,7 +209,7 @@ pub fn training_graph(
 ) -> Result<(TrainingGraph, HashMap<String, Data>), TrainGraphError> {
     validate(ckpt, sample)?;
     let shape = Shape::of(sample);
-    let tg = training_graph_for(ckpt, &shape, sample.feature_shape, groups, weights)?;
+    let tg = training_graph_for(ckpt, &shape, sample.feature_shape, groups, weights, &LoraOptions::default())?;
     Ok((tg, sample_feeds(ckpt, sample, &shape)?))
 }
 
@@ -205,13 +217,15 @@ fn validate(ckpt: &Checkpoint, sample: &Sample) -> Result<(), TrainGraphError> {
     sample.validate(ckpt.config()).map_err(|m| TrainGraphError::Export(loc3r_export::Error::Invalid(format!("sample: {m}"))))
 }
 
-/// The training graph of one shape (`feature_shape`: SigLIP's `[P, Cv]` per frame).
+/// The training graph of one shape (`feature_shape`: SigLIP's `[P, Cv]` per frame); `lora`
+/// applies when `groups` has [`Group::Lora`] (the adapters are the graph's `lora`).
 pub fn training_graph_for(
     ckpt: &Checkpoint,
     shape: &Shape,
     feature_shape: (usize, usize),
     groups: &BTreeSet<Group>,
     weights: &LossWeights,
+    lora: &LoraOptions,
 ) -> Result<TrainingGraph, TrainGraphError> {
     let cfg = ckpt.config();
     let grid = cfg.vision_grid();
@@ -314,7 +328,10 @@ pub fn training_graph_for(
     let total = losses::total(&mut g, &parts, weights);
     let named: Vec<(&str, Value)> =
         [("lm", &parts.lm), ("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
-    finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)
+    let adapters = if groups.contains(&Group::Lora) { crate::lora::adapt(&mut g, lora)? } else { Vec::new() };
+    let mut tg = finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)?;
+    tg.lora = adapters;
+    Ok(tg)
 }
 
 /// The data feeds of `sample` for a graph of `shape` (which must hold the sample's own shape).

@@ -8,7 +8,8 @@
 //! RUN/optimizer.safetensors   <name>.exp_avg, <name>.exp_avg_sq           │ file last (its step
 //! RUN/trainer_state.json      step, options, seed                        ┘ is in all three)
 //! RUN/log.jsonl               one line per update
-//! RUN/checkpoint/             the base checkpoint + the trained shard (at the end)
+//! RUN/checkpoint/             the base checkpoint + the trained shard (at the end; LoRA
+//!                             factors merged into their weights, the factors in params.safetensors)
 //! ```
 //! Sample k of update t comes from a permutation of the samples seeded by (seed, epoch), with
 //! cursor = t·accumulate + k, so the order depends on the step alone and a resumed run
@@ -23,6 +24,7 @@ use loc3r_export::DType;
 use ndarray::ArrayD;
 
 use crate::checkpoint::{write_trained, TrainedTensor};
+use crate::lora::{Adapter, LoraOptions};
 use crate::losses::LossWeights;
 use crate::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use crate::optim::{cosine_with_warmup, AdamW};
@@ -64,8 +66,14 @@ pub struct TrainOptions {
     /// What is trained (runs saved before objectives existed are `loc3r`).
     #[serde(default)]
     pub objective: Objective,
-    /// `heads`, `projector`, `llm` (comma-separated) or `all`.
+    /// `heads`, `projector`, `llm`, `lora` (comma-separated; `lora` without `llm`) or `all`.
     pub train: String,
+    /// LoRA rank r (runs saved before LoRA existed have the default).
+    #[serde(default = "default_lora_rank")]
+    pub lora_rank: usize,
+    /// LoRA α: the update is scaled by α/r.
+    #[serde(default = "default_lora_alpha")]
+    pub lora_alpha: f64,
     pub loss_weights: LossWeightsJson,
     /// Optimizer updates in total.
     pub steps: u64,
@@ -82,6 +90,21 @@ pub struct TrainOptions {
     pub threads: usize,
     /// Save every this many updates (and at the end).
     pub save_every: u64,
+}
+
+fn default_lora_rank() -> usize {
+    crate::lora::DEFAULT_RANK
+}
+
+fn default_lora_alpha() -> f64 {
+    crate::lora::DEFAULT_ALPHA
+}
+
+impl TrainOptions {
+    /// The LoRA settings of this run (A is seeded by the run's seed).
+    pub fn lora(&self) -> LoraOptions {
+        LoraOptions { rank: self.lora_rank, alpha: self.lora_alpha, seed: self.seed }
+    }
 }
 
 /// [`LossWeights`] as stored in the run's state.
@@ -238,6 +261,7 @@ pub fn train_with_held_out(
     if !lr_ok || !(0.0..=1.0).contains(&opts.warmup_ratio) {
         return Err(TrainError::Input(format!("--lr must be positive and --warmup-ratio in [0, 1] (got {} and {})", opts.lr, opts.warmup_ratio)));
     }
+    opts.lora().validate().map_err(TrainError::Input)?;
     let ckpt = Checkpoint::open(base, None, Requirements::default())?;
     let files = sample_files(samples)?;
     let held_out_files = match held_out {
@@ -250,7 +274,7 @@ pub fn train_with_held_out(
     std::fs::create_dir_all(run).map_err(io(run))?;
     let graphs_dir = tempfile::tempdir().map_err(io(run))?;
     let all: Vec<PathBuf> = files.iter().chain(&held_out_files).cloned().collect();
-    let (mut runners, mut prepared, mut params) = match opts.objective {
+    let (mut runners, mut prepared, mut params, adapters) = match opts.objective {
         Objective::Loc3r => loc3r_samples(&ckpt, &all, opts, graphs_dir.path())?,
         Objective::Cut3rPose => pose_sequences(&ckpt, &all, opts, graphs_dir.path())?,
     };
@@ -312,9 +336,37 @@ pub fn train_with_held_out(
     if step < opts.steps {
         return Ok(ran);
     }
-    let tensors: Vec<TrainedTensor<'_>> = params.iter().map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value }).collect();
+    // LoRA factors are merged into their weights; the factors themselves stay in params.safetensors.
+    let merged = merge_adapters(&adapters, &params)?;
+    let tensors: Vec<TrainedTensor<'_>> = params
+        .iter()
+        .filter(|p| !crate::lora::is_factor(&p.name))
+        .map(|p| TrainedTensor { name: &p.name, shape: &p.shape, values: &p.value })
+        .chain(merged.iter().map(|(name, shape, values)| TrainedTensor { name, shape, values }))
+        .collect();
     write_trained(base, &run.join(CHECKPOINT_DIR), &tensors)?;
     Ok(ran)
+}
+
+/// A weight to write: name, shape, row-major values (checkpoint layout).
+type WeightToWrite = (String, Vec<usize>, Vec<f32>);
+
+/// Every adapted weight with its update merged (`W + (α/r)·B·A`, checkpoint layout, f32).
+fn merge_adapters(adapters: &[Adapter], params: &[HostParam]) -> Result<Vec<WeightToWrite>, TrainError> {
+    let value = |name: &str| {
+        params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.value.as_slice())
+            .ok_or_else(|| TrainError::Input(format!("LoRA factor `{name}` is not a trained tensor")))
+    };
+    adapters
+        .iter()
+        .map(|a| {
+            let merged = a.merged(value(&a.a)?, value(&a.b)?).map_err(|error| TrainError::Io { path: PathBuf::from(&a.weight), error })?;
+            Ok((a.weight.clone(), vec![a.out_dim, a.in_dim], merged))
+        })
+        .collect()
 }
 
 /// The `*.safetensors` files of a samples directory, sorted by name.
@@ -342,14 +394,16 @@ fn mean_losses(runners: &mut [Runner], params: &[HostParam], samples: &[Prepared
     Ok(sums)
 }
 
-type Loaded = (Vec<Runner>, Vec<Prepared>, Vec<HostParam>);
+/// Runners, samples, the trainable tensors, and the LoRA adapters (empty without LoRA).
+type Loaded = (Vec<Runner>, Vec<Prepared>, Vec<HostParam>, Vec<Adapter>);
 
 /// Loc3R samples: one training graph per bucketed sample shape.
 fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
     let groups = Group::parse_list(&opts.train).map_err(|e| TrainError::Input(format!("--train: {e}")))?;
     let weights: LossWeights = opts.loss_weights.into();
     let mut by_shape: HashMap<Shape, usize> = HashMap::new();
-    let (mut runners, mut prepared, mut params) = (Vec::new(), Vec::with_capacity(files.len()), None);
+    let lora = opts.lora();
+    let (mut runners, mut prepared, mut params, mut adapters) = (Vec::new(), Vec::with_capacity(files.len()), None, Vec::new());
     for file in files {
         let sample = Sample::read(file)?;
         sample.validate(ckpt.config()).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
@@ -357,9 +411,10 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
         let runner = match by_shape.get(&shape) {
             Some(&k) => k,
             None => {
-                let tg = training_graph_for(ckpt, &shape, sample.feature_shape, &groups, &weights)?;
+                let tg = training_graph_for(ckpt, &shape, sample.feature_shape, &groups, &weights, &lora)?;
                 if params.is_none() {
                     params = Some(host_params(&tg)?);
+                    adapters = tg.lora.clone();
                 }
                 runners.push(open_runner(&tg, graphs, runners.len(), opts.threads)?);
                 by_shape.insert(shape, runners.len() - 1);
@@ -369,7 +424,7 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
         let (floats, ids) = split_feeds(sample_feeds(ckpt, &sample, &shape)?);
         prepared.push(Prepared { runner, floats, ids });
     }
-    Ok((runners, prepared, params.expect("at least one sample")))
+    Ok((runners, prepared, params.expect("at least one sample"), adapters))
 }
 
 /// CUT3R pose sequences: one training graph (every sequence has the same frame count).
@@ -389,13 +444,17 @@ fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, gra
                 frames = Some(seq.frames());
             }
             Some(f) if f != seq.frames() => {
-                return Err(TrainError::Input(format!("{}: {} frames, the first sequence has {f}; prepare every sequence with the same --frames", file.display(), seq.frames())));
+                return Err(TrainError::Input(format!(
+                    "{}: {} frames, the first sequence has {f}; prepare every sequence with the same --frames",
+                    file.display(),
+                    seq.frames()
+                )));
             }
             Some(_) => {}
         }
         prepared.push(Prepared { runner: 0, floats: seq.feeds(), ids: HashMap::new() });
     }
-    Ok((runners, prepared, params.expect("at least one sequence")))
+    Ok((runners, prepared, params.expect("at least one sequence"), Vec::new()))
 }
 
 fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize) -> Result<Runner, TrainError> {

@@ -42,6 +42,16 @@ fn grad_writes_losses_and_gradients_and_refuses_bad_samples() {
     assert_eq!(w.shape(), [cfg.hidden_size, cfg.vision_config.hidden_size], "checkpoint layout [out, in]");
     assert_eq!(st.tensor("loss").expect("loss").shape(), Vec::<usize>::new().as_slice());
 
+    // LoRA: the factors' gradients, in PEFT's layout (A [r, in] with the default r = 16).
+    let lora_out = dir.path().join("lora.safetensors");
+    let run = grad(&ck, &sample_path, &lora_out, &["--train", "lora"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let bytes = std::fs::read(&lora_out).expect("output written");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let a = st.tensor("grad.model.layers.0.self_attn.q_proj.lora_A.weight").expect("grad of A");
+    assert_eq!(a.shape(), [16, cfg.hidden_size]);
+    assert!(st.names().iter().all(|n| !n.ends_with("_proj.weight")), "the projections themselves are frozen");
+
     // Bad input: exit 2, the message names the problem, no output file.
     let mut two = sample.clone();
     let at = two.placeholder().expect("the random sample has its placeholder");
@@ -67,8 +77,9 @@ fn grad_writes_losses_and_gradients_and_refuses_bad_samples() {
     let run = grad(&ck, &bad, &bad_out, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("two_placeholders.safetensors"));
-    let run = grad(&ck, &sample_path, &bad_out, &["--train", "lora"]);
+    let run = grad(&ck, &sample_path, &bad_out, &["--train", "lora,llm"]);
     assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("`lora` and `llm`"), "{}", String::from_utf8_lossy(&run.stderr));
     let run = grad(&dir.path().join("missing"), &sample_path, &bad_out, &[]);
     assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(!bad_out.exists());

@@ -137,6 +137,8 @@ fn pose_training_memorises_sequences_and_the_trained_cut3r_exports() {
     let opts = TrainOptions {
         objective: Objective::Cut3rPose,
         train: "cut3r".into(),
+        lora_rank: loc3r_train::lora::DEFAULT_RANK,
+        lora_alpha: loc3r_train::lora::DEFAULT_ALPHA,
         loss_weights: LossWeights::default().into(),
         steps: 60,
         lr: 3e-3,

@@ -26,6 +26,8 @@ fn options(steps: u64) -> TrainOptions {
     TrainOptions {
         objective: Default::default(),
         train: "all".into(),
+        lora_rank: loc3r_train::lora::DEFAULT_RANK,
+        lora_alpha: loc3r_train::lora::DEFAULT_ALPHA,
         loss_weights: LossWeights::default().into(),
         steps,
         lr: 3e-3,

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 #[path = "compose.rs"]
 mod compose;
+#[path = "rewrite.rs"]
+mod rewrite;
 
 use super::constant::{ConstTensor, ConstValues};
 use super::{shape_string, Attr, Dim, GraphError, Result, Value};

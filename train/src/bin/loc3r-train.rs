@@ -205,9 +205,15 @@ enum Command {
         /// Decoupled weight decay.
         #[arg(long, default_value_t = 0.0)]
         weight_decay: f64,
-        /// Seed of the sample order.
+        /// Seed of the sample order (and of the LoRA factors' initial values).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// LoRA rank r (with `--train lora,…`).
+        #[arg(long, default_value_t = loc3r_train::lora::DEFAULT_RANK)]
+        lora_rank: usize,
+        /// LoRA α: the low-rank update is scaled by α/r.
+        #[arg(long, default_value_t = loc3r_train::lora::DEFAULT_ALPHA)]
+        lora_alpha: f64,
         /// Save the run every this many updates (and at the end).
         #[arg(long, default_value_t = 50)]
         save_every: u64,
@@ -238,7 +244,9 @@ struct ModelArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     /// What trains: comma-separated `heads`, `projector` (mm_projector, image_newline,
-    /// cam_projector), `llm` (every Qwen2 tensor), or `all`.
+    /// cam_projector), `llm` (every Qwen2 tensor), `lora` (rank-r adapters on every layer's
+    /// q/k/v/o projections, the LLM frozen; merged into those weights when training ends; not with
+    /// `llm`; see --lora-rank, --lora-alpha), or `all` (heads, projector, llm).
     #[arg(long, default_value = DEFAULT_TRAIN)]
     train: String,
     /// Loss weights `lm=A,bev=B,sit=C,ori=D` (any subset) over the checkpoint config's
@@ -422,7 +430,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::PreparePoses { checkpoint, scenes, frames, shifts, out, json } => {
             let ckpt = Checkpoint::open(&checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scenes, ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scenes, ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
             let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts };
             let report = loc3r_train::pose::prepare_poses(&ckpt, &scenes, &out, &opts, |k, n| {
                 bar.set_length(n as u64);
@@ -453,12 +463,32 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Train { model, samples, out, steps, lr, warmup_ratio, accumulate, max_grad_norm, weight_decay, seed, save_every, stop_after, objective, eval_samples, eval_every } => {
+        Command::Train {
+            model,
+            samples,
+            out,
+            steps,
+            lr,
+            warmup_ratio,
+            accumulate,
+            max_grad_norm,
+            weight_decay,
+            seed,
+            lora_rank,
+            lora_alpha,
+            save_every,
+            stop_after,
+            objective,
+            eval_samples,
+            eval_every,
+        } => {
             // The pose objective trains CUT3R; the default selection names the VLM's groups.
             let train = if objective == Objective::Cut3rPose && model.train == DEFAULT_TRAIN { "cut3r".to_string() } else { model.train.clone() };
             let opts = TrainOptions {
                 objective,
                 train,
+                lora_rank,
+                lora_alpha,
                 loss_weights: model.loss_weights()?.into(),
                 steps,
                 lr,
