@@ -85,7 +85,8 @@ fn assemble(base: &Path, staging: &Path, trained: &[TrainedTensor<'_>]) -> Resul
     }
     if !trained.is_empty() {
         let shard = staging.join(TRAINED_SHARD);
-        let specs: Vec<TensorToWrite> = trained.iter().map(|t| TensorToWrite { name: t.name.to_string(), dtype: DType::F32, shape: t.shape.to_vec() }).collect();
+        let specs: Vec<TensorToWrite> =
+            trained.iter().map(|t| TensorToWrite { name: t.name.to_string(), dtype: DType::F32, shape: t.shape.to_vec() }).collect();
         let by_name: BTreeMap<&str, &TrainedTensor<'_>> = trained.iter().map(|t| (t.name, *t)).collect();
         let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_safetensors(&shard, &specs, Some(&metadata), |spec, w| {
@@ -131,7 +132,11 @@ fn rewrite_cut3r(base: &Path, staging: &Path, trained: &[&TrainedTensor<'_>]) ->
         let spec = match by_name.get(name.as_str()) {
             Some(tr) if tr.shape != t.shape() => return Err(bad(format!("`{name}` is {:?} there, {:?} trained", t.shape(), tr.shape))),
             Some(tr) => TensorToWrite { name: name.clone(), dtype: DType::F32, shape: tr.shape.to_vec() },
-            None => TensorToWrite { name: name.clone(), dtype: dtype_of(t.dtype()).ok_or_else(|| bad(format!("`{name}` has an unsupported dtype {:?}", t.dtype())))?, shape: t.shape().to_vec() },
+            None => TensorToWrite {
+                name: name.clone(),
+                dtype: dtype_of(t.dtype()).ok_or_else(|| bad(format!("`{name}` has an unsupported dtype {:?}", t.dtype())))?,
+                shape: t.shape().to_vec(),
+            },
         };
         specs.push(spec);
     }

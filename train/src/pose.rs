@@ -307,7 +307,8 @@ fn scene_sequences(dir: &Path, opts: &PosePrepareOptions, long_side: usize, w: u
     let pixels = cut3r_pixels(&views, long_side, w, h).map_err(|e| e.to_string())?;
     let per_frame = 3 * h * w;
     let flat: Vec<f32> = pixels.iter().copied().collect();
-    let poses: Vec<Pose> = (0..total).map(|i| scene.pose(i).map_err(|e| e.to_string())?.ok_or(format!("frame {i} has no valid pose"))).collect::<Result<_, _>>()?;
+    let poses: Vec<Pose> =
+        (0..total).map(|i| scene.pose(i).map_err(|e| e.to_string())?.ok_or(format!("frame {i} has no valid pose"))).collect::<Result<_, _>>()?;
     let base = sample_indices(total, opts.frames).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(opts.shifts);
     for shift in 0..opts.shifts {
