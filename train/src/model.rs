@@ -137,6 +137,20 @@ pub enum Data {
     I64(ArrayD<i64>),
 }
 
+/// Feeds for the f64 reference interpreter (`crate::interp`), the same values widened.
+pub fn interp_feeds(feeds: &HashMap<String, Data>) -> HashMap<String, crate::interp::Tensor> {
+    feeds
+        .iter()
+        .map(|(name, d)| {
+            let t = match d {
+                Data::F32(a) => crate::interp::Tensor::Float(a.mapv(f64::from)),
+                Data::I64(a) => crate::interp::Tensor::Int(a.clone()),
+            };
+            (name.clone(), t)
+        })
+        .collect()
+}
+
 /// Feeds split by element type, as `session::Runner::run` takes them.
 pub type SplitFeeds = (HashMap<String, ArrayD<f32>>, HashMap<String, ArrayD<i64>>);
 

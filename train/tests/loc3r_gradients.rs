@@ -3,28 +3,14 @@
 //! central finite differences on the f64 interpreter, and every gradient of the graph run by
 //! ONNX Runtime in f32 against the interpreter's analytic ones.
 
-use std::collections::HashMap;
 
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_train::check::{finite_difference_failures, onnx_runtime_disagreements};
 use loc3r_train::interp::{evaluate, Tensor};
 use loc3r_train::losses::LossWeights;
-use loc3r_train::model::{training_graph, Data, Group};
+use loc3r_train::model::{interp_feeds, training_graph, Group};
 use loc3r_train::sample::Sample;
-
-fn interp_feeds(feeds: &HashMap<String, Data>) -> HashMap<String, Tensor> {
-    feeds
-        .iter()
-        .map(|(n, d)| {
-            let t = match d {
-                Data::F32(a) => Tensor::Float(a.mapv(f64::from)),
-                Data::I64(a) => Tensor::Int(a.clone()),
-            };
-            (n.clone(), t)
-        })
-        .collect()
-}
 
 #[test]
 fn loc3r_training_graph_gradients_match_finite_differences_and_onnx_runtime() {

@@ -14,7 +14,7 @@ use loc3r_train::graph::TrainingGraph;
 use loc3r_train::interp::Tensor;
 use loc3r_train::lora::{is_factor, LoraOptions, TARGETS};
 use loc3r_train::losses::LossWeights;
-use loc3r_train::model::{sample_feeds, split_feeds, training_graph_for, Data, Group, Shape};
+use loc3r_train::model::{interp_feeds, sample_feeds, split_feeds, training_graph_for, Data, Group, Shape};
 use loc3r_train::sample::Sample;
 use loc3r_train::session::{host_params, HostParam, Runner};
 use loc3r_train::trainer::{train, StepLog, TrainOptions, CHECKPOINT_DIR};
@@ -68,19 +68,6 @@ fn losses(tg: &TrainingGraph, params: &[HostParam], feeds: &HashMap<String, Data
     let mut runner = Runner::new(tg, dir, 1).expect("session");
     let (floats, ids) = split_feeds(feeds.clone());
     runner.run(params, &floats, &ids).expect("runs").losses
-}
-
-fn interp_feeds(feeds: &HashMap<String, Data>) -> HashMap<String, Tensor> {
-    feeds
-        .iter()
-        .map(|(n, d)| {
-            let t = match d {
-                Data::F32(a) => Tensor::Float(a.mapv(f64::from)),
-                Data::I64(a) => Tensor::Int(a.clone()),
-            };
-            (n.clone(), t)
-        })
-        .collect()
 }
 
 fn read_f32s(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
