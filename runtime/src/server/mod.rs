@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openai;
 pub mod schedule;
 pub mod store;
+pub mod uploads;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -70,7 +71,12 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let model = Loc3r::open(&cfg.bundle, &cfg.session).with_context(|| format!("opening bundle {}", cfg.bundle.display()))?;
     let default_frames = model.bundle().manifest.runtime.frames.min(cfg.max_frames);
     let model_name = cfg.bundle.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "loc3r".into());
-    let uploads = tempfile::Builder::new().prefix("loc3r-uploads-").tempdir().context("creating the upload directory")?;
+    let uploads_root = uploads::UploadsDir::default_root();
+    let (uploads, swept) =
+        uploads::UploadsDir::create(&uploads_root).with_context(|| format!("creating the upload directory under {}", uploads_root.display()))?;
+    for dir in &swept.removed {
+        tracing::info!(dir = %dir.display(), "removed the uploads of a server that is no longer running");
+    }
     let metrics = Arc::new(metrics::Metrics::default());
     let state = Arc::new(http::AppState {
         model,
