@@ -3,7 +3,6 @@
 //! central finite differences on the f64 interpreter, and every gradient of the graph run by
 //! ONNX Runtime in f32 against the interpreter's analytic ones.
 
-
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_train::check::{finite_difference_failures, onnx_runtime_disagreements};

@@ -41,7 +41,9 @@ impl UploadsDir {
         let swept = sweep(root)?;
         let dir = tempfile::Builder::new().prefix(&format!("{}-", std::process::id())).tempdir_in(root)?.keep();
         let lock = File::create(dir.join(LOCK_FILE))?;
-        lock.try_lock().map_err(|e| std::io::Error::other(format!("locking {}: {e}", dir.display())))?;
+        if !try_lock(&lock) {
+            return Err(std::io::Error::other(format!("cannot lock {}", dir.join(LOCK_FILE).display())));
+        }
         Ok((UploadsDir { path: dir, _lock: lock }, swept))
     }
 
@@ -61,6 +63,14 @@ impl Drop for UploadsDir {
     }
 }
 
+/// Takes an exclusive `flock` on `file` without waiting (held until the file is closed, and
+/// released by the kernel when the process dies, however it dies).
+fn try_lock(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Removes every instance directory under `root` whose lock nobody holds (or that has no lock
 /// file at all: a server killed between creating the directory and its lock).
 fn sweep(root: &Path) -> std::io::Result<Swept> {
@@ -72,7 +82,7 @@ fn sweep(root: &Path) -> std::io::Result<Swept> {
             continue;
         }
         let abandoned = match File::open(path.join(LOCK_FILE)) {
-            Ok(lock) => lock.try_lock().is_ok(),
+            Ok(lock) => try_lock(&lock),
             Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if abandoned && std::fs::remove_dir_all(&path).is_ok() {
