@@ -107,7 +107,8 @@ fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<Graph>> {
     Ok(Graph::ALL.into_iter().filter(|g| wanted.contains(g)).collect())
 }
 
-fn build(graph: Graph, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+/// Builds one bundle graph from a checkpoint (the training path builds the same graphs).
+pub fn build_graph(graph: Graph, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     match graph {
         Graph::Siglip => models::siglip::graph(ckpt, opts),
         Graph::Projector => models::projector::graph(ckpt, opts),
@@ -164,7 +165,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
         let name = graph.name().to_string();
         progress(Event::Started(name.clone()));
         let start = Instant::now();
-        let g = build(graph, ckpt, opts)?;
+        let g = build_graph(graph, ckpt, opts)?;
         let stats = g.save(dir)?;
         let file_name = graph.file_name();
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

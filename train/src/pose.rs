@@ -17,9 +17,9 @@
 //!   loss = L_t + L_q
 //! ```
 //! Frame 0 is supervised too (its pose is the identity). The trainable tensors are all of
-//! CUT3R's but the patch embedding (a convolution straight on the pixels; it stays as
-//! initialised) and the two tensors the initial state is computed from (the state starts from
-//! their precomputed value in the runtime as here). Frame subsets: the runtime's uniform sample
+//! CUT3R's, the patch embedding (a convolution on the pixels) included, but the two tensors the
+//! initial state is computed from (the state starts from their precomputed value in the runtime
+//! as here). Frame subsets: the runtime's uniform sample
 //! of the video, and cyclic shifts of it (a camera loop may start anywhere).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -50,9 +50,9 @@ pub mod inputs {
 const TRANSLATION_EPS: f64 = 1e-3;
 
 /// The checkpoint tensors the pose objective trains: every tensor of the checkpoint's CUT3R
-/// family but the patch embedding and the two the initial state is computed from.
+/// family but the two the initial state is computed from.
 pub fn trainable_tensors(ckpt: &Checkpoint) -> BTreeSet<String> {
-    let frozen = ["patch_embed.", "register_tokens", "decoder_embed_state"];
+    let frozen = ["register_tokens", "decoder_embed_state"];
     ckpt.names()
         .family("cut3r")
         .map(|f| f.tensors.iter().map(|t| t.checkpoint.clone()).filter(|n| !frozen.iter().any(|p| n.starts_with(p))).collect())

@@ -356,6 +356,11 @@ impl GraphBuilder {
         self.constants.get(value.name()).and_then(|(c, _)| c.ints())
     }
 
+    /// The values of a float constant made by this builder (Resize scales).
+    pub fn const_floats(&self, value: &Value) -> Option<&[f32]> {
+        self.constants.get(value.name()).and_then(|(c, _)| c.floats())
+    }
+
     /// Declares a more precise shape for a node output (e.g. naming a dim that shape
     /// inference could only call `<node>:<axis>`). Returns the handle to use from now on;
     /// the saved `value_info` uses the new shape. Fixed dims must not change.

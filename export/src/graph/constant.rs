@@ -97,6 +97,14 @@ impl ConstTensor {
         }
     }
 
+    /// The float values, for float constants.
+    pub fn floats(&self) -> Option<&[f32]> {
+        match &self.values {
+            ConstValues::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// The graph name: `const/<dtype>/<value>`, e.g. `const/f32/1e-6` for a scalar,
     /// `const/i64/[0,0,-1]` for a vector, `const/f32/[[1.0,0.0],[0.0,1.0]]` for a matrix.
     /// Constants with more than 32 elements are `const/<dtype>/<shape>/<hash>`.

@@ -6,7 +6,7 @@
 //!     .lock                       held (flock, exclusive) for the server's whole life
 //!     <video id>.mp4 …
 //! ```
-//! A server that exits normally removes its directory. One killed with SIGKILL cannot, but the
+//! A server that exits normally removes its directory (and the root, when it was the last one). One killed with SIGKILL cannot, but the
 //! kernel releases its lock, so the next server to start removes every directory whose lock it
 //! can take: those belong to no running server. Directories of running servers stay locked and
 //! are left alone.
@@ -37,9 +37,17 @@ impl UploadsDir {
     /// Creates this server's directory under `root` (made if missing) after removing the
     /// directories of servers that are no longer running.
     pub fn create(root: &Path) -> std::io::Result<(UploadsDir, Swept)> {
-        std::fs::create_dir_all(root)?;
-        let swept = sweep(root)?;
-        let dir = tempfile::Builder::new().prefix(&format!("{}-", std::process::id())).tempdir_in(root)?.keep();
+        // A server exiting at this moment may remove the (empty) root under us: try again.
+        let mut attempts = 0;
+        let (dir, swept) = loop {
+            std::fs::create_dir_all(root)?;
+            let swept = sweep(root)?;
+            match tempfile::Builder::new().prefix(&format!("{}-", std::process::id())).tempdir_in(root) {
+                Ok(dir) => break (dir.keep(), swept),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let lock = File::create(dir.join(LOCK_FILE))?;
         if !try_lock(&lock) {
             return Err(std::io::Error::other(format!("cannot lock {}", dir.join(LOCK_FILE).display())));
@@ -60,6 +68,10 @@ impl UploadsDir {
 impl Drop for UploadsDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+        // The shared root goes too when this was the last server (fails, harmlessly, if not).
+        if let Some(root) = self.path.parent() {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }
 
@@ -119,7 +131,9 @@ mod tests {
 
         let (first_path, second_path) = (running.path().to_path_buf(), second.path().to_path_buf());
         drop(running);
+        assert!(root.path().is_dir(), "the shared root stays while a server uses it");
         drop(second);
         assert!(!first_path.exists() && !second_path.exists(), "a server removes its uploads when it stops");
+        assert!(!root.path().exists(), "the last server to stop removes the shared root");
     }
 }

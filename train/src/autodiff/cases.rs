@@ -4,7 +4,7 @@
 //! differences) and through ONNX Runtime in f32 (analytic vs analytic), and checks that
 //! every op in the rule table has at least one case here.
 
-use loc3r_export::graph::{Attr, Dim, GemmOptions, GraphBuilder, NodeSpec, OutputSpec, Value};
+use loc3r_export::graph::{Attr, ConvOptions, Dim, GemmOptions, GraphBuilder, NodeSpec, OutputSpec, ResizeOptions, ResizeTarget, Value};
 use loc3r_export::{dims, DType};
 
 /// How a float input is drawn.
@@ -389,6 +389,97 @@ pub(crate) fn all() -> Vec<(&'static str, &'static str, CaseFn)> {
                 ..Default::default()
             };
             c.g.scope("t").node("sum", spec).remove(0)
+        }),
+        ("Abs", "away_from_zero", |c| {
+            let x = c.param("x", &[3, 4], Init::Avoid(&[0.0]));
+            c.g.scope("t").abs("abs", &x)
+        }),
+        ("Max", "broadcast", |c| {
+            let a = c.param("a", &[2, 3], Init::Normal);
+            let b = c.param("b", &[3], Init::Normal);
+            c.g.scope("t").max("max", &a, &b)
+        }),
+        ("Min", "against_a_constant", |c| {
+            // exp_norm's max(d, ε) pattern, with the bound inside the data's range.
+            let a = c.param("a", &[4, 3], Init::Avoid(&[0.3]));
+            let mut s = c.g.scope("t");
+            let bound = s.scalar(DType::F32, 0.3);
+            s.min("min", &a, &bound)
+        }),
+        ("Trilu", "lower_with_offset", |c| {
+            let x = c.param("x", &[2, 3, 4], Init::Normal);
+            let mut s = c.g.scope("t");
+            let k = s.scalar_i64(1);
+            s.op("trilu", "Trilu", &[&x, &k], &[("upper", Attr::Int(0))], DType::F32, [2usize, 3, 4])
+        }),
+        ("Conv", "strided_dilated_asymmetric_pads_bias", |c| {
+            let x = c.param("x", &[2, 3, 7, 6], Init::Normal);
+            let w = c.param("w", &[4, 3, 3, 2], Init::Normal);
+            let b = c.param("b", &[4], Init::Normal);
+            let opts = ConvOptions { strides: vec![2, 1], pads: vec![1, 0, 0, 1], dilations: vec![1, 2], ..ConvOptions::default() };
+            c.g.scope("t").conv("conv", &x, &w, Some(&b), &opts)
+        }),
+        ("Conv", "grouped_same_padding_symbolic_batch", |c| {
+            c.sym_sizes.push(("n", 2));
+            let x = c.param_sym("x", dims!["n", 4, 5, 5].to_vec(), Init::Normal);
+            let w = c.param("w", &[6, 2, 3, 3], Init::Normal);
+            c.g.scope("t").conv("conv", &x, &w, None, &ConvOptions { group: 2, ..ConvOptions::uniform(2, 1, 1) })
+        }),
+        ("Conv", "patch_embedding_with_a_ragged_edge", |c| {
+            // Kernel = stride = 3 over 8 pixels: the last two columns are never read.
+            let x = c.param("x", &[1, 2, 6, 8], Init::Normal);
+            let w = c.param("w", &[5, 2, 3, 3], Init::Normal);
+            let b = c.param("b", &[5], Init::Normal);
+            c.g.scope("t").conv("conv", &x, &w, Some(&b), &ConvOptions::uniform(2, 3, 0))
+        }),
+        ("Conv", "one_dimensional", |c| {
+            let x = c.param("x", &[2, 3, 9], Init::Normal);
+            let w = c.param("w", &[2, 3, 4], Init::Normal);
+            c.g.scope("t").conv("conv", &x, &w, None, &ConvOptions { strides: vec![2], pads: vec![2, 1], dilations: vec![1], ..ConvOptions::default() })
+        }),
+        ("ConvTranspose", "upsampling_kernel_equals_stride", |c| {
+            let x = c.param("x", &[2, 3, 2, 3], Init::Normal);
+            let w = c.param("w", &[3, 4, 2, 2], Init::Normal);
+            let b = c.param("b", &[4], Init::Normal);
+            c.g.scope("t").conv_transpose("up", &x, &w, Some(&b), &ConvOptions::uniform(2, 2, 0))
+        }),
+        ("ConvTranspose", "grouped_padded_output_padding", |c| {
+            let x = c.param("x", &[1, 4, 3, 3], Init::Normal);
+            let w = c.param("w", &[4, 3, 3, 3], Init::Normal);
+            let opts = ConvOptions { group: 2, output_padding: vec![1, 0], ..ConvOptions::uniform(2, 2, 1) };
+            c.g.scope("t").conv_transpose("up", &x, &w, None, &opts)
+        }),
+        ("ConvTranspose", "dilated", |c| {
+            let x = c.param("x", &[1, 2, 4, 3], Init::Normal);
+            let w = c.param("w", &[2, 3, 2, 3], Init::Normal);
+            let b = c.param("b", &[3], Init::Normal);
+            let opts = ConvOptions { strides: vec![1, 2], pads: vec![0, 1, 1, 0], dilations: vec![2, 1], ..ConvOptions::default() };
+            c.g.scope("t").conv_transpose("up", &x, &w, Some(&b), &opts)
+        }),
+        ("Resize", "bilinear_x2_align_corners", |c| {
+            // The DPT head's upsampling (F.interpolate(scale_factor=2, align_corners=True)).
+            let x = c.param("x", &[1, 2, 3, 4], Init::Normal);
+            let mut opts = ResizeOptions::linear(ResizeTarget::Sizes(vec![1, 2, 6, 8]));
+            opts.coordinate_transformation_mode = "align_corners".into();
+            c.g.scope("t").resize("up", &x, &opts)
+        }),
+        ("Resize", "linear_half_pixel_down_and_up", |c| {
+            let x = c.param("x", &[2, 1, 6, 3], Init::Normal);
+            c.g.scope("t").resize("resize", &x, &ResizeOptions::linear(ResizeTarget::Scales(vec![1.0, 1.0, 0.5, 1.7])))
+        }),
+        ("Resize", "nearest_asymmetric_floor", |c| {
+            let x = c.param("x", &[1, 2, 3, 2], Init::Normal);
+            let mut opts = ResizeOptions::nearest(ResizeTarget::Scales(vec![1.0, 1.0, 2.0, 1.5]));
+            opts.coordinate_transformation_mode = "asymmetric".into();
+            opts.nearest_mode = "floor".into();
+            c.g.scope("t").resize("resize", &x, &opts)
+        }),
+        ("Resize", "pytorch_half_pixel_symbolic_batch", |c| {
+            c.sym_sizes.push(("n", 2));
+            let x = c.param_sym("x", dims!["n", 2, 5, 1].to_vec(), Init::Normal);
+            let mut opts = ResizeOptions::linear(ResizeTarget::Scales(vec![1.0, 1.0, 0.6, 3.0]));
+            opts.coordinate_transformation_mode = "pytorch_half_pixel".into();
+            c.g.scope("t").resize("resize", &x, &opts)
         }),
     ]
 }

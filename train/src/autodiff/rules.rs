@@ -4,7 +4,7 @@
 //! from [`super::cases`] (one case list per op), so adding an op means adding a rule here
 //! and its cases there.
 
-use loc3r_export::graph::{Attr, Dim, GemmOptions, NodeSpec, OutputSpec, Value};
+use loc3r_export::graph::{Attr, ConvOptions, Dim, GemmOptions, NodeSpec, OutputSpec, Value};
 use loc3r_export::DType;
 
 use super::vjp::Vjp;
@@ -56,6 +56,13 @@ const RULES: &[(&str, Rule)] = &[
     ("Clip", clip),
     ("LayerNormalization", layer_norm),
     ("Sum", sum),
+    ("Abs", abs),
+    ("Max", extremum),
+    ("Min", extremum),
+    ("Trilu", trilu),
+    ("Conv", conv),
+    ("ConvTranspose", conv_transpose),
+    ("Resize", resize),
 ];
 
 /// Ops whose outputs never carry gradient (integer results, or piecewise constant).
@@ -80,7 +87,6 @@ const CONSTANT_OPS: &[&str] = &[
     "Range",
     "NonZero",
     "OneHot",
-    "Trilu",
 ];
 
 pub(crate) fn rule(op: &str) -> Option<Rule> {
@@ -850,5 +856,289 @@ fn sum(v: &mut Vjp<'_>) -> Result<(), String> {
             v.set(k, gk);
         }
     }
+    Ok(())
+}
+
+/// g·sign(a) (0 at a = 0, like torch).
+fn abs(v: &mut Vjp<'_>) -> Result<(), String> {
+    let (a, g) = (v.i(0)?, v.g());
+    let sign = v.s.op("sign", "Sign", &[&a], &[], a.dtype(), a.shape().to_vec());
+    let ga = v.s.mul("da", &g, &sign);
+    v.set(0, ga);
+    Ok(())
+}
+
+/// Elementwise Max/Min of broadcast inputs: the gradient goes to the inputs equal to the
+/// result, shared equally between ties (the convention of the ReduceMax/ReduceMin rule).
+fn extremum(v: &mut Vjp<'_>) -> Result<(), String> {
+    let (y, g) = (v.o(0), v.g());
+    let n = v.input_count();
+    let mut masks = Vec::with_capacity(n);
+    for k in 0..n {
+        let a = v.i(k)?;
+        let hit = v.s.equal(&format!("is_extremum{k}"), &a, &y);
+        masks.push(v.s.cast(&format!("mask{k}"), &hit, g.dtype()));
+    }
+    let refs: Vec<&Value> = masks.iter().collect();
+    let ties = if n == 1 { masks[0].clone() } else { v.s.op("ties", "Sum", &refs, &[], g.dtype(), y.shape().to_vec()) };
+    let share = v.s.div("share", &g, &ties);
+    for (k, mask) in masks.iter().enumerate() {
+        if v.needs(k) {
+            let a = v.i(k)?;
+            let t = v.s.mul(&format!("g{k}"), mask, &share);
+            let t = v.s.refine_shape(&t, y.shape().to_vec());
+            let gk = v.unbroadcast(&format!("d{k}"), &t, &a)?;
+            v.set(k, gk);
+        }
+    }
+    Ok(())
+}
+
+/// Trilu keeps a triangle: the gradient is the same triangle of g.
+fn trilu(v: &mut Vjp<'_>) -> Result<(), String> {
+    if v.needs(1) {
+        return Err("Trilu's diagonal offset is an integer".into());
+    }
+    let (a, g) = (v.i(0)?, v.g());
+    let upper = v.attr_int("upper", 1);
+    let mut inputs = vec![g.clone()];
+    inputs.extend(v.i_opt(1));
+    let refs: Vec<&Value> = inputs.iter().collect();
+    let ga = v.s.op("da", "Trilu", &refs, &[("upper", Attr::Int(upper))], a.dtype(), a.shape().to_vec());
+    v.set(0, ga);
+    Ok(())
+}
+
+/// The node's convolution options over `spatial` axes; `auto_pad` and `output_shape`
+/// (which leave the padding to the runtime) are refused.
+fn conv_options(v: &Vjp<'_>, spatial: usize) -> Result<ConvOptions, String> {
+    if let Some(Attr::String(p)) = v.attr("auto_pad") {
+        if p != "NOTSET" {
+            return Err(format!("auto_pad {p} is not differentiable here; give explicit pads"));
+        }
+    }
+    if v.attr("output_shape").is_some() {
+        return Err("ConvTranspose's output_shape is not differentiable here; give pads and output_padding".into());
+    }
+    let per_axis = |name: &str, len: usize, default: usize| -> Result<Vec<usize>, String> {
+        match v.attr_ints(name) {
+            None => Ok(vec![default; len]),
+            Some(x) if x.len() == len && x.iter().all(|&e| e >= 0) => Ok(x.iter().map(|&e| e as usize).collect()),
+            Some(x) => Err(format!("{name} {x:?} must hold {len} non-negative values")),
+        }
+    };
+    let group = v.attr_int("group", 1);
+    if group < 1 {
+        return Err(format!("group {group} must be at least 1"));
+    }
+    Ok(ConvOptions {
+        strides: per_axis("strides", spatial, 1)?,
+        pads: per_axis("pads", 2 * spatial, 0)?,
+        dilations: per_axis("dilations", spatial, 1)?,
+        group: group as usize,
+        output_padding: per_axis("output_padding", spatial, 0)?,
+    })
+}
+
+/// The fixed sizes of `t`'s spatial axes (the backward convolutions' kernels and output
+/// paddings are static).
+fn spatial_sizes(t: &Value, what: &str) -> Result<Vec<usize>, String> {
+    t.shape()[2..].iter().map(|d| d.fixed().ok_or_else(|| format!("{what} {t:?} needs fixed spatial sizes to be differentiated"))).collect()
+}
+
+/// `[N, C, S…]` → `[C/G, G·N, S…]`: channels of one group become the batch, and (group,
+/// sample) pairs the channels, so a grouped Conv contracts over the samples of each group.
+fn samples_as_channels(v: &mut Vjp<'_>, step: &str, t: &Value, group: usize) -> Result<Value, String> {
+    let c = t.shape()[1].fixed().ok_or_else(|| format!("{t:?} needs a fixed channel count"))?;
+    let sizes = spatial_sizes(t, "the input")?;
+    let split: Vec<i64> = [0, group as i64, (c / group) as i64].into_iter().chain(sizes.iter().map(|&d| d as i64)).collect();
+    let t = v.s.reshape(&format!("{step}/split_groups"), t, split);
+    let perm: Vec<i64> = [2, 1, 0].into_iter().chain(3..t.rank() as i64).collect();
+    let t = v.s.transpose(&format!("{step}/transpose"), &t, &perm);
+    let merged: Vec<i64> = [(c / group) as i64, -1].into_iter().chain(sizes.iter().map(|&d| d as i64)).collect();
+    Ok(v.s.reshape(&format!("{step}/merge"), &t, merged))
+}
+
+/// Swaps the first two axes.
+fn swap_leading(v: &mut Vjp<'_>, step: &str, t: &Value) -> Value {
+    let perm: Vec<i64> = [1, 0].into_iter().chain(2..t.rank() as i64).collect();
+    v.s.transpose(step, t, &perm)
+}
+
+/// Crops the spatial axes of `t` to `sizes` (a weight gradient's extra taps).
+fn crop_spatial(v: &mut Vjp<'_>, step: &str, t: &Value, sizes: &[usize]) -> Result<Value, String> {
+    let have = spatial_sizes(t, "the weight gradient")?;
+    if have.iter().zip(sizes).all(|(a, b)| a == b) {
+        return Ok(t.clone());
+    }
+    let axes: Vec<i64> = (2..t.rank() as i64).collect();
+    Ok(v.s.slice(step, t, vec![0i64; sizes.len()], sizes.iter().map(|&s| s as i64).collect::<Vec<_>>(), &axes, &[]))
+}
+
+/// Sums g over every axis but the channels: the bias gradient of Conv and ConvTranspose.
+fn conv_bias_grad(v: &mut Vjp<'_>, g: &Value) {
+    if v.needs(2) {
+        let axes: Vec<i64> = [0].into_iter().chain(2..g.rank() as i64).collect();
+        let gb = v.s.reduce_sum("db", g, &axes, false);
+        v.set(2, gb);
+    }
+}
+
+/// `y = Conv(x [N, C, S…], w [M, C/G, k…]) + b`, with p, s, d the pads, strides, dilations:
+///
+/// ```text
+/// dx = ConvTranspose(g, w; s, p, d, G, output_padding = S − ((O−1)·s + d·(k−1) + 1 − p))
+/// dw = Conv(x as [C/G, G·N, S…], g as [M, N, O…]; stride d, dilation s, p, G)
+///        → [C/G, M, k′…] cropped to k, axes 0 and 1 swapped
+/// db = Σ g over N and O…
+/// ```
+fn conv(v: &mut Vjp<'_>) -> Result<(), String> {
+    let (x, w, g) = (v.i(0)?, v.i(1)?, v.g());
+    let spatial = x.rank().checked_sub(2).filter(|&n| n > 0).ok_or_else(|| format!("Conv input {x:?} has no spatial axes"))?;
+    let opts = conv_options(v, spatial)?;
+    let kernel = spatial_sizes(&w, "the weight")?;
+    if v.needs(0) {
+        let (xs, ys) = (spatial_sizes(&x, "the input")?, spatial_sizes(&g, "the output")?);
+        let mut back = opts.clone();
+        back.output_padding = (0..spatial)
+            .map(|i| {
+                let covered = (ys[i] - 1) * opts.strides[i] + opts.dilations[i] * (kernel[i] - 1) + 1;
+                (xs[i] + opts.pads[i] + opts.pads[spatial + i]) - covered
+            })
+            .collect();
+        let dx = v.s.conv_transpose("dx", &g, &w, None, &back);
+        let dx = v.shaped_like(&dx, &x);
+        v.set(0, dx);
+    }
+    if v.needs(1) {
+        let xt = samples_as_channels(v, "dw/x", &x, opts.group)?;
+        let gt = swap_leading(v, "dw/g", &g);
+        let weight_opts = ConvOptions {
+            strides: opts.dilations.clone(),
+            dilations: opts.strides.clone(),
+            pads: opts.pads.clone(),
+            group: opts.group,
+            output_padding: Vec::new(),
+        };
+        let r = v.s.conv("dw/contract", &xt, &gt, None, &weight_opts);
+        let r = crop_spatial(v, "dw/crop", &r, &kernel)?;
+        let dw = swap_leading(v, "dw", &r);
+        let dw = v.shaped_like(&dw, &w);
+        v.set(1, dw);
+    }
+    conv_bias_grad(v, &g);
+    Ok(())
+}
+
+/// `y = ConvTranspose(x [N, C, S…], w [C, M/G, k…]) + b`:
+///
+/// ```text
+/// dx = Conv(g, w; s, p, d, G)                       (cropped to S when output_padding ≥ s)
+/// dw = Conv(g as [M/G, G·N, O…], x as [C, N, S…]; stride d, dilation s, p, G)
+///        → [M/G, C, k′…] cropped to k, axes 0 and 1 swapped
+/// db = Σ g over N and O…
+/// ```
+fn conv_transpose(v: &mut Vjp<'_>) -> Result<(), String> {
+    let (x, w, g) = (v.i(0)?, v.i(1)?, v.g());
+    let spatial = x.rank().checked_sub(2).filter(|&n| n > 0).ok_or_else(|| format!("ConvTranspose input {x:?} has no spatial axes"))?;
+    let opts = conv_options(v, spatial)?;
+    let kernel = spatial_sizes(&w, "the weight")?;
+    if v.needs(0) {
+        let forward = ConvOptions { output_padding: Vec::new(), ..opts.clone() };
+        let dx = v.s.conv("dx", &g, &w, None, &forward);
+        let dx = crop_spatial(v, "dx/crop", &dx, &spatial_sizes(&x, "the input")?)?;
+        let dx = v.shaped_like(&dx, &x);
+        v.set(0, dx);
+    }
+    if v.needs(1) {
+        let gt = samples_as_channels(v, "dw/g", &g, opts.group)?;
+        let xt = swap_leading(v, "dw/x", &x);
+        let weight_opts = ConvOptions {
+            strides: opts.dilations.clone(),
+            dilations: opts.strides.clone(),
+            pads: opts.pads.clone(),
+            group: opts.group,
+            output_padding: Vec::new(),
+        };
+        let r = v.s.conv("dw/contract", &gt, &xt, None, &weight_opts);
+        let r = crop_spatial(v, "dw/crop", &r, &kernel)?;
+        let dw = swap_leading(v, "dw", &r);
+        let dw = v.shaped_like(&dw, &w);
+        v.set(1, dw);
+    }
+    conv_bias_grad(v, &g);
+    Ok(())
+}
+
+/// Resize is linear in x and separable: y = x ×₁ A₁ ×₂ A₂ … with one interpolation matrix
+/// A_a [out, in] per resized axis, so dx = g ×₁ A₁ᵀ ×₂ A₂ᵀ … — each a MatMul of g (that axis
+/// moved last) with the constant A_a. The matrices are the interpreter's
+/// ([`crate::interp::resize_axis_weights`]).
+fn resize(v: &mut Vjp<'_>) -> Result<(), String> {
+    if !v.needs(0) {
+        return Ok(());
+    }
+    let (x, y, g) = (v.i(0)?, v.o(0), v.g());
+    crate::interp::check_resize_attrs(|name| {
+        v.attr(name).map(|a| match a {
+            Attr::Int(i) => i.to_string(),
+            Attr::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+    })?;
+    let text = |name: &str, default: &str| match v.attr(name) {
+        Some(Attr::String(s)) => s.clone(),
+        _ => default.to_string(),
+    };
+    let (mode, coordinates, nearest) =
+        (text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel"), text("nearest_mode", "round_prefer_floor"));
+    let fixed = |t: &Value, what: &str| -> Result<Vec<Option<usize>>, String> {
+        if t.rank() != x.rank() {
+            return Err(format!("{what} {t:?} has another rank than the input"));
+        }
+        Ok(t.shape().iter().map(Dim::fixed).collect())
+    };
+    let (ins, outs) = (fixed(&x, "the input")?, fixed(&y, "the output")?);
+    let given_scales: Option<Vec<f64>> = match v.i_opt(3) {
+        Some(_) => None,
+        None => {
+            let scales = v.i(2).map_err(|_| "Resize without sizes needs scales".to_string())?;
+            let values = v.s.const_floats(&scales).ok_or("Resize scales must be a constant of the graph to be differentiated")?;
+            Some(values.iter().map(|&s| f64::from(s)).collect())
+        }
+    };
+    let rank = x.rank();
+    let mut grad = g;
+    for axis in 0..rank {
+        let (input, output) = match (ins[axis], outs[axis]) {
+            (Some(i), Some(o)) => (i, o),
+            _ if given_scales.as_ref().is_some_and(|s| s[axis] == 1.0) => continue,
+            _ => return Err(format!("Resize axis {axis} has a symbolic size; the backward interpolation matrix needs fixed sizes")),
+        };
+        let scale = given_scales.as_ref().map_or(output as f64 / input as f64, |s| s[axis]);
+        if input == output && scale == 1.0 {
+            continue;
+        }
+        let rows = crate::interp::resize_axis_weights(&mode, &coordinates, &nearest, input, output, scale)?;
+        let mut dense = vec![0f32; output * input];
+        for (o, row) in rows.iter().enumerate() {
+            for &(i, wgt) in row {
+                dense[o * input + i] += wgt as f32;
+            }
+        }
+        let matrix = v.s.constant_float(grad.dtype(), &dense, &[output, input]);
+        let last = rank - 1;
+        let mut perm: Vec<i64> = (0..rank as i64).collect();
+        perm.swap(axis, last);
+        let moved = if axis == last { grad.clone() } else { v.s.transpose(&format!("axis{axis}/to_last"), &grad, &perm) };
+        let back = v.s.matmul(&format!("axis{axis}/interpolate_t"), &moved, &matrix);
+        grad = if axis == last { back } else { v.s.transpose(&format!("axis{axis}/from_last"), &back, &perm) };
+    }
+    if grad.name() == v.g().name() {
+        v.set(0, grad); // every axis kept its size and scale: Resize was an identity
+        return Ok(());
+    }
+    let dx = v.shaped_like(&grad, &x);
+    v.set(0, dx);
     Ok(())
 }

@@ -16,9 +16,12 @@
 //! Op families live in their own files: `elementwise.rs` (unary, binary, comparisons,
 //! `Where`, `Clip`, `Cast`), `reduce.rs` (reductions, `ArgMax`, `Softmax`), `shape.rs`
 //! (reshaping, joining, slicing, padding, shape-building), `index.rs` (`Gather*`,
-//! `Scatter*`, `OneHot`, `NonZero`) and `nn.rs` (`MatMul`, `Gemm`, `LayerNormalization`).
+//! `Scatter*`, `OneHot`, `NonZero`), `nn.rs` (`MatMul`, `Gemm`, `LayerNormalization`) and
+//! `conv.rs` (`Conv`, `ConvTranspose`, `Resize`).
 
 mod args;
+mod conv;
+pub(crate) use conv::{check_resize_attrs, resize_axis_weights};
 mod elementwise;
 mod index;
 mod initializer;
@@ -202,6 +205,7 @@ fn run_node<'g>(g: &'g GraphBuilder, node: &'g Node, values: &HashMap<&str, Tens
         .or_else(|| shape::run(&args))
         .or_else(|| index::run(&args))
         .or_else(|| nn::run(&args))
+        .or_else(|| conv::run(&args))
         .ok_or_else(|| InterpError::Unsupported { node: node.name.clone(), op: op_name() })?
         .map_err(fail)?;
 
