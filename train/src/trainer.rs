@@ -432,22 +432,27 @@ fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, gra
     if opts.train != "cut3r" {
         return Err(TrainError::Input(format!("--objective cut3r-pose trains CUT3R only: give --train cut3r (not `{}`)", opts.train)));
     }
-    let (mut runners, mut prepared, mut params, mut frames) = (Vec::new(), Vec::with_capacity(files.len()), None, None);
+    let (mut runners, mut prepared, mut params, mut first) = (Vec::new(), Vec::with_capacity(files.len()), None, None);
     for file in files {
         let seq = PoseSequence::read(file)?;
         seq.validate(ckpt).map_err(|e| TrainError::Input(format!("{}: {e}", file.display())))?;
-        match frames {
+        let kind = (seq.frames(), seq.points.is_some());
+        match first {
             None => {
-                let tg = pose::training_graph(ckpt, seq.frames())?;
+                // Point supervision is on when the sequences carry depth (`prepare-poses --points`).
+                let tg = pose::training_graph(ckpt, kind.0, kind.1)?;
                 params = Some(host_params(&tg)?);
                 runners.push(open_runner(&tg, graphs, 0, opts.threads)?);
-                frames = Some(seq.frames());
+                first = Some(kind);
             }
-            Some(f) if f != seq.frames() => {
+            Some(f) if f != kind => {
                 return Err(TrainError::Input(format!(
-                    "{}: {} frames, the first sequence has {f}; prepare every sequence with the same --frames",
+                    "{}: {} frames{}, the first sequence has {}{}; prepare every sequence with the same --frames and --points",
                     file.display(),
-                    seq.frames()
+                    kind.0,
+                    if kind.1 { " with points" } else { " without points" },
+                    f.0,
+                    if f.1 { " with points" } else { " without points" },
                 )));
             }
             Some(_) => {}

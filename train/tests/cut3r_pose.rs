@@ -12,7 +12,7 @@ use loc3r_export::bundle::{export_bundle, BundleOptions};
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_train::losses::LossWeights;
-use loc3r_train::pose::{self, PoseSequence};
+use loc3r_train::pose::{self, PointTargets, PoseSequence};
 use loc3r_train::session::{host_params, Runner};
 use loc3r_train::trainer::{train, Objective, TrainOptions, CHECKPOINT_DIR};
 use ndarray::{Array4, ArrayD};
@@ -36,7 +36,7 @@ fn sequence(ckpt: &Checkpoint, seed: u64) -> PoseSequence {
         let t = [0.3 * f as f64, -0.1 * f as f64, 0.2 + next()];
         pose.extend([t[0], t[1], t[2], half.cos(), 0.0, half.sin(), 0.0].map(|v| v as f32));
     }
-    PoseSequence { image_shape: [FRAMES, 3, h, w], image, pose }
+    PoseSequence { image_shape: [FRAMES, 3, h, w], image, pose, points: None }
 }
 
 fn tiny(dir: &Path) -> PathBuf {
@@ -71,13 +71,47 @@ fn loss_part(losses: &[(String, f32)], name: &str) -> f64 {
     f64::from(losses.iter().find(|(n, _)| n == name).expect("loss part").1)
 }
 
+/// ⟨∇L, v⟩ against the central difference of the loss along a random direction v over every
+/// trainable tensor (f32: h = 1e-2, tolerance 2e-2 relative + 1e-4).
+fn directional_derivative_matches(
+    runner: &mut Runner,
+    params: &mut [loc3r_train::session::HostParam],
+    eval: &loc3r_train::session::Evaluated,
+    feeds: &HashMap<String, ArrayD<f32>>,
+) {
+    let none = HashMap::<String, ArrayD<i64>>::new();
+    let mut state = 5u64;
+    let mut rnd = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+    };
+    let v: Vec<Vec<f64>> = params.iter().map(|p| p.value.iter().map(|_| rnd()).collect()).collect();
+    let norm = v.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
+    let analytic: f64 = eval.grads.iter().zip(&v).map(|(g, d)| g.iter().zip(d).map(|(a, b)| f64::from(*a) * b / norm).sum::<f64>()).sum();
+    let h = 1e-2;
+    let mut at = |sign: f64| {
+        let base: Vec<Vec<f32>> = params.iter().map(|p| p.value.clone()).collect();
+        for ((p, d), b) in params.iter_mut().zip(&v).zip(&base) {
+            p.value = b.iter().zip(d).map(|(x, y)| (f64::from(*x) + sign * h * y / norm) as f32).collect();
+        }
+        let l = loss_part(&runner.run(params, feeds, &none).expect("runs").losses, "loss");
+        for (p, b) in params.iter_mut().zip(base) {
+            p.value = b;
+        }
+        l
+    };
+    let numeric = (at(1.0) - at(-1.0)) / (2.0 * h);
+    println!("directional derivative: analytic {analytic:.6}, central difference {numeric:.6}");
+    assert!((analytic - numeric).abs() <= 2e-2 * analytic.abs() + 1e-4, "analytic {analytic} vs numeric {numeric}");
+}
+
 #[test]
 fn the_training_graph_is_the_runtime_chain_and_its_gradient_matches_differences() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ck = tiny(dir.path());
     let ckpt = Checkpoint::open(&ck, None, Requirements::default()).expect("opens");
     let seq = sequence(&ckpt, 1);
-    let tg = pose::training_graph(&ckpt, FRAMES).expect("graph");
+    let tg = pose::training_graph(&ckpt, FRAMES, false).expect("graph");
     let trainable = pose::trainable_tensors(&ckpt);
     assert!(tg.params.iter().all(|p| trainable.contains(&p.name)) && tg.params.len() > 20, "{} trainable tensors", tg.params.len());
     assert!(tg.params.iter().any(|p| p.name.starts_with("patch_embed")), "the patch embedding (a Conv) trains too");
@@ -95,31 +129,62 @@ fn the_training_graph_is_the_runtime_chain_and_its_gradient_matches_differences(
     println!("translation {gt} vs runtime {lt}; rotation {gq} vs runtime {lq}");
     assert!((gt - lt).abs() <= 1e-4 * lt.max(1.0) && (gq - lq).abs() <= 1e-4, "graph ({gt}, {gq}) runtime ({lt}, {lq})");
 
-    // Backward: ⟨∇L, v⟩ against the central difference along a random direction v over every
-    // trainable tensor (f32: h = 1e-2, tolerance 2e-2 relative + 1e-4).
-    let mut state = 5u64;
-    let mut rnd = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
+    directional_derivative_matches(&mut runner, &mut params, &eval, &feeds);
+}
+
+/// Depth for the sequence's pixels: 0.5–3.5 m with about one pixel in ten unknown, and the rays
+/// of a pinhole camera with the principal point at the centre.
+fn with_points(mut seq: PoseSequence, seed: u64) -> PoseSequence {
+    let [f, _, h, w] = seq.image_shape;
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
     };
-    let v: Vec<Vec<f64>> = params.iter().map(|p| p.value.iter().map(|_| rnd()).collect()).collect();
-    let norm = v.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
-    let analytic: f64 = eval.grads.iter().zip(&v).map(|(g, d)| g.iter().zip(d).map(|(a, b)| f64::from(*a) * b / norm).sum::<f64>()).sum();
-    let h = 1e-2;
-    let mut at = |sign: f64| {
-        let base: Vec<Vec<f32>> = params.iter().map(|p| p.value.clone()).collect();
-        for ((p, d), b) in params.iter_mut().zip(&v).zip(&base) {
-            p.value = b.iter().zip(d).map(|(x, y)| (f64::from(*x) + sign * h * y / norm) as f32).collect();
+    let depth = (0..f * h * w).map(|_| if next() < 0.1 { 0.0 } else { (0.5 + 3.0 * next()) as f32 }).collect();
+    let mut rays = Vec::with_capacity(h * w * 3);
+    for y in 0..h {
+        for x in 0..w {
+            rays.extend([(x as f32 - (w as f32 - 1.0) / 2.0) / w as f32, (y as f32 - (h as f32 - 1.0) / 2.0) / w as f32, 1.0]);
         }
-        let l = loss_part(&runner.run(&params, &feeds, &none).expect("runs").losses, "loss");
-        for (p, b) in params.iter_mut().zip(base) {
-            p.value = b;
-        }
-        l
-    };
-    let numeric = (at(1.0) - at(-1.0)) / (2.0 * h);
-    println!("directional derivative: analytic {analytic:.6}, central difference {numeric:.6}");
-    assert!((analytic - numeric).abs() <= 2e-2 * analytic.abs() + 1e-4, "analytic {analytic} vs numeric {numeric}");
+    }
+    seq.points = Some(PointTargets { depth, rays });
+    seq
+}
+
+#[test]
+fn point_supervision_trains_both_point_heads_and_its_gradient_matches_differences() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ck = tiny(dir.path());
+    let ckpt = Checkpoint::open(&ck, None, Requirements::default()).expect("opens");
+    let seq = with_points(sequence(&ckpt, 2), 9);
+    let path = dir.path().join("seq.safetensors");
+    seq.write(&path).expect("writes");
+    assert_eq!(PoseSequence::read(&path).expect("reads"), seq, "point targets round-trip through the file");
+    let tg = pose::training_graph(&ckpt, FRAMES, true).expect("graph");
+    for head in ["dpt_self", "dpt_cross", "patch_embed"] {
+        assert!(tg.params.iter().any(|p| p.name.contains(head)), "{head} is not trained");
+    }
+    let graphs = dir.path().join("graphs");
+    std::fs::create_dir_all(&graphs).expect("dir");
+    let mut runner = Runner::new(&tg, &graphs, 1).expect("session");
+    let params = host_params(&tg).expect("params");
+    let feeds = seq.feeds();
+    let none = HashMap::<String, ArrayD<i64>>::new();
+    let eval = runner.run(&params, &feeds, &none).expect("runs");
+    let parts: Vec<f64> =
+        ["loss", "loss.translation", "loss.rotation", "loss.points_self", "loss.points_world"].iter().map(|n| loss_part(&eval.losses, n)).collect();
+    println!(
+        "losses {parts:?}; point errors self {} world {} m",
+        loss_part(&eval.losses, "loss.points_self_error"),
+        loss_part(&eval.losses, "loss.points_world_error")
+    );
+    assert!((parts[0] - parts[1..].iter().sum::<f64>()).abs() <= 1e-4 * parts[0].abs().max(1.0), "the total is the sum of its terms");
+    assert!(loss_part(&eval.losses, "loss.points_world_error") > 0.1, "a random CUT3R does not know the points");
+    let mut params = params;
+    directional_derivative_matches(&mut runner, &mut params, &eval, &feeds);
 }
 
 #[test]

@@ -348,6 +348,12 @@ pub const SEQUENCE_GRAPH: &str = "cut3r_sequence";
 pub mod sequence_io {
     pub const CAMERA_POSES: &str = "camera_poses";
     pub const CAMERA_TOKENS: &str = "camera_tokens";
+    /// With `cut3r_points`: every frame's point maps `[F,H,W,3]` and confidences `[F,H,W]`,
+    /// in its own camera (`self`) and in frame 0's camera (`world`).
+    pub const POINTS_SELF: &str = "points_self";
+    pub const CONF_SELF: &str = "conf_self";
+    pub const POINTS_WORLD: &str = "points_world";
+    pub const CONF_WORLD: &str = "conf_world";
 }
 
 /// `cut3r_sequence`: `frames` frames through the encoder and the recurrent step, exactly as the
@@ -363,6 +369,9 @@ pub mod sequence_io {
 /// ```
 /// Every step reads the same weights (one initializer per checkpoint tensor); the initial memory
 /// is the `pose_retriever.mem` weight itself, as `cut3r_init.safetensors` is made from it.
+/// With `opts.cut3r_points`, each frame's decoder hooks and camera token also run through
+/// `cut3r_points` (as the runtime does with a `--cut3r-points` bundle) and the point maps are
+/// outputs too ([`sequence_io::POINTS_WORLD`] …).
 pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
@@ -381,6 +390,7 @@ pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) ->
     let mut memory = weight(&mut g, &w.pp("pose_retriever"), "mem", &[1, d.mem, d.cm], f32_)?;
     let (one, zero) = (g.constant_f32(&[1.0], &[1]), g.constant_f32(&[0.0], &[1]));
     let (mut poses, mut tokens) = (Vec::with_capacity(frames), Vec::with_capacity(frames));
+    let mut maps: [Vec<Value>; 4] = Default::default();
     for t in 0..frames {
         let frame = g.scope(format!("sequence/frame{t}")).slice("features", &features, [t as i64], [t as i64 + 1], &[0], &[]);
         let frame = g.refine_shape(&frame, dims![1, d.tokens(), d.ce]);
@@ -392,12 +402,40 @@ pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) ->
         memory = out[io::MEMORY_OUT].clone();
         poses.push(out[io::CAMERA_POSE].clone());
         tokens.push(out[io::CAMERA_TOKEN].clone());
+        if opts.cut3r_points {
+            let bind = [
+                (io::FEATURES, &frame),
+                (io::DECODER_HALF, &out[io::DECODER_HALF]),
+                (io::DECODER_THREE_QUARTERS, &out[io::DECODER_THREE_QUARTERS]),
+                (io::DECODER_FINAL, &out[io::DECODER_FINAL]),
+                (io::CAMERA_TOKEN, &out[io::CAMERA_TOKEN]),
+            ];
+            let pts = g.absorb_instance(points_graph(ckpt, opts)?, &bind, Some(&format!("frame{t}/points")));
+            for (k, name) in [io::PTS3D_SELF, io::CONF_SELF, io::PTS3D_OTHER, io::CONF_OTHER].into_iter().enumerate() {
+                maps[k].push(pts[name].clone());
+            }
+        }
     }
     let mut s = g.scope("sequence");
     let poses = s.concat("camera_poses", &poses.iter().collect::<Vec<_>>(), 0);
     let tokens = s.concat("camera_tokens", &tokens.iter().collect::<Vec<_>>(), 0);
+    let maps: Vec<Value> = if opts.cut3r_points {
+        [sequence_io::POINTS_SELF, sequence_io::CONF_SELF, sequence_io::POINTS_WORLD, sequence_io::CONF_WORLD]
+            .iter()
+            .zip(&maps)
+            .map(|(name, per_frame)| s.concat(name, &per_frame.iter().collect::<Vec<_>>(), 0))
+            .collect()
+    } else {
+        Vec::new()
+    };
     g.output_with_shape(sequence_io::CAMERA_POSES, &poses, dims![frames, 7]);
     g.output_with_shape(sequence_io::CAMERA_TOKENS, &tokens, dims![frames, d.dc]);
+    if let [pts_self, conf_self, pts_world, conf_world] = &maps[..] {
+        g.output_with_shape(sequence_io::POINTS_SELF, pts_self, dims![frames, d.height, d.width, 3]);
+        g.output_with_shape(sequence_io::CONF_SELF, conf_self, dims![frames, d.height, d.width]);
+        g.output_with_shape(sequence_io::POINTS_WORLD, pts_world, dims![frames, d.height, d.width, 3]);
+        g.output_with_shape(sequence_io::CONF_WORLD, conf_world, dims![frames, d.height, d.width]);
+    }
     g.check()?;
     Ok(g.into_builder())
 }

@@ -147,6 +147,11 @@ enum Command {
         /// Sequences per video: the uniform sample and cyclic shifts of it.
         #[arg(long, default_value_t = 2)]
         shifts: usize,
+        /// Also store each CUT3R pixel's depth (from `depth/` and the depth intrinsics), so
+        /// `train --objective cut3r-pose` supervises both point-map heads too (CUT3R's
+        /// confidence-weighted point regression, in metres).
+        #[arg(long)]
+        points: bool,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -427,13 +432,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {count} samples of {frames} frames to {}", out.display());
             Ok(())
         }
-        Command::PreparePoses { checkpoint, scenes, frames, shifts, out, json } => {
+        Command::PreparePoses { checkpoint, scenes, frames, shifts, points, out, json } => {
             let ckpt = Checkpoint::open(&checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scenes, ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts };
+            let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts, points };
             let report = loc3r_train::pose::prepare_poses(&ckpt, &scenes, &out, &opts, |k, n| {
                 bar.set_length(n as u64);
                 bar.set_position(k as u64);
