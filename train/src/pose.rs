@@ -29,7 +29,7 @@ use loc3r::stages::preprocess::{cut3r_geometry, cut3r_pixels};
 use loc3r::stages::video::{load_frames, sample_indices, FrameSpec};
 use loc3r_export::checkpoint::{write_safetensors, Checkpoint, TensorToWrite};
 use loc3r_export::graph::{Dim, GraphBuilder, Scope, Value};
-use loc3r_export::models::cut3r::{self, sequence_io};
+use loc3r_export::models::cut3r::{self, sequence_io, SequencePoints};
 use loc3r_export::DType;
 use ndarray::ArrayD;
 use serde::Serialize;
@@ -44,12 +44,10 @@ pub mod inputs {
     pub const IMAGE: &str = loc3r_bundle::io::cut3r::IMAGE;
     /// `[F,7]` f32: each frame's pose in frame 0's camera, `[tx,ty,tz,qw,qx,qy,qz]`.
     pub const TARGET_POSE: &str = "target_pose";
-    /// `[F,H,W,3]` f32 (point supervision): each CUT3R pixel's 3-D point in its own camera,
-    /// metres, OpenCV axes; zero where the depth is unknown.
-    pub const TARGET_POINTS_SELF: &str = "target_points_self";
-    /// `[F,H,W,3]` f32: the same points in frame 0's camera.
+    /// `[K,H,W,3]` f32 (point supervision, the K frames of [`super::point_frames`]): each CUT3R
+    /// pixel's 3-D point in frame 0's camera, metres, OpenCV axes; zero where the depth is unknown.
     pub const TARGET_POINTS_WORLD: &str = "target_points_world";
-    /// `[F,H,W]` f32: 1 where the point is known, 0 where the depth is missing.
+    /// `[K,H,W]` f32: 1 where the point is known, 0 where the depth is missing.
     pub const POINT_MASK: &str = "point_mask";
 }
 
@@ -63,6 +61,19 @@ mod stored {
 
 /// CUT3R's confidence regulariser: a point term is `c·‖p̂ − p‖ − α·log c`.
 pub const POINT_CONF_ALPHA: f64 = 0.2;
+
+/// How many frames of a sequence get point supervision: the DPT head at full resolution costs
+/// far more than a recurrent step, and a few frames spread over the sequence already tie every
+/// pixel to the frame's pose.
+pub const POINT_FRAMES: usize = 4;
+
+/// The supervised frames of an F-frame sequence: `round(linspace(0, F − 1, K))`, frame 0 first.
+pub fn point_frames(frames: usize) -> Vec<usize> {
+    let k = POINT_FRAMES.min(frames);
+    let mut out: Vec<usize> = (0..k).map(|i| if k == 1 { 0 } else { (i as f64 * (frames - 1) as f64 / (k - 1) as f64).round() as usize }).collect();
+    out.dedup();
+    out
+}
 
 /// The translation error's smoothing (metres): keeps the gradient of `‖·‖` finite at 0.
 const TRANSLATION_EPS: f64 = 1e-3;
@@ -80,9 +91,9 @@ pub fn trainable_tensors(ckpt: &Checkpoint) -> BTreeSet<String> {
 /// The training graph: `cut3r_sequence` over `frames` frames + the pose loss, and with `points`
 /// the point-map loss of both heads (module docs).
 pub fn training_graph(ckpt: &Checkpoint, frames: usize, points: bool) -> Result<TrainingGraph, TrainGraphError> {
-    let mut opts = export_options(ckpt);
-    opts.cut3r_points = points;
-    let mut g: GraphBuilder = cut3r::sequence_graph(ckpt, &opts, frames)?;
+    let opts = export_options(ckpt);
+    let supervised = if points { point_frames(frames) } else { Vec::new() };
+    let mut g: GraphBuilder = cut3r::sequence_graph(ckpt, &opts, frames, &SequencePoints { frames: supervised.clone(), self_view: false })?;
     let poses = output(&g, sequence_io::CAMERA_POSES);
     let target = g.input(inputs::TARGET_POSE, DType::F32, [Dim::Fixed(frames), Dim::Fixed(7)]);
     let mut s = g.scope("pose_loss");
@@ -104,18 +115,14 @@ pub fn training_graph(ckpt: &Checkpoint, frames: usize, points: bool) -> Result<
     let mut parts = vec![("translation", l_t), ("rotation", l_q)];
     if points {
         let [w, h] = ckpt.config().cut3r.input_size;
-        let mask = g.input(inputs::POINT_MASK, DType::F32, [frames, h, w]);
-        for (view, error_name, pred, conf, target) in [
-            ("points_self", "points_self_error", sequence_io::POINTS_SELF, sequence_io::CONF_SELF, inputs::TARGET_POINTS_SELF),
-            ("points_world", "points_world_error", sequence_io::POINTS_WORLD, sequence_io::CONF_WORLD, inputs::TARGET_POINTS_WORLD),
-        ] {
-            let (pred, conf) = (output(&g, pred), output(&g, conf));
-            let target = g.input(target, DType::F32, [frames, h, w, 3]);
-            let (term, error) = point_loss(&mut g.scope(format!("point_loss/{view}")), &pred, &conf, &target, &mask);
-            loss = g.scope("point_loss").add(&format!("plus_{view}"), &loss, &term);
-            parts.push((view, term));
-            parts.push((error_name, error));
-        }
+        let k = supervised.len();
+        let mask = g.input(inputs::POINT_MASK, DType::F32, [k, h, w]);
+        let target = g.input(inputs::TARGET_POINTS_WORLD, DType::F32, [k, h, w, 3]);
+        let (pred, conf) = (output(&g, sequence_io::POINTS_WORLD), output(&g, sequence_io::CONF_WORLD));
+        let (term, error) = point_loss(&mut g.scope("point_loss"), &pred, &conf, &target, &mask);
+        loss = g.scope("point_loss").add("plus_points", &loss, &term);
+        parts.push(("points", term));
+        parts.push(("points_error", error));
     }
     let loss = g.scope("pose_loss").identity("total", &loss);
     let mut trainable = trainable_tensors(ckpt);
@@ -301,10 +308,12 @@ impl PoseSequence {
         let mut feeds = HashMap::from([(inputs::IMAGE.to_string(), image), (inputs::TARGET_POSE.to_string(), pose)]);
         if let Some(p) = &self.points {
             let [f, _, h, w] = self.image_shape;
-            let (own, world, mask) = p.targets(&self.pose, f, h * w);
-            feeds.insert(inputs::TARGET_POINTS_SELF.into(), ArrayD::from_shape_vec(vec![f, h, w, 3], own).expect("sizes"));
-            feeds.insert(inputs::TARGET_POINTS_WORLD.into(), ArrayD::from_shape_vec(vec![f, h, w, 3], world).expect("sizes"));
-            feeds.insert(inputs::POINT_MASK.into(), ArrayD::from_shape_vec(vec![f, h, w], mask).expect("sizes"));
+            let (_, world, mask) = p.targets(&self.pose, f, h * w);
+            let chosen = point_frames(f);
+            let pick = |v: &[f32], per: usize| chosen.iter().flat_map(|&t| v[t * per..(t + 1) * per].iter().copied()).collect::<Vec<f32>>();
+            let k = chosen.len();
+            feeds.insert(inputs::TARGET_POINTS_WORLD.into(), ArrayD::from_shape_vec(vec![k, h, w, 3], pick(&world, h * w * 3)).expect("sizes"));
+            feeds.insert(inputs::POINT_MASK.into(), ArrayD::from_shape_vec(vec![k, h, w], pick(&mask, h * w)).expect("sizes"));
         }
         feeds
     }

@@ -34,7 +34,7 @@ mod points;
 use std::sync::Arc;
 
 use blocks::{decoder_block, encoder_block, mlp, norm, rope_table, BlockDims, RopeTable};
-pub use points::{points_graph, POINTS_GRAPH};
+pub use points::{points_graph, points_graph_with, POINTS_GRAPH};
 
 use loc3r_bundle::Graph;
 
@@ -348,12 +348,21 @@ pub const SEQUENCE_GRAPH: &str = "cut3r_sequence";
 pub mod sequence_io {
     pub const CAMERA_POSES: &str = "camera_poses";
     pub const CAMERA_TOKENS: &str = "camera_tokens";
-    /// With `cut3r_points`: every frame's point maps `[F,H,W,3]` and confidences `[F,H,W]`,
-    /// in its own camera (`self`) and in frame 0's camera (`world`).
+    /// With [`super::SequencePoints`]: the point maps `[K,H,W,3]` and confidences `[K,H,W]` of
+    /// the K chosen frames, in frame 0's camera (`world`) and, if asked, in their own (`self`).
     pub const POINTS_SELF: &str = "points_self";
     pub const CONF_SELF: &str = "conf_self";
     pub const POINTS_WORLD: &str = "points_world";
     pub const CONF_WORLD: &str = "conf_world";
+}
+
+/// Which frames of a [`sequence_graph`] also run the point-map heads.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SequencePoints {
+    /// Frame indices, ascending (empty: no point maps).
+    pub frames: Vec<usize>,
+    /// Also the self-view head (the world head always runs).
+    pub self_view: bool,
 }
 
 /// `cut3r_sequence`: `frames` frames through the encoder and the recurrent step, exactly as the
@@ -369,15 +378,21 @@ pub mod sequence_io {
 /// ```
 /// Every step reads the same weights (one initializer per checkpoint tensor); the initial memory
 /// is the `pose_retriever.mem` weight itself, as `cut3r_init.safetensors` is made from it.
-/// With `opts.cut3r_points`, each frame's decoder hooks and camera token also run through
-/// `cut3r_points` (as the runtime does with a `--cut3r-points` bundle) and the point maps are
+/// The frames in `points.frames` also run their decoder hooks and camera token through
+/// `cut3r_points` (as the runtime does with a `--cut3r-points` bundle), and those point maps are
 /// outputs too ([`sequence_io::POINTS_WORLD`] …).
-pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) -> Result<GraphBuilder> {
+pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize, points: &SequencePoints) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
     if frames == 0 {
         return Err(Error::Invalid("a CUT3R sequence needs at least one frame".into()));
     }
+    if points.frames.windows(2).any(|w| w[0] >= w[1]) || points.frames.last().is_some_and(|&f| f >= frames) {
+        return Err(Error::Invalid(format!("point-map frames {:?} must be ascending and below {frames}", points.frames)));
+    }
+    let mut opts = opts.clone();
+    opts.cut3r_points = !points.frames.is_empty();
+    let opts = &opts;
     let f32_ = DType::F32;
     let mut g = model_graph(SEQUENCE_GRAPH, opts, c)?;
     let compute = g.compute();
@@ -402,7 +417,7 @@ pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) ->
         memory = out[io::MEMORY_OUT].clone();
         poses.push(out[io::CAMERA_POSE].clone());
         tokens.push(out[io::CAMERA_TOKEN].clone());
-        if opts.cut3r_points {
+        if points.frames.contains(&t) {
             let bind = [
                 (io::FEATURES, &frame),
                 (io::DECODER_HALF, &out[io::DECODER_HALF]),
@@ -410,31 +425,26 @@ pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize) ->
                 (io::DECODER_FINAL, &out[io::DECODER_FINAL]),
                 (io::CAMERA_TOKEN, &out[io::CAMERA_TOKEN]),
             ];
-            let pts = g.absorb_instance(points_graph(ckpt, opts)?, &bind, Some(&format!("frame{t}/points")));
+            let pts = g.absorb_instance(points_graph_with(ckpt, opts, points.self_view)?, &bind, Some(&format!("frame{t}/points")));
             for (k, name) in [io::PTS3D_SELF, io::CONF_SELF, io::PTS3D_OTHER, io::CONF_OTHER].into_iter().enumerate() {
-                maps[k].push(pts[name].clone());
+                if let Some(v) = pts.get(name) {
+                    maps[k].push(v.clone());
+                }
             }
         }
     }
     let mut s = g.scope("sequence");
     let poses = s.concat("camera_poses", &poses.iter().collect::<Vec<_>>(), 0);
     let tokens = s.concat("camera_tokens", &tokens.iter().collect::<Vec<_>>(), 0);
-    let maps: Vec<Value> = if opts.cut3r_points {
-        [sequence_io::POINTS_SELF, sequence_io::CONF_SELF, sequence_io::POINTS_WORLD, sequence_io::CONF_WORLD]
-            .iter()
-            .zip(&maps)
-            .map(|(name, per_frame)| s.concat(name, &per_frame.iter().collect::<Vec<_>>(), 0))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let names = [sequence_io::POINTS_SELF, sequence_io::CONF_SELF, sequence_io::POINTS_WORLD, sequence_io::CONF_WORLD];
+    let maps: Vec<(&str, Value)> =
+        names.iter().zip(&maps).filter(|(_, per_frame)| !per_frame.is_empty()).map(|(name, per_frame)| (*name, s.concat(name, &per_frame.iter().collect::<Vec<_>>(), 0))).collect();
     g.output_with_shape(sequence_io::CAMERA_POSES, &poses, dims![frames, 7]);
     g.output_with_shape(sequence_io::CAMERA_TOKENS, &tokens, dims![frames, d.dc]);
-    if let [pts_self, conf_self, pts_world, conf_world] = &maps[..] {
-        g.output_with_shape(sequence_io::POINTS_SELF, pts_self, dims![frames, d.height, d.width, 3]);
-        g.output_with_shape(sequence_io::CONF_SELF, conf_self, dims![frames, d.height, d.width]);
-        g.output_with_shape(sequence_io::POINTS_WORLD, pts_world, dims![frames, d.height, d.width, 3]);
-        g.output_with_shape(sequence_io::CONF_WORLD, conf_world, dims![frames, d.height, d.width]);
+    let k = points.frames.len();
+    for (name, map) in &maps {
+        let shape = if *name == sequence_io::CONF_SELF || *name == sequence_io::CONF_WORLD { dims![k, d.height, d.width] } else { dims![k, d.height, d.width, 3] };
+        g.output_with_shape(name, map, shape);
     }
     g.check()?;
     Ok(g.into_builder())

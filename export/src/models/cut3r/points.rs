@@ -63,6 +63,12 @@ impl DptDims {
 
 /// `cut3r_points`: decoder hooks + camera token → both point maps with confidences.
 pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    points_graph_with(ckpt, opts, true)
+}
+
+/// [`points_graph`], optionally without the self-view head (then only `pts3d_in_other_view`
+/// and `conf` are outputs: the training path's world-point supervision builds no more).
+pub fn points_graph_with(ckpt: &Checkpoint, opts: &ExportOptions, self_view: bool) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
     let mut g = model_graph(POINTS_GRAPH, opts, c)?;
@@ -97,6 +103,9 @@ pub fn points_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuil
     for (adapter, last_hook, pts_name, conf_name) in
         [("dpt_self", &tokens, io::PTS3D_SELF, io::CONF_SELF), ("dpt_cross", &cross_tokens, io::PTS3D_OTHER, io::CONF_OTHER)]
     {
+        if adapter == "dpt_self" && !self_view {
+            continue;
+        }
         let hooks = [&features, &half, &three_quarters, last_hook];
         let raw = dpt_adapter(&mut g, &w.pp(adapter), hooks, &d, dpt)?;
         let (pts, conf) = postprocess(&mut g, adapter, &raw);
