@@ -19,6 +19,19 @@ struct Resp {
 }
 
 impl Resp {
+    /// One HTTP/1.1 response (the whole of `buf`).
+    fn parse(buf: &[u8]) -> Resp {
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(buf)));
+        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+        let mut body = buf[split + 4..].to_vec();
+        if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+            body = dechunk(&body);
+        }
+        Resp { status, headers, body }
+    }
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("status {}: body is not JSON ({e}): {}", self.status, self.text()))
     }
@@ -126,16 +139,7 @@ impl Server {
         let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
-        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(&buf)));
-        let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-        let headers: Vec<(String, String)> = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
-        let mut body = buf[split + 4..].to_vec();
-        if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
-            body = dechunk(&body);
-        }
-        Resp { status, headers, body }
+        Resp::parse(&buf)
     }
 
     fn req(&self, method: &str, path: &str, ctype: &str, body: &[u8]) -> Resp {
@@ -650,4 +654,147 @@ fn uploads_over_the_pixel_limit_are_422_without_internal_paths() {
     assert!(message.contains("160x120") && message.contains("10000") && message.contains("--max-pixels"), "{message}");
     assert!(!message.contains('/') && !message.contains("loc3r-uploads"), "no internal path: {message}");
     s.healthy();
+}
+
+/// Issue 13, failure 10: simultaneous registrations of one video (uploads, or paths) run one
+/// observation; the first gets 201 `created: true`, the others wait for it and get 200.
+#[test]
+fn simultaneous_registrations_of_one_video_observe_it_once() {
+    let s = Server::start(&[]);
+    let bytes = std::fs::read(s.allow().join("room.mp4")).unwrap();
+    let at_once = |register: &(dyn Fn() -> Resp + Sync)| -> Vec<(u16, Value)> {
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let start = &start;
+                    sc.spawn(move || {
+                        start.wait();
+                        let r = register();
+                        (r.status, r.json())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let check = |rs: &[(u16, Value)]| {
+        let created: Vec<_> = rs.iter().filter(|(st, _)| *st == 201).collect();
+        assert_eq!(created.len(), 1, "exactly one 201: {rs:?}");
+        assert!(rs.iter().all(|(st, v)| *st == 201 || (*st == 200 && v["created"] == false && v.get("timings_ms").is_none())), "{rs:?}");
+        assert_eq!(created[0].1["created"], true);
+        assert!(created[0].1["timings_ms"].is_object(), "{rs:?}");
+        let id = &created[0].1["video_id"];
+        assert!(rs.iter().all(|(_, v)| &v["video_id"] == id), "{rs:?}");
+        id.as_str().unwrap().to_string()
+    };
+    let uploaded = check(&at_once(&|| s.upload(&bytes, Some(4))));
+    assert_eq!(s.metric("loc3r_observations_total"), 1.0, "one observation for 8 uploads");
+    let by_path = check(&at_once(&|| s.post("/v1/videos", &json!({"path": "room.mp4", "frames": 3}))));
+    assert_ne!(by_path, uploaded);
+    assert_eq!(s.metric("loc3r_observations_total"), 2.0, "one observation for 8 registrations by path");
+    assert_eq!(s.get("/v1/videos").json()["videos"].as_array().unwrap().len(), 2);
+    assert_eq!(s.post(&format!("/v1/videos/{uploaded}/localize"), &json!({})).status, 200);
+    // A video that fails: every registration gets the error (none hangs), and the next
+    // registration of the same id tries again.
+    let junk = b"not a video, simultaneously".to_vec();
+    let failed = at_once(&|| s.upload(&junk, Some(4)));
+    assert!(failed.iter().all(|(st, v)| *st == 422 && v["error"]["code"] == "invalid_video"), "{failed:?}");
+    assert_eq!(s.upload(&junk, Some(4)).error(422), "invalid_video");
+    s.healthy();
+}
+
+/// Reads until the server closes the connection; None if it is still open after `limit`.
+fn read_until_closed(sock: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = Vec::new();
+    match sock.read_to_end(&mut buf) {
+        Ok(_) => Some(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(buf),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+        Err(e) => panic!("reading: {e}"),
+    }
+}
+
+/// Issue 13, failure 6: stalled connections are closed. `--header-timeout-s`: no bytes,
+/// part of a request head, or an idle keep-alive connection; `--body-timeout-s`: a body that
+/// stops arriving gets 408 (JSON) and the connection closes. A slow but complete head is fine.
+#[test]
+fn stalled_connections_are_closed_by_the_header_and_body_timeouts() {
+    // Timeouts are positive and finite (exit 2 naming the flag, not a panic).
+    for bad in ["--body-timeout-s=0", "--header-timeout-s=-1", "--request-timeout-s=inf", "--shutdown-timeout-s=NaN"] {
+        let o = Command::new(serve_exe()).args(["serve", "--bundle"]).arg(tiny_bundle(1)).arg(bad).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(bad.split('=').next().unwrap()), "{bad}: {err}");
+    }
+    let s = Server::start(&["--header-timeout-s", "1", "--body-timeout-s", "1"]);
+    let open = |sent: &[u8]| {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.write_all(sent).unwrap();
+        c
+    };
+    let json_head = "POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    let multipart_head = "POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=X\r\nContent-Length: 100\r\n\r\n";
+    let mut silent = open(b"");
+    let mut partial_head = open(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let mut keep_alive = open(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut json_body = open(format!("{json_head}{{\"pa").as_bytes());
+    let mut multipart_body = open(format!("{multipart_head}--X\r").as_bytes());
+    // Generous bounds: the timeouts are 1 s; a socket nobody closes would stay open for good.
+    let limit = Duration::from_secs(15);
+    for (name, sock) in [("no bytes", &mut silent), ("partial head", &mut partial_head)] {
+        let got = read_until_closed(sock, limit).unwrap_or_else(|| panic!("{name}: still open after {limit:?}"));
+        assert!(got.is_empty(), "{name}: {:?}", String::from_utf8_lossy(&got));
+    }
+    let got = read_until_closed(&mut keep_alive, limit).expect("an idle keep-alive connection is closed");
+    assert_eq!(Resp::parse(&got).status, 200);
+    for (name, sock) in [("json", &mut json_body), ("multipart", &mut multipart_body)] {
+        let got = read_until_closed(sock, limit).unwrap_or_else(|| panic!("{name}: still open after {limit:?}"));
+        let r = Resp::parse(&got);
+        assert_eq!(r.error(408), "body_timeout", "{name}");
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("--body-timeout-s"), "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+    }
+    assert!(s.metric("loc3r_requests_total{route=\"/v1/videos\",status=\"408\"}") >= 2.0);
+    // A head in two pieces, well within the timeout: answered.
+    let mut slow = open(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    slow.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let got = read_until_closed(&mut slow, limit).expect("answered and closed");
+    assert_eq!(Resp::parse(&got).status, 200);
+    s.healthy();
+}
+
+/// Issue 13, failure 6: with stalled connections open (no bytes, a partial head, an idle
+/// keep-alive connection, a body that stopped arriving), SIGTERM stops the server at once,
+/// not after the shutdown deadline or the read timeouts; the stalled body gets a JSON 503.
+#[test]
+fn stalled_connections_do_not_hold_up_shutdown() {
+    let mut s = Server::start(&["--shutdown-timeout-s", "120", "--header-timeout-s", "120", "--body-timeout-s", "120"]);
+    let open = |sent: &[u8]| {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.write_all(sent).unwrap();
+        c
+    };
+    let mut silent = open(b"");
+    let mut partial_head = open(b"POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Le");
+    let mut keep_alive = open(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut body = open(b"POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"pa");
+    // The stalled body's request has reached its handler once a later request is answered.
+    std::thread::sleep(Duration::from_millis(300));
+    s.healthy();
+    // Well under the 120 s of the deadline and the timeouts.
+    let status = s.terminate(Duration::from_secs(30)).expect("SIGTERM did not stop the server within 30 s");
+    assert!(status.success(), "{status:?}");
+    let log = s.log();
+    assert!(!log.contains("shutdown deadline passed"), "{log}");
+    let limit = Duration::from_secs(5);
+    for (name, sock) in [("no bytes", &mut silent), ("partial head", &mut partial_head)] {
+        let got = read_until_closed(sock, limit).unwrap_or_else(|| panic!("{name}: still open"));
+        assert!(got.is_empty(), "{name}: {:?}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(Resp::parse(&read_until_closed(&mut keep_alive, limit).expect("keep-alive closed")).status, 200);
+    let r = Resp::parse(&read_until_closed(&mut body, limit).expect("stalled body closed"));
+    assert_eq!(r.error(503), "unavailable");
 }

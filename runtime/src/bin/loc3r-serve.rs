@@ -121,6 +121,13 @@ enum Command {
         /// Per-request deadline in seconds (504 past it).
         #[arg(long, default_value_t = 120.0)]
         request_timeout_s: f64,
+        /// Seconds a connection has to send a whole request head, from opening or from its
+        /// previous response (so also the idle keep-alive timeout); then it is closed.
+        #[arg(long, default_value_t = 10.0)]
+        header_timeout_s: f64,
+        /// Seconds a request body may stall (no bytes arriving) before the request gets 408.
+        #[arg(long, default_value_t = 60.0)]
+        body_timeout_s: f64,
         /// On SIGINT/SIGTERM, seconds given to in-flight requests before they are cancelled.
         #[arg(long, default_value_t = 10.0)]
         shutdown_timeout_s: f64,
@@ -186,6 +193,17 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     e.chain().find_map(|c| c.downcast_ref::<loc3r::Error>()).map_or(1, |e| e.fault().exit_code())
 }
 
+/// A duration option in seconds: finite, positive (or zero where `zero_ok`), at most 10^6 s.
+#[cfg(feature = "server")]
+fn seconds(flag: &str, secs: f64, zero_ok: bool) -> Result<std::time::Duration, loc3r::Error> {
+    let ok = secs.is_finite() && (secs > 0.0 || (zero_ok && secs == 0.0)) && secs <= 1e6;
+    if !ok {
+        let what = if zero_ok { "0 or more" } else { "more than 0" };
+        return Err(loc3r::Error::Input(format!("{flag} must be {what} and at most 1000000 seconds, got {secs}")));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     loc3r::ort_env::init()?;
     match cli.command {
@@ -222,12 +240,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_pixels,
             max_new_tokens,
             request_timeout_s,
+            header_timeout_s,
+            body_timeout_s,
             shutdown_timeout_s,
         } => {
             let device: Device = device.parse()?;
-            if !(request_timeout_s > 0.0 && shutdown_timeout_s >= 0.0) {
-                return Err(loc3r::Error::Input("--request-timeout-s must be positive and --shutdown-timeout-s not negative".into()).into());
-            }
+            let request_timeout = seconds("--request-timeout-s", request_timeout_s, false)?;
+            let header_timeout = seconds("--header-timeout-s", header_timeout_s, false)?;
+            let body_timeout = seconds("--body-timeout-s", body_timeout_s, false)?;
+            let shutdown_timeout = seconds("--shutdown-timeout-s", shutdown_timeout_s, true)?;
             let workers = workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
             loc3r::server::serve(loc3r::server::ServeConfig {
                 bundle,
@@ -243,8 +264,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_frames,
                 max_pixels,
                 max_new_tokens,
-                request_timeout: std::time::Duration::from_secs_f64(request_timeout_s),
-                shutdown_timeout: std::time::Duration::from_secs_f64(shutdown_timeout_s),
+                request_timeout,
+                header_timeout,
+                body_timeout,
+                shutdown_timeout,
             })?;
         }
         Command::Run {

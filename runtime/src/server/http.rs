@@ -2,13 +2,14 @@
 //! completions are in [`super::openai`]). Requests go `http` -> `validate` (-> `Valid*`)
 //! -> `schedule` (admission, 429) -> pipeline, on scenes from the `store`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -24,6 +25,7 @@ use tokio_stream::StreamExt;
 use crate::pipeline::Timings;
 use crate::{Answer, Loc3r, Scene};
 
+use super::conn::{BodyCut, GuardedBody};
 use super::error::{ApiError, ErrorCode};
 use super::metrics::{Gauges, Metrics};
 use super::openai::chat;
@@ -41,7 +43,12 @@ pub struct AppState {
     /// sha256 of the API key (compared in constant time).
     pub api_key: Option<[u8; 32]>,
     pub body_limit: usize,
+    /// `--body-timeout-s`: the longest wait for the next bytes of a request body (408 past it).
+    pub body_timeout: Duration,
+    /// Set when the server starts shutting down (request bodies still arriving are cut).
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     pub next_id: AtomicU64,
+    pub registering: Registering,
 }
 
 pub(super) type St = State<Arc<AppState>>;
@@ -99,13 +106,21 @@ async fn around(State(st): St, req: Request, next: Next) -> Response {
     let id = format!("req-{:08x}", st.next_id.fetch_add(1, Ordering::Relaxed));
     let route = route_label(req.uri().path());
     let method = req.method().clone();
+    let cut = BodyCut::default();
     let mut resp = if route != "/healthz" && !authorized(&st, &req) {
         let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>`").into_response();
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     } else {
+        let req = if req.body().is_end_stream() { req } else { req.map(|b| Body::new(GuardedBody::new(b, st.body_timeout, &st.shutdown, cut.clone()))) };
         next.run(req).await
     };
+    // A body cut for stalling or at shutdown: that is the answer, whatever the handler made
+    // of the failed read; the rest of the body will not be read, so the connection closes.
+    if let Some(e) = cut.error(st.body_timeout) {
+        resp = e.into_response();
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = resp.status().as_u16();
     let secs = start.elapsed().as_secs_f64();
     st.metrics.request(route, status, secs);
@@ -185,7 +200,48 @@ pub(super) struct Registered {
     timings: Option<Timings>,
 }
 
-/// Registers (observes) a video unless its id is known already (idempotent).
+/// Registrations in progress by video id: concurrent registrations of one video share one
+/// observation (single flight). The first runs it; the others wait for its result (its
+/// error too). If the first is cancelled (its client went away) the next waiter runs it.
+#[derive(Default)]
+pub struct Registering(std::sync::Mutex<HashMap<String, Flight>>);
+
+type Flight = Arc<tokio::sync::OnceCell<ApiResult<VideoInfo>>>;
+
+impl Registering {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Joins the flight of `id` (starting it if there is none).
+    fn join<'a>(&'a self, id: &'a str) -> Boarded<'a> {
+        let flight = self.lock().entry(id.to_string()).or_default().clone();
+        Boarded { flights: self, id, flight }
+    }
+}
+
+/// A registration's place in a flight; leaving (done or cancelled) removes a flight that
+/// has landed (later registrations find the video in the store, or after an error try
+/// again) or that nobody else waits for.
+struct Boarded<'a> {
+    flights: &'a Registering,
+    id: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Boarded<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock();
+        // Clones are taken under this lock: 2 = the map's and ours.
+        let over = self.flight.initialized() || Arc::strong_count(&self.flight) == 2;
+        if over && flights.get(self.id).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+            flights.remove(self.id);
+        }
+    }
+}
+
+/// Registers (observes) a video unless its id is known already (idempotent); one
+/// observation per id however many clients register it at once.
 pub(super) async fn register(st: &Arc<AppState>, source: Source, content: Option<Bytes>, frames: usize) -> ApiResult<Registered> {
     // Hash off the async threads: videos can be large.
     let id = {
@@ -201,20 +257,45 @@ pub(super) async fn register(st: &Arc<AppState>, source: Source, content: Option
     if let Some(info) = st.store.get(&id) {
         return Ok(Registered { info, created: false, timings: None });
     }
+    let boarded = st.registering.join(&id);
+    let mut observed = None;
+    let (slot, id_ref) = (&mut observed, id.as_str());
+    let result = boarded
+        .flight
+        .get_or_init(|| async move {
+            // Registered by a flight that ended between the look-up above and this one?
+            if let Some(info) = st.store.get(id_ref) {
+                return Ok(info);
+            }
+            let (info, timings) = observe_and_insert(st, id_ref, source, content, frames).await?;
+            *slot = Some(timings);
+            Ok(info)
+        })
+        .await
+        .clone();
+    drop(boarded);
+    let info = result?;
+    Ok(Registered { info, created: observed.is_some(), timings: observed })
+}
+
+/// Observes a video (on the scheduler) and adds it to the store.
+async fn observe_and_insert(st: &Arc<AppState>, id: &str, source: Source, content: Option<Bytes>, frames: usize) -> ApiResult<(VideoInfo, Timings)> {
     let source = match source {
-        Source::Upload(_) => Source::Upload(st.store.upload_path(&id)),
+        Source::Upload(_) => Source::Upload(st.store.upload_path(id)),
         s => s,
     };
     let model = st.model.clone();
     let path = source.path().to_path_buf();
     let upload = content.filter(|_| matches!(source, Source::Upload(_)));
     let spec = st.store.frame_spec(frames);
+    let metrics = st.metrics.clone();
     let scene = st
         .sched
         .run(move |_| {
             if let Some(bytes) = &upload {
                 std::fs::write(&path, bytes).map_err(|e| ApiError::internal(format!("storing the upload: {e}")))?;
             }
+            metrics.observation();
             let r = model.observe_video_with(&path, &spec);
             if r.is_err() && upload.is_some() {
                 let _ = std::fs::remove_file(&path);
@@ -224,8 +305,8 @@ pub(super) async fn register(st: &Arc<AppState>, source: Source, content: Option
         .await?;
     let timings = scene.observe_timings.clone();
     st.metrics.stages(&timings);
-    let info = st.store.insert(&id, source, frames, scene);
-    Ok(Registered { info, created: true, timings: Some(timings) })
+    let info = st.store.insert(id, source, frames, scene);
+    Ok((info, timings))
 }
 
 fn registered_response(r: Registered) -> Response {

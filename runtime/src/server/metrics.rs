@@ -47,6 +47,7 @@ struct Inner {
     last_tokens_per_s: f64,
     cache_hits: u64,
     cache_misses: u64,
+    observations: u64,
     evictions: u64,
     rejected_overload: u64,
 }
@@ -110,6 +111,11 @@ impl Metrics {
         self.with(|m| if hit { m.cache_hits += 1 } else { m.cache_misses += 1 })
     }
 
+    /// A video observation started (a registration, or re-observing an evicted scene).
+    pub fn observation(&self) {
+        self.with(|m| m.observations += 1)
+    }
+
     pub fn evicted(&self, n: usize) {
         self.with(|m| m.evictions += n as u64)
     }
@@ -142,9 +148,10 @@ impl Metrics {
                  # HELP loc3r_last_tokens_per_second Decode throughput of the last answer.\n# TYPE loc3r_last_tokens_per_second gauge\nloc3r_last_tokens_per_second {}\n\
                  # HELP loc3r_cache_hits_total Requests served from a resident scene.\n# TYPE loc3r_cache_hits_total counter\nloc3r_cache_hits_total {}\n\
                  # HELP loc3r_cache_misses_total Requests that had to (re-)observe a video.\n# TYPE loc3r_cache_misses_total counter\nloc3r_cache_misses_total {}\n\
+                 # HELP loc3r_observations_total Video observations run (registrations and re-observations of evicted scenes).\n# TYPE loc3r_observations_total counter\nloc3r_observations_total {}\n\
                  # HELP loc3r_cache_evictions_total Scenes evicted to stay under --cache-mb.\n# TYPE loc3r_cache_evictions_total counter\nloc3r_cache_evictions_total {}\n\
                  # HELP loc3r_rejected_overload_total Requests refused with 429.\n# TYPE loc3r_rejected_overload_total counter\nloc3r_rejected_overload_total {}\n",
-                m.tokens_generated, m.decode_seconds, m.last_tokens_per_s, m.cache_hits, m.cache_misses, m.evictions, m.rejected_overload
+                m.tokens_generated, m.decode_seconds, m.last_tokens_per_s, m.cache_hits, m.cache_misses, m.observations, m.evictions, m.rejected_overload
             );
         });
         let _ = write!(

@@ -4,6 +4,7 @@
 //! the [`crate::pipeline`], on scenes from the [`store`] (registered videos, LRU eviction
 //! in bytes, re-observe). Built with the `server` feature (on by default).
 
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod metrics;
@@ -45,11 +46,17 @@ pub struct ServeConfig {
     pub max_pixels: u64,
     pub max_new_tokens: usize,
     pub request_timeout: Duration,
+    /// A connection must send a whole request head within this of opening or of its last
+    /// response (idle keep-alive included); else it is closed.
+    pub header_timeout: Duration,
+    /// The longest wait for the next bytes of a request body (408 past it).
+    pub body_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
 
 /// Opens the bundle, binds, prints `listening on http://ADDR` on stdout and serves until
-/// SIGINT/SIGTERM; in-flight requests then get `shutdown_timeout` to finish.
+/// SIGINT/SIGTERM; in-flight requests then get `shutdown_timeout` to finish (connections
+/// without one are closed at once, see [`conn`]).
 pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     init_tracing();
     let api_key = match &cfg.api_key_file {
@@ -87,7 +94,10 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         limits: validate::Limits { max_frames: cfg.max_frames, default_frames, max_new_tokens: cfg.max_new_tokens, max_text_chars: 4096, allow_dir },
         api_key,
         body_limit: cfg.max_body_mb.saturating_mul(1 << 20),
+        body_timeout: cfg.body_timeout,
+        shutdown: tokio::sync::watch::Sender::new(false),
         next_id: AtomicU64::new(1),
+        registering: http::Registering::default(),
     });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("loc3r-http").build().context("starting tokio")?;
     let deadline = cfg.shutdown_timeout;
@@ -99,25 +109,20 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, bundle = %cfg.bundle.display(), workers = cfg.workers, cache_mb = cfg.cache_mb, auth = cfg.api_key_file.is_some(), "serving");
-        // No Nagle delay: streamed tokens go out as they are decoded.
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                tracing::info!(deadline_s = deadline.as_secs_f64(), "shutting down: finishing in-flight requests");
-                tokio::spawn(async move {
-                    tokio::time::sleep(deadline).await;
-                    tracing::warn!("shutdown deadline passed; cancelling the remaining requests");
-                    // exit() skips destructors: remove the uploads here.
-                    let _ = std::fs::remove_dir_all(&uploads_dir);
-                    std::process::exit(0);
-                });
-            })
-            .await
-            .context("serving")
+        let shutdown = state.shutdown.clone();
+        conn::serve(listener, http::router(state), cfg.header_timeout, shutdown, async move {
+            shutdown_signal().await;
+            tracing::info!(deadline_s = deadline.as_secs_f64(), "shutting down: finishing in-flight requests");
+            tokio::spawn(async move {
+                tokio::time::sleep(deadline).await;
+                tracing::warn!("shutdown deadline passed; cancelling the remaining requests");
+                // exit() skips destructors: remove the uploads here.
+                let _ = std::fs::remove_dir_all(&uploads_dir);
+                std::process::exit(0);
+            });
+        })
+        .await;
+        anyhow::Ok(())
     })?;
     rt.shutdown_timeout(deadline);
     drop(uploads);

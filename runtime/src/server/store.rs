@@ -272,6 +272,7 @@ impl Store {
         let want = id.to_string();
         let path = source.path().to_path_buf();
         let spec = self.frame_spec(frames);
+        let metrics = self.metrics.clone();
         let scene = sched
             .run(move |_| {
                 match video_id_of_file(&path, frames) {
@@ -291,6 +292,7 @@ impl Store {
                         ))
                     }
                 }
+                metrics.observation();
                 Ok(model.observe_video_with(&path, &spec)?)
             })
             .await?;
