@@ -508,9 +508,9 @@ fn scene_sequences(dir: &Path, opts: &PosePrepareOptions, long_side: usize, w: u
             Some(sampling) => {
                 let mut depth = Vec::with_capacity(opts.frames * h * w);
                 for &i in &indices {
-                    if !depths.contains_key(&i) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = depths.entry(i) {
                         let image = scene.depth(i).map_err(|e| e.to_string())?;
-                        depths.insert(i, sampling.depth(&image).map_err(|e| format!("frame {i}: {e}"))?);
+                        slot.insert(sampling.depth(&image).map_err(|e| format!("frame {i}: {e}"))?);
                     }
                     depth.extend_from_slice(&depths[&i]);
                 }
@@ -593,7 +593,7 @@ mod tests {
         }
         // Depth at half the colour resolution (ScanNet-like): the nearest depth pixel.
         let half = DepthSampling::new((320, 240), (160, 120), k, 64, (64, 48));
-        assert_eq!(half.pixel[0], 1 * 160 + 1);
+        assert_eq!(half.pixel[0], 160 + 1);
         assert!(half.depth(&wall).is_err(), "a depth image of another size is refused");
     }
 

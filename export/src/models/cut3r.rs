@@ -437,13 +437,18 @@ pub fn sequence_graph(ckpt: &Checkpoint, opts: &ExportOptions, frames: usize, po
     let poses = s.concat("camera_poses", &poses.iter().collect::<Vec<_>>(), 0);
     let tokens = s.concat("camera_tokens", &tokens.iter().collect::<Vec<_>>(), 0);
     let names = [sequence_io::POINTS_SELF, sequence_io::CONF_SELF, sequence_io::POINTS_WORLD, sequence_io::CONF_WORLD];
-    let maps: Vec<(&str, Value)> =
-        names.iter().zip(&maps).filter(|(_, per_frame)| !per_frame.is_empty()).map(|(name, per_frame)| (*name, s.concat(name, &per_frame.iter().collect::<Vec<_>>(), 0))).collect();
+    let maps: Vec<(&str, Value)> = names
+        .iter()
+        .zip(&maps)
+        .filter(|(_, per_frame)| !per_frame.is_empty())
+        .map(|(name, per_frame)| (*name, s.concat(name, &per_frame.iter().collect::<Vec<_>>(), 0)))
+        .collect();
     g.output_with_shape(sequence_io::CAMERA_POSES, &poses, dims![frames, 7]);
     g.output_with_shape(sequence_io::CAMERA_TOKENS, &tokens, dims![frames, d.dc]);
     let k = points.frames.len();
     for (name, map) in &maps {
-        let shape = if *name == sequence_io::CONF_SELF || *name == sequence_io::CONF_WORLD { dims![k, d.height, d.width] } else { dims![k, d.height, d.width, 3] };
+        let shape =
+            if *name == sequence_io::CONF_SELF || *name == sequence_io::CONF_WORLD { dims![k, d.height, d.width] } else { dims![k, d.height, d.width, 3] };
         g.output_with_shape(name, map, shape);
     }
     g.check()?;
