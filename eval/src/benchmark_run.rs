@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use loc3r::stages::video::{load_frames, FrameSpec, Frames};
 use loc3r::{GenerationOptions, Loc3r};
 use loc3r_bundle::bev::{BevFrame, Vec3};
+use loc3r_train::data::annotations::{ScanQaItem, Sqa3dItem};
 use loc3r_train::data::scannet::ScanNetScene;
 use loc3r_train::data::DataError;
 use serde::Serialize;
@@ -50,6 +51,55 @@ pub struct RunQuestion {
     /// `None`: the bundle's default situation.
     pub situation: Option<String>,
     pub question: String,
+}
+
+/// The ground truth a run asks and is scored against: SQA3D items (questions with their
+/// situations, answers and poses) or ScanQA items.
+#[derive(Debug, Clone)]
+pub enum Truth {
+    Sqa3d(Vec<Sqa3dItem>),
+    ScanQa(Vec<ScanQaItem>),
+}
+
+impl Truth {
+    pub fn len(&self) -> usize {
+        match self {
+            Truth::Sqa3d(items) => items.len(),
+            Truth::ScanQa(items) => items.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Only the first `n` questions (in file order).
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            Truth::Sqa3d(items) => items.truncate(n),
+            Truth::ScanQa(items) => items.truncate(n),
+        }
+    }
+
+    /// The questions to ask, in file order. SQA3D questions are asked with their situation;
+    /// ScanQA ones with none (the bundle's default, "I am standing in the room").
+    pub fn questions(&self) -> Vec<RunQuestion> {
+        match self {
+            Truth::Sqa3d(items) => items
+                .iter()
+                .map(|i| RunQuestion {
+                    question_id: i.question_id.clone(),
+                    scene_id: i.scene_id.clone(),
+                    situation: Some(i.situation.clone()),
+                    question: i.question.clone(),
+                })
+                .collect(),
+            Truth::ScanQa(items) => items
+                .iter()
+                .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() })
+                .collect(),
+        }
+    }
 }
 
 /// How to run.

@@ -1,6 +1,6 @@
 //! `loc3r-eval score --task sqa3d|sqa3d-loc|vsibench` on small hand-written files, and
-//! `loc3r-eval run` end to end on two synthetic rooms (`loc3r-synth`) with a tiny bundle
-//! (`loc3r-export make-tiny` + `export`).
+//! `loc3r-eval run` and `loc3r-eval compare` end to end on two synthetic rooms (`loc3r-synth`)
+//! with a tiny bundle (`loc3r-export make-tiny` + `export`, in fp32 and fp16).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -204,6 +204,7 @@ struct World {
     root: PathBuf,
     rooms: PathBuf,
     bundle: PathBuf,
+    ck: PathBuf,
 }
 
 fn world() -> World {
@@ -221,7 +222,19 @@ fn world() -> World {
     run_ok(Command::new(&export).args(["make-tiny", "--quiet", "--seed", "3", "--out"]).arg(&ck), "loc3r-export make-tiny");
     let bundle = root.join("bundle");
     run_ok(Command::new(&export).args(["export", "--quiet", "--checkpoint"]).arg(&ck).arg("--out").arg(&bundle), "loc3r-export export");
-    World { _dir: dir, root, rooms, bundle }
+    World { _dir: dir, root, rooms, bundle, ck }
+}
+
+impl World {
+    /// Another export of the tiny checkpoint (`--precision fp16`, ...).
+    fn export(&self, name: &str, extra: &[&str]) -> PathBuf {
+        let bundle = self.root.join(name);
+        run_ok(
+            Command::new(sibling_exe("loc3r-export")).args(["export", "--quiet", "--checkpoint"]).arg(&self.ck).arg("--out").arg(&bundle).args(extra),
+            "loc3r-export export",
+        );
+        bundle
+    }
 }
 
 fn run(w: &World, task: &str, out: &Path, extra: &[&str]) -> Out {
@@ -468,4 +481,163 @@ fn ground_truth_bev_poses_convert_to_perfect_sqa3d_scores() {
         assert_eq!(r[k], 100.0, "{k}: {r}");
     }
     assert!(r["mean_position_error_m"].as_f64().unwrap() < 1e-6 && r["mean_angle_error_deg"].as_f64().unwrap() < 1e-4, "{r}");
+}
+
+// ---------------------------------------------------------------- compare
+
+/// `loc3r-eval compare` of bundles `a` and `b` over the rooms' SQA3D (or ScanQA) questions.
+fn compare(w: &World, a: &Path, b: &Path, task: &str, out_dir: &Path, extra: &[&str]) -> Out {
+    let annotations = w.rooms.join("annotations");
+    let annotations = if task == "scanqa" { annotations.join("ScanQA_v1.0_train.json") } else { annotations };
+    let scenes = w.rooms.join("scenes");
+    let mut args = vec![
+        "compare",
+        "--a",
+        s(a),
+        "--b",
+        s(b),
+        "--task",
+        task,
+        "--annotations",
+        s(&annotations),
+        "--scenes",
+        s(&scenes),
+        "--frames",
+        "4",
+        "--out-dir",
+        s(out_dir),
+    ];
+    args.extend_from_slice(extra);
+    eval(&args)
+}
+
+#[test]
+fn compare_a_bundle_with_itself_is_exactly_equal() {
+    let w = world();
+    let dir = w.root.join("self");
+    let gates = ["--max-delta", "acc@0.5m=0,acc@1.0m=0,acc@15deg=0,acc@30deg=0,em=0,em_r=0", "--max-delta", "pose_m=0,yaw_deg=0,agreement=1"];
+    let report_file = w.root.join("self-report.json");
+    let mut args = vec!["--json", "--out", s(&report_file)];
+    args.extend_from_slice(&gates);
+    let r = compare(&w, &w.bundle, &w.bundle, "sqa3d-loc", &dir, &args).json();
+    assert_eq!(
+        (r["task"].as_str(), r["questions"].as_u64(), r["frames"].as_u64(), r["pass"].as_bool()),
+        (Some("sqa3d-loc"), Some(6), Some(4), Some(true)),
+        "{r}"
+    );
+    assert_eq!(r, serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&report_file).unwrap()).unwrap(), "--out holds the printed report");
+    let metrics = r["metrics"].as_object().unwrap();
+    assert_eq!(metrics.keys().collect::<Vec<_>>(), ["acc@0.5m", "acc@1.0m", "acc@15deg", "acc@30deg", "em", "em_r"]);
+    for (k, m) in metrics {
+        assert_eq!((m["delta"].as_f64(), &m["a"]), (Some(0.0), &m["b"]), "{k}: {m}");
+    }
+    let pose = &r["pose"];
+    assert_eq!(pose["compared"], 6, "{r}");
+    for stat in ["mean", "median", "max"] {
+        assert_eq!((pose["position_m"][stat].as_f64(), pose["yaw_deg"][stat].as_f64()), (Some(0.0), Some(0.0)), "{pose}");
+    }
+    assert_eq!((r["answers"]["agreement"].as_f64(), r["answers"]["same"].as_u64()), (Some(1.0), Some(6)), "{r}");
+    assert_eq!(r["answers"]["a_exact"], r["answers"]["b_exact"]);
+    let gate_results = r["gates"].as_array().unwrap();
+    assert_eq!(gate_results.len(), 9);
+    assert!(gate_results.iter().all(|g| g["pass"] == true), "{r}");
+    assert_eq!(r["per_question"].as_array().unwrap().len(), 6);
+    // Both predictions files are `run`'s, so `score` reads them.
+    for side in ["a", "b"] {
+        let pred = r[side]["predictions"].as_str().unwrap();
+        let scored = eval(&["score", "--json", "--task", "sqa3d-loc", "--gt", s(&w.rooms.join("annotations")), "--pred", pred]).json();
+        assert_eq!(scored["acc_0_5m"], metrics["acc@0.5m"][side], "{side}");
+    }
+
+    // Again into the same directory: nothing is asked again, and the table says the same.
+    let out = compare(&w, &w.bundle, &w.bundle, "sqa3d-loc", &dir, &gates);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("A: 6 questions: 0 answered now, 6 by an earlier run"), "{}", out.stderr);
+    for needle in
+        ["acc@0.5m", "B − A", "pose deltas B vs A (6 questions)", "agreement 1 (6 of 6 the same)", "ok   pose_m: largest position delta B vs A 0 m ≤ 0 m"]
+    {
+        assert!(out.stdout.contains(needle), "{needle:?} in:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn compare_fp32_with_fp16_measures_small_deltas_and_gates_them() {
+    let w = world();
+    let fp16 = w.export("bundle-fp16", &["--precision", "fp16"]);
+    let dir = w.root.join("fp16");
+    let r = compare(&w, &w.bundle, &fp16, "sqa3d-loc", &dir, &["--json"]).json();
+    assert_eq!((r["pass"].as_bool(), r["gates"].as_array().map(Vec::len)), (Some(true), Some(0)), "no gates, nothing fails: {r}");
+    let (pose, answers) = (&r["pose"], &r["answers"]);
+    let max_m = pose["position_m"]["max"].as_f64().unwrap();
+    let max_deg = pose["yaw_deg"]["max"].as_f64().unwrap();
+    eprintln!(
+        "fp32 vs fp16: position delta mean {} max {} m, yaw delta mean {} max {}°, agreement {}, metric deltas {}",
+        pose["position_m"]["mean"], max_m, pose["yaw_deg"]["mean"], max_deg, answers["agreement"], r["metrics"]
+    );
+    assert_eq!(pose["compared"], 6);
+    assert!(max_m > 0.0 && max_m < 0.05, "fp16 moves the poses, but little: {pose}");
+    assert!(max_deg < 2.0, "{pose}");
+    assert!(answers["agreement"].as_f64().unwrap() >= 0.5, "{answers}");
+    for q in r["per_question"].as_array().unwrap() {
+        assert!(q["position_m"].as_f64().unwrap() <= max_m && q["yaw_deg"].as_f64().unwrap() <= max_deg, "{q}");
+    }
+
+    // A gate no fp16 export can meet: exit 1, naming it with its values; the others pass.
+    let out = compare(&w, &w.bundle, &fp16, "sqa3d-loc", &dir, &["--max-delta", "pose_m=0,agreement=0"]);
+    assert_eq!(out.code, Some(1), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("1 of 2 gates exceeded") && out.stderr.contains("pose_m: largest position delta B vs A") && out.stderr.contains("> 0 m"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("FAIL pose_m") && out.stdout.contains("ok   agreement"), "{}", out.stdout);
+    // Loose gates hold (the predictions of the first call are reused).
+    let out = compare(&w, &w.bundle, &fp16, "sqa3d-loc", &dir, &["--max-delta", "pose_m=0.05,yaw_deg=2,pose_m_median=0.05,agreement=0.5"]);
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("B: 6 questions: 0 answered now"), "{}", out.stderr);
+
+    // A missing bundle is refused before A runs.
+    let fresh = w.root.join("missing-b");
+    let e = compare(&w, &w.bundle, &w.root.join("no-such-bundle"), "sqa3d-loc", &fresh, &[]);
+    assert_eq!(e.code, Some(2), "{}", e.stderr);
+    assert!(e.stderr.contains("--b") && e.stderr.contains("no-such-bundle") && e.stderr.contains("not a readable bundle"), "{}", e.stderr);
+    assert!(!fresh.join("a-predictions.json").exists());
+
+    // The directory belongs to these two bundles: another B is refused, naming it.
+    let e = compare(&w, &w.bundle, &w.bundle, "sqa3d-loc", &dir, &[]);
+    assert_eq!(e.code, Some(2), "{}", e.stderr);
+    assert!(e.stderr.contains("another bundle as B"), "{}", e.stderr);
+
+    // ScanQA: answers only, caption metrics ×100, no pose keys.
+    let r = compare(&w, &w.bundle, &fp16, "scanqa", &w.root.join("scanqa"), &["--json", "--limit", "2", "--max-delta", "cider=1000,agreement=0"]).json();
+    assert_eq!((r["protocol"].as_str(), r["questions"].as_u64(), r["pass"].as_bool()), (Some("video3dllm"), Some(2), Some(true)), "{r}");
+    assert!(r["pose"].is_null() && r["metrics"]["cider"]["delta"].is_number() && r["metrics"]["meteor"]["a"].is_null(), "{r}");
+}
+
+#[test]
+fn compare_bad_input_is_exit_2_before_any_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (missing, scenes) = (dir.path().join("no-bundle"), dir.path().to_path_buf());
+    let ann = dir.path().join("ann.json");
+    let base = |extra: &[&str]| {
+        let mut args = vec!["compare", "--a", s(&missing), "--b", s(&missing), "--task", "sqa3d-loc", "--annotations", s(&ann), "--scenes", s(&scenes)];
+        args.extend_from_slice(extra);
+        eval(&args)
+    };
+    let cases: [(&[&str], &str); 7] = [
+        (&["--max-delta", "pose=0.1"], "unknown metric `pose`"),
+        (&["--max-delta", "em=-1"], "negative"),
+        (&["--max-delta", "agreement=2"], "[0, 1]"),
+        (&["--max-delta", "em=1,em=2"], "`em` is given twice"),
+        (&["--max-delta", "cider=1"], "task sqa3d-loc does not measure it"),
+        (&["--protocol", "official"], "scanqa only"),
+        (&[], "not a readable bundle"),
+    ];
+    for (extra, needle) in cases {
+        let out = base(extra);
+        assert_eq!(out.code, Some(2), "{extra:?}: {}", out.stderr);
+        assert!(out.stderr.contains(needle), "{extra:?}: expected {needle:?} in {}", out.stderr);
+    }
+    let out = base(&["--frames", "0"]);
+    assert!(out.code == Some(2) && out.stderr.contains("--frames"), "{}", out.stderr);
 }

@@ -6,20 +6,27 @@
 //! ROUGE-L, CIDEr, METEOR) under the three published protocols; `score --task sqa3d|sqa3d-loc|
 //! vsibench` scores SQA3D answers (EM, EM-R), SQA3D poses (Acc@0.5m/1.0m/15°/30°) and VSI-Bench.
 //! `run` asks a bundle every question of an official SQA3D or ScanQA file, writes the
-//! predictions (resumably) and scores them like `score` (docs/evaluation.md).
-//! Exit codes: 0 success, 2 invalid input (arguments, files, bundle), 1 other failures.
+//! predictions (resumably) and scores them like `score` (docs/evaluation.md). `compare` runs two
+//! bundles over the same questions as `run` does and gates their differences (`--max-delta`).
+//! Exit codes: 0 success, 2 invalid input (arguments, files, bundle), 1 other failures and, for
+//! `compare`, a gate exceeded.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use loc3r_eval::benchmark_run::{run_benchmark, Progress, RunError, RunOptions, RunQuestion, RunTask};
+use loc3r_bundle::manifest::Manifest;
+use loc3r_eval::benchmark_run::{run_benchmark, Progress, RunError, RunOptions, RunQuestion, RunReport, RunTask, Truth};
+use loc3r_eval::compare::{
+    check_gate_keys, check_gates, compare, parse_gate, score_side, BundleIdentity, CompareError, CompareReport, Family, Gate, Provenance, SideReport,
+    PREDICTIONS_A, PREDICTIONS_B,
+};
 use loc3r_eval::input_files::InputError as FileInputError;
 use loc3r_eval::metrics::localization::LocalizationScores;
 use loc3r_eval::metrics::ngram::meteor;
 use loc3r_eval::metrics::scanqa::{self, Protocol};
-use loc3r_eval::scanqa_input::{join, read_predictions};
+use loc3r_eval::scanqa_input::{join, read_predictions, ScanQaInputError};
 use loc3r_eval::sqa3d_input::{locate_sqa3d, read_sqa3d_ground_truth, read_sqa3d_predictions, score_sqa3d_answers, score_sqa3d_localization};
 use loc3r_eval::synth::{evaluate, table, QuestionResult, SynthEvalError, SynthEvalOptions, TrainingPrior};
 use loc3r_eval::vsibench_input::{read_vsibench_docs, read_vsibench_predictions, score_vsibench_files, vsibench_table};
@@ -143,6 +150,65 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fidelity gates between two bundles (e.g. an fp32 and an fp16 export of one checkpoint):
+    /// ask both every question of an official SQA3D or ScanQA file as `run` does (predictions in
+    /// --out-dir, resumable), then report every metric of A and B and its delta B − A, the
+    /// per-question pose deltas between A and B (SQA3D: position distance in metres, yaw
+    /// difference in degrees; mean, median, max) and answer agreement (the share of questions
+    /// with the same answer after the SQA3D normaliser), with each bundle's exact matches.
+    /// Exit code 0 when every --max-delta gate holds, 1 when one is exceeded (each printed with
+    /// its values), 2 for invalid input.
+    Compare {
+        /// Bundle A, the reference (e.g. the fp32 export).
+        #[arg(long)]
+        a: PathBuf,
+        /// Bundle B, the one under test (e.g. the fp16 export).
+        #[arg(long)]
+        b: PathBuf,
+        /// sqa3d-loc or sqa3d (the same comparison: answers and poses) or scanqa (answers).
+        #[arg(long, value_enum)]
+        task: RunTaskArg,
+        /// As for `run`: the SQA3D annotations file or its directory, or ScanQA_v1.0_<split>.json.
+        #[arg(long)]
+        annotations: PathBuf,
+        /// SQA3D questions file (default: next to the annotations file).
+        #[arg(long)]
+        questions: Option<PathBuf>,
+        /// Directory of the scenes, as for `run`.
+        #[arg(long)]
+        scenes: PathBuf,
+        /// Frames per video, the same for both bundles (default: bundle A's).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Only the first N questions (in file order).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// ScanQA only: the scoring protocol of the metrics (default video3dllm).
+        #[arg(long, value_parser = parse_protocol)]
+        protocol: Option<Protocol>,
+        /// Gates, comma-separated or repeated. Benchmark metrics bound |B − A| in their
+        /// percentage points (×100 for ScanQA's): SQA3D acc@0.5m, acc@1.0m, acc@15deg, acc@30deg,
+        /// em, em_r; ScanQA em, em_r (leo_ptb), bleu1..bleu4, rouge_l, cider, meteor. Pose keys
+        /// (SQA3D) bound the per-question delta between A and B: pose_m (largest, metres),
+        /// pose_m_mean, pose_m_median, yaw_deg (largest, degrees), yaw_deg_mean, yaw_deg_median.
+        /// agreement is a minimum in [0, 1]. E.g. acc@0.5m=1.0,em=2.0,pose_m=0.05,yaw_deg=2,agreement=0.95
+        #[arg(long, value_name = "METRIC=VALUE", value_delimiter = ',', value_parser = parse_gate)]
+        max_delta: Vec<Gate>,
+        /// Directory of the predictions (a-predictions.json, b-predictions.json, in `run`'s
+        /// format) and of bundles.json, which refuses reuse by other bundles (default:
+        /// loc3r-compare-<task>; created if missing).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Longest answer, in tokens.
+        #[arg(long, default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -180,6 +246,14 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 #[error("{0}")]
 struct InputError(String);
 
+/// `compare`'s gates that do not hold (exit code 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{} of {total} gates exceeded:\n  {}", failed.len(), failed.join("\n  "))]
+struct GatesExceeded {
+    failed: Vec<String>,
+    total: usize,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,6 +263,8 @@ fn main() -> ExitCode {
                 c.downcast_ref::<InputError>().is_some()
                     || c.downcast_ref::<FileInputError>().is_some()
                     || c.downcast_ref::<RunError>().is_some_and(run_error_is_input)
+                    || c.downcast_ref::<CompareError>().is_some()
+                    || c.downcast_ref::<ScanQaInputError>().is_some()
                     || matches!(c.downcast_ref::<SynthEvalError>(), Some(SynthEvalError::Input(_)))
                     || c.downcast_ref::<loc3r::Error>().is_some_and(|e| matches!(e.fault(), loc3r::Fault::Input | loc3r::Fault::Bundle))
             });
@@ -339,6 +415,94 @@ fn scanqa_file(annotations: &Path) -> Result<PathBuf> {
     }
 }
 
+/// `run`'s and `compare`'s checks of `--frames` and `--scenes`.
+fn check_frames_and_scenes(frames: Option<usize>, scenes: &Path) -> Result<()> {
+    if frames == Some(0) {
+        return Err(InputError("--frames must be at least 1".into()).into());
+    }
+    if !scenes.is_dir() {
+        return Err(InputError(format!("--scenes {}: not a directory; give the directory holding one directory per scene", scenes.display())).into());
+    }
+    Ok(())
+}
+
+/// The benchmark of `run` and `compare`: the ground truth of `--annotations` (its first `limit`
+/// questions) and what a run predicts.
+fn read_benchmark(task: RunTaskArg, annotations: &Path, questions: Option<&Path>, limit: Option<usize>) -> Result<(Truth, RunTask)> {
+    let (mut truth, run_task) = match task {
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => {
+            let (questions, annotations) = locate_sqa3d(annotations, questions)?;
+            let split = read_sqa3d_ground_truth(&questions, &annotations)?;
+            warn_unjoined(&split);
+            (Truth::Sqa3d(split.items), if matches!(task, RunTaskArg::Sqa3d) { RunTask::Sqa3d } else { RunTask::Sqa3dLoc })
+        }
+        RunTaskArg::Scanqa => (Truth::ScanQa(read_scanqa(&scanqa_file(annotations)?).map_err(input)?), RunTask::ScanQa),
+    };
+    truth.truncate(limit.unwrap_or(usize::MAX));
+    if truth.is_empty() {
+        return Err(InputError(format!("{}: no questions", annotations.display())).into());
+    }
+    Ok((truth, run_task))
+}
+
+/// Refuses an output file whose directory does not exist, before any scene is observed rather
+/// than at the first write.
+fn check_out_parent(flag: &str, out: &Path) -> Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        return Err(InputError(format!("{flag} {}: the directory {} does not exist; create it first", out.display(), parent.display())).into());
+    }
+    Ok(())
+}
+
+/// Opens `bundle` and asks it every question not yet in `out` (`run_benchmark`), with a progress
+/// bar; `label` prefixes the bar and the warnings. `frames` defaults to the bundle's.
+#[allow(clippy::too_many_arguments)]
+fn ask_bundle(
+    bundle: &Path,
+    task: RunTask,
+    questions: &[RunQuestion],
+    scenes: &Path,
+    frames: Option<usize>,
+    max_new_tokens: usize,
+    out: &Path,
+    label: &str,
+) -> Result<RunReport> {
+    let model = loc3r::Loc3r::open(bundle, &loc3r::SessionOptions::default()).with_context(|| format!("opening {}", bundle.display()))?;
+    let frames = frames.unwrap_or(model.bundle().manifest.runtime.frames);
+    model.check_frame_count(frames).context("--frames")?;
+    let bar = indicatif::ProgressBar::new(0)
+        .with_style(
+            indicatif::ProgressStyle::with_template("{prefix}asking [{bar:30}] {pos}/{len} questions ({elapsed}, eta {eta})")
+                .expect("template")
+                .progress_chars("=> "),
+        )
+        .with_prefix(label.to_string());
+    let opts = RunOptions { frames, max_new_tokens };
+    let report = run_benchmark(&model, task, questions, scenes, out, &opts, |p| match p {
+        Progress::Pending(n) => bar.set_length(n as u64),
+        Progress::Answered => bar.inc(1),
+        Progress::Skipped(s) => {
+            bar.suspend(|| eprintln!("warning: {label}skipped scene {} ({} questions): {}", s.scene_id, s.questions, s.reason));
+            bar.inc(s.questions as u64);
+        }
+    })?;
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// What a run did, for stderr.
+fn run_summary(report: &RunReport, out: &Path) -> String {
+    format!(
+        "{} questions: {} answered now, {} by an earlier run, {} scenes observed, {} skipped; predictions in {}",
+        report.questions,
+        report.answered,
+        report.already_answered,
+        report.scenes_observed,
+        report.skipped_scenes.len(),
+        out.display()
+    )
+}
+
 /// `run`'s arguments.
 struct RunArgs {
     bundle: PathBuf,
@@ -353,73 +517,12 @@ struct RunArgs {
     json: bool,
 }
 
-/// The ground truth `run` answers and scores against.
-enum Truth {
-    Sqa3d(Vec<Sqa3dItem>),
-    ScanQa(Vec<ScanQaItem>),
-}
-
 fn run_command(a: RunArgs) -> Result<()> {
-    if a.frames == Some(0) {
-        return Err(InputError("--frames must be at least 1".into()).into());
-    }
-    if !a.scenes.is_dir() {
-        return Err(InputError(format!("--scenes {}: not a directory; give the directory holding one directory per scene", a.scenes.display())).into());
-    }
-    let limit = a.limit.unwrap_or(usize::MAX);
-    let (truth, questions, task): (Truth, Vec<RunQuestion>, RunTask) = match a.task {
-        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => {
-            let (questions, annotations) = locate_sqa3d(&a.annotations, a.questions.as_deref())?;
-            let split = read_sqa3d_ground_truth(&questions, &annotations)?;
-            warn_unjoined(&split);
-            let mut items = split.items;
-            items.truncate(limit);
-            let qs = items
-                .iter()
-                .map(|i| RunQuestion {
-                    question_id: i.question_id.clone(),
-                    scene_id: i.scene_id.clone(),
-                    situation: Some(i.situation.clone()),
-                    question: i.question.clone(),
-                })
-                .collect();
-            (Truth::Sqa3d(items), qs, if matches!(a.task, RunTaskArg::Sqa3d) { RunTask::Sqa3d } else { RunTask::Sqa3dLoc })
-        }
-        RunTaskArg::Scanqa => {
-            let mut items = read_scanqa(&scanqa_file(&a.annotations)?).map_err(input)?;
-            items.truncate(limit);
-            // No situation: the bundle's default one ("I am standing in the room").
-            let qs = items
-                .iter()
-                .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() })
-                .collect();
-            (Truth::ScanQa(items), qs, RunTask::ScanQa)
-        }
-    };
-    if questions.is_empty() {
-        return Err(InputError(format!("{}: no questions", a.annotations.display())).into());
-    }
+    check_frames_and_scenes(a.frames, &a.scenes)?;
+    let (truth, task) = read_benchmark(a.task, &a.annotations, a.questions.as_deref(), a.limit)?;
     let out = a.out.unwrap_or_else(|| PathBuf::from(format!("loc3r-{}-predictions.json", a.task.name())));
-    // Refused before any scene is observed rather than at the first write.
-    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
-        return Err(InputError(format!("--out {}: the directory {} does not exist; create it first", out.display(), parent.display())).into());
-    }
-    let model = loc3r::Loc3r::open(&a.bundle, &loc3r::SessionOptions::default()).with_context(|| format!("opening {}", a.bundle.display()))?;
-    let frames = a.frames.unwrap_or(model.bundle().manifest.runtime.frames);
-    model.check_frame_count(frames).context("--frames")?;
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template("asking [{bar:30}] {pos}/{len} questions ({elapsed}, eta {eta})").expect("template").progress_chars("=> "),
-    );
-    let opts = RunOptions { frames, max_new_tokens: a.max_new_tokens };
-    let report = run_benchmark(&model, task, &questions, &a.scenes, &out, &opts, |p| match p {
-        Progress::Pending(n) => bar.set_length(n as u64),
-        Progress::Answered => bar.inc(1),
-        Progress::Skipped(s) => {
-            bar.suspend(|| eprintln!("warning: skipped scene {} ({} questions): {}", s.scene_id, s.questions, s.reason));
-            bar.inc(s.questions as u64);
-        }
-    })?;
-    bar.finish_and_clear();
+    check_out_parent("--out", &out)?;
+    let report = ask_bundle(&a.bundle, task, &truth.questions(), &a.scenes, a.frames, a.max_new_tokens, &out, "")?;
     let scored = match &truth {
         Truth::Sqa3d(items) => score_sqa3d(items, &out, task == RunTask::Sqa3dLoc)?,
         Truth::ScanQa(items) => score_scanqa(items, &out, None, None)?,
@@ -427,16 +530,113 @@ fn run_command(a: RunArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": report, "predictions": out, "scores": scored.json }))?);
     } else {
-        eprintln!(
-            "{} questions: {} answered now, {} by an earlier run, {} scenes observed, {} skipped; predictions in {}",
-            report.questions,
-            report.answered,
-            report.already_answered,
-            report.scenes_observed,
-            report.skipped_scenes.len(),
-            out.display()
-        );
+        eprintln!("{}", run_summary(&report, &out));
         print!("{}", scored.table);
+    }
+    Ok(())
+}
+
+/// `compare`'s arguments.
+struct CompareArgs {
+    a: PathBuf,
+    b: PathBuf,
+    task: RunTaskArg,
+    annotations: PathBuf,
+    questions: Option<PathBuf>,
+    scenes: PathBuf,
+    frames: Option<usize>,
+    limit: Option<usize>,
+    protocol: Option<Protocol>,
+    gates: Vec<Gate>,
+    out_dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    max_new_tokens: usize,
+    json: bool,
+}
+
+/// A bundle's identity (its files' sha256) and default frame count, read from its manifest
+/// before any model is loaded.
+fn bundle_identity(flag: &str, bundle: &Path) -> Result<(BundleIdentity, usize)> {
+    let manifest = Manifest::read(bundle)
+        .map_err(|e| InputError(format!("{flag} {}: not a readable bundle ({e}); give a directory written by `loc3r-export export`", bundle.display())))?;
+    let files = manifest.files.iter().map(|(name, f)| (name.clone(), f.sha256.clone())).collect();
+    Ok((BundleIdentity { bundle: bundle.to_path_buf(), files }, manifest.runtime.frames))
+}
+
+fn compare_command(c: CompareArgs) -> Result<()> {
+    check_frames_and_scenes(c.frames, &c.scenes)?;
+    let family = match c.task {
+        RunTaskArg::Scanqa => Family::ScanQa(c.protocol.unwrap_or(Protocol::Video3dllm)),
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc if c.protocol.is_some() => return Err(InputError("--protocol applies to --task scanqa only".into()).into()),
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => Family::Sqa3d,
+    };
+    check_gate_keys(&c.gates, family, c.task.name()).map_err(InputError)?;
+    let meteor_jar = meteor::jar_from_env();
+    if meteor_jar.is_none() && c.gates.iter().any(|g| g.key == "meteor") {
+        return Err(InputError("--max-delta meteor: METEOR needs Java and meteor-1.5.jar; set LOC3R_METEOR_JAR (docs/evaluation.md)".into()).into());
+    }
+    // Both bundles are checked before either is run.
+    let (id_a, frames_a) = bundle_identity("--a", &c.a)?;
+    let (id_b, _) = bundle_identity("--b", &c.b)?;
+    let frames = c.frames.unwrap_or(frames_a);
+    let (truth, task) = read_benchmark(c.task, &c.annotations, c.questions.as_deref(), c.limit)?;
+    if let Truth::ScanQa(items) = &truth {
+        // Answers are needed to score; a test split fails here rather than after both runs.
+        join(items, Vec::new(), &c.annotations).map_err(input)?;
+    }
+    if let Some(out) = &c.out {
+        check_out_parent("--out", out)?;
+    }
+    let out_dir = c.out_dir.unwrap_or_else(|| PathBuf::from(format!("loc3r-compare-{}", c.task.name())));
+    std::fs::create_dir_all(&out_dir).map_err(|e| InputError(format!("--out-dir {}: cannot create it ({e})", out_dir.display())))?;
+    Provenance { frames, max_new_tokens: c.max_new_tokens, a: id_a, b: id_b }.claim(&out_dir)?;
+
+    let questions = truth.questions();
+    let mut sides = Vec::with_capacity(2);
+    for (label, bundle, file) in [("A", &c.a, PREDICTIONS_A), ("B", &c.b, PREDICTIONS_B)] {
+        let predictions = out_dir.join(file);
+        let run = ask_bundle(bundle, task, &questions, &c.scenes, Some(frames), c.max_new_tokens, &predictions, &format!("{label}: "))?;
+        eprintln!("{label}: {}", run_summary(&run, &predictions));
+        let scored = score_side(&truth, family, meteor_jar.as_deref(), &predictions)?;
+        sides.push((SideReport { bundle: bundle.clone(), predictions, run }, scored));
+    }
+    let (b, b_scored) = sides.pop().expect("two sides");
+    let (a, a_scored) = sides.pop().expect("two sides");
+    let ids: Vec<String> = questions.iter().map(|q| q.question_id.clone()).collect();
+    let comparison = compare(family, &ids, &a_scored, &b_scored);
+    let gates = check_gates(&comparison, &c.gates);
+    let mut notes = a_scored.notes;
+    notes.extend(b_scored.notes.into_iter().filter(|n| !notes.contains(n)).collect::<Vec<_>>());
+    let report = CompareReport {
+        task: c.task.name(),
+        protocol: match family {
+            Family::ScanQa(p) => Some(p.name()),
+            Family::Sqa3d => None,
+        },
+        questions: questions.len(),
+        frames,
+        a,
+        b,
+        metrics: comparison.metrics,
+        pose: comparison.pose,
+        answers: comparison.answers,
+        pass: gates.iter().all(|g| g.pass),
+        gates,
+        notes,
+        per_question: comparison.per_question,
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &c.out {
+        std::fs::write(path, format!("{json}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if c.json {
+        println!("{json}");
+    } else {
+        print!("{}", loc3r_eval::compare::table(&report));
+    }
+    let failed: Vec<String> = report.gates.iter().filter(|g| !g.pass).map(|g| g.message.clone()).collect();
+    if !failed.is_empty() {
+        return Err(GatesExceeded { failed, total: report.gates.len() }.into());
     }
     Ok(())
 }
@@ -446,6 +646,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score { task, pred, gt, questions, protocol, out, json } => print_scored(&score(task, &pred, &gt, questions.as_deref(), protocol, out)?, json),
         Command::Run { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json } => {
             run_command(RunArgs { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json })
+        }
+        Command::Compare { a, b, task, annotations, questions, scenes, frames, limit, protocol, max_delta, out_dir, out, max_new_tokens, json } => {
+            compare_command(CompareArgs {
+                a,
+                b,
+                task,
+                annotations,
+                questions,
+                scenes,
+                frames,
+                limit,
+                protocol,
+                gates: max_delta,
+                out_dir,
+                out,
+                max_new_tokens,
+                json,
+            })
         }
         Command::Synth { bundle, questions, train_questions, frames, limit, show: show_n, no_baselines, max_new_tokens, seed, out, json } => {
             if frames == Some(0) {

@@ -192,11 +192,11 @@ pub fn score_localization(samples: &[Option<SampleErrors>]) -> LocalizationScore
     }
 }
 
-fn mean(v: &[f64]) -> Option<f64> {
+pub(crate) fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_unstable_by(f64::total_cmp);
     let n = v.len();
     match n {
