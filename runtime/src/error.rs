@@ -71,6 +71,10 @@ pub enum Error {
     /// (The I/O error is part of the message, not a `source`, so a printed error chain does not repeat it.)
     #[error("{}: {error}; the bundle is incomplete or unreadable (check it with `loc3r-export inspect`, or re-export it)", path.display())]
     BundleFile { path: PathBuf, error: std::io::Error },
+    /// The work was stopped through its [`crate::Cancel`] token (cancelled, or past its
+    /// deadline) before it finished; nothing it did is kept.
+    #[error("the work was cancelled: {0}")]
+    Cancelled(&'static str),
     /// A broken invariant of the runtime itself: a bug, never the caller's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,6 +97,8 @@ impl Error {
             Error::Prompt(PromptError::Tokenizer(_) | PromptError::Placeholders(_)) => Fault::Bundle,
             Error::Bundle(_) | Error::BundleFile { .. } => Fault::Bundle,
             Error::Internal(_) => Fault::Internal,
+            // Not the input's fault: the same request may succeed with more time.
+            Error::Cancelled(_) => Fault::Runtime,
             Error::Ort { .. } | Error::OrtMissing(_) | Error::DeviceUnavailable { .. } => Fault::Runtime,
         }
     }

@@ -39,6 +39,7 @@
 //! link with `default-features = false` to leave it out.
 
 pub mod bundle;
+pub mod cancel;
 pub mod error;
 pub use loc3r_bundle::files;
 pub mod manifest;
@@ -50,6 +51,7 @@ pub mod session;
 pub mod stages;
 pub mod values;
 
+pub use cancel::Cancel;
 pub use error::{Error, Fault, Result};
 pub use pipeline::{Answer, FrozenFeatures, Loc3r, Localization, Scene};
 pub use session::{Device, SessionOptions};

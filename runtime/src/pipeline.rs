@@ -22,6 +22,7 @@ use ndarray::{concatenate, s, Array2, Array3, Axis};
 use serde::Serialize;
 
 use crate::bundle::Bundle;
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::session::SessionOptions;
 use crate::stages::cut3r::{CameraTokens, Cut3r, Cut3rState};
@@ -31,7 +32,7 @@ use crate::stages::preprocess::{preprocess, PreprocessSpec};
 use crate::stages::prompt::{self, PromptPlan, VideoTiming};
 use crate::stages::sampling::{GenerationOptions, Sampler};
 use crate::stages::video::{load_frames, FrameSpec, Frames};
-use crate::stages::vision::{embed_frames, siglip_features, VisionEmbeds};
+use crate::stages::vision::{embed_frames_cancellable, siglip_features, VisionEmbeds};
 
 pub use crate::stages::heads::{Localization, PositionJson};
 
@@ -149,11 +150,20 @@ impl Loc3r {
     /// directory frame rate). A frame count the context cannot hold is refused before anything
     /// is decoded.
     pub fn observe_video_with(&self, path: &Path, spec: &FrameSpec) -> Result<Scene> {
+        self.observe_video_cancellable(path, spec, &Cancel::new())
+    }
+
+    /// [`Loc3r::observe_video_with`] that stops with [`Error::Cancelled`] once `cancel` is
+    /// cancelled or past its deadline: checked before and after decoding, before every CUT3R
+    /// encoder batch and recurrence step, every SigLIP batch and every prefill chunk (a
+    /// decode or a graph call in progress runs to its end).
+    pub fn observe_video_cancellable(&self, path: &Path, spec: &FrameSpec, cancel: &Cancel) -> Result<Scene> {
         self.check_frame_count(spec.num_frames)?;
+        cancel.check()?;
         let start = Instant::now();
         let frames = load_frames(path, spec)?;
         let decode_ms = ms(start);
-        let mut scene = self.observe_frames(&frames)?;
+        let mut scene = self.observe_frames_cancellable(&frames, cancel)?;
         scene.observe_timings.decode_video = decode_ms;
         scene.observe_timings.total += decode_ms;
         Ok(scene)
@@ -161,6 +171,12 @@ impl Loc3r {
 
     /// Observes already decoded frames.
     pub fn observe_frames(&self, frames: &Frames) -> Result<Scene> {
+        self.observe_frames_cancellable(frames, &Cancel::new())
+    }
+
+    /// [`Loc3r::observe_frames`] under a [`Cancel`] token (see [`Loc3r::observe_video_cancellable`]).
+    pub fn observe_frames_cancellable(&self, frames: &Frames, cancel: &Cancel) -> Result<Scene> {
+        cancel.check()?;
         let start = Instant::now();
         let b = &self.bundle;
         let rt = &b.manifest.runtime;
@@ -171,13 +187,13 @@ impl Loc3r {
         // A neutral question fixes the question-independent parts of the prompt.
         let plan = prompt::plan(&b.tokenizer, &rt.prompt, &timing, None, "?")?;
         self.check_video_fits(&plan, frames.frames.len())?;
-        let (encoded, mut timings) = self.encode_frames(frames, &self.cut3r_init)?;
+        let (encoded, mut timings) = self.encode_frames(frames, &self.cut3r_init, cancel)?;
         let llm = Llm::new(b)?;
         let video = encoded.embeds.spliced();
         let prefix_embeds = concatenate(Axis(0), &[llm.embed(&plan.head)?.view(), video.view(), llm.embed(&plan.video_tail)?.view()])
             .map_err(|e| Error::Internal(format!("assembling the prompt: {e}")))?;
         let t = Instant::now();
-        let out = llm.prefill(&prefix_embeds)?;
+        let out = llm.prefill_cancellable(&prefix_embeds, cancel)?;
         timings.prefill = ms(t);
 
         let grid_hidden = out.hidden.select(Axis(0), &self.grid_rows(plan.head.len(), frames.frames.len()));
@@ -237,17 +253,17 @@ struct EncodedFrames {
 }
 
 impl Loc3r {
-    fn encode_frames(&self, frames: &Frames, state: &Cut3rState) -> Result<(EncodedFrames, Timings)> {
+    fn encode_frames(&self, frames: &Frames, state: &Cut3rState, cancel: &Cancel) -> Result<(EncodedFrames, Timings)> {
         let b = &self.bundle;
         let mut timings = Timings::default();
         let pixels = preprocess(frames, &self.preprocess_spec())?;
 
         let t = Instant::now();
-        let (cameras, state) = Cut3r::new(b)?.run(&pixels.cut3r, state)?;
+        let (cameras, state) = Cut3r::new(b)?.run_cancellable(&pixels.cut3r, state, cancel)?;
         timings.cut3r = ms(t);
 
         let t = Instant::now();
-        let embeds = embed_frames(b, &pixels.siglip, &cameras.tokens)?;
+        let embeds = embed_frames_cancellable(b, &pixels.siglip, &cameras.tokens, cancel)?;
         timings.siglip = ms(t);
         Ok((EncodedFrames { cameras, state, embeds }, timings))
     }
@@ -388,7 +404,7 @@ impl Scene {
             return Err(Error::Bundle("the prompt before the video changed with the frames; the template must not depend on the video there".into()));
         }
         model.check_video_fits(&plan, self.frames.len() + more.frames.len())?;
-        let (encoded, mut timings) = model.encode_frames(more, &self.cut3r_state)?;
+        let (encoded, mut timings) = model.encode_frames(more, &self.cut3r_state, &Cancel::new())?;
         let llm = Llm::new(b)?;
         let keep = self.plan_head.len() + self.frames.len() * (rt.vision.tokens_per_frame + 1);
         let fed = concatenate(Axis(0), &[encoded.embeds.spliced().view(), llm.embed(&plan.video_tail)?.view()])

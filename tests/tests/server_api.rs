@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use loc3r_e2e::{repo_root, serve_exe, synthetic_video, tiny_bundle};
 use serde_json::{json, Value};
@@ -96,6 +96,11 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    fn start_env(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let allow = dir.path().join("allow");
         std::fs::create_dir(&allow).unwrap();
@@ -107,7 +112,9 @@ impl Server {
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut child = Command::new(serve_exe())
             .env("TMPDIR", dir.path().join("tmp"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--workers", "2", "--max-frames", "8", "--max-new-tokens", "32", "--max-body-mb", "1"])
+            .envs(env.iter().copied())
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--max-frames", "8", "--max-new-tokens", "32", "--max-body-mb", "1"])
+            .args(if extra.contains(&"--workers") { &[][..] } else { &["--workers", "2"][..] })
             .arg("--bundle")
             .arg(tiny_bundle(1))
             .arg("--allow-dir")
@@ -203,7 +210,7 @@ impl Server {
             return Some(status);
         }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).stderr(Stdio::null()).status();
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         while start.elapsed() < patience {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -559,8 +566,8 @@ fn api_key_guards_every_route_but_healthz() {
 
 #[test]
 fn limits_timeouts_concurrency_and_graceful_shutdown() {
-    // A deadline shorter than observing a video: 504 with a JSON error.
-    let slow = Server::start(&["--request-timeout-s", "0.001"]);
+    // An observe deadline shorter than observing a video: 504 with a JSON error.
+    let slow = Server::start(&["--observe-timeout-s", "0.001"]);
     assert_eq!(slow.post("/v1/videos", &json!({"path": "room.mp4", "frames": 4})).error(504), "timeout");
     slow.healthy();
     drop(slow);
@@ -592,6 +599,67 @@ fn limits_timeouts_concurrency_and_graceful_shutdown() {
     assert!(status.success(), "{status:?}");
     assert!(s.log().contains("shutting down"));
     assert_eq!(s.temp_files(), Vec::<PathBuf>::new(), "temporary files left behind");
+}
+
+/// Waits (up to `patience`) until no model job holds a worker.
+fn wait_idle(s: &Server, patience: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < patience {
+        if s.get("/healthz").json()["inflight"] == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Issue 13, failure 4: a timed-out (or abandoned) observation is stopped and frees its
+/// worker, and observing is bound by `--observe-timeout-s`, not the question deadline.
+/// Observations are made slow deterministically with the test-only pace file: every
+/// cancellation check of an observation (there are more than 12 for 8 frames: decode,
+/// CUT3R batches and each of its frames, SigLIP, prefill) first waits that many ms.
+#[test]
+fn timeouts_and_disconnects_stop_observations_and_free_the_worker() {
+    let knob = tempfile::tempdir().unwrap();
+    let pace = knob.path().join("pace_ms");
+    let env = [("LOC3R_TEST_OBSERVE_PACE_FILE", pace.as_os_str())];
+
+    // One worker; observations get 1 s, questions 10 s.
+    let s = Server::start_env(&["--workers", "1", "--observe-timeout-s", "1", "--request-timeout-s", "10"], &env);
+    let short = s.register("room.mp4", 2);
+    // From now on an unstopped 8-frame observation would hold the worker for over 36 s.
+    std::fs::write(&pace, "3000").unwrap();
+    let r = s.post("/v1/videos", &json!({"path": "room.mp4", "frames": 8}));
+    assert_eq!(r.error(504), "timeout");
+    assert!(r.text().contains("--observe-timeout-s"), "{}", r.text());
+    // The only worker is free again: a question right after is answered within its deadline.
+    let a = s.post(&format!("/v1/videos/{short}/ask"), &json!({"question": "Where is the chair?", "max_new_tokens": 4}));
+    assert_eq!(a.status, 200, "the timed-out observation still holds the worker: {}", a.text());
+    assert!(wait_idle(&s, Duration::from_secs(10)), "a model job is still running");
+    // Retrying can succeed: nothing of the stopped observation is left registered.
+    assert_eq!(s.get("/v1/videos").json()["videos"].as_array().unwrap().len(), 1);
+    drop(s);
+
+    // A short question deadline does not bind observations: this one takes over 3.6 s.
+    std::fs::write(&pace, "300").unwrap();
+    let s = Server::start_env(&["--workers", "1", "--request-timeout-s", "1", "--observe-timeout-s", "120"], &env);
+    let r = s.post("/v1/videos", &json!({"path": "room.mp4", "frames": 8}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["frames"], 8, "{}", r.text());
+
+    // A client that goes away stops its observation too (the deadline is far off here).
+    std::fs::write(&pace, "3000").unwrap();
+    let body = json!({"path": "room.mp4", "frames": 6}).to_string();
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    let head = format!("POST /v1/videos HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", body.len());
+    conn.write_all(head.as_bytes()).and_then(|_| conn.write_all(body.as_bytes())).unwrap();
+    // Until the job holds the worker.
+    let start = Instant::now();
+    while s.get("/healthz").json()["inflight"] == 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    assert!(wait_idle(&s, Duration::from_secs(10)), "the abandoned observation still holds the worker");
 }
 
 /// The official `openai` Python package against /v1/chat/completions (dev venv only).

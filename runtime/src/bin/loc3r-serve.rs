@@ -118,9 +118,14 @@ enum Command {
         /// Most new tokens a client may ask for.
         #[arg(long, default_value_t = 512)]
         max_new_tokens: usize,
-        /// Per-request deadline in seconds (504 past it).
+        /// Per-request deadline in seconds (504 past it) of questions and localisations; the
+        /// model work is stopped at the deadline.
         #[arg(long, default_value_t = 120.0)]
         request_timeout_s: f64,
+        /// Deadline in seconds of observing a video (registering it, or re-observing an
+        /// evicted one); past it 504 and the observation is stopped.
+        #[arg(long, default_value_t = 600.0)]
+        observe_timeout_s: f64,
         /// Seconds a connection has to send a whole request head, from opening or from its
         /// previous response (so also the idle keep-alive timeout); then it is closed.
         #[arg(long, default_value_t = 10.0)]
@@ -240,12 +245,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_pixels,
             max_new_tokens,
             request_timeout_s,
+            observe_timeout_s,
             header_timeout_s,
             body_timeout_s,
             shutdown_timeout_s,
         } => {
             let device: Device = device.parse()?;
             let request_timeout = seconds("--request-timeout-s", request_timeout_s, false)?;
+            let observe_timeout = seconds("--observe-timeout-s", observe_timeout_s, false)?;
             let header_timeout = seconds("--header-timeout-s", header_timeout_s, false)?;
             let body_timeout = seconds("--body-timeout-s", body_timeout_s, false)?;
             let shutdown_timeout = seconds("--shutdown-timeout-s", shutdown_timeout_s, true)?;
@@ -265,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_pixels,
                 max_new_tokens,
                 request_timeout,
+                observe_timeout,
                 header_timeout,
                 body_timeout,
                 shutdown_timeout,

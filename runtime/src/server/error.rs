@@ -46,6 +46,17 @@ impl ApiError {
     pub fn timeout(secs: f64) -> Self {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the request took longer than {secs:.0} s (see --request-timeout-s)"))
     }
+    /// 504 for a job of `kind` past its deadline of `timeout`, naming the flag that sets it.
+    pub fn timeout_of(kind: super::schedule::JobKind, timeout: std::time::Duration) -> Self {
+        match kind {
+            super::schedule::JobKind::Request => Self::timeout(timeout.as_secs_f64()),
+            super::schedule::JobKind::Observe => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!("observing the video took longer than {:.0} s (see --observe-timeout-s); it was stopped", timeout.as_secs_f64()),
+            ),
+        }
+    }
 
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({"error": {"code": self.code, "message": self.message}})
@@ -64,6 +75,10 @@ pub fn status_of(fault: Fault) -> StatusCode {
 impl From<crate::Error> for ApiError {
     fn from(e: crate::Error) -> Self {
         use crate::Error as E;
+        if let E::Cancelled(why) = &e {
+            // The job saw its deadline (or its request was dropped) before the timer fired.
+            return Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", format!("the work was stopped: {why}"));
+        }
         let fault = e.fault();
         let code = match (fault, &e) {
             (Fault::Input, E::Video(_) | E::Preprocess(_)) => "invalid_video",

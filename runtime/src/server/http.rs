@@ -23,13 +23,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
 use crate::pipeline::Timings;
-use crate::{Answer, Loc3r, Scene};
+use crate::{Answer, Cancel, Loc3r, Scene};
 
 use super::conn::{BodyCut, GuardedBody};
 use super::error::{ApiError, ErrorCode};
 use super::metrics::{Gauges, Metrics};
 use super::openai::chat;
-use super::schedule::Scheduler;
+use super::schedule::{JobKind, Scheduler};
 use super::store::{video_id_of_bytes, video_id_of_file, Source, Store, VideoInfo};
 use super::validate::{self, Limits, ValidAsk};
 
@@ -291,12 +291,12 @@ async fn observe_and_insert(st: &Arc<AppState>, id: &str, source: Source, conten
     let metrics = st.metrics.clone();
     let scene = st
         .sched
-        .run(move |_| {
+        .observe(move |cancel| {
             if let Some(bytes) = &upload {
                 std::fs::write(&path, bytes).map_err(|e| ApiError::internal(format!("storing the upload: {e}")))?;
             }
             metrics.observation();
-            let r = model.observe_video_with(&path, &spec);
+            let r = model.observe_video_cancellable(&path, &spec, cancel);
             if r.is_err() && upload.is_some() {
                 let _ = std::fs::remove_file(&path);
             }
@@ -409,11 +409,11 @@ pub(super) enum GenEvent {
 }
 
 /// Runs a question on the pool, sending every text piece; stops when the receiver is gone
-/// (client disconnected) or at the deadline (then an error event, 504).
-fn generate(scene: Arc<Scene>, ask: ValidAsk, deadline: Instant, tx: tokio::sync::mpsc::Sender<GenEvent>) -> Result<(), ApiError> {
+/// (client disconnected) or when `cancel` fires (the deadline: then an error event, 504).
+fn generate(scene: Arc<Scene>, ask: ValidAsk, cancel: &Cancel, tx: tokio::sync::mpsc::Sender<GenEvent>) -> Result<(), ApiError> {
     let mut timed_out = false;
     let r = scene.ask_streaming(ask.situation.as_deref(), &ask.question, &ask.gen, |piece| {
-        if Instant::now() > deadline {
+        if cancel.is_cancelled() {
             timed_out = true;
             return false;
         }
@@ -437,11 +437,11 @@ impl ApiError {
 
 /// Admits a question and starts it; events arrive on the returned channel.
 pub(super) fn start_generation(st: &Arc<AppState>, scene: Arc<Scene>, ask: ValidAsk) -> ApiResult<tokio::sync::mpsc::Receiver<GenEvent>> {
-    let admitted = st.sched.admit()?;
+    let admitted = st.sched.admit(JobKind::Request)?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let err_tx = tx.clone();
     tokio::spawn(async move {
-        if let Err(e) = admitted.run(move |deadline| generate(scene, ask, deadline, tx)).await {
+        if let Err(e) = admitted.run(move |cancel| generate(scene, ask, cancel, tx)).await {
             let _ = err_tx.send(GenEvent::Error(e)).await;
         }
     });

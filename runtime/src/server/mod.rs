@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub max_pixels: u64,
     pub max_new_tokens: usize,
     pub request_timeout: Duration,
+    /// Deadline of observing a video (registering it, or re-observing an evicted one).
+    pub observe_timeout: Duration,
     /// A connection must send a whole request head within this of opening or of its last
     /// response (idle keep-alive included); else it is closed.
     pub header_timeout: Duration,
@@ -89,7 +91,7 @@ pub fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         model,
         model_name,
         store: store::Store::new(cfg.cache_mb.saturating_mul(1 << 20), cfg.max_sessions, uploads.path().to_path_buf(), cfg.max_pixels, metrics.clone()),
-        sched: schedule::Scheduler::new(cfg.workers, cfg.max_queue, cfg.request_timeout, metrics.clone()),
+        sched: schedule::Scheduler::new(cfg.workers, cfg.max_queue, cfg.request_timeout, cfg.observe_timeout, metrics.clone()),
         metrics,
         limits: validate::Limits { max_frames: cfg.max_frames, default_frames, max_new_tokens: cfg.max_new_tokens, max_text_chars: 4096, allow_dir },
         api_key,

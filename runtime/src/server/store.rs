@@ -274,7 +274,7 @@ impl Store {
         let spec = self.frame_spec(frames);
         let metrics = self.metrics.clone();
         let scene = sched
-            .run(move |_| {
+            .observe(move |cancel| {
                 match video_id_of_file(&path, frames) {
                     Ok(got) if got == want => {}
                     Ok(_) => {
@@ -293,7 +293,7 @@ impl Store {
                     }
                 }
                 metrics.observation();
-                Ok(model.observe_video_with(&path, &spec)?)
+                Ok(model.observe_video_cancellable(&path, &spec, cancel)?)
             })
             .await?;
         let timings = scene.observe_timings.clone();

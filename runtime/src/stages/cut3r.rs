@@ -12,6 +12,7 @@ use loc3r_bundle::io::cut3r_init::{MEM_INIT, STATE_INIT};
 use loc3r_bundle::Graph;
 
 use crate::bundle::{batches, Bundle};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::values;
 
@@ -79,6 +80,11 @@ impl<'b> Cut3r<'b> {
     /// returns the camera outputs and the state after the last frame (`state` itself is
     /// left as it was, so a caller can drop the result if a later stage fails).
     pub fn run(&self, pixels: &Array4<f32>, state: &Cut3rState) -> Result<(CameraTokens, Cut3rState)> {
+        self.run_cancellable(pixels, state, &Cancel::new())
+    }
+
+    /// [`Cut3r::run`], checking `cancel` before every encoder batch and every recurrence step.
+    pub fn run_cancellable(&self, pixels: &Array4<f32>, state: &Cut3rState, cancel: &Cancel) -> Result<(CameraTokens, Cut3rState)> {
         let frames = pixels.shape()[0];
         if frames == 0 {
             // The pipeline refuses empty videos before any stage runs.
@@ -90,6 +96,7 @@ impl<'b> Cut3r<'b> {
             let mut enc = self.bundle.lock(Graph::Cut3rEncoder)?;
             let mut parts = Vec::new();
             for range in batches(frames, self.bundle.frame_batch) {
+                cancel.check()?;
                 let image = values::from_f32(pixels.slice(s![range, .., .., ..]).to_owned().into_dyn(), &image_dtype, "cut3r image")?;
                 let out = enc.run(ort::inputs![IMAGE => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
                 parts.push(values::to_f32(&out[FEATURES], "cut3r features")?);
@@ -103,6 +110,7 @@ impl<'b> Cut3r<'b> {
         let mut step = self.bundle.lock(Graph::Cut3rStep)?;
         let mut carried: Option<(DynValue, DynValue)> = None;
         for f in 0..frames {
+            cancel.check()?;
             let (state_in, memory_in) = match &carried {
                 Some((s, m)) => (s, m),
                 None => (&state.state, &state.memory),

@@ -27,6 +27,7 @@ use loc3r_bundle::io::embed::INPUT_IDS;
 use loc3r_bundle::Graph;
 
 use crate::bundle::{batches, Bundle};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::manifest::{KvCacheLayout, Precision};
 
@@ -160,21 +161,28 @@ impl<'b> Llm<'b> {
     /// call (each chunk extends the cache of the ones before); the result's cache can be
     /// shared by any number of sequences as their prefix.
     pub fn prefill(&self, embeds: &Array2<f32>) -> Result<Prefill> {
-        self.chunked(embeds, 0, |first| self.prefill_whole(first))
+        self.prefill_cancellable(embeds, &Cancel::new())
+    }
+
+    /// [`Llm::prefill`], checking `cancel` before every chunk.
+    pub fn prefill_cancellable(&self, embeds: &Array2<f32>, cancel: &Cancel) -> Result<Prefill> {
+        self.chunked(embeds, 0, cancel, |first| self.prefill_whole(first))
     }
 
     /// Runs `first` on the first `prefill_chunk` positions of `embeds` (which follow `before`
     /// cached positions), then extends its cache chunk by chunk; hidden states are joined,
     /// logits are the last position's.
-    fn chunked(&self, embeds: &Array2<f32>, before: usize, first: impl FnOnce(&Array2<f32>) -> Result<Prefill>) -> Result<Prefill> {
+    fn chunked(&self, embeds: &Array2<f32>, before: usize, cancel: &Cancel, first: impl FnOnce(&Array2<f32>) -> Result<Prefill>) -> Result<Prefill> {
         let total = embeds.nrows();
         // The whole prompt, not the chunk that would cross the limit, is what the error names.
         self.check_room(before.saturating_add(total))?;
         let mut ranges = batches(total, self.bundle.prefill_chunk);
         let head = ranges.next().unwrap_or(0..total);
+        cancel.check()?;
         let first = first(&embeds.slice(s![head, ..]).to_owned())?;
         let (mut logits, mut cache, mut hidden) = (first.logits, first.cache, vec![first.hidden]);
         for range in ranges {
+            cancel.check()?;
             let next = self.extend_whole(&cache, cache.len, &embeds.slice(s![range, ..]).to_owned())?;
             (logits, cache) = (next.logits, next.cache);
             hidden.push(next.hidden);
@@ -207,7 +215,7 @@ impl<'b> Llm<'b> {
     /// that grows (frames pushed to a scene), `prefill_chunk` positions per call. Returns a new
     /// cache of `keep + S` positions; `prefix` itself is not modified.
     pub fn extend(&self, prefix: &KvCache, keep: usize, embeds: &Array2<f32>) -> Result<Prefill> {
-        self.chunked(embeds, keep, |first| self.extend_whole(prefix, keep, first))
+        self.chunked(embeds, keep, &Cancel::new(), |first| self.extend_whole(prefix, keep, first))
     }
 
     /// [`Llm::extend`] in one decoder call.

@@ -6,6 +6,7 @@ use loc3r_bundle::io;
 use loc3r_bundle::Graph;
 
 use crate::bundle::{batches, Bundle};
+use crate::cancel::Cancel;
 use crate::error::{Error, Result};
 use crate::values;
 
@@ -34,6 +35,11 @@ impl VisionEmbeds {
 /// Runs SigLIP on `[F,3,S,S]` pixels and the projector on its features and the camera tokens,
 /// `bundle.frame_batch` frames per call.
 pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>) -> Result<VisionEmbeds> {
+    embed_frames_cancellable(bundle, pixels, camera_tokens, &Cancel::new())
+}
+
+/// [`embed_frames`], checking `cancel` before every frame batch.
+pub fn embed_frames_cancellable(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array2<f32>, cancel: &Cancel) -> Result<VisionEmbeds> {
     let frames = pixels.shape()[0];
     if frames == 0 || camera_tokens.nrows() != frames {
         // The pipeline passes CUT3R's camera tokens of these very frames: a mismatch is our bug.
@@ -44,6 +50,7 @@ pub fn embed_frames(bundle: &Bundle, pixels: &Array4<f32>, camera_tokens: &Array
     }
     let mut parts = Vec::new();
     for range in batches(frames, bundle.frame_batch) {
+        cancel.check()?;
         parts.push(embed_batch(bundle, pixels.slice(s![range.clone(), .., .., ..]), camera_tokens.slice(s![range, ..]))?);
     }
     let vision: Vec<_> = parts.iter().map(|p| p.vision.view()).collect();
