@@ -155,7 +155,9 @@ pub fn heads(ckpt: &Checkpoint, weights: &LossWeights) -> Result<TrainingGraph, 
 
 /// How training builds the exporter's graphs: f32 throughout, the config's pooling, and the
 /// decoder with the concat KV layout (fed an empty past, it is a full-sequence forward).
-pub(crate) fn export_options(ckpt: &Checkpoint) -> ExportOptions {
+/// The export options training graphs are built with (f32, the checkpoint's pooling and CUT3R
+/// size, the concat KV cache, no point maps).
+pub fn export_options(ckpt: &Checkpoint) -> ExportOptions {
     let cfg = ckpt.config();
     ExportOptions {
         precision: DType::F32,

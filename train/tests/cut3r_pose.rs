@@ -3,9 +3,12 @@
 //! agrees with central differences of the loss, training memorises a few sequences, and the
 //! trained CUT3R exports (the runtime then reports the poses the training graph predicted).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use common::assert_directional_derivative;
 use loc3r::stages::cut3r::{Cut3r, Cut3rState};
 use loc3r::{bundle::Bundle, SessionOptions};
 use loc3r_export::bundle::{export_bundle, BundleOptions};
@@ -71,40 +74,6 @@ fn loss_part(losses: &[(String, f32)], name: &str) -> f64 {
     f64::from(losses.iter().find(|(n, _)| n == name).expect("loss part").1)
 }
 
-/// ⟨∇L, v⟩ against the central difference of the loss along a random direction v over every
-/// trainable tensor (f32: h = 1e-2, tolerance 2e-2 relative + 1e-4).
-fn directional_derivative_matches(
-    runner: &mut Runner,
-    params: &mut [loc3r_train::session::HostParam],
-    eval: &loc3r_train::session::Evaluated,
-    feeds: &HashMap<String, ArrayD<f32>>,
-) {
-    let none = HashMap::<String, ArrayD<i64>>::new();
-    let mut state = 5u64;
-    let mut rnd = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0
-    };
-    let v: Vec<Vec<f64>> = params.iter().map(|p| p.value.iter().map(|_| rnd()).collect()).collect();
-    let norm = v.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
-    let analytic: f64 = eval.grads.iter().zip(&v).map(|(g, d)| g.iter().zip(d).map(|(a, b)| f64::from(*a) * b / norm).sum::<f64>()).sum();
-    let h = 1e-2;
-    let mut at = |sign: f64| {
-        let base: Vec<Vec<f32>> = params.iter().map(|p| p.value.clone()).collect();
-        for ((p, d), b) in params.iter_mut().zip(&v).zip(&base) {
-            p.value = b.iter().zip(d).map(|(x, y)| (f64::from(*x) + sign * h * y / norm) as f32).collect();
-        }
-        let l = loss_part(&runner.run(params, feeds, &none).expect("runs").losses, "loss");
-        for (p, b) in params.iter_mut().zip(base) {
-            p.value = b;
-        }
-        l
-    };
-    let numeric = (at(1.0) - at(-1.0)) / (2.0 * h);
-    println!("directional derivative: analytic {analytic:.6}, central difference {numeric:.6}");
-    assert!((analytic - numeric).abs() <= 2e-2 * analytic.abs() + 1e-4, "analytic {analytic} vs numeric {numeric}");
-}
-
 #[test]
 fn the_training_graph_is_the_runtime_chain_and_its_gradient_matches_differences() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -129,7 +98,7 @@ fn the_training_graph_is_the_runtime_chain_and_its_gradient_matches_differences(
     println!("translation {gt} vs runtime {lt}; rotation {gq} vs runtime {lq}");
     assert!((gt - lt).abs() <= 1e-4 * lt.max(1.0) && (gq - lq).abs() <= 1e-4, "graph ({gt}, {gq}) runtime ({lt}, {lq})");
 
-    directional_derivative_matches(&mut runner, &mut params, &eval, &feeds);
+    assert_directional_derivative(&mut runner, &mut params, &eval, &feeds, 5);
 }
 
 /// Depth for the sequence's pixels: 0.5–3.5 m with about one pixel in ten unknown, and the rays
@@ -180,7 +149,7 @@ fn point_supervision_trains_the_world_point_head_and_its_gradient_matches_differ
     assert!((parts[0] - parts[1..].iter().sum::<f64>()).abs() <= 1e-4 * parts[0].abs().max(1.0), "the total is the sum of its terms");
     assert!(loss_part(&eval.losses, "loss.points_error") > 0.1, "a random CUT3R does not know the points");
     let mut params = params;
-    directional_derivative_matches(&mut runner, &mut params, &eval, &feeds);
+    assert_directional_derivative(&mut runner, &mut params, &eval, &feeds, 5);
 }
 
 #[test]

@@ -6,6 +6,9 @@
 
 use std::collections::HashMap;
 
+mod common;
+
+use common::assert_directional_derivative;
 use loc3r_bundle::Graph;
 use loc3r_export::bundle::build_graph;
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
@@ -13,19 +16,12 @@ use loc3r_export::graph::{GraphBuilder, Value};
 use loc3r_export::models::ExportOptions;
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_export::DType;
-use loc3r_train::graph::{finish, TrainingGraph};
+use loc3r_train::graph::{export_options, finish, TrainingGraph};
 use loc3r_train::session::{host_params, Runner};
 use ndarray::ArrayD;
 
 fn options(ckpt: &Checkpoint) -> ExportOptions {
-    let cfg = ckpt.config();
-    ExportOptions {
-        precision: DType::F32,
-        pooling: cfg.mm_spatial_pool_mode,
-        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
-        cut3r_points: true,
-        kv_cache: loc3r_bundle::KvCacheLayout::Concat,
-    }
+    ExportOptions { cut3r_points: true, ..export_options(ckpt) }
 }
 
 /// `loss = Σ_k mean(y_k²)` over the graph's float outputs, every weight trainable.
@@ -97,24 +93,5 @@ fn the_point_map_heads_gradient_matches_central_differences() {
     let none = HashMap::<String, ArrayD<i64>>::new();
     let eval = runner.run(&params, &feeds, &none).expect("runs");
 
-    // ⟨∇L, v⟩ against the central difference along a random direction v over every weight
-    // (f32: h = 1e-2, tolerance 2e-2 relative + 1e-4).
-    let v: Vec<Vec<f64>> = params.iter().map(|p| p.value.iter().map(|_| rnd()).collect()).collect();
-    let norm = v.iter().flatten().map(|x| x * x).sum::<f64>().sqrt();
-    let analytic: f64 = eval.grads.iter().zip(&v).map(|(g, d)| g.iter().zip(d).map(|(a, b)| f64::from(*a) * b / norm).sum::<f64>()).sum();
-    let h = 1e-2;
-    let mut at = |sign: f64| {
-        let base: Vec<Vec<f32>> = params.iter().map(|p| p.value.clone()).collect();
-        for ((p, d), b) in params.iter_mut().zip(&v).zip(&base) {
-            p.value = b.iter().zip(d).map(|(x, y)| (f64::from(*x) + sign * h * y / norm) as f32).collect();
-        }
-        let l = runner.run(&params, &feeds, &none).expect("runs").losses.iter().find(|(n, _)| n == "loss").expect("loss").1;
-        for (p, b) in params.iter_mut().zip(base) {
-            p.value = b;
-        }
-        f64::from(l)
-    };
-    let numeric = (at(1.0) - at(-1.0)) / (2.0 * h);
-    println!("points graph: {} weights; directional derivative analytic {analytic:.6}, central difference {numeric:.6}", params.len());
-    assert!((analytic - numeric).abs() <= 2e-2 * analytic.abs() + 1e-4, "analytic {analytic} vs numeric {numeric}");
+    assert_directional_derivative(&mut runner, &mut params, &eval, &feeds, 23);
 }

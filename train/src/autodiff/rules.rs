@@ -975,6 +975,23 @@ fn crop_spatial(v: &mut Vjp<'_>, step: &str, t: &Value, sizes: &[usize]) -> Resu
     Ok(v.s.slice(step, t, vec![0i64; sizes.len()], sizes.iter().map(|&s| s as i64).collect::<Vec<_>>(), &axes, &[]))
 }
 
+/// The weight gradient of Conv and ConvTranspose: `contracted` (samples as channels, see
+/// [`samples_as_channels`]) convolved with `kernel_like` as weights, with the forward's stride
+/// and dilation swapped, cropped to w's kernel and its first two axes swapped.
+fn weight_grad(v: &mut Vjp<'_>, contracted: &Value, kernel_like: &Value, opts: &ConvOptions, w: &Value) -> Result<Value, String> {
+    let swapped = ConvOptions {
+        strides: opts.dilations.clone(),
+        dilations: opts.strides.clone(),
+        pads: opts.pads.clone(),
+        group: opts.group,
+        output_padding: Vec::new(),
+    };
+    let r = v.s.conv("dw/contract", contracted, kernel_like, None, &swapped);
+    let r = crop_spatial(v, "dw/crop", &r, &spatial_sizes(w, "the weight")?)?;
+    let dw = swap_leading(v, "dw", &r);
+    Ok(v.shaped_like(&dw, w))
+}
+
 /// Sums g over every axis but the channels: the bias gradient of Conv and ConvTranspose.
 fn conv_bias_grad(v: &mut Vjp<'_>, g: &Value) {
     if v.needs(2) {
@@ -1013,17 +1030,7 @@ fn conv(v: &mut Vjp<'_>) -> Result<(), String> {
     if v.needs(1) {
         let xt = samples_as_channels(v, "dw/x", &x, opts.group)?;
         let gt = swap_leading(v, "dw/g", &g);
-        let weight_opts = ConvOptions {
-            strides: opts.dilations.clone(),
-            dilations: opts.strides.clone(),
-            pads: opts.pads.clone(),
-            group: opts.group,
-            output_padding: Vec::new(),
-        };
-        let r = v.s.conv("dw/contract", &xt, &gt, None, &weight_opts);
-        let r = crop_spatial(v, "dw/crop", &r, &kernel)?;
-        let dw = swap_leading(v, "dw", &r);
-        let dw = v.shaped_like(&dw, &w);
+        let dw = weight_grad(v, &xt, &gt, &opts, &w)?;
         v.set(1, dw);
     }
     conv_bias_grad(v, &g);
@@ -1042,7 +1049,6 @@ fn conv_transpose(v: &mut Vjp<'_>) -> Result<(), String> {
     let (x, w, g) = (v.i(0)?, v.i(1)?, v.g());
     let spatial = x.rank().checked_sub(2).filter(|&n| n > 0).ok_or_else(|| format!("ConvTranspose input {x:?} has no spatial axes"))?;
     let opts = conv_options(v, spatial)?;
-    let kernel = spatial_sizes(&w, "the weight")?;
     if v.needs(0) {
         let forward = ConvOptions { output_padding: Vec::new(), ..opts.clone() };
         let dx = v.s.conv("dx", &g, &w, None, &forward);
@@ -1053,17 +1059,7 @@ fn conv_transpose(v: &mut Vjp<'_>) -> Result<(), String> {
     if v.needs(1) {
         let gt = samples_as_channels(v, "dw/g", &g, opts.group)?;
         let xt = swap_leading(v, "dw/x", &x);
-        let weight_opts = ConvOptions {
-            strides: opts.dilations.clone(),
-            dilations: opts.strides.clone(),
-            pads: opts.pads.clone(),
-            group: opts.group,
-            output_padding: Vec::new(),
-        };
-        let r = v.s.conv("dw/contract", &gt, &xt, None, &weight_opts);
-        let r = crop_spatial(v, "dw/crop", &r, &kernel)?;
-        let dw = swap_leading(v, "dw", &r);
-        let dw = v.shaped_like(&dw, &w);
+        let dw = weight_grad(v, &gt, &xt, &opts, &w)?;
         v.set(1, dw);
     }
     conv_bias_grad(v, &g);
