@@ -308,24 +308,24 @@ impl PoseSequence {
         let mut feeds = HashMap::from([(inputs::IMAGE.to_string(), image), (inputs::TARGET_POSE.to_string(), pose)]);
         if let Some(p) = &self.points {
             let [f, _, h, w] = self.image_shape;
-            let (_, world, mask) = p.targets(&self.pose, f, h * w);
             let chosen = point_frames(f);
-            let pick = |v: &[f32], per: usize| chosen.iter().flat_map(|&t| v[t * per..(t + 1) * per].iter().copied()).collect::<Vec<f32>>();
+            let (_, world, mask) = p.targets(&self.pose, &chosen, h * w);
             let k = chosen.len();
-            feeds.insert(inputs::TARGET_POINTS_WORLD.into(), ArrayD::from_shape_vec(vec![k, h, w, 3], pick(&world, h * w * 3)).expect("sizes"));
-            feeds.insert(inputs::POINT_MASK.into(), ArrayD::from_shape_vec(vec![k, h, w], pick(&mask, h * w)).expect("sizes"));
+            feeds.insert(inputs::TARGET_POINTS_WORLD.into(), ArrayD::from_shape_vec(vec![k, h, w, 3], world).expect("sizes"));
+            feeds.insert(inputs::POINT_MASK.into(), ArrayD::from_shape_vec(vec![k, h, w], mask).expect("sizes"));
         }
         feeds
     }
 }
 
 impl PointTargets {
-    /// The point of every pixel in its own camera (`depth · ray`) and in frame 0's camera
-    /// (`R_f · p + t_f` with frame f's pose `[t, q]` in frame 0's camera), and the mask of
-    /// known pixels; unknown ones are zero in all three.
-    pub fn targets(&self, pose: &[f32], frames: usize, pixels: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (mut own, mut world, mut mask) = (vec![0f32; frames * pixels * 3], vec![0f32; frames * pixels * 3], vec![0f32; frames * pixels]);
-        for f in 0..frames {
+    /// For the frames `frames` (in that order): the point of every pixel in its own camera
+    /// (`depth · ray`) and in frame 0's camera (`R_f · p + t_f` with frame f's pose `[t, q]` in
+    /// frame 0's camera), and the mask of known pixels; unknown ones are zero in all three.
+    pub fn targets(&self, pose: &[f32], frames: &[usize], pixels: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let n = frames.len();
+        let (mut own, mut world, mut mask) = (vec![0f32; n * pixels * 3], vec![0f32; n * pixels * 3], vec![0f32; n * pixels]);
+        for (slot, &f) in frames.iter().enumerate() {
             let p = &pose[f * 7..f * 7 + 7];
             let r = rotation(&[f64::from(p[3]), f64::from(p[4]), f64::from(p[5]), f64::from(p[6])]);
             for k in 0..pixels {
@@ -333,13 +333,13 @@ impl PointTargets {
                 if z <= 0.0 {
                     continue;
                 }
-                let at = (f * pixels + k) * 3;
+                let at = (slot * pixels + k) * 3;
                 let c: [f64; 3] = std::array::from_fn(|i| z * f64::from(self.rays[k * 3 + i]));
                 for i in 0..3 {
                     own[at + i] = c[i] as f32;
                     world[at + i] = ((0..3).map(|j| r[i][j] * c[j]).sum::<f64>() + f64::from(p[i])) as f32;
                 }
-                mask[f * pixels + k] = 1.0;
+                mask[slot * pixels + k] = 1.0;
             }
         }
         (own, world, mask)
@@ -584,7 +584,7 @@ mod tests {
         assert!(depth.iter().all(|&d| d == 2.0));
         let targets = PointTargets { depth, rays: s.rays.clone() };
         let identity = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
-        let (own, world, mask) = targets.targets(&identity, 1, 64 * 48);
+        let (own, world, mask) = targets.targets(&identity, &[0], 64 * 48);
         assert!(mask.iter().all(|&m| m == 1.0));
         let at = (10 * 64 + 20) * 3;
         let want = k.unproject(5.0 * 20.0 + 2.0, 5.0 * 10.0 + 2.0, 2.0);
@@ -604,7 +604,7 @@ mod tests {
         let half = std::f64::consts::FRAC_PI_4;
         let pose = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, half.cos() as f32, 0.0, half.sin() as f32, 0.0];
         let targets = PointTargets { depth: vec![2.0, 2.0], rays: vec![0.0, 0.0, 1.0] };
-        let (_, world, _) = targets.targets(&pose, 2, 1);
+        let (_, world, _) = targets.targets(&pose, &[0, 1], 1);
         let want = [0.0, 0.0, 2.0, 3.0, 0.0, 0.0];
         for (a, b) in world.iter().zip(want) {
             assert!((f64::from(*a) - b).abs() < 1e-6, "{world:?}");
