@@ -1075,13 +1075,7 @@ fn resize(v: &mut Vjp<'_>) -> Result<(), String> {
         return Ok(());
     }
     let (x, y, g) = (v.i(0)?, v.o(0), v.g());
-    crate::interp::check_resize_attrs(|name| {
-        v.attr(name).map(|a| match a {
-            Attr::Int(i) => i.to_string(),
-            Attr::String(s) => s.clone(),
-            other => format!("{other:?}"),
-        })
-    })?;
+    crate::interp::check_resize_attrs(|name| v.attr(name))?;
     let text = |name: &str, default: &str| match v.attr(name) {
         Some(Attr::String(s)) => s.clone(),
         _ => default.to_string(),

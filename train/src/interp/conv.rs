@@ -3,6 +3,7 @@
 //! `linear` modes as a product of per-axis interpolation matrices ([`resize_axis_weights`],
 //! which the Resize VJP shares so the two cannot drift apart; ONNX Runtime checks both).
 
+use loc3r_export::graph::Attr;
 use ndarray::{ArrayD, Dimension, IxDyn};
 
 use super::args::NodeArgs;
@@ -219,9 +220,16 @@ pub(crate) fn resize_axis_weights(
 }
 
 /// The resize attributes a separable interpolation needs; anything else is refused.
-pub(crate) fn check_resize_attrs(attr: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+pub(crate) fn check_resize_attrs<'a>(attr: impl Fn(&str) -> Option<&'a Attr>) -> Result<(), String> {
+    let text = |name: &str| {
+        attr(name).map(|v| match v {
+            Attr::Int(i) => i.to_string(),
+            Attr::String(s) => s.clone(),
+            other => format!("{other:?}"),
+        })
+    };
     for (name, allowed) in [("antialias", "0"), ("keep_aspect_ratio_policy", "stretch"), ("exclude_outside", "0")] {
-        if let Some(v) = attr(name) {
+        if let Some(v) = text(name) {
             if v != allowed {
                 return Err(format!("Resize with {name} = {v} is not supported"));
             }
@@ -235,13 +243,7 @@ pub(crate) fn check_resize_attrs(attr: impl Fn(&str) -> Option<String>) -> Resul
 
 fn resize(a: &NodeArgs) -> OpResult {
     let x = a.float(0)?;
-    check_resize_attrs(|name| {
-        a.attr(name).map(|v| match v {
-            loc3r_export::graph::Attr::Int(i) => i.to_string(),
-            loc3r_export::graph::Attr::String(s) => s.clone(),
-            other => format!("{other:?}"),
-        })
-    })?;
+    check_resize_attrs(|name| a.attr(name))?;
     let (mode, coordinates, nearest) = (
         a.string_attr("mode", "nearest")?,
         a.string_attr("coordinate_transformation_mode", "half_pixel")?,
