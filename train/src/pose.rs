@@ -368,6 +368,10 @@ pub struct PosePrepareOptions {
     /// Also store each CUT3R pixel's depth and ray (`depth/`, `intrinsic/intrinsic_depth.txt`)
     /// for point-map supervision.
     pub points: bool,
+    /// `None`: the runtime's uniform sample of the video. `Some(s)`: a window of every `s`-th
+    /// frame (`s = 1`: consecutive frames), for a curriculum that starts on short, small-motion
+    /// sequences; the `shifts` windows start at offsets spread evenly over the video.
+    pub stride: Option<usize>,
 }
 
 /// What was written and what was skipped.
@@ -402,8 +406,11 @@ pub fn prepare_poses(
     opts: &PosePrepareOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<PosePrepareReport, PosePrepareError> {
-    if opts.frames < 2 || opts.shifts == 0 {
-        return Err(PosePrepareError::Input(format!("--frames must be at least 2 and --shifts at least 1 (got {} and {})", opts.frames, opts.shifts)));
+    if opts.frames < 2 || opts.shifts == 0 || opts.stride == Some(0) {
+        return Err(PosePrepareError::Input(format!(
+            "--frames must be at least 2, --shifts and --stride at least 1 (got {}, {} and {:?})",
+            opts.frames, opts.shifts, opts.stride
+        )));
     }
     let [w, h] = ckpt.config().cut3r.input_size;
     let long_side = w.max(h);
@@ -423,7 +430,11 @@ pub fn prepare_poses(
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     // Resuming into a directory made with other options would mix sequences silently.
     let stamp = out.join("prepare-poses.json");
-    let wanted = serde_json::json!({ "frames": opts.frames, "shifts": opts.shifts, "points": opts.points, "cut3r_input_size": [w, h] });
+    let mut wanted = serde_json::json!({ "frames": opts.frames, "shifts": opts.shifts, "points": opts.points, "cut3r_input_size": [w, h] });
+    if let Some(stride) = opts.stride {
+        // Only written when set, so directories prepared before the option existed still resume.
+        wanted["stride"] = stride.into();
+    }
     match std::fs::read_to_string(&stamp) {
         Ok(text) => {
             let old: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -471,8 +482,9 @@ fn scene_sequences(dir: &Path, opts: &PosePrepareOptions, long_side: usize, w: u
     let scene = ScanNetScene::open(dir).map_err(|e| e.to_string())?;
     let video = scene.video_path().ok_or("no video.mp4")?;
     let total = scene.frame_count();
-    if total < opts.frames {
-        return Err(format!("{total} frames, fewer than --frames {}", opts.frames));
+    let span = opts.stride.map_or(opts.frames, |s| (opts.frames - 1) * s + 1);
+    if total < span {
+        return Err(format!("{total} frames, fewer than the {span} that --frames {} needs", opts.frames));
     }
     let decoded = load_frames(&video, &FrameSpec::new(total)).map_err(|e| e.to_string())?;
     if decoded.total_frames != total || decoded.frames.len() != total {
@@ -484,7 +496,10 @@ fn scene_sequences(dir: &Path, opts: &PosePrepareOptions, long_side: usize, w: u
     let flat: Vec<f32> = pixels.iter().copied().collect();
     let poses: Vec<Pose> =
         (0..total).map(|i| scene.pose(i).map_err(|e| e.to_string())?.ok_or(format!("frame {i} has no valid pose"))).collect::<Result<_, _>>()?;
-    let base = sample_indices(total, opts.frames).map_err(|e| e.to_string())?;
+    let base = match opts.stride {
+        None => sample_indices(total, opts.frames).map_err(|e| e.to_string())?,
+        Some(stride) => (0..opts.frames).map(|k| k * stride).collect(),
+    };
     let sampling = if opts.points {
         let (ch, cw, _) = decoded.frames[0].rgb.dim();
         let d0 = scene.depth(0).map_err(|e| e.to_string())?;

@@ -152,6 +152,10 @@ enum Command {
         /// confidence-weighted point regression, in metres).
         #[arg(long)]
         points: bool,
+        /// Take every S-th frame (1: consecutive frames) instead of the runtime's uniform
+        /// sample: short windows of small camera motion, the first stage of a curriculum.
+        #[arg(long)]
+        stride: Option<usize>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -432,13 +436,13 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {count} samples of {frames} frames to {}", out.display());
             Ok(())
         }
-        Command::PreparePoses { checkpoint, scenes, frames, shifts, points, out, json } => {
+        Command::PreparePoses { checkpoint, scenes, frames, shifts, points, stride, out, json } => {
             let ckpt = Checkpoint::open(&checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scenes, ETA {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
-            let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts, points };
+            let opts = loc3r_train::pose::PosePrepareOptions { frames, shifts, points, stride };
             let report = loc3r_train::pose::prepare_poses(&ckpt, &scenes, &out, &opts, |k, n| {
                 bar.set_length(n as u64);
                 bar.set_position(k as u64);
