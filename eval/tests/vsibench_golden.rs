@@ -1,7 +1,7 @@
 //! VSI-Bench scoring against its official lmms-eval task functions (thinking-in-space
 //! `lmms_eval/tasks/vsibench/utils.py`): `fixtures/vsibench_golden.json` holds what
 //! `vsibench_process_results`, `vsibench_aggregate_results`, `fuzzy_matching` and `to_float`
-//! return on randomized predictions (tools/golden/eval_official_golden.py writes it;
+//! return on randomized predictions, and the prompts `vsibench_doc_to_text` builds (tools/golden/eval_official_golden.py writes it;
 //! tools/golden/README-eval-official.md says how).
 //!
 //! Answer extraction and number parsing must agree exactly, and so must every item's score (an
@@ -204,5 +204,18 @@ fn what_the_reference_cannot_score_is_an_error() {
         assert_eq!(c["score"].as_f64(), Some(0.0));
         let (t, p, g) = (str_of(&c["question_type"]), str_of(&c["prediction"]), str_of(&c["ground_truth"]));
         assert!(matches!(score_item(t, p, g), Err(VsiError::BadGroundTruth(_))), "{t} {p:?} -> {g:?}");
+    }
+}
+
+#[test]
+fn run_asks_the_prompt_of_vsibench_doc_to_text() {
+    let f = fixture();
+    let prompts = f["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 10, "one per question type");
+    for p in prompts {
+        let mut doc = p.clone();
+        doc["ground_truth"] = json!("1");
+        let doc: VsiDoc = serde_json::from_value(doc).unwrap();
+        assert_eq!(doc.prompt().unwrap(), str_of(&p["prompt"]), "{}", doc.question_type);
     }
 }

@@ -6,7 +6,7 @@ tools/golden/README-eval-official.md).
 Dev-only. The official functions are read from checkouts of their repositories (never copied into
 this one): the named functions are picked out of each file with `ast` and executed alone, so the
 heavy imports around them (openai, transformers, lmms-eval, mmengine) are not needed. Needs NumPy,
-SciPy and pandas. CI only reads the fixtures this writes.
+SciPy, pandas and PyYAML. CI only reads the fixtures this writes.
 
     python tools/golden/eval_official_golden.py --official DIR --out-dir eval/tests/fixtures
 """
@@ -28,6 +28,7 @@ from collections import OrderedDict
 import numpy as np
 import pandas as pd
 import scipy
+import yaml
 from scipy.spatial.transform import Rotation
 
 # The revisions the committed fixtures were made from; README-eval-official.md clones these.
@@ -103,7 +104,7 @@ class Official:
         vsi_names = [
             "MCA_QUESTION_TYPES", "NA_QUESTION_TYPES", "METRICS_FOR_MCA", "METRICS_FOR_NA", "WORST_CASE_FOR_METRICS",
             "fuzzy_matching", "exact_match", "abs_dist_norm", "mean_relative_accuracy", "to_float",
-            "vsibench_process_results", "vsibench_aggregate_results",
+            "vsibench_process_results", "vsibench_aggregate_results", "vsibench_doc_to_text",
         ]
 
         class Logger:
@@ -112,6 +113,11 @@ class Official:
 
         vsi_env = {**base, "pd": pd, "partial": functools.partial, "OrderedDict": OrderedDict, "eval_logger": Logger()}
         self.vsi = pick(p("thinking-in-space", "lmms_eval/tasks/vsibench/utils.py"), vsi_names, vsi_env)
+        # The task's default prompt arguments, read from its yaml as lmms-eval does (the lines with
+        # a `!function` tag dropped, as its utils.py drops them).
+        with open(p("thinking-in-space", "lmms_eval/tasks/vsibench/vsibench.yaml"), encoding="utf-8") as f:
+            task = yaml.safe_load("".join(line for line in f if "!function" not in line))
+        self.vsi_prompt_kwargs = task["lmms_eval_specific_kwargs"]["default"]
 
     def normalize(self, s):
         """SQA3D's normaliser; its three copies used for EM / EM-R must agree with it."""
@@ -372,6 +378,16 @@ VSI_EDGE = [
 ]
 
 
+PROMPT_QUESTIONS = [
+    "How many chair(s) are in this room?",
+    "Measuring from the closest point of each object, what is the distance between the sofa and the lamp (in meters)?",
+    "What is the length of the longest dimension (length, width, or height) of the bed, measured in centimeters?",
+    "What is the size of this room (in square meters)? If multiple rooms are shown, estimate the size of the combined space.",
+    "If I am standing by the door and facing the window, is the table to my front-left, front-right, back-left, or back-right?",
+    "Which of these objects (chair, table, lamp) is the closest to the tv?\nThink about it.",
+]
+
+
 def vsi_items(rng, n):
     items = [{"question_type": t, "prediction": p, "ground_truth": g} for t, p, g in VSI_EDGE]
     for i in range(n):
@@ -462,7 +478,16 @@ def vsibench(off, rng):
         score, _ = vsi_score(off, {"question_type": qt, "prediction": pred, "ground_truth": gt})
         unparsable_truths.append({"question_type": qt, "prediction": pred, "ground_truth": gt, "score": score})
 
-    return {"items": items, "fuzzy_matching": fuzzy, "to_float": floats, "corpora": corpora, "raises": raises,
+    # The prompts the task asks (loc3r-eval run asks the same text).
+    prompts = []
+    for k, qt in enumerate(NUMERIC_TYPES + MC_TYPES):
+        doc = {"id": k, "question_type": qt, "question": rng.choice(PROMPT_QUESTIONS), "options": None}
+        if qt in MC_TYPES:
+            doc["options"] = [f"{letter}. {rng.choice(WORDS)}" for letter in "ABCD"[: rng.choice([2, 3, 4])]]
+        doc["prompt"] = off.vsi["vsibench_doc_to_text"](dict(doc), dict(off.vsi_prompt_kwargs))
+        prompts.append(doc)
+
+    return {"items": items, "prompts": prompts, "fuzzy_matching": fuzzy, "to_float": floats, "corpora": corpora, "raises": raises,
             "zero_truths": zero_truths, "unparsable_truths": unparsable_truths}
 
 
