@@ -3,7 +3,8 @@
 //! (docs/evaluation.md, "Scoring and running the benchmarks").
 //!
 //! Scenes are `<scenes>/<scene_id>/` in the ScanNet export layout with `video.mp4` (frame i of
-//! the video is `pose/i.txt`). A scene that cannot be used (no directory or video, an undecodable
+//! the video is `pose/i.txt`); VSI-Bench's are its release's videos, `<scenes>/<dataset>/
+//! <scene_name>.mp4`. A scene that cannot be used (no directory or video, an undecodable
 //! video, for SQA3D a missing mesh or an invalid pose at the first sampled frame) is skipped and
 //! reported with its reason: its questions get no prediction, so they score as misses, and a
 //! later run retries them. The run fails only when every scene with pending questions is
@@ -25,6 +26,7 @@ use serde::Serialize;
 
 use crate::input_files::{parse_json, read_utf8, write_atomically, InputError, PredictionRecord, QuestionId};
 use crate::metrics::localization::sqa3d_pose_from_bev;
+use crate::vsibench_input::VsiDoc;
 
 /// What a run predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum RunTask {
     Sqa3d,
     /// ScanQA: answer only, asked with the bundle's default situation ("I am standing in the room").
     ScanQa,
+    /// VSI-Bench: answer only, the official task's prompt asked with the default situation.
+    VsiBench,
 }
 
 impl RunTask {
@@ -54,18 +58,30 @@ pub struct RunQuestion {
 }
 
 /// The ground truth a run asks and is scored against: SQA3D items (questions with their
-/// situations, answers and poses) or ScanQA items.
+/// situations, answers and poses), ScanQA items, or VSI-Bench documents with the questions
+/// made of them ([`Truth::vsibench`]).
 #[derive(Debug, Clone)]
 pub enum Truth {
     Sqa3d(Vec<Sqa3dItem>),
     ScanQa(Vec<ScanQaItem>),
+    VsiBench { docs: Vec<VsiDoc>, questions: Vec<RunQuestion> },
 }
 
 impl Truth {
+    /// VSI-Bench documents, each of which must name its video and have its question (and options).
+    pub fn vsibench(docs: Vec<VsiDoc>) -> Result<Truth, InputError> {
+        let questions = docs
+            .iter()
+            .map(|d| Ok(RunQuestion { question_id: d.id.text(), scene_id: d.scene()?, situation: None, question: d.prompt()? }))
+            .collect::<Result<_, InputError>>()?;
+        Ok(Truth::VsiBench { docs, questions })
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Truth::Sqa3d(items) => items.len(),
             Truth::ScanQa(items) => items.len(),
+            Truth::VsiBench { docs, .. } => docs.len(),
         }
     }
 
@@ -78,11 +94,15 @@ impl Truth {
         match self {
             Truth::Sqa3d(items) => items.truncate(n),
             Truth::ScanQa(items) => items.truncate(n),
+            Truth::VsiBench { docs, questions } => {
+                docs.truncate(n);
+                questions.truncate(n);
+            }
         }
     }
 
     /// The questions to ask, in file order. SQA3D questions are asked with their situation;
-    /// ScanQA ones with none (the bundle's default, "I am standing in the room").
+    /// ScanQA and VSI-Bench ones with none (the bundle's default, "I am standing in the room").
     pub fn questions(&self) -> Vec<RunQuestion> {
         match self {
             Truth::Sqa3d(items) => items
@@ -98,6 +118,7 @@ impl Truth {
                 .iter()
                 .map(|i| RunQuestion { question_id: i.question_id.clone(), scene_id: i.scene_id.clone(), situation: None, question: i.question.clone() })
                 .collect(),
+            Truth::VsiBench { questions, .. } => questions.clone(),
         }
     }
 }
@@ -221,18 +242,22 @@ struct ReadyScene {
 }
 
 /// Loads a scene's video (and anchor), or says why it has to be skipped.
-fn prepare_scene(dir: &Path, task: RunTask, opts: &RunOptions) -> Result<ReadyScene, String> {
-    if !dir.is_dir() {
+fn prepare_scene(scenes_dir: &Path, scene_id: &str, task: RunTask, opts: &RunOptions) -> Result<ReadyScene, String> {
+    let dir = scenes_dir.join(scene_id);
+    let video = if task == RunTask::VsiBench {
+        scenes_dir.join(format!("{scene_id}.mp4"))
+    } else if dir.is_dir() {
+        dir.join("video.mp4")
+    } else {
         return Err(format!("no scene directory {}", dir.display()));
-    }
-    let video = dir.join("video.mp4");
+    };
     if !video.is_file() {
         return Err(format!("no video {}", video.display()));
     }
     let frames = load_frames(&video, &FrameSpec::new(opts.frames)).map_err(|e| format!("{}: {e}", video.display()))?;
     let first = frames.frames.first().map(|f| f.index).ok_or_else(|| format!("{}: no frames", video.display()))?;
     let anchor = if task.needs_pose() {
-        let scene = ScanNetScene::open(dir).map_err(|e| e.to_string())?;
+        let scene = ScanNetScene::open(&dir).map_err(|e| e.to_string())?;
         if frames.total_frames > scene.frame_count() {
             return Err(format!(
                 "{} has {} frames but the scene has {} poses; the video must be the scene's frames",
@@ -269,7 +294,7 @@ pub fn run_benchmark(
     let gen = GenerationOptions { max_new_tokens: opts.max_new_tokens, ..GenerationOptions::default() };
     let (mut answered, mut scenes_observed, mut skipped) = (0, 0, Vec::new());
     for (scene_id, items) in &by_scene {
-        let ready = match prepare_scene(&scenes_dir.join(scene_id), task, opts) {
+        let ready = match prepare_scene(scenes_dir, scene_id, task, opts) {
             Ok(r) => r,
             Err(reason) => {
                 let s = SkippedScene { scene_id: scene_id.to_string(), questions: items.len(), reason };

@@ -219,6 +219,8 @@ pub fn score_side(truth: &Truth, family: Family, meteor_jar: Option<&Path>, path
                 .collect();
             Ok(Side { metrics, answers, notes })
         }
+        // `loc3r-eval compare` refuses the task before asking anything.
+        (Truth::VsiBench { .. }, _) => Err(InputError::Files("compare has no VSI-Bench metrics; score each bundle's `run --task vsibench`".into()).into()),
     }
 }
 

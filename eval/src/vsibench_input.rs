@@ -3,9 +3,10 @@
 //! "Scoring and running the benchmarks").
 //!
 //! Ground truth: a JSON array or JSON lines of VSI-Bench documents, of which `id`,
-//! `question_type` and `ground_truth` are read (other fields, e.g. `question`, `options`, are
-//! ignored). Predictions: a JSON array of `{"id" (or "question_id"), "prediction"}`. A question
-//! without a prediction is scored as the empty answer (0) and counted.
+//! `question_type` and `ground_truth` are scored; `loc3r-eval run` also reads `dataset`,
+//! `scene_name`, `question` and `options` to ask them. Predictions: a JSON array of `{"id" (or
+//! "question_id"), "prediction" (or "answer", as `run` writes it)}`. A question without a
+//! prediction is scored as the empty answer (0) and counted.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -13,14 +14,61 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::input_files::{parse_json, parse_json_or_lines, read_utf8, InputError, QuestionId};
-use crate::metrics::vsibench::{score_item, score_vsibench, VsiItem, VsiScores};
+use crate::metrics::vsibench::{question_kind, score_item, score_vsibench, VsiItem, VsiScores};
 
-/// One VSI-Bench document, the fields scoring needs.
+/// One VSI-Bench document: the fields scoring needs, and those asking needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct VsiDoc {
     pub id: QuestionId,
     pub question_type: String,
     pub ground_truth: GroundTruth,
+    /// `scannet`, `scannetpp` or `arkitscenes`: the video is `<dataset>/<scene_name>.mp4`.
+    #[serde(default)]
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub scene_name: Option<String>,
+    #[serde(default)]
+    pub question: Option<String>,
+    /// The multiple-choice options, e.g. "A. chair" (null for numeric questions).
+    #[serde(default)]
+    pub options: Option<Vec<String>>,
+}
+
+/// What the official task puts around a question (lmms-eval's default prompt arguments).
+const PRE_PROMPT: &str = "These are frames of a video.";
+const NUMERIC_POST_PROMPT: &str = "Please answer the question using a single word or phrase.";
+const CHOICE_POST_PROMPT: &str = "Answer with the option's letter from the given choices directly.";
+
+impl VsiDoc {
+    fn field<'a>(&self, value: &'a Option<String>, name: &str) -> Result<&'a str, InputError> {
+        value.as_deref().filter(|v| !v.is_empty()).ok_or_else(|| InputError::BadGroundTruth {
+            id: self.id.text(),
+            message: format!("no `{name}`, which asking the question needs (the VSI-Bench release has it on every document)"),
+        })
+    }
+
+    /// The scene the question is about, `<dataset>/<scene_name>`; its video is that path plus
+    /// `.mp4` in the release's layout.
+    pub fn scene(&self) -> Result<String, InputError> {
+        Ok(format!("{}/{}", self.field(&self.dataset, "dataset")?, self.field(&self.scene_name, "scene_name")?))
+    }
+
+    /// The text the official task asks: the question between its pre- and post-prompt, with the
+    /// options listed for a multiple-choice question.
+    pub fn prompt(&self) -> Result<String, InputError> {
+        let kind = question_kind(&self.question_type)
+            .ok_or_else(|| InputError::BadGroundTruth { id: self.id.text(), message: format!("unknown VSI-Bench question_type `{}`", self.question_type) })?;
+        let question = self.field(&self.question, "question")?;
+        if kind.numeric {
+            return Ok(format!("{PRE_PROMPT}\n{question}\n{NUMERIC_POST_PROMPT}"));
+        }
+        let options = self
+            .options
+            .as_ref()
+            .filter(|o| !o.is_empty())
+            .ok_or_else(|| InputError::BadGroundTruth { id: self.id.text(), message: "a multiple-choice question without `options`".into() })?;
+        Ok([PRE_PROMPT, question, &format!("Options:\n{}", options.join("\n")), CHOICE_POST_PROMPT].join("\n"))
+    }
 }
 
 /// A ground truth as the release writes it (a string), or a number.
@@ -45,11 +93,13 @@ impl GroundTruth {
 pub struct VsiPrediction {
     #[serde(alias = "question_id")]
     pub id: QuestionId,
+    #[serde(alias = "answer")]
     pub prediction: String,
 }
 
 const DOCS_EXPECTED: &str = "a JSON array (or JSON lines) of VSI-Bench documents with `id`, `question_type` and `ground_truth`";
-const PREDICTIONS_EXPECTED: &str = "a JSON array of {\"id\": ..., \"prediction\": \"...\"} (\"question_id\" is accepted for \"id\")";
+const PREDICTIONS_EXPECTED: &str =
+    "a JSON array of {\"id\": ..., \"prediction\": \"...\"} (\"question_id\" is accepted for \"id\", \"answer\" for \"prediction\")";
 
 /// Reads the documents, refusing an empty set and ids that appear twice.
 pub fn read_vsibench_docs(path: &Path) -> Result<Vec<VsiDoc>, InputError> {

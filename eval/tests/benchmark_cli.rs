@@ -146,8 +146,8 @@ fn sqa3d_bad_input_is_exit_2_naming_the_problem() {
 
 // ---------------------------------------------------------------- score --task vsibench
 
-/// VSI-Bench documents as JSON lines (the release's fields; only id, question_type and
-/// ground_truth are read).
+/// VSI-Bench documents as JSON lines (the release's fields; `score` reads only id,
+/// question_type and ground_truth).
 const VSI_DOCS: &str = r#"{"id": 0, "dataset": "scannet", "scene_name": "scene0000_00", "question_type": "object_counting", "question": "How many chair(s) are in this room?", "options": null, "ground_truth": "4"}
 {"id": 1, "dataset": "scannet", "scene_name": "scene0000_00", "question_type": "room_size_estimation", "question": "What is the size of this room?", "options": null, "ground_truth": "20"}
 {"id": 2, "dataset": "scannet", "scene_name": "scene0000_00", "question_type": "object_rel_direction_easy", "question": "...", "options": ["A. left", "B. right"], "ground_truth": "A"}
@@ -437,6 +437,106 @@ fn run_sqa3d_skips_a_scene_without_a_valid_first_pose() {
     assert_eq!(skipped[0]["scene_id"], "synth-s5-r0001");
     assert!(skipped[0]["reason"].as_str().unwrap().contains("no valid pose"), "{r}");
     assert_eq!(r["scores"]["missing_predictions"], 3);
+}
+
+/// VSI-Bench on the synthetic rooms: the release's layout (`<dataset>/<scene_name>.mp4`), two
+/// questions per room plus one about a scene without a video.
+#[test]
+fn run_vsibench_answers_scores_and_resumes() {
+    let w = world();
+    let scenes = w.root.join("vsi");
+    std::fs::create_dir_all(scenes.join("scannet")).unwrap();
+    let rooms = ["synth-s5-r0000", "synth-s5-r0001"];
+    for room in rooms {
+        std::fs::copy(w.rooms.join("scenes").join(room).join("video.mp4"), scenes.join("scannet").join(format!("{room}.mp4"))).unwrap();
+    }
+    let mut docs = String::new();
+    for (k, room) in rooms.iter().enumerate() {
+        docs.push_str(&format!(
+            "{{\"id\": {}, \"dataset\": \"scannet\", \"scene_name\": \"{room}\", \"question_type\": \"object_counting\", \"question\": \"How many chair(s) are in this room?\", \"options\": null, \"ground_truth\": \"2\"}}\n",
+            2 * k
+        ));
+        docs.push_str(&format!(
+            "{{\"id\": {}, \"dataset\": \"scannet\", \"scene_name\": \"{room}\", \"question_type\": \"route_planning\", \"question\": \"Which way?\", \"options\": [\"A. Turn left\", \"B. Turn right\"], \"ground_truth\": \"A\"}}\n",
+            2 * k + 1
+        ));
+    }
+    docs.push_str("{\"id\": 9, \"dataset\": \"arkitscenes\", \"scene_name\": \"41069025\", \"question_type\": \"obj_appearance_order\", \"question\": \"Which first?\", \"options\": [\"A. bed, sofa\", \"B. sofa, bed\"], \"ground_truth\": \"B\"}\n");
+    let gt = w.root.join("vsibench.jsonl");
+    std::fs::write(&gt, &docs).unwrap();
+    let out = w.root.join("vsi-pred.json");
+    let args = |gt: &Path, extra: &[&str]| {
+        let mut a = vec!["run", "--json", "--bundle", s(&w.bundle), "--task", "vsibench", "--annotations", s(gt), "--scenes", s(&scenes), "--frames", "4"];
+        a.extend_from_slice(extra);
+        a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
+    };
+    let call = |a: Vec<String>| eval(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let r = call(args(&gt, &["--out", s(&out)])).json();
+    assert_eq!((r["run"]["answered"].as_u64(), r["run"]["scenes_observed"].as_u64()), (Some(4), Some(2)), "{r}");
+    let skipped = r["run"]["skipped_scenes"].as_array().unwrap();
+    assert_eq!((skipped.len(), &skipped[0]["scene_id"]), (1, &serde_json::json!("arkitscenes/41069025")), "{r}");
+    assert!(skipped[0]["reason"].as_str().unwrap().contains("41069025.mp4"), "{r}");
+    assert_eq!(prediction_ids(&out), ["0", "1", "2", "3"]);
+    assert_eq!(
+        (r["scores"]["task"].as_str(), r["scores"]["questions"].as_u64(), r["scores"]["missing_predictions"].as_u64()),
+        (Some("vsibench"), Some(5), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["scores"]["columns"]["Appr. Order"], 0.0, "the question without a video is a miss: {r}");
+    // The file scores the same through `score`.
+    let scored = eval(&["score", "--json", "--task", "vsibench", "--gt", s(&gt), "--pred", s(&out)]).json();
+    assert_eq!(scored, r["scores"]);
+    // Resuming: only the scene without a video is pending, so every pending scene is skipped
+    // (exit 2) and the file stays as it is; once the video is there, only its question is asked.
+    let before = std::fs::read_to_string(&out).unwrap();
+    let e = call(args(&gt, &["--out", s(&out)]));
+    assert_eq!(e.code, Some(2), "{}", e.stderr);
+    assert!(e.stderr.contains("arkitscenes/41069025"), "{}", e.stderr);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), before);
+    std::fs::create_dir_all(scenes.join("arkitscenes")).unwrap();
+    std::fs::copy(scenes.join("scannet").join("synth-s5-r0000.mp4"), scenes.join("arkitscenes").join("41069025.mp4")).unwrap();
+    let again = call(args(&gt, &["--out", s(&out)])).json();
+    assert_eq!(
+        (again["run"]["answered"].as_u64(), again["run"]["already_answered"].as_u64(), again["scores"]["missing_predictions"].as_u64()),
+        (Some(1), Some(4), Some(0)),
+        "{again}"
+    );
+    assert_eq!(prediction_ids(&out), ["0", "1", "2", "3", "9"]);
+
+    // Documents that cannot be asked or scored are refused before any scene is observed.
+    let bad = w.root.join("bad.jsonl");
+    for (doc, needle) in [
+        (r#"{"id": "q1", "dataset": "scannet", "question_type": "object_counting", "question": "How many?", "ground_truth": "2"}"#, "scene_name"),
+        (
+            r#"{"id": "q2", "dataset": "scannet", "scene_name": "x", "question_type": "route_planning", "question": "Which?", "options": null, "ground_truth": "A"}"#,
+            "options",
+        ),
+        (r#"{"id": "q3", "dataset": "scannet", "scene_name": "x", "question_type": "object_counting", "question": "How many?", "ground_truth": "0"}"#, "`q3`"),
+    ] {
+        std::fs::write(&bad, doc).unwrap();
+        let e = call(args(&bad, &["--out", s(&w.root.join("bad-pred.json"))]));
+        assert_eq!(e.code, Some(2), "{}", e.stderr);
+        assert!(e.stderr.contains(needle), "expected {needle:?} in: {}", e.stderr);
+        assert!(!w.root.join("bad-pred.json").exists());
+    }
+    let e = eval(&[
+        "compare",
+        "--a",
+        s(&w.bundle),
+        "--b",
+        s(&w.bundle),
+        "--task",
+        "vsibench",
+        "--annotations",
+        s(&gt),
+        "--scenes",
+        s(&scenes),
+        "--out-dir",
+        s(&w.root.join("cmp")),
+    ]);
+    assert_eq!(e.code, Some(2), "{}", e.stderr);
+    assert!(e.stderr.contains("vsibench"), "{}", e.stderr);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

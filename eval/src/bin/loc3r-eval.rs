@@ -5,7 +5,7 @@
 //! `score --task scanqa` scores a prediction file against a ScanQA ground-truth file (EM, BLEU,
 //! ROUGE-L, CIDEr, METEOR) under the three published protocols; `score --task sqa3d|sqa3d-loc|
 //! vsibench` scores SQA3D answers (EM, EM-R), SQA3D poses (Acc@0.5m/1.0m/15°/30°) and VSI-Bench.
-//! `run` asks a bundle every question of an official SQA3D or ScanQA file, writes the
+//! `run` asks a bundle every question of an official SQA3D, ScanQA or VSI-Bench file, writes the
 //! predictions (resumably) and scores them like `score` (docs/evaluation.md). `compare` runs two
 //! bundles over the same questions as `run` does and gates their differences (`--max-delta`).
 //! Exit codes: 0 success, 2 invalid input (arguments, files, bundle), 1 other failures and, for
@@ -113,25 +113,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Ask a bundle every question of an official SQA3D or ScanQA file, observing each scene's
-    /// video (SCENES/<scene_id>/video.mp4) once, write the predictions in the format `score`
-    /// reads and score them. Resumable: questions already in --out are not asked again; the file
+    /// Ask a bundle every question of an official SQA3D, ScanQA or VSI-Bench file, observing each
+    /// scene's video (SCENES/<scene_id>/video.mp4; VSI-Bench: SCENES/<dataset>/<scene_name>.mp4)
+    /// once, write the predictions in the format `score` reads and score them. Resumable: questions already in --out are not asked again; the file
     /// is rewritten after every scene. Scenes that cannot be used are skipped and reported (their
     /// questions score as misses).
     Run {
         /// Bundle directory.
         #[arg(long)]
         bundle: PathBuf,
-        /// sqa3d-loc or sqa3d (both write answer and pose; they differ in the score) or scanqa.
+        /// sqa3d-loc or sqa3d (both write answer and pose; they differ in the score), scanqa or
+        /// vsibench (answers).
         #[arg(long, value_enum)]
         task: RunTaskArg,
-        /// SQA3D: the annotations file or its directory; ScanQA: ScanQA_v1.0_<split>.json or its directory.
+        /// SQA3D: the annotations file or its directory; ScanQA: ScanQA_v1.0_<split>.json or its
+        /// directory; VSI-Bench: a JSON array or JSON lines of its documents (with `dataset`,
+        /// `scene_name`, `question`, `options`).
         #[arg(long)]
         annotations: PathBuf,
         /// SQA3D questions file (default: next to the annotations file).
         #[arg(long)]
         questions: Option<PathBuf>,
-        /// Directory of the scenes (ScanNet export layout, one directory per scene id, with video.mp4).
+        /// Directory of the scenes (ScanNet export layout, one directory per scene id, with
+        /// video.mp4; VSI-Bench: the release's <dataset>/<scene_name>.mp4).
         #[arg(long)]
         scenes: PathBuf,
         /// Frames per video (default: the bundle's).
@@ -226,6 +230,7 @@ enum RunTaskArg {
     Sqa3dLoc,
     Sqa3d,
     Scanqa,
+    Vsibench,
 }
 
 impl RunTaskArg {
@@ -234,6 +239,7 @@ impl RunTaskArg {
             RunTaskArg::Sqa3dLoc => "sqa3d-loc",
             RunTaskArg::Sqa3d => "sqa3d",
             RunTaskArg::Scanqa => "scanqa",
+            RunTaskArg::Vsibench => "vsibench",
         }
     }
 }
@@ -437,6 +443,12 @@ fn read_benchmark(task: RunTaskArg, annotations: &Path, questions: Option<&Path>
             (Truth::Sqa3d(split.items), if matches!(task, RunTaskArg::Sqa3d) { RunTask::Sqa3d } else { RunTask::Sqa3dLoc })
         }
         RunTaskArg::Scanqa => (Truth::ScanQa(read_scanqa(&scanqa_file(annotations)?).map_err(input)?), RunTask::ScanQa),
+        RunTaskArg::Vsibench => {
+            let docs = read_vsibench_docs(annotations)?;
+            // Ground truths that cannot be scored are refused before any scene is observed.
+            score_vsibench_files(&docs, &[], annotations)?;
+            (Truth::vsibench(docs)?, RunTask::VsiBench)
+        }
     };
     truth.truncate(limit.unwrap_or(usize::MAX));
     if truth.is_empty() {
@@ -526,6 +538,10 @@ fn run_command(a: RunArgs) -> Result<()> {
     let scored = match &truth {
         Truth::Sqa3d(items) => score_sqa3d(items, &out, task == RunTask::Sqa3dLoc)?,
         Truth::ScanQa(items) => score_scanqa(items, &out, None, None)?,
+        Truth::VsiBench { docs, .. } => {
+            let r = score_vsibench_files(docs, &read_vsibench_predictions(&out)?, &out)?;
+            Scored { table: vsibench_table(&r), json: serde_json::to_value(&r)? }
+        }
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": report, "predictions": out, "scores": scored.json }))?);
@@ -569,6 +585,12 @@ fn compare_command(c: CompareArgs) -> Result<()> {
         RunTaskArg::Scanqa => Family::ScanQa(c.protocol.unwrap_or(Protocol::Video3dllm)),
         RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc if c.protocol.is_some() => return Err(InputError("--protocol applies to --task scanqa only".into()).into()),
         RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => Family::Sqa3d,
+        RunTaskArg::Vsibench => {
+            return Err(InputError(
+                "compare supports --task sqa3d-loc, sqa3d and scanqa; for VSI-Bench, `run --task vsibench` each bundle and compare the scores".into(),
+            )
+            .into())
+        }
     };
     check_gate_keys(&c.gates, family, c.task.name()).map_err(InputError)?;
     let meteor_jar = meteor::jar_from_env();

@@ -57,12 +57,26 @@ pub fn extract_answer(pred: &str) -> String {
     first.trim_end_matches('.').trim_matches(crate::metrics::sqa3d_em::is_python_space).to_string()
 }
 
-/// Python's `float(s)` on an already stripped string: decimal and exponent forms, `inf`,
-/// `infinity` and `nan` in any case with an optional sign, and single underscores between
-/// digits. `None` where Python raises.
+/// Python's `float(s)`: decimal and exponent forms, `inf`, `infinity` and `nan` in any case with
+/// an optional sign, single underscores between digits, surrounding whitespace, and digits of any
+/// script (`"٣.٥"` and `"３"` parse). `None` where Python raises.
 pub fn python_float(s: &str) -> Option<f64> {
-    let s = s.trim_matches(crate::metrics::sqa3d_em::is_python_space);
-    if s.is_empty() || !s.is_ascii() {
+    // Python first rewrites the text to ASCII: non-ASCII whitespace becomes a space and every
+    // Unicode decimal digit its ASCII digit, while ASCII passes unchanged; any other non-ASCII
+    // character makes the text invalid. Only then does it strip, and only ASCII whitespace, so
+    // U+001C..U+001F (whitespace to `str.isspace`) are refused.
+    let mut ascii = String::with_capacity(s.len());
+    for c in s.chars() {
+        ascii.push(if c.is_ascii() {
+            c
+        } else if crate::metrics::sqa3d_em::is_python_space(c) {
+            ' '
+        } else {
+            char::from(b'0' + unicode_decimal_digit(c)?)
+        });
+    }
+    let s = ascii.trim_matches([' ', '\t', '\n', '\u{b}', '\u{c}', '\r']);
+    if s.is_empty() {
         return None;
     }
     let cleaned = if s.contains('_') {
@@ -91,14 +105,32 @@ pub fn python_float(s: &str) -> Option<f64> {
     cleaned.parse::<f64>().ok()
 }
 
+/// The first code point of every run of Unicode decimal digits (Numeric_Type=Decimal, the same
+/// set as General_Category Nd), each run being the digits 0 to 9 in order, as of Unicode 14.0.
+/// That is the table of Python 3.11; later Pythons also accept the few digit sets added since.
+const DECIMAL_DIGIT_ZEROS: [u32; 66] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66, 0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810,
+    0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x10D30, 0x11066,
+    0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60, 0x16AC0, 0x16B50,
+    0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+];
+
+/// The value of a Unicode decimal digit (Python's `unicodedata.decimal`), `None` for any other
+/// character.
+fn unicode_decimal_digit(c: char) -> Option<u8> {
+    let c = u32::from(c);
+    let i = DECIMAL_DIGIT_ZEROS.partition_point(|&zero| zero <= c).checked_sub(1)?;
+    let value = c - DECIMAL_DIGIT_ZEROS[i];
+    (value < 10).then_some(value as u8)
+}
+
 /// Mean relative accuracy of a numeric prediction: the share of the ten thresholds τ with
-/// `|pred − gt| / gt ≤ τ`. A NaN or infinite prediction scores 0.
+/// `|pred − gt| / gt ≤ τ`, evaluated as written for every input, as the reference does: a NaN
+/// prediction scores 0, so does an infinite one against a positive ground truth, and against a
+/// negative ground truth every threshold holds.
 pub fn mra(pred: f64, gt: f64) -> Result<f64, VsiError> {
     if gt == 0.0 {
         return Err(VsiError::ZeroGroundTruth);
-    }
-    if !pred.is_finite() {
-        return Ok(0.0);
     }
     let rel = (pred - gt).abs() / gt;
     Ok(MRA_THRESHOLDS.iter().filter(|&&t| rel <= t).count() as f64 / MRA_THRESHOLDS.len() as f64)
@@ -213,6 +245,9 @@ mod tests {
         assert!(close(score_item("object_counting", "1e0", "1").unwrap(), 1.0));
         assert_eq!(score_item("object_counting", "nan", "1").unwrap(), 0.0);
         assert_eq!(score_item("object_counting", "inf", "1").unwrap(), 0.0);
+        // |inf − gt| / gt is −inf for a negative ground truth, under every threshold.
+        assert_eq!(score_item("object_abs_distance", "inf", "-2").unwrap(), 1.0);
+        assert_eq!(score_item("object_abs_distance", "nan", "-2").unwrap(), 0.0);
         assert_eq!(mra(1.0, 0.0), Err(VsiError::ZeroGroundTruth));
     }
 
@@ -222,10 +257,21 @@ mod tests {
         assert_eq!(score_item("route_planning", "B,", "B").unwrap(), 0.0);
         assert_eq!(score_item("route_planning", "b", "B").unwrap(), 1.0);
         assert_eq!(extract_answer("A... rest"), "A");
-        for (s, want) in [("4.", Some(4.0)), ("1_000", Some(1000.0)), ("+2.5", Some(2.5)), ("-1e-2", Some(-0.01)), (".5", Some(0.5))] {
+        for (s, want) in [
+            ("4.", Some(4.0)),
+            ("1_000", Some(1000.0)),
+            ("+2.5", Some(2.5)),
+            ("-1e-2", Some(-0.01)),
+            (".5", Some(0.5)),
+            ("١", Some(1.0)),
+            ("٣.٥e١", Some(35.0)),
+            ("１_２", Some(12.0)),
+            ("\u{a0}7\u{2003}", Some(7.0)),
+            ("\u{b}7\u{c}", Some(7.0)),
+        ] {
             assert_eq!(python_float(s), want, "{s}");
         }
-        for s in ["1__0", "_1", "1_", "0x10", "1e", "", "--1", "1.2.3", "١"] {
+        for s in ["1__0", "_1", "1_", "0x10", "1e", "", "--1", "1.2.3", "\u{1c}5", "5\u{1f}", "½", "²", "－5", "1 2", "\u{a0}"] {
             assert_eq!(python_float(s), None, "{s}");
         }
         assert!(python_float("Infinity").is_some_and(|v| v.is_infinite()) && python_float("-NaN").is_some_and(f64::is_nan));
