@@ -346,9 +346,11 @@ fn parse_device(text: Option<&str>) -> Result<Device, Failure> {
     }
     let (name, index) = match text.split_once(':') {
         Some((name, index)) => {
-            let index: i32 = index.parse().ok().filter(|i| *i >= 0).ok_or_else(|| {
-                Failure::invalid(format!("device `{text}`: `{index}` is not a GPU index; use e.g. cuda:0 or tensorrt:1"))
-            })?;
+            let index: i32 = index
+                .parse()
+                .ok()
+                .filter(|i| *i >= 0)
+                .ok_or_else(|| Failure::invalid(format!("device `{text}`: `{index}` is not a GPU index; use e.g. cuda:0 or tensorrt:1")))?;
             (name, Some(index))
         }
         None => (text, None),
@@ -377,9 +379,10 @@ impl Default for Loc3rOpenOptions {
 
 impl Loc3rOpenOptions {
     fn session(&self, device: Device) -> Result<SessionOptions, Failure> {
-        let optimization_level = u8::try_from(self.optimization_level).ok().filter(|l| *l <= 3).ok_or_else(|| {
-            Failure::invalid(format!("optimization_level {} is out of range; use 0 (none) to 3 (all)", self.optimization_level))
-        })?;
+        let optimization_level = u8::try_from(self.optimization_level)
+            .ok()
+            .filter(|l| *l <= 3)
+            .ok_or_else(|| Failure::invalid(format!("optimization_level {} is out of range; use 0 (none) to 3 (all)", self.optimization_level)))?;
         Ok(SessionOptions {
             device,
             intra_threads: self.intra_threads as usize,
@@ -445,7 +448,7 @@ fn poisoned() -> Failure {
     Failure::new(LOC3R_INTERNAL, "an earlier call failed with an internal error while adding frames to this scene; free it and build a new one")
 }
 
-fn built<'a>(live: &'a Live) -> Result<&'a Scene, Failure> {
+fn built(live: &Live) -> Result<&Scene, Failure> {
     live.scene.as_ref().ok_or_else(|| {
         Failure::new(LOC3R_NO_FRAMES, "the scene has no frames yet; push at least one frame with loc3r_push_frame (or use loc3r_observe_video) first")
     })
@@ -537,7 +540,10 @@ pub unsafe extern "C" fn loc3r_open(
         let options = unsafe { options.as_ref() }.copied().unwrap_or_default();
         let session = options.session(device)?;
         if !dir.exists() {
-            return Err(Failure::new(LOC3R_NOT_FOUND, format!("bundle directory `{}` does not exist; pass the directory `loc3r-export export` wrote", dir.display())));
+            return Err(Failure::new(
+                LOC3R_NOT_FOUND,
+                format!("bundle directory `{}` does not exist; pass the directory `loc3r-export export` wrote", dir.display()),
+            ));
         }
         *out = MODELS.insert(Loc3r::open(&dir, &session)?);
         Ok(())
@@ -873,16 +879,7 @@ mod tests {
 
     #[test]
     fn status_names_match_the_enum() {
-        for s in [
-            LOC3R_OK,
-            LOC3R_INVALID_ARGUMENT,
-            LOC3R_NOT_FOUND,
-            LOC3R_BAD_BUNDLE,
-            LOC3R_NO_FRAMES,
-            LOC3R_CANCELLED,
-            LOC3R_RUNTIME,
-            LOC3R_INTERNAL,
-        ] {
+        for s in [LOC3R_OK, LOC3R_INVALID_ARGUMENT, LOC3R_NOT_FOUND, LOC3R_BAD_BUNDLE, LOC3R_NO_FRAMES, LOC3R_CANCELLED, LOC3R_RUNTIME, LOC3R_INTERNAL] {
             let name = unsafe { CStr::from_ptr(loc3r_status_name(s as c_int)) }.to_str().unwrap();
             assert_eq!(name, format!("{s:?}"));
         }
