@@ -1,8 +1,8 @@
 /* The C ABI from C: every function, its error paths, threads, and a leak-checked loop.
  *
  * Built and run by capi/tests/c_program.rs with the system cc:
- *   test_loc3r BUNDLE_DIR VIDEO LEAK_SOURCE SCRATCH_DIR LEAK_ITERATIONS LEAK_BOUND_MIB
- * VIDEO is 160x120; LEAK_SOURCE is what the leak check observes (a video, or a directory of
+ *   test_loc3r BUNDLE_DIR SHORT_BUNDLE_DIR VIDEO LEAK_SOURCE SCRATCH_DIR LEAK_ITERATIONS LEAK_BOUND_MIB
+ * SHORT_BUNDLE_DIR is the bundle with a context of a few frames; VIDEO is 160x120; LEAK_SOURCE is what the leak check observes (a video, or a directory of
  * its frames as images); SCRATCH_DIR is an empty directory the program may write to.
  * Prints one line per check group and exits 0 only if every check passed. */
 
@@ -370,6 +370,29 @@ static void check_push_onto_video(Loc3rScene *video_scene) {
     printf("push onto a video: its size and times enforced\n");
 }
 
+/* A robot's scene fills the model's context: the push that no longer fits is refused with a
+ * message saying so, and the scene keeps its frames. */
+static void check_context_full(const char *short_bundle) {
+    Loc3rModel *model = NULL;
+    Loc3rScene *scene = NULL;
+    EXPECT(loc3r_open(short_bundle, NULL, NULL, &model), LOC3R_OK, NULL);
+    EXPECT(loc3r_scene_new(model, &scene), LOC3R_OK, NULL);
+    unsigned char *px = make_frame(W, H, W * 3, 0);
+    Loc3rStatus status = LOC3R_OK;
+    int pushed = 0;
+    while (pushed < 100 && (status = loc3r_push_frame(scene, px, W, H, W * 3, (double)pushed)) == LOC3R_OK) {
+        pushed++;
+    }
+    free(px);
+    expect_status(status, LOC3R_INVALID_ARGUMENT, "the model supports", "the push past the context", __LINE__);
+    size_t frames = 0;
+    EXPECT(loc3r_scene_frames(scene, &frames), LOC3R_OK, NULL);
+    CHECK(pushed >= 2 && frames == (size_t)pushed, "%d frames fit, the scene has %zu", pushed, frames);
+    printf("context full: %d frames fit, the next push refused, the scene kept its frames\n", pushed);
+    loc3r_scene_free(scene);
+    loc3r_close(model);
+}
+
 /* ------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -546,13 +569,14 @@ static void check_leaks(const char *bundle, const char *source, int iterations, 
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s BUNDLE_DIR VIDEO LEAK_SOURCE SCRATCH_DIR LEAK_ITERATIONS LEAK_BOUND_MIB\n", argv[0]);
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s BUNDLE_DIR SHORT_BUNDLE_DIR VIDEO LEAK_SOURCE SCRATCH_DIR LEAK_ITERATIONS LEAK_BOUND_MIB\n",
+                argv[0]);
         return 2;
     }
-    const char *bundle = argv[1], *video = argv[2], *leak_source = argv[3], *scratch = argv[4];
-    int iterations = atoi(argv[5]);
-    double bound_mib = atof(argv[6]);
+    const char *bundle = argv[1], *short_bundle = argv[2], *video = argv[3], *leak_source = argv[4], *scratch = argv[5];
+    int iterations = atoi(argv[6]);
+    double bound_mib = atof(argv[7]);
     setvbuf(stdout, NULL, _IONBF, 0);
 
     check_basics();
@@ -569,6 +593,7 @@ int main(int argc, char **argv) {
     }
     Loc3rScene *live_scene = check_live(model);
     check_threads(live_scene);
+    check_context_full(short_bundle);
     check_freed(model, video_scene, live_scene);
     check_leaks(bundle, leak_source, iterations, bound_mib);
 
