@@ -144,7 +144,8 @@ typedef struct Loc3rPose {
  * Receives the answer of `loc3r_ask` piece by piece as it is generated: `piece` is UTF-8,
  * `len` bytes, NUL-terminated, valid only during the call. Return nonzero to go on, 0 to
  * stop generating (`loc3r_ask` then returns `LOC3R_CANCELLED` with the partial answer).
- * It runs on the thread that called `loc3r_ask` and must not throw or `longjmp` out.
+ * It runs on the thread that called `loc3r_ask` and must not throw or `longjmp` out, nor
+ * push frames to or free the scene being asked (that would wait for the answer forever).
  */
 typedef int (*Loc3rTokenCallback)(const char *piece, size_t len, void *user_data);
 

@@ -157,7 +157,8 @@ pub struct Loc3rAnswer {
 /// Receives the answer of `loc3r_ask` piece by piece as it is generated: `piece` is UTF-8,
 /// `len` bytes, NUL-terminated, valid only during the call. Return nonzero to go on, 0 to
 /// stop generating (`loc3r_ask` then returns `LOC3R_CANCELLED` with the partial answer).
-/// It runs on the thread that called `loc3r_ask` and must not throw or `longjmp` out.
+/// It runs on the thread that called `loc3r_ask` and must not throw or `longjmp` out, nor
+/// push frames to or free the scene being asked (that would wait for the answer forever).
 pub type Loc3rTokenCallback = Option<unsafe extern "C" fn(piece: *const c_char, len: usize, user_data: *mut c_void) -> c_int>;
 
 // ---------------------------------------------------------------------------------------

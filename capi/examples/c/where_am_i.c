@@ -30,16 +30,17 @@ int main(int argc, char **argv) {
     Loc3rScene *scene = NULL;
     Loc3rAnswer *answer = NULL;
     Loc3rPose pose;
+    const char *situation = "I am standing in front of the yellow lamp";
     TRY(loc3r_open(argv[1], "cpu", NULL, &model));
     TRY(loc3r_observe_video(model, argv[2], 16, &scene));
-    TRY(loc3r_localize(scene, "I am sitting on the bed facing the window", &pose));
+    TRY(loc3r_localize(scene, situation, &pose));
     printf("x=%.2f m y=%.2f m (sigma %.2f, %.2f) yaw=%.0f deg%s\n", pose.x, pose.y, pose.sigma_x, pose.sigma_y,
            pose.yaw_deg, pose.orientation_confident ? "" : " (orientation not confident)");
 
     Loc3rAskOptions options;
     TRY(loc3r_ask_options_default(&options));
     options.max_new_tokens = 32;
-    TRY(loc3r_ask(scene, NULL, argc > 3 ? argv[3] : "Where is the chair?", &options, print_piece, NULL, &answer));
+    TRY(loc3r_ask(scene, situation, argc > 3 ? argv[3] : "what is on my left?", &options, print_piece, NULL, &answer));
     printf("\n(%u tokens, first after %.0f ms)\n", answer->generated_tokens, answer->first_token_ms);
 
     loc3r_answer_free(answer);
