@@ -140,8 +140,9 @@ impl Model {
     }
 }
 
-/// What a runtime scene needs besides itself: the first live frame's size, which every
-/// later frame must have.
+/// The runtime scene (none before a live scene's first frame) and the size of the first
+/// frame pushed, which every later frame must have. An observed video's frames are not kept;
+/// frames pushed onto it are held to its CUT3R input size by the runtime.
 struct SceneState {
     scene: Option<loc3r::Scene>,
     frame_size: Option<(usize, usize)>,
