@@ -66,7 +66,8 @@ def overhead(scene, pairs):
     `crossing_us` is exact per call rather than a difference of two calls: the hook's own
     call seen from Python minus the time it spent in the runtime, i.e. the cost of entering
     Rust, releasing and retaking the GIL and the scene's lock, all of which localize pays too
-    (localize adds building its result object)."""
+    (localize adds building its result object). `crossing_without_inference_us` is the same
+    call with nothing to run: the crossing with warm caches."""
     python_us, rust_us, crossing_us = [], [], []
     clock, localize, hook = time.perf_counter, scene.localize, _native._rust_localize_seconds
 
@@ -87,12 +88,19 @@ def overhead(scene, pairs):
         first()
         second()
     diffs = [p - r for p, r in zip(python_us, rust_us)]
+    # The crossing alone, no inference in between to evict the caches the return path uses.
+    bare_us = []
+    for _ in range(20 * pairs):
+        start = clock()
+        hook(scene, 0)
+        bare_us.append((clock() - start) * 1e6)
     return {
         "pairs": pairs,
         "python_us": {"min": round(min(python_us), 1), "median": round(statistics.median(python_us), 1)},
         "rust_us": {"min": round(min(rust_us), 1), "median": round(statistics.median(rust_us), 1)},
         "overhead_us": {"min_minus_min": round(min(python_us) - min(rust_us), 1), "median_of_pair_differences": round(statistics.median(diffs), 1)},
         "crossing_us": {"min": round(min(crossing_us), 2), "median": round(statistics.median(crossing_us), 2)},
+        "crossing_without_inference_us": {"min": round(min(bare_us), 2), "median": round(statistics.median(bare_us), 2)},
     }
 
 
@@ -104,6 +112,8 @@ def main():
     parser.add_argument("--pairs", type=int, default=2000, help="Python/Rust call pairs of the overhead run")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     args = parser.parse_args()
+    if min(args.calls, args.frames, args.pairs) < 1:
+        parser.error("--calls, --frames and --pairs must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or tiny_bundle(Path(tmp))
@@ -120,18 +130,20 @@ def main():
         result["localize"] = overhead(scene, args.pairs)
 
         # A fixed live scene: every call allocates and frees the same; the RSS must stay flat.
+        marks = sorted({min(100, args.calls), max(1, args.calls // 2), args.calls})
         rss = {"start": rss_mib()}
         for i in range(1, args.calls + 1):
             scene.localize()
-            if i in (100, args.calls // 2, args.calls):
+            if i in marks:
                 rss[f"after_{i}"] = rss_mib()
         result["rss_mib_fixed_scene"] = {k: round(v, 1) for k, v in rss.items()}
-        result["rss_growth_mib_fixed_scene_100_to_end"] = round(rss[f"after_{args.calls}"] - rss["after_100"], 2)
+        result["rss_growth_mib_fixed_scene_after_first_mark"] = round(rss[f"after_{marks[-1]}"] - rss[f"after_{marks[0]}"], 2)
 
         # A robot loop: a new live frame every 10th call, localize on every call. The scene's
         # cache grows with its frames, and ONNX Runtime keeps buffers for the longest prompt
-        # it has run; a second identical loop shows whether anything else is left behind.
-        for run in ("robot_loop_1", "robot_loop_2"):
+        # it has run (its allocator settles within two runs); the third identical loop shows
+        # whether anything else is left behind.
+        for run in ("robot_loop_1", "robot_loop_2", "robot_loop_3"):
             live = model.scene()
             live.push_frame(frame(0, rng), 0.0)
             rss0 = rss_mib()
