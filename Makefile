@@ -5,7 +5,7 @@ CARGO ?= cargo
 DEMO_DIR ?= build/demo
 SEED ?= 1
 
-.PHONY: bootstrap build test lint unit demo train-demo eval-demo clean-demo bench
+.PHONY: bootstrap build test lint unit python python-test demo train-demo eval-demo clean-demo bench
 
 bootstrap:
 	@tools/bootstrap
@@ -14,13 +14,32 @@ build: bootstrap
 	$(CARGO) build --release --workspace --bins
 
 # Everything CI checks: lints (warnings are errors), then the whole test suite.
-test: bootstrap lint unit
+test: bootstrap lint unit python-test
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
 	$(CARGO) test --workspace
+
+# The Python module `loc3r` (python/): an abi3 wheel for CPython >= 3.9 on this kind of machine.
+PYTHON_PROFILE ?= release
+PYTHON_WHEELS ?= build/python
+MATURIN_BUILD = .venv/bin/maturin build --manifest-path python/Cargo.toml -i .venv/bin/python
+
+python: bootstrap
+	$(MATURIN_BUILD) --profile $(PYTHON_PROFILE) --out $(PYTHON_WHEELS)
+
+# The Python module's pytest suite (python/tests) on a dev-profile wheel, installed into a
+# directory of its own rather than into .venv. The fixtures make their tiny bundle with the
+# loc3r-export that `cargo test --workspace` builds (a no-op after `make unit`).
+PYTHON_TEST_DIR = build/python-test
+python-test: bootstrap
+	$(CARGO) test --workspace --no-run --quiet
+	rm -rf $(PYTHON_TEST_DIR)
+	$(MATURIN_BUILD) --profile dev --out $(PYTHON_TEST_DIR)/wheel
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PYTHON_TEST_DIR)/site $(PYTHON_TEST_DIR)/wheel/loc3r-*.whl
+	LOC3R_EXPORT=$(CURDIR)/target/debug/loc3r-export PYTHONPATH=$(CURDIR)/$(PYTHON_TEST_DIR)/site .venv/bin/python -m pytest -q -p no:cacheprovider python/tests
 
 # The main job on the trained default (models/demo/checkpoint, a demo-size Loc3R model trained by
 # our own training path on synthetic rooms; `make train-demo` reproduces it): export -> a held-out
