@@ -30,15 +30,18 @@ MATURIN_BUILD = .venv/bin/maturin build --manifest-path python/Cargo.toml -i .ve
 python: bootstrap
 	$(MATURIN_BUILD) --profile $(PYTHON_PROFILE) --out $(PYTHON_WHEELS)
 
-# The Python module's pytest suite (python/tests) on a dev-profile wheel, installed into a
-# directory of its own rather than into .venv. The fixtures make their tiny bundle with the
-# loc3r-export that `cargo test --workspace` builds (a no-op after `make unit`).
+# The Python module's pytest suite (python/tests) on the extension cargo builds with the rest of
+# the workspace (the same dependency builds as `cargo test --workspace`, so only pyo3 and the
+# bindings compile here; a maturin build would recompile much of the tree with its own flags),
+# laid out as the wheel lays it out, in a directory of its own rather than in .venv. The
+# fixtures make their tiny bundle with the loc3r-export of the same build.
 PYTHON_TEST_DIR = build/python-test
 python-test: bootstrap
-	$(CARGO) test --workspace --no-run --quiet
+	$(CARGO) build --workspace --all-targets --quiet
 	rm -rf $(PYTHON_TEST_DIR)
-	$(MATURIN_BUILD) --profile dev --out $(PYTHON_TEST_DIR)/wheel
-	.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(PYTHON_TEST_DIR)/site $(PYTHON_TEST_DIR)/wheel/loc3r-*.whl
+	mkdir -p $(PYTHON_TEST_DIR)/site/loc3r
+	cp python/loc3r/*.py $(PYTHON_TEST_DIR)/site/loc3r/
+	cp target/debug/libloc3r_python.so $(PYTHON_TEST_DIR)/site/loc3r/_native.abi3.so
 	LOC3R_EXPORT=$(CURDIR)/target/debug/loc3r-export PYTHONPATH=$(CURDIR)/$(PYTHON_TEST_DIR)/site .venv/bin/python -m pytest -q -p no:cacheprovider python/tests
 
 # The main job on the trained default (models/demo/checkpoint, a demo-size Loc3R model trained by

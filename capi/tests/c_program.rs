@@ -156,14 +156,11 @@ fn the_c_test_program_passes() {
     assert!(out.status.success(), "header_cxx failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The same with the leak loop observing the mp4 itself. Ignored: the runtime's video decoder
-/// (runtime/src/stages/video.rs, `decode_pass`) reads every packet into one reused
-/// `ffmpeg::Packet`, and `av_read_frame` does not release the packet it overwrites, so each
-/// `observe_video` of a video file leaks its packets' buffers (~6 KiB here, about the
-/// compressed size of the video in general; valgrind shows them under `av_read_frame`).
-/// RSS then grows ~4 MiB over the 90 iterations checked.
+/// The same with the leak loop observing the mp4 itself: the regression test of a leak in the
+/// runtime's video decoder, which read every packet into one reused `ffmpeg::Packet` that
+/// `av_read_frame` overwrote without releasing, so each `observe_video` of a video file lost
+/// about the video's compressed size (RSS grew ~4 MiB over the 90 iterations checked).
 #[test]
-#[ignore = "observe_video of a video file leaks its packets in the runtime's decoder"]
 fn the_c_test_program_passes_with_an_mp4_in_the_leak_loop() {
     run_c_program(&fixture(), false, LEAK_BOUND_MIB);
 }

@@ -366,11 +366,14 @@ fn decode_pass(path: &Path, wanted: &[usize], max_pixels: u64) -> Result<Pass, V
 
     // Demux by hand (not `Input::packets()`) so that I/O errors surface instead of ending
     // the stream silently. Corrupt packets (`InvalidData`) are skipped, like FFmpeg does.
-    let mut packet = ffmpeg::Packet::empty();
     let mut corrupt_in_a_row = 0usize;
     let mut send_errors = 0usize;
     let mut last_send_error = String::new();
     loop {
+        // A fresh packet per read: `av_read_frame` overwrites the packet without releasing the
+        // buffer it already holds, so reusing one leaked every packet's data (the video's
+        // compressed size per decode); dropping the packet at the end of each pass unrefs it.
+        let mut packet = ffmpeg::Packet::empty();
         match packet.read(&mut reader.input) {
             Ok(()) => corrupt_in_a_row = 0,
             Err(ffmpeg::Error::Eof) => break,
