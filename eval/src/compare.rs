@@ -23,8 +23,10 @@ use crate::metrics::localization::{angle_error_deg, mean, median, position_error
 use crate::metrics::ngram::NgramError;
 use crate::metrics::scanqa::{self, Protocol};
 use crate::metrics::sqa3d_em::{match_answer, normalize, MatchVariant};
+use crate::metrics::vsibench;
 use crate::scanqa_input::{self, ScanQaInputError};
 use crate::sqa3d_input::{read_sqa3d_predictions, score_sqa3d_answers, score_sqa3d_localization};
+use crate::vsibench_input::{read_vsibench_predictions, score_vsibench_files, VsiDoc};
 
 /// What a comparison measures, which decides its metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +35,17 @@ pub enum Family {
     Sqa3d,
     /// ScanQA under one scoring protocol.
     ScanQa(Protocol),
+    /// VSI-Bench: its paper columns and the overall score.
+    VsiBench,
 }
 
 /// SQA3D's metrics: the four localisation accuracies, EM and EM-R (percentages).
 const SQA3D_METRICS: [&str; 6] = ["acc@0.5m", "acc@1.0m", "acc@15deg", "acc@30deg", "em", "em_r"];
 /// ScanQA's metrics (×100, as papers print them); `em_r` under `leo_ptb` only.
 const SCANQA_METRICS: [&str; 9] = ["em", "em_r", "bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider", "meteor"];
+/// VSI-Bench's metrics (×100): the overall score, then its paper columns in the paper's order
+/// (a column none of the compared questions falls in is `None`).
+const VSIBENCH_METRICS: [&str; 9] = ["overall", "obj_count", "abs_dist", "obj_size", "room_size", "rel_dist", "rel_dir", "route_plan", "appr_order"];
 /// Pose-delta gates: the largest, mean and median per-question delta (SQA3D only).
 pub const POSE_KEYS: [&str; 6] = ["pose_m", "pose_m_mean", "pose_m_median", "yaw_deg", "yaw_deg_mean", "yaw_deg_median"];
 /// The answer-agreement gate, a minimum.
@@ -50,6 +57,7 @@ impl Family {
         match self {
             Family::Sqa3d => SQA3D_METRICS.to_vec(),
             Family::ScanQa(p) => SCANQA_METRICS.into_iter().filter(|&k| k != "em_r" || p.has_em_r()).collect(),
+            Family::VsiBench => VSIBENCH_METRICS.to_vec(),
         }
     }
 
@@ -67,7 +75,7 @@ impl Family {
 /// Every gate key of any task, for `--max-delta` parsing and `--help`.
 pub fn all_gate_keys() -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = Vec::new();
-    for k in SQA3D_METRICS.into_iter().chain(SCANQA_METRICS).chain(POSE_KEYS).chain([AGREEMENT]) {
+    for k in SQA3D_METRICS.into_iter().chain(SCANQA_METRICS).chain(VSIBENCH_METRICS).chain(POSE_KEYS).chain([AGREEMENT]) {
         if !keys.contains(&k) {
             keys.push(k);
         }
@@ -191,7 +199,7 @@ pub fn score_side(truth: &Truth, family: Family, meteor_jar: Option<&Path>, path
         (Truth::ScanQa(items), family) => {
             let protocol = match family {
                 Family::ScanQa(p) => p,
-                Family::Sqa3d => Protocol::Video3dllm,
+                Family::Sqa3d | Family::VsiBench => Protocol::Video3dllm,
             };
             let questions = scanqa_input::join(items, scanqa_input::read_predictions(path)?, path)?;
             let s = scanqa::score(&questions, protocol, meteor_jar)?;
@@ -219,8 +227,25 @@ pub fn score_side(truth: &Truth, family: Family, meteor_jar: Option<&Path>, path
                 .collect();
             Ok(Side { metrics, answers, notes })
         }
-        // `loc3r-eval compare` refuses the task before asking anything.
-        (Truth::VsiBench { .. }, _) => Err(InputError::Files("compare has no VSI-Bench metrics; score each bundle's `run --task vsibench`".into()).into()),
+        (Truth::VsiBench { docs, .. }, _) => {
+            let predictions = read_vsibench_predictions(path)?;
+            let report = score_vsibench_files(docs, &predictions, path)?;
+            // The columns in the paper's order; `overall` first.
+            let mut metrics = vec![("overall", Some(report.scores.overall))];
+            metrics.extend(VSIBENCH_METRICS[1..].iter().zip(vsibench::COLUMNS).map(|(&k, column)| (k, report.scores.columns.get(column).copied())));
+            let docs: HashMap<String, &VsiDoc> = docs.iter().map(|d| (d.id.text(), d)).collect();
+            let mut answers = HashMap::with_capacity(predictions.len());
+            for p in predictions {
+                let id = p.id.text();
+                // `score_vsibench_files` has checked every id and document above.
+                let Some(doc) = docs.get(&id) else { continue };
+                let score = vsibench::score_item(&doc.question_type, &p.prediction, &doc.ground_truth.text()).unwrap_or(0.0);
+                // Agreement compares what the official scorer reads of an answer (its first
+                // word, or the option letter), not the raw text.
+                answers.insert(id, SideAnswer { answer: vsibench::extract_answer(&p.prediction), pose: None, exact: score >= 1.0 });
+            }
+            Ok(Side { metrics, answers, notes: Vec::new() })
+        }
     }
 }
 

@@ -80,7 +80,8 @@ pub enum GroundTruth {
 }
 
 impl GroundTruth {
-    fn text(&self) -> String {
+    /// The ground truth as text: a string as given, a JSON number as serde_json prints it.
+    pub fn text(&self) -> String {
         match self {
             GroundTruth::Text(s) => s.clone(),
             GroundTruth::Number(n) => n.to_string(),

@@ -520,25 +520,29 @@ fn run_vsibench_answers_scores_and_resumes() {
         assert!(e.stderr.contains(needle), "expected {needle:?} in: {}", e.stderr);
         assert!(!w.root.join("bad-pred.json").exists());
     }
-    let e = eval(&[
-        "compare",
-        "--a",
-        s(&w.bundle),
-        "--b",
-        s(&w.bundle),
-        "--task",
-        "vsibench",
-        "--annotations",
-        s(&gt),
-        "--scenes",
-        s(&scenes),
-        "--out-dir",
-        s(&w.root.join("cmp")),
-    ]);
+    // `compare` over the same documents: a bundle against itself has zero deltas in every
+    // column it measures, none in the columns without questions, and full answer agreement.
+    let cmp_dir = w.root.join("cmp");
+    let cmp = |extra: &[&str]| {
+        let mut a = vec!["compare", "--a", s(&w.bundle), "--b", s(&w.bundle), "--task", "vsibench", "--annotations", s(&gt), "--scenes", s(&scenes)];
+        a.extend_from_slice(&["--frames", "4", "--out-dir", s(&cmp_dir)]);
+        a.extend_from_slice(extra);
+        eval(&a)
+    };
+    let r = cmp(&["--json", "--max-delta", "overall=0,obj_count=0,agreement=1"]).json();
+    assert_eq!(r["pass"], true, "{r}");
+    for key in ["overall", "obj_count", "route_plan", "appr_order"] {
+        assert_eq!(r["metrics"][key]["delta"], 0.0, "{key}: {r}");
+        assert!(r["metrics"][key]["a"].is_number(), "{key}: {r}");
+    }
+    assert!(r["metrics"]["abs_dist"]["a"].is_null(), "no absolute-distance question: {r}");
+    assert_eq!(r["metrics"]["overall"]["a"], again["scores"]["overall"], "compare scores like `run`: {r}");
+    assert_eq!((r["answers"]["questions"].as_u64(), r["answers"]["agreement"].as_f64()), (Some(5), Some(1.0)), "{r}");
+    assert!(r["pose"].is_null(), "{r}");
+    let e = cmp(&["--max-delta", "pose_m=0.1"]);
     assert_eq!(e.code, Some(2), "{}", e.stderr);
-    assert!(e.stderr.contains("vsibench"), "{}", e.stderr);
+    assert!(e.stderr.contains("does not measure it"), "{}", e.stderr);
 }
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {

@@ -155,7 +155,7 @@ enum Command {
         json: bool,
     },
     /// Fidelity gates between two bundles (e.g. an fp32 and an fp16 export of one checkpoint):
-    /// ask both every question of an official SQA3D or ScanQA file as `run` does (predictions in
+    /// ask both every question of an official SQA3D, ScanQA or VSI-Bench file as `run` does (predictions in
     /// --out-dir, resumable), then report every metric of A and B and its delta B − A, the
     /// per-question pose deltas between A and B (SQA3D: position distance in metres, yaw
     /// difference in degrees; mean, median, max) and answer agreement (the share of questions
@@ -169,10 +169,12 @@ enum Command {
         /// Bundle B, the one under test (e.g. the fp16 export).
         #[arg(long)]
         b: PathBuf,
-        /// sqa3d-loc or sqa3d (the same comparison: answers and poses) or scanqa (answers).
+        /// sqa3d-loc or sqa3d (the same comparison: answers and poses), scanqa or vsibench
+        /// (answers; VSI-Bench's overall score and paper columns).
         #[arg(long, value_enum)]
         task: RunTaskArg,
-        /// As for `run`: the SQA3D annotations file or its directory, or ScanQA_v1.0_<split>.json.
+        /// As for `run`: the SQA3D annotations file or its directory, ScanQA_v1.0_<split>.json,
+        /// or the VSI-Bench documents.
         #[arg(long)]
         annotations: PathBuf,
         /// SQA3D questions file (default: next to the annotations file).
@@ -583,14 +585,11 @@ fn compare_command(c: CompareArgs) -> Result<()> {
     check_frames_and_scenes(c.frames, &c.scenes)?;
     let family = match c.task {
         RunTaskArg::Scanqa => Family::ScanQa(c.protocol.unwrap_or(Protocol::Video3dllm)),
-        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc if c.protocol.is_some() => return Err(InputError("--protocol applies to --task scanqa only".into()).into()),
-        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => Family::Sqa3d,
-        RunTaskArg::Vsibench => {
-            return Err(InputError(
-                "compare supports --task sqa3d-loc, sqa3d and scanqa; for VSI-Bench, `run --task vsibench` each bundle and compare the scores".into(),
-            )
-            .into())
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc | RunTaskArg::Vsibench if c.protocol.is_some() => {
+            return Err(InputError("--protocol applies to --task scanqa only".into()).into())
         }
+        RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => Family::Sqa3d,
+        RunTaskArg::Vsibench => Family::VsiBench,
     };
     check_gate_keys(&c.gates, family, c.task.name()).map_err(InputError)?;
     let meteor_jar = meteor::jar_from_env();
@@ -633,7 +632,7 @@ fn compare_command(c: CompareArgs) -> Result<()> {
         task: c.task.name(),
         protocol: match family {
             Family::ScanQa(p) => Some(p.name()),
-            Family::Sqa3d => None,
+            Family::Sqa3d | Family::VsiBench => None,
         },
         questions: questions.len(),
         frames,
