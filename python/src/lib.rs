@@ -361,15 +361,7 @@ impl Scene {
 
 fn timings_dict<'py>(py: Python<'py>, t: &Timings) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (key, value) in [
-        ("decode_video", t.decode_video),
-        ("cut3r", t.cut3r),
-        ("siglip", t.siglip),
-        ("prefill", t.prefill),
-        ("first_token", t.first_token),
-        ("decode", t.decode),
-        ("total", t.total),
-    ] {
+    for (key, value) in t.stages() {
         d.set_item(key, value)?;
     }
     Ok(d)

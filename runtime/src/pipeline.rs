@@ -57,6 +57,19 @@ pub struct Timings {
 }
 
 impl Timings {
+    /// Every stage with its key, in report order (metrics, bindings and reports list them so).
+    pub fn stages(&self) -> [(&'static str, f64); 7] {
+        [
+            ("decode_video", self.decode_video),
+            ("cut3r", self.cut3r),
+            ("siglip", self.siglip),
+            ("prefill", self.prefill),
+            ("first_token", self.first_token),
+            ("decode", self.decode),
+            ("total", self.total),
+        ]
+    }
+
     /// Makes these timings of an answer (or a localisation) also pay for the observe (or
     /// push of frames) that came before it, as the first answer after an observe reports:
     /// the video's stages are taken over, its prefill is added to the question's, and its

@@ -81,15 +81,7 @@ impl Metrics {
 
     pub fn stages(&self, t: &Timings) {
         self.with(|m| {
-            for (name, ms) in [
-                ("decode_video", t.decode_video),
-                ("cut3r", t.cut3r),
-                ("siglip", t.siglip),
-                ("prefill", t.prefill),
-                ("first_token", t.first_token),
-                ("decode", t.decode),
-                ("total", t.total),
-            ] {
+            for (name, ms) in t.stages() {
                 if ms > 0.0 {
                     m.stage_latency.entry(name).or_default().observe(ms / 1000.0);
                 }

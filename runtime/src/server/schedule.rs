@@ -141,6 +141,10 @@ impl Admitted {
                 job(&cancel)
             });
             match handle.await {
+                // The job saw its deadline at a cancellation check before the timer below
+                // fired (a busy machine delays the timer): the same 504 as the timer's, naming
+                // the flag that sets the deadline.
+                Ok(Err(e)) if e.code == "timeout" && Instant::now() >= deadline => Err(ApiError::timeout_of(kind, timeout)),
                 Ok(r) => r,
                 Err(e) => Err(ApiError::internal(format!("a model worker failed: {e}"))),
             }
