@@ -27,7 +27,9 @@ pub struct Manifest {
     pub producer: String,
     /// Weights and activations (see each I/O's dtype for the boundary).
     pub precision: Precision,
-    /// The checkpoint's `config.json`, verbatim.
+    /// The checkpoint's config as the exporter understood it: the fields it knows, with
+    /// defaults filled in (unknown keys of `config.json` are not copied, so a config padded
+    /// with junk cannot bloat every bundle made from it).
     pub config: serde_json::Value,
     pub graphs: BTreeMap<String, GraphEntry>,
     /// Every file of the bundle except the manifest itself.

@@ -126,6 +126,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     let precision =
         Precision::from_dtype(opts.precision).ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?;
     let graphs = resolve_graphs(opts)?;
+    let _writing = OutputLock::acquire(out)?;
     check_target(out, opts.force)?;
     let ckpt = Checkpoint::open(checkpoint, opts.names.as_deref(), Requirements { cut3r_points: opts.cut3r_points })?;
     let cfg = ckpt.config();
@@ -201,8 +202,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
         }
     })?;
 
-    let config_text = crate::files::read_input(&ckpt.dir().join(crate::checkpoint::CONFIG_FILE))?;
-    let config_echo: serde_json::Value = serde_json::from_str(&config_text).map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+    let config_echo = serde_json::to_value(ckpt.config()).map_err(|e| Error::Internal(format!("serialising the config: {e}")))?;
     let tokenizer_size = tokenizer_size(&dir.join(manifest::TOKENIZER_FILE))?;
     let manifest = Manifest {
         format: manifest::FORMAT.into(),
@@ -376,6 +376,39 @@ fn check_target(out: &Path, force: bool) -> Result<()> {
         return Ok(());
     }
     Err(Error::Invalid(format!("{}: exists and is not a loc3r bundle (no manifest.json); refusing to replace it (use --force to overwrite)", out.display())))
+}
+
+/// Held while an export writes `out`: a second export to the same directory is refused
+/// with a clear error instead of racing the first one's final rename. An advisory `flock`
+/// on `.<name>.lock` next to `out`; the kernel drops it when the process ends, however it
+/// ends, so a crashed export never blocks the next. The (empty) lock file stays: removing
+/// it would let an export that already opened it lock a file nobody else sees.
+pub struct OutputLock {
+    _file: std::fs::File,
+}
+
+impl OutputLock {
+    pub fn acquire(out: &Path) -> Result<OutputLock> {
+        use std::os::fd::AsRawFd;
+        let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| Error::write(parent, e))?;
+        let stem = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+        let path = parent.join(format!(".{stem}.lock"));
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::write(&path, e))?;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Err(Error::Invalid(format!(
+                    "another export is writing {} (it holds {}); wait for it to finish or choose another --out",
+                    out.display(),
+                    path.display()
+                )));
+            }
+            return Err(Error::write(&path, e));
+        }
+        Ok(OutputLock { _file: file })
+    }
 }
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {

@@ -16,9 +16,22 @@ pub fn require_regular_file(path: &Path) -> Result<()> {
     Err(Error::Invalid(format!("{}: is {}, not a regular file; name a regular file", path.display(), loc3r_bundle::files::kind(&meta.file_type()))))
 }
 
-/// `std::fs::read_to_string` for an input file, refusing anything but a regular file.
+/// The largest text input read whole (configs, name maps, tokenizer corpora): far above any
+/// real one, far below what would hurt the machine.
+pub const MAX_TEXT_INPUT_BYTES: u64 = 64 << 20;
+
+/// `std::fs::read_to_string` for an input file, refusing anything but a regular file and
+/// files over [`MAX_TEXT_INPUT_BYTES`].
 pub fn read_input(path: &Path) -> Result<String> {
     require_regular_file(path)?;
+    let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    if len > MAX_TEXT_INPUT_BYTES {
+        return Err(Error::Invalid(format!(
+            "{}: {len} bytes is too large for a text input (at most {} MiB); name the right file",
+            path.display(),
+            MAX_TEXT_INPUT_BYTES >> 20
+        )));
+    }
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
@@ -40,6 +53,11 @@ mod tests {
         let e = read_input(&dir).unwrap_err().to_string();
         assert!(e.contains("a directory"), "{e}");
         assert!(matches!(read_input(&dir.join("absent")), Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound));
+        // Sparse: the size is checked before anything is read.
+        let huge = dir.join("huge.json");
+        std::fs::File::create(&huge).unwrap().set_len(MAX_TEXT_INPUT_BYTES + 1).unwrap();
+        let e = read_input(&huge).unwrap_err().to_string();
+        assert!(e.contains("too large") && e.contains("64 MiB"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -196,3 +196,40 @@ fn fifos_in_place_of_checkpoint_files_are_refused_instead_of_blocking() {
     let e = refused("check --names FIFO", o);
     assert!(e.contains("FIFO"), "{e}");
 }
+
+/// A symlink to `/dev/zero` as `config.json` says what it is instead of reading forever.
+#[test]
+fn a_config_that_is_a_device_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    make_tiny(&dir, &[]);
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("config.json")).unwrap();
+    for (what, o) in [("check", check(&dir)), ("export", export(&dir, &tmp.path().join("out"), &[]))] {
+        let e = refused(&format!("{what} with /dev/zero as config.json"), o);
+        assert!(e.contains("config.json") && e.contains("character device"), "{what}: {e}");
+    }
+}
+
+/// Concurrent exports to one `--out`: the second is refused with a clear message (exit 2)
+/// while the first holds the output's lock, and succeeds once it is released. The manifest
+/// echoes the config fields the exporter knows, not whatever else `config.json` carries.
+#[test]
+fn a_second_export_to_the_same_output_is_refused_while_the_first_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    make_tiny(&dir, &[]);
+    edit_config(&dir, |v| v["padding_nobody_reads"] = "x".repeat(1 << 20).into());
+    let out = tmp.path().join("bundle");
+    let first = loc3r_export::bundle::OutputLock::acquire(&out).unwrap();
+    let e = refused("an export while another holds the lock", export(&dir, &out, &[]));
+    assert!(e.contains("another export is writing") && e.contains("--out"), "{e}");
+    assert!(!out.exists(), "the refused export wrote nothing");
+    drop(first);
+    let o = export(&dir, &out, &[]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["config"]["hidden_size"].is_u64());
+    assert!(manifest["config"].get("padding_nobody_reads").is_none(), "unknown config keys are not copied into the manifest");
+    assert!(std::fs::metadata(out.join("manifest.json")).unwrap().len() < 200_000);
+}

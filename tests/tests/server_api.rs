@@ -113,8 +113,9 @@ impl Server {
         let mut child = Command::new(serve_exe())
             .env("TMPDIR", dir.path().join("tmp"))
             .envs(env.iter().copied())
-            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--max-frames", "8", "--max-new-tokens", "32", "--max-body-mb", "1"])
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "1", "--max-frames", "8", "--max-new-tokens", "32"])
             .args(if extra.contains(&"--workers") { &[][..] } else { &["--workers", "2"][..] })
+            .args(if extra.contains(&"--max-body-mb") { &[][..] } else { &["--max-body-mb", "1"][..] })
             .arg("--bundle")
             .arg(tiny_bundle(1))
             .arg("--allow-dir")
@@ -408,6 +409,20 @@ fn chat_completions_in_openai_shapes() {
     assert_eq!(s.post("/v1/chat/completions", &bad).error(400), "invalid_request");
     bad["messages"][1]["content"][0]["video_url"]["url"] = "file://../secret.mp4".into();
     assert_eq!(s.post("/v1/chat/completions", &bad).error(403), "forbidden_path");
+    // `file://localhost/abs` is `file:///abs` (RFC 8089): the same video as by relative name.
+    let abs = s.allow().join("room.mp4").canonicalize().unwrap();
+    for url in [format!("file://{}", abs.display()), format!("file://localhost{}", abs.display())] {
+        let mut b = body(json!({"frames": 4}));
+        b["messages"][1]["content"][0]["video_url"]["url"] = url.clone().into();
+        let r = s.post("/v1/chat/completions", &b);
+        assert_eq!(r.status, 200, "{url}: {}", r.text());
+        assert_eq!(r.json()["loc3r"]["video_id"], id.as_str(), "{url}");
+    }
+    // A video named twice is an error, not a silent pick.
+    let mut two = body(json!({}));
+    two["messages"][1]["content"].as_array_mut().unwrap().push(json!({"type": "video_url", "video_url": {"url": "file://room.mp4"}}));
+    assert_eq!(s.post("/v1/chat/completions", &two).error(400), "invalid_request");
+    assert_eq!(s.post("/v1/chat/completions", &body(json!({"video_id": id}))).error(400), "invalid_request");
     bad["messages"][1]["content"][0] = json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}});
     assert_eq!(s.post("/v1/chat/completions", &bad).error(422), "invalid_input");
     assert_eq!(s.post("/v1/chat/completions", &json!({"video_id": "nope", "messages": [{"role": "user", "content": "hi"}]})).error(404), "not_found");
@@ -489,9 +504,34 @@ fn hostile_input_is_a_json_4xx_and_the_server_keeps_serving() {
             s.req("POST", "/v1/videos", "multipart/form-data; boundary=X", b"--X\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc"),
             400,
         ),
+        (
+            "two file parts",
+            s.req(
+                "POST",
+                "/v1/videos",
+                "multipart/form-data; boundary=X",
+                b"--X\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--X\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\ndef\r\n--X--\r\n",
+            ),
+            400,
+        ),
+        (
+            "two frames parts",
+            s.req(
+                "POST",
+                "/v1/videos",
+                "multipart/form-data; boundary=X",
+                b"--X\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\n4\r\n--X\r\nContent-Disposition: form-data; name=\"frames\"\r\n\r\n8\r\n--X--\r\n",
+            ),
+            400,
+        ),
         ("wrong content type", s.req("POST", "/v1/videos", "text/plain", b"room.mp4"), 415),
         ("huge body", s.req("POST", &ask, "application/json", &vec![b' '; 3 << 20]), 413),
         ("unknown route", s.get("/v2/everything"), 404),
+        // Answered by the HTTP layer before any route: still JSON.
+        ("huge header", s.raw(&format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000)), b""), 431),
+        ("too many headers", s.raw(&format!("GET /healthz HTTP/1.1\r\n{}\r\n", (0..200).map(|i| format!("X-{i}: 1\r\n")).collect::<String>()), b""), 431),
+        ("malformed head", s.raw("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b""), 400),
+        ("long URI", s.raw(&format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), b""), 414),
         ("wrong method", s.req("PUT", "/v1/videos", "", b""), 405),
     ];
     for (name, r, status) in cases {
@@ -721,6 +761,35 @@ fn uploads_over_the_pixel_limit_are_422_without_internal_paths() {
     let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("160x120") && message.contains("10000") && message.contains("--max-pixels"), "{message}");
     assert!(!message.contains('/') && !message.contains("loc3r-uploads"), "no internal path: {message}");
+    s.healthy();
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap();
+    kib * 1024
+}
+
+/// A large inline video (a `data:` URL) costs about its body plus its decoded bytes, not
+/// several copies of both: the base64 text is decoded in place while the request is parsed
+/// (before: 3.8x the body's size in peak memory).
+#[test]
+fn a_large_data_url_costs_less_than_twice_its_size() {
+    let s = Server::start(&["--max-body-mb", "64"]);
+    // Not a video: what is measured is the way in, up to the decoder's 422.
+    let payload: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let body = json!({"max_tokens": 2, "messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": format!("data:video/mp4;base64,{}", base64_encode(&payload))}},
+        {"type": "text", "text": "Where is the chair?"}]}]})
+    .to_string();
+    drop(payload);
+    let before = peak_rss(s.child.id());
+    let r = s.req("POST", "/v1/chat/completions", "application/json", body.as_bytes());
+    assert_eq!(r.error(422), "invalid_video");
+    let grew = peak_rss(s.child.id()).saturating_sub(before);
+    let ratio = grew as f64 / body.len() as f64;
+    assert!(ratio < 2.0, "a {} MiB data: URL raised the server's peak memory by {} MiB ({ratio:.2}x)", body.len() >> 20, grew >> 20);
     s.healthy();
 }
 

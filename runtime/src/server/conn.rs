@@ -9,6 +9,11 @@
 //! - on shutdown the listener closes, connections that never sent a whole request head and
 //!   idle keep-alive ones are closed at once, bodies still arriving are cut (503), and the
 //!   requests in flight finish (within `--shutdown-timeout-s`, see [`super::serve`]).
+//!
+//! Requests hyper cannot parse (a head over its buffer or header-count limit, a malformed
+//! head, a URI too long) never reach the router: hyper answers them itself with an empty
+//! body. [`JsonParseErrors`] gives those answers the same JSON error body as every other
+//! error.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -65,7 +70,7 @@ pub(super) async fn serve(listener: TcpListener, app: Router, header_timeout: Du
                 router.call(req)
             })
         };
-        let conn = http.serve_connection(TokioIo::new(tcp), svc);
+        let conn = http.serve_connection(TokioIo::new(JsonParseErrors::new(tcp)), svc);
         let mut stopping = shutdown.subscribe();
         let open = open_tx.clone();
         tokio::spawn(async move {
@@ -102,6 +107,88 @@ pub(super) async fn serve(listener: TcpListener, app: Router, header_timeout: Du
 fn is_connection_error(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(e.kind(), K::ConnectionRefused | K::ConnectionAborted | K::ConnectionReset)
+}
+
+/// A connection's byte stream that rewrites hyper's automatic answers to requests it could
+/// not parse (400, 414, 431 with `connection: close` and an empty body: hyper writes them
+/// in one piece before closing, and the router's own errors always carry a JSON body) into
+/// the same status with the API's JSON error body.
+struct JsonParseErrors<I> {
+    io: I,
+    /// Our replacement for an automatic answer and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl<I> JsonParseErrors<I> {
+    fn new(io: I) -> Self {
+        JsonParseErrors { io, replacing: None }
+    }
+}
+
+/// The JSON answer for hyper's automatic answer `head`, if `head` is one.
+fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let (status, code, message) = match text.get(..13)? {
+        "HTTP/1.1 400 " => (StatusCode::BAD_REQUEST, "invalid_request", "the request head is malformed (request line or a header)"),
+        "HTTP/1.1 414 " => (StatusCode::URI_TOO_LONG, "uri_too_long", "the request URI is too long"),
+        "HTTP/1.1 431 " => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "the request headers are too large or too many; send fewer and smaller headers",
+        ),
+        _ => return None,
+    };
+    let lower = text.to_ascii_lowercase();
+    if !(lower.ends_with("\r\n\r\n") && lower.contains("\r\ncontent-length: 0\r\n") && lower.contains("\r\nconnection: close\r\n")) {
+        return None;
+    }
+    let body = ApiError::new(status, code, message).body().to_string();
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {} {reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        status.as_u16(),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    Some(out)
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for JsonParseErrors<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for JsonParseErrors<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.replacing.is_none() {
+            if let Some(json) = json_parse_error(buf) {
+                this.replacing = Some((json, 0));
+            }
+        }
+        if let Some((json, written)) = &mut this.replacing {
+            while *written < json.len() {
+                match Pin::new(&mut this.io).poll_write(cx, &json[*written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => *written += n,
+                    other => return other,
+                }
+            }
+            // hyper's own bytes count as written: they were replaced.
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 const NOT_CUT: u8 = 0;
@@ -195,6 +282,20 @@ impl HttpBody for GuardedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hypers_automatic_answers_get_the_json_error_body() {
+        let auto = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 15:45:45 GMT\r\n\r\n";
+        let out = String::from_utf8(json_parse_error(auto).unwrap()).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 431 ") && head.contains(&format!("content-length: {}", body.len())), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "headers_too_large");
+        // The router's answers (a body, or keep-alive) pass unchanged.
+        assert!(json_parse_error(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 20\r\n\r\n").is_none());
+        assert!(json_parse_error(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").is_none());
+        assert!(json_parse_error(b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
 
     async fn read_all(mut body: GuardedBody) -> Result<Bytes, axum::Error> {
         let mut out = Vec::new();

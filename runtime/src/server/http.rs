@@ -331,7 +331,11 @@ async fn create_video(State(st): St, req: Request) -> ApiResult {
         let mut file = None;
         let mut frames = None;
         while let Some(field) = mp.next_field().await.map_err(|e| rejection(e.status(), format!("reading the multipart body: {}", e.body_text())))? {
-            match field.name().unwrap_or("") {
+            let name = field.name().unwrap_or("").to_string();
+            if (matches!(name.as_str(), "file" | "video") && file.is_some()) || (name == "frames" && frames.is_some()) {
+                return Err(ApiError::bad_request(format!("the multipart body has a second `{name}` part; send one video (`file`) and at most one `frames` per request")));
+            }
+            match name.as_str() {
                 "file" | "video" => file = Some(field.bytes().await.map_err(|e| rejection(e.status(), e.body_text()))?),
                 "frames" => {
                     let t = field.text().await.map_err(|e| rejection(e.status(), e.body_text()))?;
@@ -412,20 +416,56 @@ pub(super) enum GenEvent {
 /// (client disconnected) or when `cancel` fires (the deadline: then an error event, 504).
 fn generate(scene: Arc<Scene>, ask: ValidAsk, cancel: &Cancel, tx: tokio::sync::mpsc::Sender<GenEvent>) -> Result<(), ApiError> {
     let mut timed_out = false;
-    let r = scene.ask_streaming(ask.situation.as_deref(), &ask.question, &ask.gen, |piece| {
-        if cancel.is_cancelled() {
+    let r = scene.ask_streaming(ask.situation.as_deref(), &ask.question, &ask.gen, |piece| match send_unless_cancelled(&tx, GenEvent::Token(piece.to_string()), cancel) {
+        Sent::Yes => true,
+        Sent::ReceiverGone => false,
+        Sent::Cancelled => {
             timed_out = true;
-            return false;
+            false
         }
-        tx.blocking_send(GenEvent::Token(piece.to_string())).is_ok()
     });
     let ev = match r {
         Ok(_) if timed_out => GenEvent::Error(ApiError::timeout(0.0).with_message("the answer was cut at the request deadline (see --request-timeout-s)")),
         Ok(a) => GenEvent::End(Box::new(a)),
         Err(e) => GenEvent::Error(e.into()),
     };
-    let _ = tx.blocking_send(ev);
+    // Past the deadline the receiver may be a client that stopped reading: the worker must
+    // not wait for it, so the last event is offered once and dropped if there is no room.
+    if let Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) = tx.try_send(ev) {
+        if !cancel.is_cancelled() {
+            send_unless_cancelled(&tx, ev, cancel);
+        }
+    }
     Ok(())
+}
+
+enum Sent {
+    Yes,
+    ReceiverGone,
+    Cancelled,
+}
+
+/// Sends on the bounded channel from a worker thread, waiting while it is full (the client
+/// reads slower than tokens come) but never past `cancel`: a client that stops reading an
+/// SSE stream fills the channel, and a plain `blocking_send` would then hold the worker
+/// forever, deadline or not.
+fn send_unless_cancelled(tx: &tokio::sync::mpsc::Sender<GenEvent>, mut ev: GenEvent, cancel: &Cancel) -> Sent {
+    use tokio::sync::mpsc::error::TrySendError;
+    let mut wait = std::time::Duration::from_micros(200);
+    loop {
+        if cancel.is_cancelled() {
+            return Sent::Cancelled;
+        }
+        match tx.try_send(ev) {
+            Ok(()) => return Sent::Yes,
+            Err(TrySendError::Closed(_)) => return Sent::ReceiverGone,
+            Err(TrySendError::Full(back)) => {
+                ev = back;
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(std::time::Duration::from_millis(20));
+            }
+        }
+    }
 }
 
 impl ApiError {
@@ -506,4 +546,45 @@ async fn ask(State(st): St, Path(id): Path<String>, req: Request) -> ApiResult {
         })
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_reader_that_stops_reading_holds_the_worker_only_until_the_deadline() {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let cancel = Cancel::with_deadline(Instant::now() + Duration::from_millis(300));
+        assert!(matches!(send_unless_cancelled(&tx, GenEvent::Token("a".into()), &cancel), Sent::Yes));
+        // The channel is full and nobody reads: the send gives up at the deadline.
+        let start = Instant::now();
+        assert!(matches!(send_unless_cancelled(&tx, GenEvent::Token("b".into()), &cancel), Sent::Cancelled));
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(30), "{waited:?}");
+        drop(rx);
+        let open = Cancel::new();
+        assert!(matches!(send_unless_cancelled(&tx, GenEvent::Token("c".into()), &open), Sent::ReceiverGone));
+    }
+
+    #[test]
+    fn a_slow_reader_gets_every_event() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let reader = std::thread::spawn(move || {
+            let mut n = 0;
+            while let Some(GenEvent::Token(_)) = rx.blocking_recv() {
+                std::thread::sleep(Duration::from_millis(2));
+                n += 1;
+            }
+            n
+        });
+        let cancel = Cancel::new();
+        for i in 0..50 {
+            assert!(matches!(send_unless_cancelled(&tx, GenEvent::Token(i.to_string()), &cancel), Sent::Yes));
+        }
+        drop(tx);
+        assert_eq!(reader.join().unwrap(), 50);
+    }
 }

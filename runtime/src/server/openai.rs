@@ -69,39 +69,101 @@ enum Part {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum UrlRef {
-    Url(String),
-    Obj { url: String },
+    Url(VideoUrl),
+    Obj { url: VideoUrl },
 }
 
 impl UrlRef {
-    fn url(&self) -> &str {
+    fn into_url(self) -> VideoUrl {
         match self {
             UrlRef::Url(u) | UrlRef::Obj { url: u } => u,
         }
     }
 }
 
+/// A `video_url` part's URL. A `data:` URL's payload is decoded while the request is parsed,
+/// from the request body's own bytes (serde hands the visitor the unescaped string in place):
+/// the base64 text is never copied into a `String`, so a large inline video costs its body
+/// plus its decoded bytes, not several copies of both.
+#[derive(Debug)]
+enum VideoUrl {
+    /// `file://` path, as written after the scheme (and `localhost`).
+    File(String),
+    Data(Bytes),
+    /// Not usable; why, as the client should read it (a 4xx, raised after parsing so that
+    /// the message survives serde's untagged-enum matching).
+    Invalid { status: axum::http::StatusCode, message: String },
+}
+
+impl<'de> Deserialize<'de> for VideoUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = VideoUrl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL string")
+            }
+            fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<VideoUrl, E> {
+                Ok(VideoUrl::parse(url))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+impl VideoUrl {
+    fn parse(url: &str) -> VideoUrl {
+        use axum::http::StatusCode;
+        let invalid = |status, message: &str| VideoUrl::Invalid { status, message: message.to_string() };
+        if let Some(rest) = url.strip_prefix("file://") {
+            // RFC 8089: `file://localhost/p` is `file:///p`. Other hosts are remote files.
+            let rest = rest.strip_prefix("localhost/").map_or(rest.to_string(), |p| format!("/{p}"));
+            return VideoUrl::File(rest);
+        }
+        let Some(rest) = url.strip_prefix("data:") else {
+            return invalid(StatusCode::UNPROCESSABLE_ENTITY, "video_url must be file:// (under --allow-dir) or data:...;base64; remote URLs are not fetched");
+        };
+        let Some((meta, data)) = rest.split_once(',') else {
+            return invalid(StatusCode::BAD_REQUEST, "a data: URL needs a comma before its payload");
+        };
+        if !meta.ends_with(";base64") {
+            return invalid(StatusCode::BAD_REQUEST, "data: URLs must be base64 (`data:video/mp4;base64,...`)");
+        }
+        match base64::engine::general_purpose::STANDARD.decode(data.trim()) {
+            Ok(bytes) if bytes.is_empty() => invalid(StatusCode::UNPROCESSABLE_ENTITY, "the data: URL holds no bytes"),
+            Ok(bytes) => VideoUrl::Data(Bytes::from(bytes)),
+            Err(e) => invalid(StatusCode::BAD_REQUEST, &format!("the data: URL is not valid base64: {e}")),
+        }
+    }
+}
+
 /// The video, question and situation of a chat request.
 struct ChatInputs {
-    video_url: Option<String>,
+    video_url: Option<VideoUrl>,
     question: String,
     situation: Option<String>,
 }
 
-fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
+/// Takes the request's messages apart (the video's bytes move, they are not copied).
+fn chat_inputs(r: &mut ChatRequest) -> ApiResult<ChatInputs> {
     let mut video_url = None;
     let mut system = Vec::new();
     let mut question = None;
-    for m in &r.messages {
+    for m in std::mem::take(&mut r.messages) {
         let mut text = Vec::new();
-        match &m.content {
+        match m.content {
             None => {}
-            Some(Content::Text(t)) => text.push(t.clone()),
+            Some(Content::Text(t)) => text.push(t),
             Some(Content::Parts(parts)) => {
                 for p in parts {
                     match p {
-                        Part::Text { text: t } => text.push(t.clone()),
-                        Part::VideoUrl { video_url: u } => video_url = Some(u.url().to_string()),
+                        Part::Text { text: t } => text.push(t),
+                        Part::VideoUrl { video_url: u } => {
+                            if video_url.is_some() {
+                                return Err(ApiError::bad_request("the messages hold two video_url parts; send one video per request"));
+                            }
+                            video_url = Some(u.into_url());
+                        }
                         Part::ImageUrl {} => {
                             return Err(ApiError::unprocessable("invalid_input", "image_url parts are not supported; send the video as a video_url part"))
                         }
@@ -119,38 +181,30 @@ fn chat_inputs(r: &ChatRequest) -> ApiResult<ChatInputs> {
     let Some(question) = question else {
         return Err(ApiError::unprocessable("invalid_input", "no user message: the last user message is the question"));
     };
+    if video_url.is_some() && r.video_id.is_some() {
+        return Err(ApiError::bad_request("the request names a video twice (a video_url part and `video_id`); send one of them"));
+    }
     let situation = r.situation.clone().or_else(|| Some(system.join("\n")).filter(|s| !s.trim().is_empty()));
     Ok(ChatInputs { video_url, question, situation })
 }
 
 /// Resolves the chat request's video to a registered id (registering it if needed).
-async fn chat_video(st: &Arc<AppState>, url: Option<&str>, video_id: Option<&str>, frames: Option<usize>) -> ApiResult<String> {
+async fn chat_video(st: &Arc<AppState>, url: Option<VideoUrl>, video_id: Option<&str>, frames: Option<usize>) -> ApiResult<String> {
     let Some(url) = url else {
         return video_id
             .map(str::to_string)
             .ok_or_else(|| ApiError::unprocessable("invalid_input", "no video: add a video_url content part (file:// or data:) or a `video_id` field"));
     };
     let frames = validate::frames(frames, &st.limits)?;
-    if let Some(rest) = url.strip_prefix("file://") {
-        let path = validate::allowed_path(rest, &st.limits)?;
-        return Ok(register(st, Source::Path(path), None, frames).await?.info.video_id);
-    }
-    if let Some(rest) = url.strip_prefix("data:") {
-        let Some((meta, data)) = rest.split_once(',') else {
-            return Err(ApiError::bad_request("a data: URL needs a comma before its payload"));
-        };
-        if !meta.ends_with(";base64") {
-            return Err(ApiError::bad_request("data: URLs must be base64 (`data:video/mp4;base64,...`)"));
+    match url {
+        VideoUrl::File(rest) => {
+            let path = validate::allowed_path(&rest, &st.limits)?;
+            Ok(register(st, Source::Path(path), None, frames).await?.info.video_id)
         }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|e| ApiError::bad_request(format!("the data: URL is not valid base64: {e}")))?;
-        if bytes.is_empty() {
-            return Err(ApiError::unprocessable("invalid_video", "the data: URL holds no bytes"));
-        }
-        return Ok(register(st, Source::Upload(PathBuf::new()), Some(Bytes::from(bytes)), frames).await?.info.video_id);
+        VideoUrl::Data(bytes) => Ok(register(st, Source::Upload(PathBuf::new()), Some(bytes), frames).await?.info.video_id),
+        VideoUrl::Invalid { status, message } if status == axum::http::StatusCode::BAD_REQUEST => Err(ApiError::bad_request(message)),
+        VideoUrl::Invalid { message, .. } => Err(ApiError::unprocessable("invalid_input", message)),
     }
-    Err(ApiError::unprocessable("invalid_input", "video_url must be file:// (under --allow-dir) or data:...;base64; remote URLs are not fetched"))
 }
 
 fn unix_now() -> u64 {
@@ -166,11 +220,13 @@ fn loc3r_field(video_id: &str, a: &Answer) -> Value {
 
 pub(super) async fn chat(State(st): St, req: Request) -> ApiResult {
     let body = body_bytes(req, &st).await?;
-    let r: ChatRequest = validate::parse_json(&body)?;
+    let mut r: ChatRequest = validate::parse_json(&body)?;
+    // The request body is not needed past parsing; an inline video's decoded bytes are.
+    drop(body);
     if r.n.is_some_and(|n| n != 1) {
         return Err(ApiError::unprocessable("invalid_input", "only n = 1 is supported"));
     }
-    let inputs = chat_inputs(&r)?;
+    let inputs = chat_inputs(&mut r)?;
     let valid = validate::ask(
         validate::AskRequest {
             situation: inputs.situation,
@@ -184,7 +240,7 @@ pub(super) async fn chat(State(st): St, req: Request) -> ApiResult {
         },
         &st.limits,
     )?;
-    let video_id = chat_video(&st, inputs.video_url.as_deref(), r.video_id.as_deref(), r.frames).await?;
+    let video_id = chat_video(&st, inputs.video_url, r.video_id.as_deref(), r.frames).await?;
     let (scene, _) = st.store.scene(&video_id, &st.model, &st.sched).await?;
     let max_tokens = valid.gen.max_new_tokens;
     let rx = start_generation(&st, scene, valid)?;
