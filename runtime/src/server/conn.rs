@@ -131,11 +131,9 @@ fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
     let (status, code, message) = match text.get(..13)? {
         "HTTP/1.1 400 " => (StatusCode::BAD_REQUEST, "invalid_request", "the request head is malformed (request line or a header)"),
         "HTTP/1.1 414 " => (StatusCode::URI_TOO_LONG, "uri_too_long", "the request URI is too long"),
-        "HTTP/1.1 431 " => (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            "the request headers are too large or too many; send fewer and smaller headers",
-        ),
+        "HTTP/1.1 431 " => {
+            (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "the request headers are too large or too many; send fewer and smaller headers")
+        }
         _ => return None,
     };
     let lower = text.to_ascii_lowercase();
@@ -144,12 +142,9 @@ fn json_parse_error(head: &[u8]) -> Option<Vec<u8>> {
     }
     let body = ApiError::new(status, code, message).body().to_string();
     let reason = status.canonical_reason().unwrap_or("");
-    let mut out = format!(
-        "HTTP/1.1 {} {reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        status.as_u16(),
-        body.len()
-    )
-    .into_bytes();
+    let mut out =
+        format!("HTTP/1.1 {} {reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", status.as_u16(), body.len())
+            .into_bytes();
     out.extend_from_slice(body.as_bytes());
     Some(out)
 }

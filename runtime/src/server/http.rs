@@ -333,7 +333,9 @@ async fn create_video(State(st): St, req: Request) -> ApiResult {
         while let Some(field) = mp.next_field().await.map_err(|e| rejection(e.status(), format!("reading the multipart body: {}", e.body_text())))? {
             let name = field.name().unwrap_or("").to_string();
             if (matches!(name.as_str(), "file" | "video") && file.is_some()) || (name == "frames" && frames.is_some()) {
-                return Err(ApiError::bad_request(format!("the multipart body has a second `{name}` part; send one video (`file`) and at most one `frames` per request")));
+                return Err(ApiError::bad_request(format!(
+                    "the multipart body has a second `{name}` part; send one video (`file`) and at most one `frames` per request"
+                )));
             }
             match name.as_str() {
                 "file" | "video" => file = Some(field.bytes().await.map_err(|e| rejection(e.status(), e.body_text()))?),
@@ -416,12 +418,14 @@ pub(super) enum GenEvent {
 /// (client disconnected) or when `cancel` fires (the deadline: then an error event, 504).
 fn generate(scene: Arc<Scene>, ask: ValidAsk, cancel: &Cancel, tx: tokio::sync::mpsc::Sender<GenEvent>) -> Result<(), ApiError> {
     let mut timed_out = false;
-    let r = scene.ask_streaming(ask.situation.as_deref(), &ask.question, &ask.gen, |piece| match send_unless_cancelled(&tx, GenEvent::Token(piece.to_string()), cancel) {
-        Sent::Yes => true,
-        Sent::ReceiverGone => false,
-        Sent::Cancelled => {
-            timed_out = true;
-            false
+    let r = scene.ask_streaming(ask.situation.as_deref(), &ask.question, &ask.gen, |piece| {
+        match send_unless_cancelled(&tx, GenEvent::Token(piece.to_string()), cancel) {
+            Sent::Yes => true,
+            Sent::ReceiverGone => false,
+            Sent::Cancelled => {
+                timed_out = true;
+                false
+            }
         }
     });
     let ev = match r {

@@ -92,7 +92,10 @@ enum VideoUrl {
     Data(Bytes),
     /// Not usable; why, as the client should read it (a 4xx, raised after parsing so that
     /// the message survives serde's untagged-enum matching).
-    Invalid { status: axum::http::StatusCode, message: String },
+    Invalid {
+        status: axum::http::StatusCode,
+        message: String,
+    },
 }
 
 impl<'de> Deserialize<'de> for VideoUrl {
