@@ -86,6 +86,8 @@ impl Error {
         match self {
             Error::Input(_) => Fault::Input,
             Error::Video(VideoError::Init(_)) => Fault::Runtime,
+            // A camera or stream that stops sending: the environment's, not the request's.
+            Error::Video(VideoError::Stalled { .. }) => Fault::Runtime,
             Error::Video(_) => Fault::Input,
             // A video of another aspect than the bundle was exported for (the message says how to re-export).
             Error::Preprocess(PreprocessError::Cut3rSize { .. }) => Fault::Input,

@@ -28,6 +28,8 @@
 //! Live frames (a robot's camera) can be appended to a scene with
 //! [`Scene::push_frames`]: CUT3R continues its recurrence and only the new frames and the new
 //! time instruction are prefilled; the answers equal observing all frames at once.
+//! [`live::FrameSource`] reads a camera, a stream or a file at its real rate, and
+//! [`live::LiveScene`] turns its frames into the keyframes of a scene of bounded size.
 //!
 //! [`Loc3r`] is `Clone + Send + Sync` and a [`Scene`] can be shared between threads: graph
 //! sessions are behind mutexes and a scene's cached prefix is only ever read. The bundle
@@ -42,6 +44,7 @@ pub mod bundle;
 pub mod cancel;
 pub mod error;
 pub use loc3r_bundle::files;
+pub mod live;
 pub mod manifest;
 pub mod ort_env;
 pub mod pipeline;

@@ -444,6 +444,22 @@ impl Scene {
         Ok(())
     }
 
+    /// CUT3R's camera pose (`[tx, ty, tz, qw, qx, qy, qz]`, in this scene's world frame) of
+    /// `frames`' first frame as the next frame of this scene, without adding it: one CUT3R
+    /// step from the scene's state (SigLIP and the LLM do not run). For keyframe policies
+    /// that take a frame only when the camera moved.
+    pub fn peek_camera_pose(&self, frames: &Frames) -> Result<[f32; 7]> {
+        let first = Frames { frames: frames.frames.iter().take(1).cloned().collect(), ..frames.clone() };
+        if first.frames.is_empty() {
+            return Err(Error::Input("no frame to place".into()));
+        }
+        let pixels = preprocess(&first, &self.model.preprocess_spec())?;
+        let (cameras, _) = Cut3r::new(self.model.bundle())?.run_cancellable(&pixels.cut3r, &self.cut3r_state, &Cancel::new())?;
+        let mut pose = [0f32; 7];
+        pose.iter_mut().zip(cameras.poses.row(0).iter()).for_each(|(d, s)| *d = *s);
+        Ok(pose)
+    }
+
     /// Bytes held by this scene's caches (KV prefix and embeddings).
     pub fn cache_bytes(&self) -> usize {
         self.prefix.bytes(self.model.bundle()) + 4 * (self.prefix_embeds.len() + self.grid_hidden.len())

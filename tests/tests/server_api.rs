@@ -806,7 +806,8 @@ fn churn_of_register_ask_delete_gives_memory_back() {
             assert_eq!(s.req("DELETE", &format!("/v1/videos/{id}"), "", b"").status, 200);
         }
     };
-    let run = |n: usize| std::thread::scope(|sc| (0..2).map(|c| sc.spawn(move || cycles(c, n))).collect::<Vec<_>>().into_iter().for_each(|h| h.join().unwrap()));
+    let run =
+        |n: usize| std::thread::scope(|sc| (0..2).map(|c| sc.spawn(move || cycles(c, n))).collect::<Vec<_>>().into_iter().for_each(|h| h.join().unwrap()));
     // Measured (debug build): +0.9 to +5.4 MiB over the 120 cycles after this warm-up.
     run(60);
     let warm = rss(s.child.id());

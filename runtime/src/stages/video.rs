@@ -68,6 +68,12 @@ pub enum VideoError {
     Init(String),
     #[error("`{}` has frames of {width}x{height} pixels, more than the limit of {max} pixels per frame; downscale it (e.g. `ffmpeg -i IN -vf scale=1920:-2 OUT`) or raise --max-pixels", path.display())]
     TooManyPixels { path: PathBuf, width: u64, height: u64, max: u64 },
+    /// A live source (camera, stream) that cannot be opened or read.
+    #[error("live source `{source_name}`: {reason}")]
+    Source { source_name: String, reason: String },
+    /// A live source that sent no frame for too long.
+    #[error("live source `{source_name}` stalled: no frame for {seconds:.1} s (check the camera or stream, or raise the stall timeout)")]
+    Stalled { source_name: String, seconds: f64 },
 }
 
 /// Default of [`FrameSpec::max_pixels`]: Pillow's decompression-bomb limit
@@ -99,7 +105,7 @@ impl FrameSpec {
 }
 
 /// Refuses a `width × height` frame past `max` pixels.
-fn check_pixels(path: &Path, width: u64, height: u64, max: u64) -> Result<(), VideoError> {
+pub(crate) fn check_pixels(path: &Path, width: u64, height: u64, max: u64) -> Result<(), VideoError> {
     if width.saturating_mul(height) > max {
         return Err(VideoError::TooManyPixels { path: path.to_path_buf(), width, height, max });
     }
@@ -173,7 +179,7 @@ pub fn load_frames(path: &Path, spec: &FrameSpec) -> Result<Frames, VideoError> 
 // Video files
 // ---------------------------------------------------------------------------------------
 
-fn init_ffmpeg() -> Result<(), VideoError> {
+pub(crate) fn init_ffmpeg() -> Result<(), VideoError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
         let r = video_rs::init().map_err(|e| e.to_string());
@@ -423,12 +429,12 @@ fn params_pixels(ctx: &ffmpeg::codec::context::Context) -> u64 {
 
 /// swscale context to RGB24, rebuilt when the input format or size changes mid-stream.
 #[derive(Default)]
-struct Converter {
+pub(crate) struct Converter {
     ctx: Option<(ffmpeg::format::Pixel, u32, u32, ffmpeg::software::scaling::Context)>,
 }
 
 impl Converter {
-    fn convert(&mut self, frame: &ffmpeg::frame::Video) -> Result<Array3<u8>, String> {
+    pub(crate) fn convert(&mut self, frame: &ffmpeg::frame::Video) -> Result<Array3<u8>, String> {
         use ffmpeg::software::scaling::{Context, Flags};
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         if w == 0 || h == 0 {
