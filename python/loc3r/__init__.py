@@ -10,6 +10,9 @@ Open an exported bundle once, observe a video (or push live camera frames), then
     print(scene.localize("I am sitting on the bed facing the window"))
     answer = scene.ask(None, "What is on the table?", max_new_tokens=32, stream=print)
 
+A robot's camera: ``for index, t, frame in loc3r.frames("/dev/video0"): live.offer(index, t, frame)``
+with ``live = model.live_scene(every=10, window=16)`` (python/examples/robot_loop.py).
+
 Every inference call releases the GIL. Errors are ``loc3r.Error`` subclasses chosen by
 whose fault they are: ``InputError`` (also a ``ValueError``), ``BundleError``,
 ``RuntimeError`` (also the builtin ``RuntimeError``) and ``InternalError``.
@@ -49,15 +52,18 @@ from ._native import (  # noqa: E402  (ORT_DYLIB_PATH must be settled first)
     Answer,
     BundleError,
     Error,
+    FrameSource,
     InputError,
     InternalError,
+    LiveScene,
     Localization,
     Model,
     RuntimeError,
     Scene,
     __version__,
+    frames,
     open,
 )
 
 # `open` and `RuntimeError` stay out of `from loc3r import *`: they would shadow builtins.
-__all__ = ["Answer", "BundleError", "Error", "InputError", "InternalError", "Localization", "Model", "Scene"]
+__all__ = ["Answer", "BundleError", "Error", "FrameSource", "InputError", "InternalError", "LiveScene", "Localization", "Model", "Scene", "frames"]

@@ -124,6 +124,18 @@ impl Model {
         Scene::new(self.model.clone(), None)
     }
 
+    /// A scene fed from a camera under a keyframe policy, of bounded size: `offer` it every
+    /// frame; every `every`-th becomes a keyframe (optionally only if the camera moved
+    /// `min_move_m` or turned `min_turn_deg` since the last one, by CUT3R's pose); at most
+    /// `window` keyframes are kept, a full scene restarting from its newest half (its
+    /// coordinates are then anchored at its new first keyframe: see `anchor`).
+    #[pyo3(signature = (*, every = 10, window = 16, min_move_m = None, min_turn_deg = None))]
+    fn live_scene(&self, every: usize, window: usize, min_move_m: Option<f32>, min_turn_deg: Option<f32>) -> PyResult<LiveScene> {
+        let policy = loc3r::live::KeyframePolicy { every, window, min_move_m, min_turn_deg };
+        let live = loc3r::live::LiveScene::new(&self.model, policy).map_err(runtime_error)?;
+        Ok(LiveScene { live: std::sync::Mutex::new(live) })
+    }
+
     #[getter]
     fn bundle(&self) -> PathBuf {
         self.bundle.clone()
@@ -500,12 +512,120 @@ fn _rust_localize_seconds(py: Python<'_>, scene: &Scene, n: usize, situation: Op
     })
 }
 
+/// Frames from a camera (/dev/videoN), a stream (rtsp://, http://, udp://), a video file or a
+/// directory of images, decoded on a thread of the library. Iterate it for
+/// `(index, time_s, frame)` tuples (`frame`: uint8 RGB of shape (H, W, 3)). With
+/// `realtime=True` a file plays at its frame rate and frames the loop is too slow for are
+/// dropped (counted in `dropped`), as a camera does; a source silent for `stall_timeout_s`
+/// raises `loc3r.RuntimeError`.
+#[pyclass(module = "loc3r")]
+struct FrameSource {
+    source: std::sync::Mutex<loc3r::live::FrameSource>,
+}
+
+#[pyfunction]
+#[pyo3(signature = (source, *, realtime = true, stall_timeout_s = 10.0, image_fps = 10.0))]
+fn frames(py: Python<'_>, source: &str, realtime: bool, stall_timeout_s: f64, image_fps: f64) -> PyResult<FrameSource> {
+    let stall_timeout = std::time::Duration::try_from_secs_f64(stall_timeout_s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| input_error(format!("stall_timeout_s must be a positive number of seconds, got {stall_timeout_s}")))?;
+    let opts = loc3r::live::SourceOptions { realtime, stall_timeout, image_fps, ..Default::default() };
+    let source = py.detach(|| loc3r::live::FrameSource::open(source, &opts)).map_err(|e| runtime_error(e.into()))?;
+    Ok(FrameSource { source: std::sync::Mutex::new(source) })
+}
+
+#[pymethods]
+impl FrameSource {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(usize, f64, Bound<'py, PyArray3<u8>>)>> {
+        let next = py.detach(|| self.source.lock().map_err(|_| poisoned()).map(|mut s| s.next_frame()))?;
+        match next.map_err(|e| runtime_error(e.into()))? {
+            Some(f) => Ok(Some((f.index, f.time_s, PyArray3::from_owned_array(py, f.rgb.into_owned())))),
+            None => Ok(None),
+        }
+    }
+
+    /// Frames per second the source declares.
+    #[getter]
+    fn fps(&self) -> PyResult<f64> {
+        Ok(self.source.lock().map_err(|_| poisoned())?.fps())
+    }
+
+    /// Frames dropped because the consumer was busy (realtime sources).
+    #[getter]
+    fn dropped(&self) -> PyResult<usize> {
+        Ok(self.source.lock().map_err(|_| poisoned())?.dropped())
+    }
+}
+
+/// A scene fed from a live source with bounded memory (see `Model.live_scene`).
+#[pyclass(frozen, module = "loc3r")]
+struct LiveScene {
+    live: std::sync::Mutex<loc3r::live::LiveScene>,
+}
+
+#[pymethods]
+impl LiveScene {
+    /// Offers the source's next frame; returns "skipped", "added" or "restarted".
+    fn offer(&self, py: Python<'_>, index: usize, time_s: f64, frame: &Bound<'_, PyAny>) -> PyResult<&'static str> {
+        if !time_s.is_finite() || time_s < 0.0 {
+            return Err(input_error(format!("time_s must be a finite number of seconds >= 0, got {time_s}")));
+        }
+        let rgb = frame_pixels(frame)?.into_shared();
+        let offered = py.detach(|| {
+            let mut live = self.live.lock().map_err(|_| poisoned())?;
+            live.offer(loc3r::live::LiveFrame { index, time_s, rgb }).map_err(runtime_error)
+        })?;
+        Ok(match offered {
+            loc3r::live::Offered::Skipped => "skipped",
+            loc3r::live::Offered::Added => "added",
+            loc3r::live::Offered::Restarted => "restarted",
+        })
+    }
+
+    /// Where am I, in the frame of the current scene's first keyframe (`anchor`)?
+    #[pyo3(signature = (situation = None))]
+    fn localize(&self, py: Python<'_>, situation: Option<&str>) -> PyResult<Localization> {
+        let pose = py.detach(|| {
+            let live = self.live.lock().map_err(|_| poisoned())?;
+            let scene = live.scene().ok_or_else(|| input_error("no keyframe yet; offer frames first".into()))?;
+            scene.localize(situation).map_err(runtime_error)
+        })?;
+        Ok(Localization::from(&pose))
+    }
+
+    /// `(index, time_s)` of the source frame the current scene is anchored at; None before the first keyframe.
+    #[getter]
+    fn anchor(&self) -> PyResult<Option<(usize, f64)>> {
+        Ok(self.live.lock().map_err(|_| poisoned())?.anchor())
+    }
+
+    /// Keyframes in the current scene (at most the window).
+    #[getter]
+    fn keyframes(&self) -> PyResult<usize> {
+        Ok(self.live.lock().map_err(|_| poisoned())?.keyframes())
+    }
+
+    /// Times a full scene restarted from its newest keyframes.
+    #[getter]
+    fn restarts(&self) -> PyResult<usize> {
+        Ok(self.live.lock().map_err(|_| poisoned())?.restarts())
+    }
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(frames, m)?)?;
+    m.add_class::<FrameSource>()?;
+    m.add_class::<LiveScene>()?;
     m.add_function(wrap_pyfunction!(_rust_localize_seconds, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<Scene>()?;

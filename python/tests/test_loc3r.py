@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import loc3r
-from conftest import HEIGHT, WIDTH, make_frames
+from conftest import HEIGHT, REPO, WIDTH, make_frames
 
 
 def check_localization(loc):
@@ -375,3 +375,48 @@ def test_push_and_localize_from_two_threads(model):
         check_localization(scene.localize())
     pusher.join()
     assert not errors and len(scene) == 6
+
+
+def test_frames_from_a_file_then_a_bounded_live_scene(model, video):
+    source = loc3r.frames(str(video), realtime=False)
+    assert source.fps == pytest.approx(10.0)
+    got = list(source)
+    assert [i for i, _, _ in got] == [0, 1, 2, 3, 4]
+    assert [t for _, t, _ in got] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+    assert got[0][2].shape == (HEIGHT, WIDTH, 3) and got[0][2].dtype == np.uint8
+
+    live = model.live_scene(every=1, window=2)
+    assert live.anchor is None and live.keyframes == 0
+    offered = [live.offer(i, t, f) for i, t, f in got]
+    # Window 2: frames 0, 1 fill it; each later frame restarts from the newest one plus itself.
+    assert offered == ["added", "added", "restarted", "restarted", "restarted"]
+    assert live.keyframes == 2 and live.restarts == 3 and live.anchor == (3, pytest.approx(0.3))
+    pose = live.localize("I am facing the door")
+    assert np.isfinite(pose.x) and np.isfinite(pose.yaw_deg)
+
+
+def test_live_errors_are_input_errors(model, tmp_path):
+    with pytest.raises(loc3r.InputError, match="no such device"):
+        loc3r.frames("/dev/video97")
+    with pytest.raises(loc3r.InputError, match="stall_timeout_s"):
+        loc3r.frames("/dev/null", stall_timeout_s=0)
+    with pytest.raises(loc3r.InputError, match="window"):
+        model.live_scene(window=1)
+    live = model.live_scene()
+    with pytest.raises(loc3r.InputError, match="no keyframe"):
+        live.localize()
+
+
+def test_the_robot_loop_example_prints_one_json_pose_per_localisation(bundle, video):
+    import subprocess
+
+    example = REPO / "python" / "examples" / "robot_loop.py"
+    done = subprocess.run([sys.executable, str(example), "--bundle", str(bundle), "--source", str(video), "--every", "2",
+                           "--localize-every", "2", "--window", "2", "--threads", "1", "--as-fast-as-possible"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["frame"] for line in lines] == [0, 2, 4]
+    assert [line["keyframe"] for line in lines] == ["added", "added", "restarted"]
+    assert all(np.isfinite(line["x"]) and line["localize_ms"] > 0 for line in lines)
+    assert lines[-1]["anchor_frame"] == 2
