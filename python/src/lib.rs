@@ -523,6 +523,9 @@ struct FrameSource {
     source: std::sync::Mutex<loc3r::live::FrameSource>,
 }
 
+/// `(index, time_s, frame)` as a [`FrameSource`] yields it.
+type SourceFrame<'py> = (usize, f64, Bound<'py, PyArray3<u8>>);
+
 #[pyfunction]
 #[pyo3(signature = (source, *, realtime = true, stall_timeout_s = 10.0, image_fps = 10.0))]
 fn frames(py: Python<'_>, source: &str, realtime: bool, stall_timeout_s: f64, image_fps: f64) -> PyResult<FrameSource> {
@@ -541,7 +544,7 @@ impl FrameSource {
         slf
     }
 
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(usize, f64, Bound<'py, PyArray3<u8>>)>> {
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<SourceFrame<'py>>> {
         let next = py.detach(|| self.source.lock().map_err(|_| poisoned()).map(|mut s| s.next_frame()))?;
         match next.map_err(|e| runtime_error(e.into()))? {
             Some(f) => Ok(Some((f.index, f.time_s, PyArray3::from_owned_array(py, f.rgb.into_owned())))),
