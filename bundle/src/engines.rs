@@ -68,10 +68,7 @@ impl EngineTarget {
 impl std::str::FromStr for EngineTarget {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        EngineTarget::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| format!("unknown target `{s}`; use tensorrt-fp16, tensorrt-rtx or cuda"))
+        EngineTarget::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| format!("unknown target `{s}`; use tensorrt-fp16, tensorrt-rtx or cuda"))
     }
 }
 
@@ -200,12 +197,7 @@ impl Profile {
         if inside {
             return Ok(());
         }
-        Err(format!(
-            "input `{input}` has shape {} but the engine's profile covers {} to {}",
-            dims(shape),
-            dims(&range.min),
-            dims(&range.max)
-        ))
+        Err(format!("input `{input}` has shape {} but the engine's profile covers {} to {}", dims(shape), dims(&range.min), dims(&range.max)))
     }
 }
 
@@ -321,10 +313,7 @@ pub fn find(bundle: &Path, target: EngineTarget, key: &str) -> Result<EngineDir,
     if dir.is_dir() {
         let record = read_record(&dir)?;
         if record.target != target {
-            return Err(EnginesError::Record {
-                path: dir.join(RECORD_FILE),
-                message: format!("it holds {} engines, not {target}", record.target),
-            });
+            return Err(EnginesError::Record { path: dir.join(RECORD_FILE), message: format!("it holds {} engines, not {target}", record.target) });
         }
         return Ok(EngineDir { dir, record });
     }

@@ -144,7 +144,10 @@ pub fn gpu(device_id: i32) -> Result<GpuInfo, ProbeError> {
         let version: GetInt = std::mem::transmute(driver.symbol("cuDriverGetVersion").ok_or_else(|| missing("cuDriverGetVersion"))?);
         let status = init(0);
         if status != CUDA_SUCCESS {
-            return Err(GpuUnusable(format!("the NVIDIA driver cannot start (cuInit error {status}): no GPU is visible to this process (check nvidia-smi and CUDA_VISIBLE_DEVICES)")).into());
+            return Err(GpuUnusable(format!(
+                "the NVIDIA driver cannot start (cuInit error {status}): no GPU is visible to this process (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            ))
+            .into());
         }
         let mut n = 0;
         count(&mut n);
@@ -172,9 +175,11 @@ pub fn gpu(device_id: i32) -> Result<GpuInfo, ProbeError> {
 
 /// `x.y` of the CUDA runtime ONNX Runtime's GPU providers load.
 pub fn cuda_runtime() -> Result<String, MissingProvider> {
-    let missing = || MissingProvider {
+    let missing = || {
+        MissingProvider {
         library: "the CUDA runtime (libcudart.so.13)".into(),
         install: "pip install 'onnxruntime-gpu[cuda,cudnn]==1.31.1' (it pulls nvidia-cuda-runtime 13) or install CUDA 13, and add its lib directory to LD_LIBRARY_PATH".into(),
+    }
     };
     let (cudart, _) = Library::open(&["libcudart.so.13", "libcudart.so.12", "libcudart.so"]).ok_or_else(missing)?;
     type GetInt = unsafe extern "C" fn(*mut c_int) -> c_int;

@@ -118,7 +118,12 @@ fn a_broken_graph_fails_the_lint_with_the_node_named() {
             let mut model = read_model(&file);
             let node = model.graph.as_mut().unwrap().node.iter_mut().find(|n| n.op_type() == "Resize")?;
             node.attribute.retain(|a| a.name() != "mode");
-            node.attribute.push(AttributeProto { name: Some("mode".into()), s: Some(b"cubic".to_vec()), r#type: Some(proto::attribute_proto::AttributeType::String as i32), ..Default::default() });
+            node.attribute.push(AttributeProto {
+                name: Some("mode".into()),
+                s: Some(b"cubic".to_vec()),
+                r#type: Some(proto::attribute_proto::AttributeType::String as i32),
+                ..Default::default()
+            });
             let name = node.name().to_string();
             write_model(&file, &model);
             Some((graph, name))
@@ -129,7 +134,10 @@ fn a_broken_graph_fails_the_lint_with_the_node_named() {
     assert_eq!(code, Some(1), "{report:#}");
     let findings = report["findings"].as_array().unwrap();
     let find = |graph: &str, node: &str, rule: &str| {
-        findings.iter().find(|f| f["graph"] == graph && f["node"] == node && f["rule"] == rule && f["severity"] == "error").unwrap_or_else(|| panic!("no {rule} error on {graph}/{node}: {report:#}"))
+        findings
+            .iter()
+            .find(|f| f["graph"] == graph && f["node"] == node && f["rule"] == rule && f["severity"] == "error")
+            .unwrap_or_else(|| panic!("no {rule} error on {graph}/{node}: {report:#}"))
     };
     let f = find("decoder", &contrib, "G02");
     assert!(f["message"].as_str().unwrap().contains("com.microsoft:MatMulNBits"), "{f}");
@@ -193,7 +201,10 @@ fn compile_without_the_provider_names_the_missing_library_in_one_line() {
             assert_eq!(err.trim_end().lines().count(), 1, "{target}: one line: {err}");
             assert!(err.contains(&missing.library) && err.contains("not found") && err.contains("install"), "{target}: {err}");
         }
-        assert!(!bundle.join("engines").read_dir().is_ok_and(|mut d| d.any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))), "{target}: no engine directory");
+        assert!(
+            !bundle.join("engines").read_dir().is_ok_and(|mut d| d.any(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.'))),
+            "{target}: no engine directory"
+        );
     }
 }
 

@@ -149,7 +149,12 @@ fn check_engine_files(found: &EngineDir, manifest: &Manifest) -> Result<()> {
             match std::fs::metadata(&path) {
                 Ok(meta) if meta.len() == entry.bytes => {}
                 Ok(meta) => {
-                    return Err(Error::Engines(format!("{}: {} bytes, the compile wrote {}; the engine is corrupt, {recompile}", path.display(), meta.len(), entry.bytes)))
+                    return Err(Error::Engines(format!(
+                        "{}: {} bytes, the compile wrote {}; the engine is corrupt, {recompile}",
+                        path.display(),
+                        meta.len(),
+                        entry.bytes
+                    )))
                 }
                 Err(e) => return Err(Error::Engines(format!("{}: {e}; the engine directory is incomplete, {recompile}", path.display()))),
             }
@@ -196,9 +201,24 @@ mod tests {
     #[test]
     fn shapes_outside_the_compiled_profile_are_refused_with_the_bounds() {
         use loc3r_bundle::engines::{CompiledGraph, CompiledRecord, InputRange, Profile, TargetFacts};
-        let facts = TargetFacts { compute_capability: (9, 0), gpu_name: "H100".into(), tensorrt: Some("10.14.1".into()), cuda: "13.0".into(), onnxruntime: "1.31.1".into(), driver_cuda: None };
-        let profile = Profile { inputs: vec![InputRange { name: "pixel_values".into(), min: vec![1, 3, 70, 70], opt: vec![4, 3, 70, 70], max: vec![8, 3, 70, 70] }] };
-        let graph = CompiledGraph { model: "siglip_ctx.onnx".into(), source_sha256: String::new(), profile, provider_options: vec![], files: BTreeMap::new(), build_seconds: 0.0 };
+        let facts = TargetFacts {
+            compute_capability: (9, 0),
+            gpu_name: "H100".into(),
+            tensorrt: Some("10.14.1".into()),
+            cuda: "13.0".into(),
+            onnxruntime: "1.31.1".into(),
+            driver_cuda: None,
+        };
+        let profile =
+            Profile { inputs: vec![InputRange { name: "pixel_values".into(), min: vec![1, 3, 70, 70], opt: vec![4, 3, 70, 70], max: vec![8, 3, 70, 70] }] };
+        let graph = CompiledGraph {
+            model: "siglip_ctx.onnx".into(),
+            source_sha256: String::new(),
+            profile,
+            provider_options: vec![],
+            files: BTreeMap::new(),
+            build_seconds: 0.0,
+        };
         let record = CompiledRecord {
             format: engines::RECORD_FORMAT.into(),
             format_version: engines::RECORD_FORMAT_VERSION,

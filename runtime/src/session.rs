@@ -184,10 +184,9 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
 /// with ONNX Runtime's graph optimizations off: they ran at compile time.
 pub fn load_compiled(path: &Path, opts: &SessionOptions) -> Result<Session> {
     load_from(path, opts, Source::Compiled, 0).map_err(|e| match e {
-        Error::Ort { context, source } => Error::Ort {
-            context: format!("{context} (a compiled engine: corrupt, or built by another TensorRT; recompile with loc3r-export compile)"),
-            source,
-        },
+        Error::Ort { context, source } => {
+            Error::Ort { context: format!("{context} (a compiled engine: corrupt, or built by another TensorRT; recompile with loc3r-export compile)"), source }
+        }
         other => other,
     })
 }

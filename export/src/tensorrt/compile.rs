@@ -161,7 +161,10 @@ pub enum CompileEvent {
     /// The graphs that will be compiled, in order.
     Plan(Vec<String>),
     Started(String),
-    Finished { graph: String, seconds: f64 },
+    Finished {
+        graph: String,
+        seconds: f64,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -257,12 +260,7 @@ pub fn compile_bundle(bundle: &Path, opts: &CompileOptions, mut progress: impl F
         std::fs::write(&path, text).map_err(|e| Error::write(&path, e))?;
         Ok(record)
     })?;
-    Ok(CompileReport {
-        engine_dir: target_dir,
-        key,
-        target: opts.target,
-        graphs: record.graphs.iter().map(|(g, c)| (g.clone(), c.build_seconds)).collect(),
-    })
+    Ok(CompileReport { engine_dir: target_dir, key, target: opts.target, graphs: record.graphs.iter().map(|(g, c)| (g.clone(), c.build_seconds)).collect() })
 }
 
 /// Runs `fill` on a fresh staging directory `engines_dir/.<key>.partial-<pid>` and, when it
@@ -321,7 +319,14 @@ fn build_all(
 }
 
 /// Creates the session that builds `plan`'s engine (and writes its compiled model).
-fn build_one(target: EngineTarget, plan: &GraphPlan, options: &[(String, String)], entries: &[(String, String)], paths: &CompilePaths, ort_library: &Path) -> Result<()> {
+fn build_one(
+    target: EngineTarget,
+    plan: &GraphPlan,
+    options: &[(String, String)],
+    entries: &[(String, String)],
+    paths: &CompilePaths,
+    ort_library: &Path,
+) -> Result<()> {
     use ort::ep::ArbitrarilyConfigurableExecutionProvider;
     use ort::session::builder::GraphOptimizationLevel;
     use ort::session::Session;
@@ -358,10 +363,13 @@ fn build_one(target: EngineTarget, plan: &GraphPlan, options: &[(String, String)
             register_rtx_library(env, &library)?;
             let device_id: usize = options.iter().find(|(k, _)| k == "device_id").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
             let device = env.devices().filter(|d| d.ep().is_ok_and(|name| name == RTX_PROVIDER)).nth(device_id).ok_or_else(|| {
-                Error::Runtime(format!("the TensorRT-RTX provider offers no device {device_id} on this machine (it supports RTX GPUs of compute capability 8.6, 8.9 and 12.0+)"))
+                Error::Runtime(format!(
+                    "the TensorRT-RTX provider offers no device {device_id} on this machine (it supports RTX GPUs of compute capability 8.6, 8.9 and 12.0+)"
+                ))
             })?;
             // Options for a device-based provider carry its name as a prefix.
-            let prefixed: Vec<(String, String)> = options.iter().filter(|(k, _)| k != "device_id").map(|(k, v)| (format!("{RTX_PROVIDER}.{k}"), v.clone())).collect();
+            let prefixed: Vec<(String, String)> =
+                options.iter().filter(|(k, _)| k != "device_id").map(|(k, v)| (format!("{RTX_PROVIDER}.{k}"), v.clone())).collect();
             builder.with_devices([device], Some(&prefixed)).map_err(|e| fail(e.into()))?
         }
     };
@@ -374,7 +382,9 @@ fn build_one(target: EngineTarget, plan: &GraphPlan, options: &[(String, String)
 fn register_rtx_library(env: &ort::environment::Environment, library: &Path) -> Result<()> {
     static REGISTERED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
     REGISTERED
-        .get_or_init(|| env.register_ep_library("loc3r-tensorrt-rtx", library).map_err(|e| format!("cannot load the TensorRT-RTX plugin {}: {e}", library.display())))
+        .get_or_init(|| {
+            env.register_ep_library("loc3r-tensorrt-rtx", library).map_err(|e| format!("cannot load the TensorRT-RTX plugin {}: {e}", library.display()))
+        })
         .clone()
         .map_err(Error::Runtime)
 }
@@ -385,7 +395,10 @@ pub fn check_single_engine(graph: &str, model_path: &Path) -> Result<()> {
     if !model_path.is_file() {
         return Err(Error::Compile {
             graph: graph.to_string(),
-            message: format!("the provider wrote no context model at {}; it builds one only when every dynamic input has a profile and the whole graph is claimed", model_path.display()),
+            message: format!(
+                "the provider wrote no context model at {}; it builds one only when every dynamic input has a profile and the whole graph is claimed",
+                model_path.display()
+            ),
         });
     }
     let file = read_graph(graph, model_path)?;
@@ -415,7 +428,8 @@ fn written_files(staging: &Path, plan: &GraphPlan, model: &str) -> Result<BTreeM
     let engine_dir = staging.join(engines::ENGINE_SUBDIR);
     if let Ok(entries) = std::fs::read_dir(&engine_dir) {
         let prefix = plan.engine_prefix();
-        let mut names: Vec<String> = entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect();
+        let mut names: Vec<String> =
+            entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(&prefix)).collect();
         names.sort();
         for name in names {
             add(format!("{}/{name}", engines::ENGINE_SUBDIR))?;
@@ -585,7 +599,8 @@ mod tests {
             path
         };
         assert!(check_single_engine("decoder", &write(vec![("engine", "EPContext")])).is_ok());
-        let e = check_single_engine("decoder", &write(vec![("engine_0", "EPContext"), ("layers.1/attn/GroupQueryAttention", "GroupQueryAttention")])).unwrap_err();
+        let e =
+            check_single_engine("decoder", &write(vec![("engine_0", "EPContext"), ("layers.1/attn/GroupQueryAttention", "GroupQueryAttention")])).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("layers.1/attn/GroupQueryAttention (GroupQueryAttention)") && text.contains("decoder"), "{text}");
         let e = check_single_engine("decoder", &dir.path().join("absent_ctx.onnx")).unwrap_err();

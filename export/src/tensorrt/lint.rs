@@ -159,13 +159,7 @@ pub fn lint_bundle(bundle: &Path, opts: &LintOptions) -> Result<LintReport> {
         }
         let nodes = file.model.graph.as_ref().map_or(0, |g| g.node.len());
         let errors = graph_findings.iter().filter(|f| f.severity == Severity::Error).count();
-        graphs.push(GraphSummary {
-            graph: name.clone(),
-            nodes,
-            errors,
-            warnings: graph_findings.len() - errors,
-            whole_graph_on_tensorrt: errors == 0,
-        });
+        graphs.push(GraphSummary { graph: name.clone(), nodes, errors, warnings: graph_findings.len() - errors, whole_graph_on_tensorrt: errors == 0 });
         findings.extend(graph_findings);
     }
     findings.sort_by(|a, b| (a.severity, &a.graph).cmp(&(b.severity, &b.graph)));
@@ -178,13 +172,7 @@ pub fn lint_bundle(bundle: &Path, opts: &LintOptions) -> Result<LintReport> {
 
 /// Lints one decoded graph. `bundle` locates its external data; `ranges` are the profile's
 /// dimension ranges (for G09, G11 and P01).
-pub fn lint_graph(
-    file: &GraphFile,
-    bundle: &Path,
-    precision: Precision,
-    opts: &LintOptions,
-    ranges: &BTreeMap<&'static str, DimRange>,
-) -> Vec<Finding> {
+pub fn lint_graph(file: &GraphFile, bundle: &Path, precision: Precision, opts: &LintOptions, ranges: &BTreeMap<&'static str, DimRange>) -> Vec<Finding> {
     let mut lint = GraphLint::new(file, opts, ranges);
     let Some(graph) = file.model.graph.as_ref() else {
         lint.graph_error("G03", "the model has no graph".into(), "re-export the bundle".into());
@@ -548,7 +536,11 @@ impl<'a> GraphLint<'a> {
         if locations.len() > 1 {
             self.graph_error(
                 "G14",
-                format!("external data is spread over {} files ({}); the engine cache key and the provider's weight loading expect one", locations.len(), locations.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "external data is spread over {} files ({}); the engine cache key and the provider's weight loading expect one",
+                    locations.len(),
+                    locations.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
                 "write one <graph>.onnx.data per graph".into(),
             );
         }
@@ -585,7 +577,13 @@ impl<'a> GraphLint<'a> {
             } else {
                 "a custom-domain op: TensorRT's parser only reads the default ONNX domain (plugins aside), so the graph would be split"
             };
-            self.node_error("G02", index, node, format!("op {domain}:{op} is {why}"), "export the standard ONNX form of this op (the exporter's default graphs use only ai.onnx)");
+            self.node_error(
+                "G02",
+                index,
+                node,
+                format!("op {domain}:{op} is {why}"),
+                "export the standard ONNX form of this op (the exporter's default graphs use only ai.onnx)",
+            );
             return;
         }
         match ops::support(&op) {
@@ -602,7 +600,13 @@ impl<'a> GraphLint<'a> {
                 }
             }
             OpSupport::Unsupported(why) => {
-                self.node_error("G05", index, node, format!("{op}: {why}"), "replace it in the exporter with ops TensorRT parses; otherwise ONNX Runtime runs it elsewhere and splits the graph");
+                self.node_error(
+                    "G05",
+                    index,
+                    node,
+                    format!("{op}: {why}"),
+                    "replace it in the exporter with ops TensorRT parses; otherwise ONNX Runtime runs it elsewhere and splits the graph",
+                );
                 return;
             }
             OpSupport::Refused(why) => {
@@ -653,34 +657,74 @@ impl<'a> GraphLint<'a> {
             "Resize" => {
                 let mode = attr_str(node, "mode", "nearest");
                 if !matches!(mode.as_str(), "nearest" | "linear") {
-                    self.node_error("G05", index, node, format!("Resize mode `{mode}`: TensorRT resizes nearest or linear only"), "use linear (bilinear) or nearest");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        format!("Resize mode `{mode}`: TensorRT resizes nearest or linear only"),
+                        "use linear (bilinear) or nearest",
+                    );
                 }
                 let coords = attr_str(node, "coordinate_transformation_mode", "half_pixel");
                 if !matches!(coords.as_str(), "half_pixel" | "pytorch_half_pixel" | "tf_half_pixel_for_nn" | "asymmetric" | "align_corners") {
-                    self.node_error("G05", index, node, format!("Resize coordinate_transformation_mode `{coords}` is not one TensorRT implements"), "use half_pixel, pytorch_half_pixel, asymmetric or align_corners");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        format!("Resize coordinate_transformation_mode `{coords}` is not one TensorRT implements"),
+                        "use half_pixel, pytorch_half_pixel, asymmetric or align_corners",
+                    );
                 }
                 if attr_int(node, "antialias", 0) != 0 {
-                    self.node_error("G05", index, node, "Resize with antialias=1: TensorRT has no antialiased resize".into(), "resize without antialiasing (or pre-filter explicitly)");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        "Resize with antialias=1: TensorRT has no antialiased resize".into(),
+                        "resize without antialiasing (or pre-filter explicitly)",
+                    );
                 }
                 let policy = attr_str(node, "keep_aspect_ratio_policy", "stretch");
                 if policy != "stretch" {
-                    self.node_error("G05", index, node, format!("Resize keep_aspect_ratio_policy `{policy}`: TensorRT only stretches"), "compute explicit sizes instead");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        format!("Resize keep_aspect_ratio_policy `{policy}`: TensorRT only stretches"),
+                        "compute explicit sizes instead",
+                    );
                 }
                 if attr(node, "axes").is_some() && input(node, 2).is_some() {
-                    self.node_error("G05", index, node, "Resize with `axes` and scales: TensorRT needs a scale for every axis".into(), "give scales for all axes (1.0 where unchanged) and drop `axes`");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        "Resize with `axes` and scales: TensorRT needs a scale for every axis".into(),
+                        "give scales for all axes (1.0 where unchanged) and drop `axes`",
+                    );
                 }
             }
             "Softmax" | "LogSoftmax" => {
                 let axis = attr_int(node, "axis", -1);
                 let rank = input(node, 0).and_then(|i| self.shapes.get(i)).map(|s| s.len() as i64);
                 if axis != -1 && rank.is_none_or(|r| axis != r - 1) {
-                    self.node_warning("G05", index, node, format!("{op} over axis {axis}, not the last: TensorRT's attention fusion only matches the last axis"), "transpose so the softmax runs over the last axis");
+                    self.node_warning(
+                        "G05",
+                        index,
+                        node,
+                        format!("{op} over axis {axis}, not the last: TensorRT's attention fusion only matches the last axis"),
+                        "transpose so the softmax runs over the last axis",
+                    );
                 }
             }
-            "LayerNormalization" => {
-                if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    self.node_error("G05", index, node, "LayerNormalization with Mean/InvStdDev outputs: TensorRT produces only Y".into(), "leave the optional outputs empty");
-                }
+            "LayerNormalization" if node.output.iter().skip(1).any(|o| !o.is_empty()) => {
+                self.node_error(
+                    "G05",
+                    index,
+                    node,
+                    "LayerNormalization with Mean/InvStdDev outputs: TensorRT produces only Y".into(),
+                    "leave the optional outputs empty",
+                );
             }
             "TopK" => {
                 if attr_int(node, "sorted", 1) != 1 {
@@ -695,12 +739,24 @@ impl<'a> GraphLint<'a> {
             "ScatterND" => {
                 let reduction = attr_str(node, "reduction", "none");
                 if reduction != "none" {
-                    self.node_error("G05", index, node, format!("ScatterND reduction `{reduction}`: TensorRT scatters without reduction only"), "scatter into zeros and add explicitly");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        format!("ScatterND reduction `{reduction}`: TensorRT scatters without reduction only"),
+                        "scatter into zeros and add explicitly",
+                    );
                 }
             }
             "Attention" => {
                 if input(node, 4).is_some() || input(node, 5).is_some() || node.output.iter().skip(1).any(|o| !o.is_empty()) {
-                    self.node_error("G05", index, node, "Attention with past_key/past_value inputs or present/qk outputs: TensorRT's IAttention takes none of them".into(), "concatenate the KV cache outside the op");
+                    self.node_error(
+                        "G05",
+                        index,
+                        node,
+                        "Attention with past_key/past_value inputs or present/qk outputs: TensorRT's IAttention takes none of them".into(),
+                        "concatenate the KV cache outside the op",
+                    );
                 }
                 if attr(node, "softcap").and_then(|a| a.f).is_some_and(|s| s != 0.0) {
                     self.node_error("G05", index, node, "Attention with softcap: not supported by TensorRT".into(), "drop softcap or decompose the attention");
@@ -722,7 +778,13 @@ impl<'a> GraphLint<'a> {
                 if let Some(mode) = input(node, 2) {
                     let training = self.small_ints.get(mode).is_none_or(|v| v.iter().any(|&x| x != 0));
                     if training || !self.constants.contains(mode) {
-                        self.node_error("G16", index, node, "Dropout whose training_mode is not a constant false".into(), "drop the node from inference graphs");
+                        self.node_error(
+                            "G16",
+                            index,
+                            node,
+                            "Dropout whose training_mode is not a constant false".into(),
+                            "drop the node from inference graphs",
+                        );
                     }
                 }
             }
@@ -751,21 +813,43 @@ impl<'a> GraphLint<'a> {
                 }
             }
             "LayerNormalization" | "GroupNormalization" | "InstanceNormalization" if self.input_is_fp16(node, 0) => {
-                self.node_warning("F01", index, node, format!("{op} on fp16 input: its statistics lose precision and can overflow in a strongly typed engine"), "cast the input (and scale/bias) to fp32 around the norm");
+                self.node_warning(
+                    "F01",
+                    index,
+                    node,
+                    format!("{op} on fp16 input: its statistics lose precision and can overflow in a strongly typed engine"),
+                    "cast the input (and scale/bias) to fp32 around the norm",
+                );
             }
             "Softmax" | "LogSoftmax" if self.input_is_fp16(node, 0) => {
-                self.node_warning("F01", index, node, format!("{op} on fp16 scores: large logits lose precision"), "compute the softmax in fp32 (the exporter's default keeps softmax in fp32)");
+                self.node_warning(
+                    "F01",
+                    index,
+                    node,
+                    format!("{op} on fp16 scores: large logits lose precision"),
+                    "compute the softmax in fp32 (the exporter's default keeps softmax in fp32)",
+                );
             }
             "Exp" if self.input_is_fp16(node, 0) => {
                 self.node_warning("F01", index, node, "Exp of an fp16 value overflows above ~11".into(), "compute the exponential in fp32");
             }
             "Sin" | "Cos" if self.input_is_fp16(node, 0) => {
-                self.node_warning("F01", index, node, format!("{op} of fp16 angles: large positions lose their fraction (RoPE tables)"), "compute rotary tables in fp32 and cast at use");
+                self.node_warning(
+                    "F01",
+                    index,
+                    node,
+                    format!("{op} of fp16 angles: large positions lose their fraction (RoPE tables)"),
+                    "compute rotary tables in fp32 and cast at use",
+                );
             }
-            "Constant" => {
-                if attr(node, "value").and_then(|a| a.t.as_ref()).is_some_and(fp16_has_non_finite) {
-                    self.node_error("F01", index, node, "an fp16 constant holds an infinity or NaN; in fp16 math it poisons every sum it enters".into(), "use a finite value (±65504 for masks) or keep the constant in fp32");
-                }
+            "Constant" if attr(node, "value").and_then(|a| a.t.as_ref()).is_some_and(fp16_has_non_finite) => {
+                self.node_error(
+                    "F01",
+                    index,
+                    node,
+                    "an fp16 constant holds an infinity or NaN; in fp16 math it poisons every sum it enters".into(),
+                    "use a finite value (±65504 for masks) or keep the constant in fp32",
+                );
             }
             _ => {}
         }
@@ -805,7 +889,9 @@ impl<'a> GraphLint<'a> {
                     DataType::Double => Some("double: TensorRT has no fp64"),
                     DataType::String => Some("string: TensorRT has no strings"),
                     DataType::Complex64 | DataType::Complex128 => Some("complex: TensorRT has no complex numbers"),
-                    DataType::Int16 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 => Some("an integer type TensorRT does not have (int32, int64, int8, uint8 and bool only)"),
+                    DataType::Int16 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 => {
+                        Some("an integer type TensorRT does not have (int32, int64, int8, uint8 and bool only)")
+                    }
                     DataType::Uint8 if !self.outputs.contains(out) => Some("uint8 inside the graph: TensorRT takes uint8 only at graph inputs and outputs"),
                     DataType::Int8 | DataType::Int4 | DataType::Uint4 | DataType::Float8e4m3fn | DataType::Float8e5m2 | DataType::Float4e2m1 if !quantized => {
                         Some("a quantized type outside QuantizeLinear/DequantizeLinear: TensorRT computes in it only through Q/DQ pairs")
@@ -815,7 +901,13 @@ impl<'a> GraphLint<'a> {
                 };
                 if let Some(why) = problem {
                     if reported.insert(out.clone()) {
-                        self.node_error("G04", index, node, format!("output `{out}` is {}: {why}", dtype_name(elem)), "keep the computation in float32/float16/int32/int64/bool");
+                        self.node_error(
+                            "G04",
+                            index,
+                            node,
+                            format!("output `{out}` is {}: {why}", dtype_name(elem)),
+                            "keep the computation in float32/float16/int32/int64/bool",
+                        );
                     }
                 }
             }
@@ -912,7 +1004,10 @@ mod tests {
             .collect();
         ValueInfoProto {
             name: Some(name.into()),
-            r#type: Some(TypeProto { denotation: None, value: Some(type_proto::Value::TensorType(Tensor { elem_type: Some(elem as i32), shape: Some(TensorShapeProto { dim }) })) }),
+            r#type: Some(TypeProto {
+                denotation: None,
+                value: Some(type_proto::Value::TensorType(Tensor { elem_type: Some(elem as i32), shape: Some(TensorShapeProto { dim }) })),
+            }),
             ..Default::default()
         }
     }
@@ -941,7 +1036,8 @@ mod tests {
     fn lint(file: &GraphFile) -> Vec<Finding> {
         let opts = LintOptions { target: LintTarget::Tensorrt, tensorrt: TrtVersion::DEFAULT, limits: None };
         let limits = ProfileLimits { max_frames: 64, max_prefill: 2048, max_context: 8192 };
-        let ranges = BTreeMap::from([("batch", [1, 1, 1]), ("sequence", [1, 1, 2048]), ("past_sequence", [0, 7168, 8191]), ("frames", [1, 32, limits.max_frames])]);
+        let ranges =
+            BTreeMap::from([("batch", [1, 1, 1]), ("sequence", [1, 1, 2048]), ("past_sequence", [0, 7168, 8191]), ("frames", [1, 32, limits.max_frames])]);
         lint_graph(file, Path::new("."), Precision::F16, &opts, &ranges)
     }
 
@@ -997,7 +1093,12 @@ mod tests {
         let mut file = file;
         let graph = file.model.graph.as_mut().unwrap();
         for (name, v) in [("zero", 0i64), ("one", 1)] {
-            graph.initializer.push(proto::TensorProto { name: Some(name.into()), data_type: Some(DataType::Int64 as i32), int64_data: vec![v], ..Default::default() });
+            graph.initializer.push(proto::TensorProto {
+                name: Some(name.into()),
+                data_type: Some(DataType::Int64 as i32),
+                int64_data: vec![v],
+                ..Default::default()
+            });
         }
         let got = rules(&lint(&file));
         assert!(got.contains(&("G07", Severity::Error, Some("bad/Range".into()))), "{got:?}");

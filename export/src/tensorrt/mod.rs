@@ -104,7 +104,6 @@ pub struct GraphFile {
 pub fn read_graph(name: &str, path: &Path) -> Result<GraphFile> {
     crate::files::require_regular_file(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let model = proto::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| Error::format(path, format!("not an ONNX model ({e}); re-export the bundle")))?;
+    let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| Error::format(path, format!("not an ONNX model ({e}); re-export the bundle")))?;
     Ok(GraphFile { name: name.to_string(), path: path.to_path_buf(), onnx_bytes: bytes.len() as u64, model })
 }

@@ -271,30 +271,33 @@ mod tests {
     #[test]
     fn decoder_profile_covers_prefill_and_decode_with_consistent_mask_lengths() {
         let profile = graph_profile("decoder", &decoder(), &ranges(64, 2048, 8192)).unwrap();
-        assert_eq!(
-            profile.shapes(Corner::Min),
-            "inputs_embeds:1x1x3584,attention_mask:1x1,position_ids:1x1,past_key_values.0.key:1x4x0x128"
-        );
-        assert_eq!(
-            profile.shapes(Corner::Opt),
-            "inputs_embeds:1x1x3584,attention_mask:1x7169,position_ids:1x1,past_key_values.0.key:1x4x7168x128"
-        );
-        assert_eq!(
-            profile.shapes(Corner::Max),
-            "inputs_embeds:1x2048x3584,attention_mask:1x10239,position_ids:1x2048,past_key_values.0.key:1x4x8191x128"
-        );
+        assert_eq!(profile.shapes(Corner::Min), "inputs_embeds:1x1x3584,attention_mask:1x1,position_ids:1x1,past_key_values.0.key:1x4x0x128");
+        assert_eq!(profile.shapes(Corner::Opt), "inputs_embeds:1x1x3584,attention_mask:1x7169,position_ids:1x1,past_key_values.0.key:1x4x7168x128");
+        assert_eq!(profile.shapes(Corner::Max), "inputs_embeds:1x2048x3584,attention_mask:1x10239,position_ids:1x2048,past_key_values.0.key:1x4x8191x128");
         assert!(profile.input("flag").is_none(), "static inputs need no range");
     }
 
     #[test]
     fn encoder_and_heads_profiles_follow_the_frame_limit() {
-        let siglip = GraphEntry { file: "siglip.onnx".into(), data: None, inputs: vec![io("pixel_values", json!(["frames", 3, 384, 384]))], outputs: vec![], parameters: 0 };
+        let siglip = GraphEntry {
+            file: "siglip.onnx".into(),
+            data: None,
+            inputs: vec![io("pixel_values", json!(["frames", 3, 384, 384]))],
+            outputs: vec![],
+            parameters: 0,
+        };
         let p = graph_profile("siglip", &siglip, &ranges(64, 2048, 8192)).unwrap();
         assert_eq!(
             [p.shapes(Corner::Min), p.shapes(Corner::Opt), p.shapes(Corner::Max)],
             ["pixel_values:1x3x384x384", "pixel_values:32x3x384x384", "pixel_values:64x3x384x384"]
         );
-        let heads = GraphEntry { file: "heads.onnx".into(), data: None, inputs: vec![io("vision_hidden", json!(["batch", "vision_tokens", 3584]))], outputs: vec![], parameters: 0 };
+        let heads = GraphEntry {
+            file: "heads.onnx".into(),
+            data: None,
+            inputs: vec![io("vision_hidden", json!(["batch", "vision_tokens", 3584]))],
+            outputs: vec![],
+            parameters: 0,
+        };
         let p = graph_profile("heads", &heads, &ranges(64, 2048, 8192)).unwrap();
         assert_eq!(p.shapes(Corner::Max), "vision_hidden:1x13440x3584");
         let p = graph_profile("siglip", &siglip, &ranges(8, 2048, 8192)).unwrap();

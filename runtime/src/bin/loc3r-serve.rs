@@ -169,7 +169,14 @@ struct WorkLimits {
 
 impl WorkLimits {
     fn session(&self, device: Device, intra_threads: usize) -> SessionOptions {
-        SessionOptions { device, intra_threads, frame_batch: self.frame_batch, prefill_chunk: self.prefill_chunk, allow_build: self.allow_build, ..SessionOptions::default() }
+        SessionOptions {
+            device,
+            intra_threads,
+            frame_batch: self.frame_batch,
+            prefill_chunk: self.prefill_chunk,
+            allow_build: self.allow_build,
+            ..SessionOptions::default()
+        }
     }
 }
 
