@@ -10,6 +10,9 @@
 //! - [`Graph`]: the graphs a bundle can hold and their file names;
 //! - [`io`]: every graph input and output name, with its shape and dtype;
 //! - [`bev`]: the gravity-aligned BEV frame poses are reported in, and its maps to a world frame;
+//! - [`engines`]: compiled TensorRT/CUDA models under `engines/<target-key>/`, their record
+//!   and optimization profiles;
+//! - [`gpu`] (feature `ort`): probing the machine's GPU, CUDA, TensorRT and provider libraries;
 //! - [`files`]: refusing FIFOs and devices before an input is opened (shared by both sides);
 //! - [`DType`]: element types of tensors and graph values;
 //! - [`ort_env`] (feature `ort`): finding and loading the ONNX Runtime shared library, which
@@ -20,7 +23,10 @@
 
 pub mod bev;
 pub mod dtype;
+pub mod engines;
 pub mod files;
+#[cfg(feature = "ort")]
+pub mod gpu;
 pub mod graph;
 pub mod io;
 pub mod manifest;

@@ -364,7 +364,7 @@ fn parse_device(text: Option<&str>) -> Result<Device, Failure> {
     let mut device: Device = name.parse()?;
     match (&mut device, index) {
         (_, None) => {}
-        (Device::Cuda { device_id } | Device::TensorRt { device_id, .. }, Some(i)) => *device_id = i,
+        (Device::Cuda { device_id } | Device::TensorRt { device_id } | Device::TensorRtRtx { device_id }, Some(i)) => *device_id = i,
         (Device::Cpu, Some(_)) => return Err(Failure::invalid(format!("device `{text}`: the CPU takes no index; use cpu"))),
     }
     Ok(device)
@@ -395,6 +395,7 @@ impl Loc3rOpenOptions {
             optimization_level,
             frame_batch: self.frame_batch as usize,
             prefill_chunk: self.prefill_chunk as usize,
+            allow_build: false,
         })
     }
 }

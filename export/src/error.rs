@@ -13,8 +13,11 @@ pub enum Fault {
     Input,
     /// Writing the output (bundle, checkpoint) failed: disk full, no permission, ...
     Output,
-    /// The machine: ONNX Runtime cannot be loaded.
+    /// The machine: ONNX Runtime cannot be loaded, a GPU build failed.
     Runtime,
+    /// The machine lacks a library the command needs (a GPU execution provider, TensorRT,
+    /// the CUDA runtime): the user installs it, as they would fix an argument.
+    Setup,
     /// A bug of ours: a graph the builder got wrong, a broken invariant.
     Internal,
 }
@@ -23,7 +26,7 @@ impl Fault {
     /// The process exit code of a command that failed this way: 2 for bad input, 1 otherwise.
     pub fn exit_code(self) -> u8 {
         match self {
-            Fault::Input => 2,
+            Fault::Input | Fault::Setup => 2,
             Fault::Output | Fault::Runtime | Fault::Internal => 1,
         }
     }
@@ -63,6 +66,15 @@ pub enum Error {
     /// ONNX Runtime cannot be used (`inspect` loads the graphs in it).
     #[error("{0}")]
     Runtime(String),
+    /// A library a GPU target needs is missing (one sentence naming it and how to install it).
+    #[error("{0}")]
+    ProviderMissing(String),
+    /// ONNX Runtime or TensorRT failed to build a graph's engine.
+    #[error("compiling {graph} failed: {message}")]
+    Compile { graph: String, message: String },
+    /// TensorRT took only part of a graph: the rest would run on other providers.
+    #[error("TensorRT did not take the whole {graph} graph ({engines} engine(s); outside TensorRT: {}); run `loc3r-export lint` on the bundle and fix what it reports", outside.join(", "))]
+    Partitioned { graph: String, engines: usize, outside: Vec<String> },
     /// A broken invariant of the exporter: a bug, never the user's fault.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,7 +110,8 @@ impl Error {
             | Error::Checkpoint { .. }
             | Error::Invalid(_) => Fault::Input,
             Error::Write { .. } | Error::Graph(GraphError::Io { .. }) => Fault::Output,
-            Error::Runtime(_) => Fault::Runtime,
+            Error::Runtime(_) | Error::Compile { .. } | Error::Partitioned { .. } => Fault::Runtime,
+            Error::ProviderMissing(_) => Fault::Setup,
             // Every other graph problem is the builder's: config values are validated before any graph is built.
             Error::Graph(_) | Error::Internal(_) => Fault::Internal,
         }
@@ -144,11 +157,13 @@ mod tests {
             (Error::from(GraphError::Invalid { graph: "decoder".into(), problems: vec!["node `a`: bad".into()] }), Fault::Internal),
             (Error::from(GraphError::Cycle { graph: "decoder".into(), nodes: vec!["a".into(), "b".into()] }), Fault::Internal),
             (Error::Runtime("libonnxruntime.so not found".into()), Fault::Runtime),
+            (Error::ProviderMissing("libnvinfer.so.10 not found: pip install tensorrt-cu13-libs".into()), Fault::Setup),
+            (Error::Partitioned { graph: "decoder".into(), engines: 1, outside: vec!["a (Loop)".into()] }, Fault::Runtime),
             (Error::Internal("wrote 3 bytes, expected 4".into()), Fault::Internal),
         ];
         for (e, fault) in cases {
             assert_eq!(e.fault(), fault, "{e}");
-            assert_eq!(e.fault().exit_code(), if fault == Fault::Input { 2 } else { 1 }, "{e}");
+            assert_eq!(e.fault().exit_code(), if matches!(fault, Fault::Input | Fault::Setup) { 2 } else { 1 }, "{e}");
         }
     }
 

@@ -4,7 +4,7 @@
 //! [`bounds`]), [`names`]
 //! (the name map, as data from `models/`), [`checkpoint`] (memory-mapped safetensors
 //! with full validation), [`tiny`] (random checkpoints for tests), [`graph`] (the ONNX
-//! builder).
+//! builder), [`tensorrt`] (TensorRT lint, optimization profiles, engine compilation).
 
 pub mod graph;
 pub mod inspect;
@@ -19,6 +19,7 @@ pub mod error;
 pub mod files;
 pub mod models;
 pub mod names;
+pub mod tensorrt;
 pub mod tiny;
 
 pub use error::{Error, Fault, Result};

@@ -10,6 +10,10 @@ use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::config::PoolMode;
 use loc3r_export::inspect::inspect;
 use loc3r_export::models::qwen2::KvCacheLayout;
+use loc3r_export::tensorrt::compile::{compile_bundle, describe, CompileEvent, CompileOptions};
+use loc3r_export::tensorrt::lint::{lint_bundle, render, LintOptions};
+use loc3r_export::tensorrt::profile::ProfileLimits;
+use loc3r_export::tensorrt::{LintTarget, TrtVersion};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
 use loc3r_export::DType;
 
@@ -19,8 +23,9 @@ use loc3r_export::DType;
     version,
     about = "Turn a Loc3R-VLM checkpoint (safetensors) into a bundle of ONNX graphs",
     long_about = "Turn a Loc3R-VLM checkpoint (safetensors, HF/LLaVA + CUT3R names) into a bundle of ONNX graphs \
-                  that the loc3r runtime runs.\n\nExit codes: 0 success, 2 invalid input (checkpoint, config, name map, arguments, a bundle to inspect), \
-                  1 other failures (writing the output, ONNX Runtime, internal errors)."
+                  that the loc3r runtime runs, check them for TensorRT (`lint`) and compile them into GPU engines (`compile`).\n\n\
+                  Exit codes: 0 success, 2 invalid input (checkpoint, config, name map, arguments, a bundle to inspect) or a missing \
+                  GPU provider library, 1 other failures (writing the output, ONNX Runtime, an engine build, lint errors, internal errors)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -126,6 +131,64 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that every graph of a bundle goes to TensorRT whole (static: no GPU needed).
+    ///
+    /// Ops and attributes against TensorRT 10's ONNX parser, element types, control flow,
+    /// contrib ops, opset, fp16 hazards, shapes a profile can cover, external-data layout.
+    /// Exit 0: no errors (warnings allowed); 1: errors found; 2: not a bundle.
+    Lint {
+        /// Bundle directory.
+        bundle: PathBuf,
+        /// tensorrt (ONNX Runtime's TensorRT provider, TensorRT 10) or tensorrt-rtx.
+        #[arg(long, default_value = "tensorrt")]
+        target: LintTarget,
+        /// The oldest TensorRT the engines will be built with (10.3 for JetPack 6).
+        #[arg(long, default_value = "10.14")]
+        trt_version: TrtVersion,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile a bundle's graphs ahead of time for a GPU target, under BUNDLE/engines/<target-key>/.
+    ///
+    /// tensorrt-fp16: one TensorRT engine per graph (EP-context models, strongly typed: the
+    /// fp16 comes from the graphs), with one explicit optimization profile covering every
+    /// dynamic input. tensorrt-rtx: the same through the TensorRT-RTX plugin (RTX GPUs).
+    /// cuda: the graphs saved after ONNX Runtime's optimizations for the CUDA provider.
+    /// The target key names the GPU architecture and the TensorRT, CUDA and ONNX Runtime
+    /// versions; the runtime refuses engines of another key.
+    ///
+    /// GPU verification pending: the profile, option and packaging logic is tested, but no
+    /// engine has been built by this command on real hardware yet (see README).
+    Compile {
+        /// Bundle directory (written by `loc3r-export export`; fp16 for tensorrt-fp16).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// tensorrt-fp16, tensorrt-rtx or cuda.
+        #[arg(long)]
+        target: loc3r_bundle::engines::EngineTarget,
+        /// CUDA device to build on.
+        #[arg(long, default_value_t = 0)]
+        device_id: i32,
+        /// Largest frames per encoder call (siglip, projector, cut3r_encoder; heads: frames of vision tokens) [default: 64].
+        #[arg(long)]
+        max_frames: Option<u32>,
+        /// Largest positions per decoder call (the prefill chunk; decode steps are 1) [default: 2048, at most the context].
+        #[arg(long)]
+        max_prefill: Option<u32>,
+        /// Largest positions a sequence holds (past plus new) [default: the model's, at most 8192].
+        #[arg(long)]
+        max_context: Option<u32>,
+        /// TensorRT builder optimization level 0-5 (1 builds fast for smoke tests).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=5))]
+        builder_level: u8,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Print a JSON report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a checkpoint: every tensor the graphs need is present, well-shaped and of a usable dtype.
     Check {
         #[arg(long)]
@@ -165,7 +228,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One readable message, no backtrace: the chain joined with ": ".
             eprintln!("error: {e:#}");
@@ -180,7 +243,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     e.chain().find_map(|c| c.downcast_ref::<loc3r_export::Error>()).map_or(1, |e| e.fault().exit_code())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::MakeTiny { out, seed, config, shards, dtype, tied_lm_head, tokenizer, tokenizer_corpus, without_loc3r, cut3r_out, quiet, json } => {
             let opts = TinyOptions { config, seed, shards, dtype, tied_lm_head, qwen2_tokenizer: tokenizer, tokenizer_corpus, without_loc3r, cut3r_out };
@@ -285,6 +348,58 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!(loc3r_export::Error::Invalid(format!("{} problem(s): {}", report.problems.len(), report.problems.join("; "))));
             }
         }
+        Command::Lint { bundle, target, trt_version, json } => {
+            let opts = LintOptions { target, tensorrt: trt_version, limits: None };
+            let report = lint_bundle(&bundle, &opts).with_context(|| format!("linting {}", bundle.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render(&report));
+            }
+            if !report.passed() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Compile { bundle, target, device_id, max_frames, max_prefill, max_context, builder_level, quiet, json } => {
+            let manifest = loc3r_bundle::Manifest::read(&bundle).map_err(|e| loc3r_export::Error::Invalid(format!("--bundle {}: {e}", bundle.display())))?;
+            let limits = ProfileLimits::resolve(&manifest, max_frames, max_prefill, max_context)?;
+            let opts = CompileOptions { target, device_id, limits, builder_optimization_level: builder_level };
+            let multi = indicatif::MultiProgress::new();
+            if quiet || json {
+                multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let style = indicatif::ProgressStyle::with_template("{spinner} {msg:<16} {elapsed}").expect("valid template");
+            let mut bars: Vec<(String, indicatif::ProgressBar)> = Vec::new();
+            let report = compile_bundle(&bundle, &opts, |event| match event {
+                CompileEvent::Plan(names) => {
+                    for n in names {
+                        let bar = multi.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_message(format!("{n} (queued)")));
+                        bars.push((n, bar));
+                    }
+                }
+                CompileEvent::Started(n) => {
+                    if let Some((_, bar)) = bars.iter().find(|(b, _)| *b == n) {
+                        bar.set_message(format!("{n} building"));
+                        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    }
+                }
+                CompileEvent::Finished { graph, seconds } => {
+                    if let Some((_, bar)) = bars.iter().find(|(b, _)| *b == graph) {
+                        bar.finish_with_message(format!("{graph} done ({seconds:.1} s)"));
+                    }
+                }
+            })
+            .with_context(|| format!("compiling {} for {target}", bundle.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let record = loc3r_bundle::engines::read_record(&report.engine_dir)?;
+                println!("compiled {} for {target} on {} -> {}", bundle.display(), describe(&record.facts), report.engine_dir.display());
+                for (graph, seconds) in &report.graphs {
+                    println!("  {graph:<14} {seconds:>8.1} s");
+                }
+            }
+        }
         Command::Check { checkpoint, names, cut3r_points, json } => {
             let ckpt = Checkpoint::open(&checkpoint, names.as_deref(), Requirements { cut3r_points })?;
             let summary = ckpt.summary();
@@ -300,7 +415,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn progress_bar(hidden: bool, message: &'static str) -> indicatif::ProgressBar {

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use loc3r_bundle::engines::{self, EngineDir, EngineTarget, EnginesError};
 use loc3r_bundle::Graph;
 use ort::session::Session;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::manifest::{Manifest, TOKENIZER_FILE};
-use crate::session::{load, SessionOptions};
+use crate::session::{load, load_compiled, Device, SessionOptions};
 
 /// A loaded bundle. Sessions are behind mutexes (ONNX Runtime runs take `&mut`), so a
 /// `Bundle` can be shared between threads.
@@ -21,6 +22,8 @@ pub struct Bundle {
     /// Frames per encoder call and positions per prefill call (`SessionOptions`; 0 = no limit).
     pub frame_batch: usize,
     pub prefill_chunk: usize,
+    /// The compiled engines the GPU sessions run (`engines/<key>/`), if any.
+    pub engines: Option<EngineDir>,
     sessions: BTreeMap<Graph, Mutex<Session>>,
 }
 
@@ -68,15 +71,33 @@ impl Bundle {
         }
         let tok_path = dir.join(TOKENIZER_FILE);
         let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| Error::Bundle(format!("{}: cannot load tokenizer: {e}", tok_path.display())))?;
+        let engines = engines_for(dir, &manifest, opts)?;
         let mut sessions = BTreeMap::new();
         // Optional graphs the pipeline does not run (e.g. cut3r_points) are not loaded.
         for graph in Graph::PIPELINE {
             if let Some(entry) = manifest.graphs.get(graph.name()) {
-                let session = load(&dir.join(&entry.file), opts)?;
+                let session = match engines.as_ref().and_then(|e| e.model_path(graph.name())) {
+                    Some(compiled) => load_compiled(&compiled, opts)?,
+                    None => load(&dir.join(&entry.file), opts)?,
+                };
                 sessions.insert(graph, Mutex::new(session));
             }
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: opts.frame_batch, prefill_chunk: opts.prefill_chunk, sessions })
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: opts.frame_batch, prefill_chunk: opts.prefill_chunk, engines, sessions })
+    }
+
+    /// Refuses a call whose input `name` of `graph` has a `shape` outside the compiled
+    /// engine's optimization profile (TensorRT would fail the call; with an engine cache it
+    /// would rebuild for minutes). Without compiled engines every shape is accepted.
+    pub fn check_shape(&self, graph: Graph, name: &str, shape: &[usize]) -> Result<()> {
+        let Some(compiled) = self.engines.as_ref().and_then(|e| e.record.graphs.get(graph.name())) else { return Ok(()) };
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        compiled.profile.check(name, &dims).map_err(|why| {
+            let limits = self.engines.as_ref().map(|e| e.record.limits.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            Error::Engines(format!(
+                "{graph}: {why} (compiled with {limits}); use fewer frames, a smaller --frame-batch or --prefill-chunk, or recompile with larger limits (loc3r-export compile --max-frames/--max-prefill/--max-context)"
+            ))
+        })
     }
 
     /// The session of a graph.
@@ -90,6 +111,80 @@ impl Bundle {
     }
 }
 
+/// The compiled engines `opts.device` should run, after checking they were built for this
+/// machine: `None` for the CPU, for CUDA without compiled graphs (the bundle's graphs run
+/// as they are), and for TensorRT with `allow_build` when nothing fits (engines are built
+/// while loading). Anything else that does not fit is an error naming what to do.
+fn engines_for(dir: &Path, manifest: &Manifest, opts: &SessionOptions) -> Result<Option<EngineDir>> {
+    let Some(target) = opts.device.engine_target() else { return Ok(None) };
+    let library = crate::ort_env::init()?.library.clone();
+    let device_id = opts.device.device_id().unwrap_or(0);
+    let facts = match loc3r_bundle::gpu::probe(target, device_id, &library) {
+        Ok(facts) => facts,
+        // CUDA loads the bundle's graphs; registering the provider reports what is missing.
+        Err(_) if target == EngineTarget::Cuda => return Ok(None),
+        Err(e) => return Err(Error::Gpu { device: opts.device.name().to_string(), message: e.to_string() }),
+    };
+    let key = facts.key(target);
+    let found = match engines::find(dir, target, &key) {
+        Ok(found) => found,
+        Err(EnginesError::NotCompiled { .. } | EnginesError::OtherKey { .. }) if target == EngineTarget::Cuda || opts.allow_build => return Ok(None),
+        Err(e) => return Err(Error::Engines(e.to_string())),
+    };
+    check_engine_files(&found, manifest)?;
+    Ok(Some(found))
+}
+
+/// Every pipeline graph of the bundle has a compiled model, and every file the compile wrote
+/// is there with its recorded size (hashing multi-GB engines at every start costs too much;
+/// `compiled.json` has the sha256 for a full check).
+fn check_engine_files(found: &EngineDir, manifest: &Manifest) -> Result<()> {
+    let recompile = "recompile with loc3r-export compile";
+    for graph in Graph::PIPELINE.iter().filter(|g| manifest.graphs.contains_key(g.name())) {
+        let Some(compiled) = found.record.graphs.get(graph.name()) else {
+            return Err(Error::Engines(format!("{}: no compiled {graph} (the bundle has one); {recompile}", found.dir.display())));
+        };
+        for (file, entry) in &compiled.files {
+            let path = found.dir.join(file);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.len() == entry.bytes => {}
+                Ok(meta) => {
+                    return Err(Error::Engines(format!(
+                        "{}: {} bytes, the compile wrote {}; the engine is corrupt, {recompile}",
+                        path.display(),
+                        meta.len(),
+                        entry.bytes
+                    )))
+                }
+                Err(e) => return Err(Error::Engines(format!("{}: {e}; the engine directory is incomplete, {recompile}", path.display()))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `doctor` reports about a bundle's engines for `device`: the directory it would load,
+/// or why none.
+pub fn describe_engines(dir: &Path, device: &Device) -> String {
+    let Some(target) = device.engine_target() else { return "the CPU runs the bundle's graphs".into() };
+    let library = match crate::ort_env::init() {
+        Ok(info) => info.library.clone(),
+        Err(e) => return e.to_string(),
+    };
+    let compiled = engines::compiled_keys(dir, target);
+    let listed = if compiled.is_empty() { "none".to_string() } else { compiled.join(", ") };
+    match loc3r_bundle::gpu::probe(target, device.device_id().unwrap_or(0), &library) {
+        Err(e) => format!("this machine cannot run {target}: {e} (compiled in the bundle: {listed})"),
+        Ok(facts) => {
+            let key = facts.key(target);
+            match engines::find(dir, target, &key) {
+                Ok(found) => format!("loads {} (this machine: {key})", found.dir.display()),
+                Err(e) => format!("{e}"),
+            }
+        }
+    }
+}
+
 /// Locks a graph's session. A poisoned mutex means an earlier run panicked while holding
 /// it: our bug, and the session may be in any state, so it is not used again.
 fn lock_session<'a, T>(session: &'a Mutex<T>, graph: &str) -> Result<MutexGuard<'a, T>> {
@@ -100,6 +195,70 @@ fn lock_session<'a, T>(session: &'a Mutex<T>, graph: &str) -> Result<MutexGuard<
 mod tests {
     use super::*;
     use crate::error::Fault;
+
+    /// Shapes are checked against the compiled profile, with its bounds and the limits in the
+    /// message; without compiled engines nothing is checked.
+    #[test]
+    fn shapes_outside_the_compiled_profile_are_refused_with_the_bounds() {
+        use loc3r_bundle::engines::{CompiledGraph, CompiledRecord, InputRange, Profile, TargetFacts};
+        let facts = TargetFacts {
+            compute_capability: (9, 0),
+            gpu_name: "H100".into(),
+            tensorrt: Some("10.14.1".into()),
+            cuda: "13.0".into(),
+            onnxruntime: "1.31.1".into(),
+            driver_cuda: None,
+        };
+        let profile =
+            Profile { inputs: vec![InputRange { name: "pixel_values".into(), min: vec![1, 3, 70, 70], opt: vec![4, 3, 70, 70], max: vec![8, 3, 70, 70] }] };
+        let graph = CompiledGraph {
+            model: "siglip_ctx.onnx".into(),
+            source_sha256: String::new(),
+            profile,
+            provider_options: vec![],
+            files: BTreeMap::new(),
+            build_seconds: 0.0,
+        };
+        let record = CompiledRecord {
+            format: engines::RECORD_FORMAT.into(),
+            format_version: engines::RECORD_FORMAT_VERSION,
+            producer: "test".into(),
+            target: EngineTarget::TensorrtFp16,
+            key: facts.key(EngineTarget::TensorrtFp16),
+            facts,
+            limits: BTreeMap::from([("max_frames".to_string(), 8)]),
+            graphs: BTreeMap::from([("siglip".to_string(), graph)]),
+        };
+        let dir = std::env::temp_dir().join("loc3r-profile-check");
+        let bundle = bundle_without_sessions(&dir, Some(EngineDir { dir: dir.join("engines"), record }));
+        assert!(bundle.check_shape(Graph::Siglip, "pixel_values", &[8, 3, 70, 70]).is_ok());
+        assert!(bundle.check_shape(Graph::Heads, "vision_hidden", &[1, 99999, 64]).is_ok(), "graphs without a profile are not checked");
+        let e = bundle.check_shape(Graph::Siglip, "pixel_values", &[9, 3, 70, 70]).unwrap_err();
+        assert_eq!(e.fault(), Fault::Bundle);
+        let text = e.to_string();
+        assert!(text.contains("[9, 3, 70, 70]") && text.contains("[1, 3, 70, 70] to [8, 3, 70, 70]") && text.contains("max_frames 8"), "{text}");
+        let plain = bundle_without_sessions(&dir, None);
+        assert!(plain.check_shape(Graph::Siglip, "pixel_values", &[64, 3, 70, 70]).is_ok());
+    }
+
+    /// A `Bundle` with no sessions, for checks that need none.
+    fn bundle_without_sessions(dir: &Path, engines: Option<EngineDir>) -> Bundle {
+        let manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "format": "loc3r-bundle", "format_version": 1, "producer": "test", "precision": "f16", "config": {}, "graphs": {}, "files": {},
+            "runtime": {
+                "frames": 4,
+                "vision": {"image_size": 70, "patch_size": 14, "grid": 5, "pooling": "bilinear", "pooled_grid": 3, "tokens_per_frame": 12, "resample": "bicubic", "rescale": 0.0039, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+                "cut3r": {"width": 64, "height": 48, "patch_size": 16, "long_side": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "state_tokens": 10, "memory_tokens": 8, "dim": 48},
+                "llm": {"hidden_size": 64, "num_layers": 2, "num_kv_heads": 2, "head_dim": 16, "vocab_size": 1024, "max_positions": 4096},
+                "prompt": {"system": "", "chat_template": "", "user_template": "", "image_placeholder": "<image>", "add_time_instruction": false, "time_instruction": "", "default_situation": ""},
+                "tokens": {"endoftext": 0, "im_start": 1, "im_end": 2, "pos": 3, "ori": 4, "tokenizer_size": 5, "stop": [2]},
+                "orientation": {"bins": 8, "sigma_deg": 10.0}
+            }
+        }))
+        .unwrap();
+        let tokenizer = Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
+        Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: 8, prefill_chunk: 512, engines, sessions: BTreeMap::new() }
+    }
 
     #[test]
     fn a_poisoned_session_is_an_internal_error() {

@@ -51,6 +51,15 @@ pub enum Error {
         #[source]
         source: ort::Error,
     },
+    /// This machine lacks what a GPU device needs (a provider library, the driver, CUDA,
+    /// TensorRT): one sentence naming it and how to install it.
+    #[error("device `{device}` cannot be used here: {message}")]
+    Gpu { device: String, message: String },
+    /// The bundle's compiled engines do not fit this machine or this call: none compiled for
+    /// it, compiled for another GPU/TensorRT (both keys named), a shape outside the engine's
+    /// optimization profile (its bounds named).
+    #[error("{0}")]
+    Engines(String),
     /// The video or image directory could not be read or sampled.
     #[error(transparent)]
     Video(#[from] VideoError),
@@ -97,11 +106,11 @@ impl Error {
             Error::Prompt(PromptError::EmptyQuestion | PromptError::ReservedToken { .. } | PromptError::ControlCharacter { .. }) => Fault::Input,
             // The template and the tokenizer are the bundle's; any text tokenizes.
             Error::Prompt(PromptError::Tokenizer(_) | PromptError::Placeholders(_)) => Fault::Bundle,
-            Error::Bundle(_) | Error::BundleFile { .. } => Fault::Bundle,
+            Error::Bundle(_) | Error::BundleFile { .. } | Error::Engines(_) => Fault::Bundle,
             Error::Internal(_) => Fault::Internal,
             // Not the input's fault: the same request may succeed with more time.
             Error::Cancelled(_) => Fault::Runtime,
-            Error::Ort { .. } | Error::OrtMissing(_) | Error::DeviceUnavailable { .. } => Fault::Runtime,
+            Error::Ort { .. } | Error::OrtMissing(_) | Error::DeviceUnavailable { .. } | Error::Gpu { .. } => Fault::Runtime,
         }
     }
 

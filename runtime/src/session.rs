@@ -2,12 +2,14 @@
 //! graph. A GPU device whose execution provider cannot be registered is an error: there
 //! is never a silent fallback to the CPU.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use ort::ep::{self, ExecutionProvider};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
+
+use loc3r_bundle::engines::{self, EngineTarget};
 
 use crate::error::{Error, Result};
 
@@ -16,10 +18,14 @@ use crate::error::{Error, Result};
 pub enum Device {
     #[default]
     Cpu,
-    /// CUDA execution provider on a GPU.
+    /// CUDA execution provider on a GPU (uses `engines/<key>/` from `loc3r-export compile
+    /// --target cuda` when present, the bundle's graphs otherwise).
     Cuda { device_id: i32 },
-    /// TensorRT execution provider (engines cached in `cache_dir`).
-    TensorRt { device_id: i32, fp16: bool, cache_dir: PathBuf },
+    /// ONNX Runtime's TensorRT execution provider, running the engines `loc3r-export compile
+    /// --target tensorrt-fp16` wrote for this machine.
+    TensorRt { device_id: i32 },
+    /// The TensorRT-RTX plugin execution provider (RTX GPUs), with `--target tensorrt-rtx` engines.
+    TensorRtRtx { device_id: i32 },
 }
 
 impl FromStr for Device {
@@ -28,8 +34,9 @@ impl FromStr for Device {
         match s {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda { device_id: 0 }),
-            "tensorrt" => Ok(Device::TensorRt { device_id: 0, fp16: true, cache_dir: PathBuf::from("engines/tensorrt") }),
-            other => Err(Error::Input(format!("unknown device `{other}`; use cpu, cuda or tensorrt"))),
+            "tensorrt" => Ok(Device::TensorRt { device_id: 0 }),
+            "tensorrt-rtx" => Ok(Device::TensorRtRtx { device_id: 0 }),
+            other => Err(Error::Input(format!("unknown device `{other}`; use cpu, cuda, tensorrt or tensorrt-rtx"))),
         }
     }
 }
@@ -40,6 +47,25 @@ impl Device {
             Device::Cpu => "cpu",
             Device::Cuda { .. } => "cuda",
             Device::TensorRt { .. } => "tensorrt",
+            Device::TensorRtRtx { .. } => "tensorrt-rtx",
+        }
+    }
+
+    /// The GPU index (CPU: none).
+    pub fn device_id(&self) -> Option<i32> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda { device_id } | Device::TensorRt { device_id } | Device::TensorRtRtx { device_id } => Some(*device_id),
+        }
+    }
+
+    /// The kind of compiled models this device runs (`engines/<key>/`).
+    pub fn engine_target(&self) -> Option<EngineTarget> {
+        match self {
+            Device::Cpu => None,
+            Device::Cuda { .. } => Some(EngineTarget::Cuda),
+            Device::TensorRt { .. } => Some(EngineTarget::TensorrtFp16),
+            Device::TensorRtRtx { .. } => Some(EngineTarget::TensorrtRtx),
         }
     }
 
@@ -52,6 +78,11 @@ impl Device {
             Device::Cpu => Ok(true),
             Device::Cuda { .. } => ep::CUDA::is_available(),
             Device::TensorRt { .. } => ep::TensorRT::is_available(),
+            // A plugin: "built in" means its library is where the runtime looks for it.
+            Device::TensorRtRtx { .. } => {
+                let library = &crate::ort_env::init()?.library;
+                Ok(loc3r_bundle::gpu::provider_library(EngineTarget::TensorrtRtx, library).is_ok())
+            }
         };
         built_in.map_err(|e| Error::ort("listing the execution providers", e))
     }
@@ -74,38 +105,97 @@ pub struct SessionOptions {
     /// ones through the KV cache); 0 = the whole prompt in one call. Results agree to float
     /// rounding.
     pub prefill_chunk: usize,
+    /// On a TensorRT device without compiled engines for this machine, build them while
+    /// loading (minutes per graph, implicit profiles that rebuild when calls grow) instead of
+    /// refusing. For development only: production runs `loc3r-export compile` first.
+    pub allow_build: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512 }
+        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512, allow_build: false }
     }
 }
 
-fn register(builder: SessionBuilder, device: &Device, bundle_dir: &Path) -> std::result::Result<SessionBuilder, ort::Error> {
+/// How a graph is loaded on a GPU device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The bundle's own ONNX graph (CPU, CUDA, or a TensorRT build at load time).
+    Graph,
+    /// A model `loc3r-export compile` wrote: an EP-context model (TensorRT) or a pre-optimized
+    /// graph (CUDA). Its engine is deserialized, never rebuilt.
+    Compiled,
+}
+
+fn register(builder: SessionBuilder, device: &Device, bundle_dir: &Path, source: Source) -> std::result::Result<SessionBuilder, ort::Error> {
     let provider = match device {
         Device::Cpu => return Ok(builder),
         Device::Cuda { device_id } => ep::CUDA::default().with_device_id(*device_id).build().error_on_failure(),
-        Device::TensorRt { device_id, fp16, cache_dir } => {
-            let dir = if cache_dir.is_absolute() { cache_dir.clone() } else { bundle_dir.join(cache_dir) };
-            ep::TensorRT::default()
-                .with_device_id(*device_id)
-                .with_fp16(*fp16)
-                .with_engine_cache(true)
-                .with_engine_cache_path(dir.display())
-                .build()
-                .error_on_failure()
+        Device::TensorRt { device_id } => {
+            let provider = ep::TensorRT::default().with_device_id(*device_id);
+            let provider = match source {
+                // The context model names its engine; nothing is built.
+                Source::Compiled => provider,
+                // Building at load: keep what was built, beside the compiled targets, under a
+                // dot name that never passes for a compiled target directory.
+                Source::Graph => provider
+                    .with_fp16(false)
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(bundle_dir.join(engines::ENGINES_DIR).join(".built-at-load").display())
+                    .with_timing_cache(true),
+            };
+            provider.build().error_on_failure()
         }
+        Device::TensorRtRtx { device_id } => return register_rtx(builder, *device_id),
     };
     builder.with_execution_providers([provider]).map_err(ort::Error::<()>::from)
 }
 
+/// The TensorRT-RTX provider is a plugin: its library is registered with the environment,
+/// and sessions pick the device it offers.
+fn register_rtx(builder: SessionBuilder, device_id: i32) -> std::result::Result<SessionBuilder, ort::Error> {
+    static REGISTERED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let env = crate::ort_env::environment().map_err(|e| ort::Error::new(e.to_string()))?;
+    let library = crate::ort_env::init().map_err(|e| ort::Error::new(e.to_string()))?.library.clone();
+    REGISTERED
+        .get_or_init(|| {
+            let plugin = loc3r_bundle::gpu::provider_library(EngineTarget::TensorrtRtx, &library).map_err(|e| e.to_string())?;
+            env.register_ep_library("loc3r-tensorrt-rtx", &plugin).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(ort::Error::new)?;
+    let device = env
+        .devices()
+        .filter(|d| d.ep().is_ok_and(|name| name == RTX_PROVIDER))
+        .nth(usize::try_from(device_id).unwrap_or(usize::MAX))
+        .ok_or_else(|| ort::Error::new(format!("the TensorRT-RTX provider offers no GPU {device_id} here")))?;
+    builder.with_devices([device], None).map_err(ort::Error::<()>::from)
+}
+
+/// The name ONNX Runtime gives the TensorRT-RTX plugin's provider.
+const RTX_PROVIDER: &str = "NvTensorRTRTXExecutionProvider";
+
 /// Loads the graph at `path`.
 pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
+    load_from(path, opts, Source::Graph, opts.optimization_level)
+}
+
+/// Loads a model `loc3r-export compile` wrote (an EP-context model or a pre-optimized graph),
+/// with ONNX Runtime's graph optimizations off: they ran at compile time.
+pub fn load_compiled(path: &Path, opts: &SessionOptions) -> Result<Session> {
+    load_from(path, opts, Source::Compiled, 0).map_err(|e| match e {
+        Error::Ort { context, source } => {
+            Error::Ort { context: format!("{context} (a compiled engine: corrupt, or built by another TensorRT; recompile with loc3r-export compile)"), source }
+        }
+        other => other,
+    })
+}
+
+fn load_from(path: &Path, opts: &SessionOptions, source: Source, optimization_level: u8) -> Result<Session> {
     let env = crate::ort_env::environment()?;
     let graph = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let err = |e: ort::Error| Error::ort(format!("loading {graph}"), e);
-    let level = match opts.optimization_level {
+    let level = match optimization_level {
         0 => GraphOptimizationLevel::Disable,
         1 => GraphOptimizationLevel::Level1,
         2 => GraphOptimizationLevel::Level2,
@@ -115,9 +205,14 @@ pub fn load(path: &Path, opts: &SessionOptions) -> Result<Session> {
     if opts.intra_threads > 0 {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
-    let bundle_dir = path.parent().unwrap_or(Path::new("."));
+    // Compiled models live in engines/<key>/; their bundle is two levels up.
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let bundle_dir = match source {
+        Source::Graph => parent,
+        Source::Compiled => parent.parent().and_then(Path::parent).unwrap_or(parent),
+    };
     let mut builder =
-        register(builder, &opts.device, bundle_dir).map_err(|source| Error::DeviceUnavailable { device: opts.device.name().to_string(), source })?;
+        register(builder, &opts.device, bundle_dir, source).map_err(|source| Error::DeviceUnavailable { device: opts.device.name().to_string(), source })?;
     builder.commit_from_file(path).map_err(err)
 }
 
@@ -128,7 +223,7 @@ mod tests {
     #[test]
     fn gpu_devices_register_where_built_in_and_fail_clearly_elsewhere() {
         let missing = std::env::temp_dir().join("loc3r-no-such-graph.onnx");
-        for device in [Device::Cuda { device_id: 0 }, "tensorrt".parse().unwrap()] {
+        for device in [Device::Cuda { device_id: 0 }, "tensorrt".parse().unwrap(), "tensorrt-rtx".parse().unwrap()] {
             let opts = SessionOptions { device: device.clone(), ..SessionOptions::default() };
             let e = load(&missing, &opts).unwrap_err();
             if device.provider_built_in().unwrap() {

@@ -43,7 +43,8 @@ enum Command {
         /// A question; repeat for several (later ones reuse the observed video).
         #[arg(long, required = true)]
         question: Vec<String>,
-        /// cpu, cuda or tensorrt (a missing GPU provider is an error, never a CPU fallback).
+        /// cpu, cuda, tensorrt or tensorrt-rtx (a missing GPU provider is an error, never a CPU fallback;
+        /// tensorrt runs the engines `loc3r-export compile` wrote for this machine).
         #[arg(long, default_value = "cpu")]
         device: String,
         #[arg(long, default_value_t = 128)]
@@ -137,8 +138,13 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         shutdown_timeout_s: f64,
     },
-    /// Check the runtime environment: which ONNX Runtime library is loaded and its build.
+    /// Check the runtime environment: which ONNX Runtime library is loaded and its build,
+    /// which devices it can use and, for each GPU device, this machine's engine key and (with
+    /// --bundle) the compiled engine directory it would load.
     Doctor {
+        /// A bundle whose compiled engines (engines/<key>/) to report.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
         /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
@@ -154,11 +160,23 @@ struct WorkLimits {
     /// Prompt positions per decoder call when prefilling a video; 0 = the whole prompt at once.
     #[arg(long, default_value_t = SessionOptions::default().prefill_chunk)]
     prefill_chunk: usize,
+    /// tensorrt/tensorrt-rtx without engines compiled for this machine: build them while
+    /// loading (minutes per graph; development only) instead of refusing. Production runs
+    /// `loc3r-export compile` first.
+    #[arg(long)]
+    allow_build: bool,
 }
 
 impl WorkLimits {
     fn session(&self, device: Device, intra_threads: usize) -> SessionOptions {
-        SessionOptions { device, intra_threads, frame_batch: self.frame_batch, prefill_chunk: self.prefill_chunk, ..SessionOptions::default() }
+        SessionOptions {
+            device,
+            intra_threads,
+            frame_batch: self.frame_batch,
+            prefill_chunk: self.prefill_chunk,
+            allow_build: self.allow_build,
+            ..SessionOptions::default()
+        }
     }
 }
 
@@ -212,19 +230,34 @@ fn seconds(flag: &str, secs: f64, zero_ok: bool) -> Result<std::time::Duration, 
 fn run(cli: Cli) -> anyhow::Result<()> {
     loc3r::ort_env::init()?;
     match cli.command {
-        Command::Doctor { json } => {
+        Command::Doctor { bundle, json } => {
             let info = loc3r::ort_env::init()?;
             let mut devices = serde_json::Map::new();
-            for device in ["cpu", "cuda", "tensorrt"] {
-                devices.insert(device.into(), device.parse::<Device>()?.provider_built_in()?.into());
+            let mut engines = serde_json::Map::new();
+            for name in ["cpu", "cuda", "tensorrt", "tensorrt-rtx"] {
+                let device = name.parse::<Device>()?;
+                devices.insert(name.into(), device.provider_built_in()?.into());
+                if let (Some(dir), Some(_)) = (&bundle, device.engine_target()) {
+                    engines.insert(name.into(), loc3r::bundle::describe_engines(dir, &device).into());
+                }
             }
             if json {
-                println!("{}", serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}, "devices": devices}));
+                let mut report = serde_json::json!({"onnxruntime": {"library": info.library, "build_info": info.build_info}, "devices": devices});
+                if bundle.is_some() {
+                    report["engines"] = engines.into();
+                }
+                println!("{report}");
             } else {
                 println!("onnxruntime library: {}", info.library.display());
                 println!("{}", info.build_info);
                 let built_in: Vec<&str> = devices.iter().filter(|(_, on)| on.as_bool() == Some(true)).map(|(d, _)| d.as_str()).collect();
                 println!("devices this build can use: {}", built_in.join(", "));
+                if let Some(dir) = &bundle {
+                    println!("engines of {}:", dir.display());
+                    for (device, line) in &engines {
+                        println!("  {device:<13} {}", line.as_str().unwrap_or_default());
+                    }
+                }
             }
         }
         #[cfg(feature = "server")]

@@ -97,7 +97,9 @@ impl<'b> Cut3r<'b> {
             let mut parts = Vec::new();
             for range in batches(frames, self.bundle.frame_batch) {
                 cancel.check()?;
-                let image = values::from_f32(pixels.slice(s![range, .., .., ..]).to_owned().into_dyn(), &image_dtype, "cut3r image")?;
+                let batch = pixels.slice(s![range, .., .., ..]);
+                self.bundle.check_shape(Graph::Cut3rEncoder, IMAGE, batch.shape())?;
+                let image = values::from_f32(batch.to_owned().into_dyn(), &image_dtype, "cut3r image")?;
                 let out = enc.run(ort::inputs![IMAGE => image]).map_err(|e| Error::ort("running cut3r_encoder", e))?;
                 parts.push(values::to_f32(&out[FEATURES], "cut3r features")?);
             }

@@ -130,6 +130,7 @@ impl<'b> Llm<'b> {
             return Ok(Array2::zeros((0, h)));
         }
         let input = Array2::from_shape_vec((1, ids.len()), ids.iter().map(|&i| i as i64).collect()).expect("shape");
+        self.bundle.check_shape(Graph::Embed, INPUT_IDS, input.shape())?;
         let mut session = self.bundle.lock(Graph::Embed)?;
         let tensor = Tensor::from_array(input).map_err(e("embed input"))?;
         let outputs = session.run(ort::inputs![INPUT_IDS => tensor]).map_err(e("running embed"))?;
@@ -306,6 +307,8 @@ impl<'b> Llm<'b> {
         let mut mask = vec![1i64; past.len];
         mask.extend_from_slice(slot_mask);
         mask.extend(std::iter::repeat_n(1, s));
+        self.bundle.check_shape(Graph::Decoder, INPUTS_EMBEDS, &[1, s, embeds.ncols()])?;
+        self.bundle.check_shape(Graph::Decoder, ATTENTION_MASK, &[1, mask.len()])?;
         let mut inputs = self.step_inputs(embeds, past.len + filled, mask)?;
         for (i, v) in past.values.iter().enumerate() {
             inputs.push((kv_name(decoder::PAST_KEY_VALUES, i), v.into()));
@@ -458,6 +461,8 @@ impl<'p, 'b> Sequence<'p, 'b> {
         llm.check_room(self.prefix.get().len + c.filled + 1)?;
         c.check_room(1)?;
         if c.decode.is_none() {
+            // The binding's mask spans prefix, buffer and the new token for the whole sequence.
+            llm.bundle.check_shape(Graph::Decoder, ATTENTION_MASK, &[1, self.prefix.get().len + c.capacity + 1])?;
             c.decode = Some(Box::new(DecodeBinding::new(llm, self.prefix.get(), c)?));
         }
         let d = c.decode.as_mut().expect("bound above");

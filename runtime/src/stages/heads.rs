@@ -47,6 +47,7 @@ pub struct PositionJson {
 /// and of the pooled grid tokens (`grid_hidden`, `[T, H]`), and decodes its outputs.
 pub fn run(bundle: &Bundle, pos: Array1<f32>, ori: Array1<f32>, grid_hidden: ArrayView2<'_, f32>) -> Result<Localization> {
     let h = pos.len();
+    bundle.check_shape(Graph::Heads, VISION_HIDDEN, &[1, grid_hidden.nrows(), grid_hidden.ncols()])?;
     let mut heads = bundle.lock(Graph::Heads)?;
     let inputs = ort::inputs![
         POS_HIDDEN => values::from_f32(pos.into_shape_with_order((1, h)).expect("[1,H]").into_dyn(), "f32", POS_HIDDEN)?,

@@ -72,6 +72,7 @@ pub fn siglip_features(bundle: &Bundle, pixels: &Array4<f32>) -> Result<Array3<f
 }
 
 fn run_siglip(bundle: &Bundle, pixels: ArrayView4<'_, f32>) -> Result<ndarray::ArrayD<f32>> {
+    bundle.check_shape(Graph::Siglip, io::siglip::PIXEL_VALUES, pixels.shape())?;
     let mut siglip = bundle.lock(Graph::Siglip)?;
     let input = values::f32_view(pixels, io::siglip::PIXEL_VALUES)?;
     let out = siglip.run(ort::inputs![io::siglip::PIXEL_VALUES => input]).map_err(|e| Error::ort("running siglip", e))?;
@@ -80,6 +81,8 @@ fn run_siglip(bundle: &Bundle, pixels: ArrayView4<'_, f32>) -> Result<ndarray::A
 
 fn embed_batch(bundle: &Bundle, pixels: ArrayView4<'_, f32>, camera_tokens: ArrayView2<'_, f32>) -> Result<VisionEmbeds> {
     let features = run_siglip(bundle, pixels)?;
+    bundle.check_shape(Graph::Projector, io::projector::IMAGE_FEATURES, features.shape())?;
+    bundle.check_shape(Graph::Projector, io::projector::CAMERA_TOKENS, camera_tokens.shape())?;
     let mut projector = bundle.lock(Graph::Projector)?;
     let feats = values::from_f32(features, "f32", io::projector::IMAGE_FEATURES)?;
     let cams = values::f32_view(camera_tokens, io::projector::CAMERA_TOKENS)?;
