@@ -56,7 +56,7 @@ def test_a_bundle_with_a_missing_graph_names_the_file(bundle, tmp_path):
 
 
 def test_an_unknown_device_is_an_input_error(bundle):
-    with pytest.raises(loc3r.InputError, match="unknown device `gpu`; use cpu, cuda or tensorrt"):
+    with pytest.raises(loc3r.InputError, match="unknown device `gpu`; use cpu, cuda, tensorrt or tensorrt-rtx"):
         loc3r.open(bundle, device="gpu")
 
 
