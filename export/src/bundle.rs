@@ -423,7 +423,9 @@ fn staging_dir(out: &Path) -> Result<PathBuf> {
     Ok(staging)
 }
 
-fn swap_into_place(staging: &Path, out: &Path) -> Result<()> {
+/// Renames a finished staging directory to `out`, replacing an older one only once the new
+/// one is complete (bundles, and compiled engine directories).
+pub(crate) fn swap_into_place(staging: &Path, out: &Path) -> Result<()> {
     if out.exists() {
         let old = staging.with_extension("old");
         std::fs::rename(out, &old).map_err(|e| Error::write(out, e))?;

@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use super::lint::{lint_bundle, render, LintOptions};
 use super::profile::{bundle_profiles, ProfileLimits};
 use super::{read_graph, LintTarget, TrtVersion};
+use crate::bundle::swap_into_place;
 use crate::error::{Error, Result};
 
 /// The name ONNX Runtime registers the TensorRT-RTX plugin's provider under.
@@ -436,20 +437,6 @@ fn written_files(staging: &Path, plan: &GraphPlan, model: &str) -> Result<BTreeM
         }
     }
     Ok(files)
-}
-
-/// Renames the finished staging directory to `target`, replacing an older compile for the
-/// same key only once the new one is complete.
-fn swap_into_place(staging: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let old = staging.with_extension("old");
-        std::fs::rename(target, &old).map_err(|e| Error::write(target, e))?;
-        std::fs::rename(staging, target).map_err(|e| Error::write(target, e))?;
-        std::fs::remove_dir_all(&old).map_err(|e| Error::write(&old, e))?;
-    } else {
-        std::fs::rename(staging, target).map_err(|e| Error::write(target, e))?;
-    }
-    Ok(())
 }
 
 /// The facts in a record, for printing.
