@@ -118,42 +118,7 @@ enum Command {
     /// once, write the predictions in the format `score` reads and score them. Resumable: questions already in --out are not asked again; the file
     /// is rewritten after every scene. Scenes that cannot be used are skipped and reported (their
     /// questions score as misses).
-    Run {
-        /// Bundle directory.
-        #[arg(long)]
-        bundle: PathBuf,
-        /// sqa3d-loc or sqa3d (both write answer and pose; they differ in the score), scanqa or
-        /// vsibench (answers).
-        #[arg(long, value_enum)]
-        task: RunTaskArg,
-        /// SQA3D: the annotations file or its directory; ScanQA: ScanQA_v1.0_<split>.json or its
-        /// directory; VSI-Bench: a JSON array or JSON lines of its documents (with `dataset`,
-        /// `scene_name`, `question`, `options`).
-        #[arg(long)]
-        annotations: PathBuf,
-        /// SQA3D questions file (default: next to the annotations file).
-        #[arg(long)]
-        questions: Option<PathBuf>,
-        /// Directory of the scenes (ScanNet export layout, one directory per scene id, with
-        /// video.mp4; VSI-Bench: the release's <dataset>/<scene_name>.mp4).
-        #[arg(long)]
-        scenes: PathBuf,
-        /// Frames per video (default: the bundle's).
-        #[arg(long)]
-        frames: Option<usize>,
-        /// Only the first N questions (in file order); only they are scored.
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Predictions file, read first to resume (default: loc3r-<task>-predictions.json).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Longest answer, in tokens.
-        #[arg(long, default_value_t = 16)]
-        max_new_tokens: usize,
-        /// Print the run and its scores as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Run(RunArgs),
     /// Fidelity gates between two bundles (e.g. an fp32 and an fp16 export of one checkpoint):
     /// ask both every question of an official SQA3D, ScanQA or VSI-Bench file as `run` does (predictions in
     /// --out-dir, resumable), then report every metric of A and B and its delta B − A, the
@@ -162,59 +127,7 @@ enum Command {
     /// with the same answer after the SQA3D normaliser), with each bundle's exact matches.
     /// Exit code 0 when every --max-delta gate holds, 1 when one is exceeded (each printed with
     /// its values), 2 for invalid input.
-    Compare {
-        /// Bundle A, the reference (e.g. the fp32 export).
-        #[arg(long)]
-        a: PathBuf,
-        /// Bundle B, the one under test (e.g. the fp16 export).
-        #[arg(long)]
-        b: PathBuf,
-        /// sqa3d-loc or sqa3d (the same comparison: answers and poses), scanqa or vsibench
-        /// (answers; VSI-Bench's overall score and paper columns).
-        #[arg(long, value_enum)]
-        task: RunTaskArg,
-        /// As for `run`: the SQA3D annotations file or its directory, ScanQA_v1.0_<split>.json,
-        /// or the VSI-Bench documents.
-        #[arg(long)]
-        annotations: PathBuf,
-        /// SQA3D questions file (default: next to the annotations file).
-        #[arg(long)]
-        questions: Option<PathBuf>,
-        /// Directory of the scenes, as for `run`.
-        #[arg(long)]
-        scenes: PathBuf,
-        /// Frames per video, the same for both bundles (default: bundle A's).
-        #[arg(long)]
-        frames: Option<usize>,
-        /// Only the first N questions (in file order).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// ScanQA only: the scoring protocol of the metrics (default video3dllm).
-        #[arg(long, value_parser = parse_protocol)]
-        protocol: Option<Protocol>,
-        /// Gates, comma-separated or repeated. Benchmark metrics bound |B − A| in their
-        /// percentage points (×100 for ScanQA's): SQA3D acc@0.5m, acc@1.0m, acc@15deg, acc@30deg,
-        /// em, em_r; ScanQA em, em_r (leo_ptb), bleu1..bleu4, rouge_l, cider, meteor. Pose keys
-        /// (SQA3D) bound the per-question delta between A and B: pose_m (largest, metres),
-        /// pose_m_mean, pose_m_median, yaw_deg (largest, degrees), yaw_deg_mean, yaw_deg_median.
-        /// agreement is a minimum in [0, 1]. E.g. acc@0.5m=1.0,em=2.0,pose_m=0.05,yaw_deg=2,agreement=0.95
-        #[arg(long, value_name = "METRIC=VALUE", value_delimiter = ',', value_parser = parse_gate)]
-        max_delta: Vec<Gate>,
-        /// Directory of the predictions (a-predictions.json, b-predictions.json, in `run`'s
-        /// format) and of bundles.json, which refuses reuse by other bundles (default:
-        /// loc3r-compare-<task>; created if missing).
-        #[arg(long)]
-        out_dir: Option<PathBuf>,
-        /// Also write the report as JSON here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Longest answer, in tokens.
-        #[arg(long, default_value_t = 16)]
-        max_new_tokens: usize,
-        /// Print the report as JSON instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    Compare(CompareArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -517,26 +430,59 @@ fn run_summary(report: &RunReport, out: &Path) -> String {
     )
 }
 
-/// `run`'s arguments.
-struct RunArgs {
-    bundle: PathBuf,
+// The benchmark `run` and `compare` ask: the questions, the scenes and how to ask them.
+#[derive(clap::Args)]
+struct Benchmark {
+    /// sqa3d-loc or sqa3d (answers and poses; `run` scores them differently), scanqa or
+    /// vsibench (answers; `compare` reports VSI-Bench's overall score and paper columns).
+    #[arg(long, value_enum)]
     task: RunTaskArg,
+    /// SQA3D: the annotations file or its directory; ScanQA: ScanQA_v1.0_<split>.json or its
+    /// directory; VSI-Bench: a JSON array or JSON lines of its documents (with `dataset`,
+    /// `scene_name`, `question`, `options`).
+    #[arg(long)]
     annotations: PathBuf,
+    /// SQA3D questions file (default: next to the annotations file).
+    #[arg(long)]
     questions: Option<PathBuf>,
+    /// Directory of the scenes (ScanNet export layout, one directory per scene id, with
+    /// video.mp4; VSI-Bench: the release's <dataset>/<scene_name>.mp4).
+    #[arg(long)]
     scenes: PathBuf,
+    /// Frames per video (default: the bundle's; for `compare`, bundle A's, used for both).
+    #[arg(long)]
     frames: Option<usize>,
+    /// Only the first N questions (in file order); only they are scored.
+    #[arg(long)]
     limit: Option<usize>,
-    out: Option<PathBuf>,
+    /// Longest answer, in tokens.
+    #[arg(long, default_value_t = 16)]
     max_new_tokens: usize,
+}
+
+// `run`'s arguments (the subcommand's help is the variant's doc comment).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Bundle directory.
+    #[arg(long)]
+    bundle: PathBuf,
+    #[command(flatten)]
+    bench: Benchmark,
+    /// Predictions file, read first to resume (default: loc3r-<task>-predictions.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the run and its scores as JSON.
+    #[arg(long)]
     json: bool,
 }
 
 fn run_command(a: RunArgs) -> Result<()> {
-    check_frames_and_scenes(a.frames, &a.scenes)?;
-    let (truth, task) = read_benchmark(a.task, &a.annotations, a.questions.as_deref(), a.limit)?;
-    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("loc3r-{}-predictions.json", a.task.name())));
+    let q = &a.bench;
+    check_frames_and_scenes(q.frames, &q.scenes)?;
+    let (truth, task) = read_benchmark(q.task, &q.annotations, q.questions.as_deref(), q.limit)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("loc3r-{}-predictions.json", q.task.name())));
     check_out_parent("--out", &out)?;
-    let report = ask_bundle(&a.bundle, task, &truth.questions(), &a.scenes, a.frames, a.max_new_tokens, &out, "")?;
+    let report = ask_bundle(&a.bundle, task, &truth.questions(), &q.scenes, q.frames, q.max_new_tokens, &out, "")?;
     let scored = match &truth {
         Truth::Sqa3d(items) => score_sqa3d(items, &out, task == RunTask::Sqa3dLoc)?,
         Truth::ScanQa(items) => score_scanqa(items, &out, None, None)?,
@@ -554,21 +500,38 @@ fn run_command(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// `compare`'s arguments.
+// `compare`'s arguments (the subcommand's help is the variant's doc comment).
+#[derive(clap::Args)]
 struct CompareArgs {
+    /// Bundle A, the reference (e.g. the fp32 export).
+    #[arg(long)]
     a: PathBuf,
+    /// Bundle B, the one under test (e.g. the fp16 export).
+    #[arg(long)]
     b: PathBuf,
-    task: RunTaskArg,
-    annotations: PathBuf,
-    questions: Option<PathBuf>,
-    scenes: PathBuf,
-    frames: Option<usize>,
-    limit: Option<usize>,
+    #[command(flatten)]
+    bench: Benchmark,
+    /// ScanQA only: the scoring protocol of the metrics (default video3dllm).
+    #[arg(long, value_parser = parse_protocol)]
     protocol: Option<Protocol>,
+    /// Gates, comma-separated or repeated. Benchmark metrics bound |B − A| in their
+    /// percentage points (×100 for ScanQA's): SQA3D acc@0.5m, acc@1.0m, acc@15deg, acc@30deg,
+    /// em, em_r; ScanQA em, em_r (leo_ptb), bleu1..bleu4, rouge_l, cider, meteor. Pose keys
+    /// (SQA3D) bound the per-question delta between A and B: pose_m (largest, metres),
+    /// pose_m_mean, pose_m_median, yaw_deg (largest, degrees), yaw_deg_mean, yaw_deg_median.
+    /// agreement is a minimum in [0, 1]. E.g. acc@0.5m=1.0,em=2.0,pose_m=0.05,yaw_deg=2,agreement=0.95
+    #[arg(long = "max-delta", value_name = "METRIC=VALUE", value_delimiter = ',', value_parser = parse_gate)]
     gates: Vec<Gate>,
+    /// Directory of the predictions (a-predictions.json, b-predictions.json, in `run`'s
+    /// format) and of bundles.json, which refuses reuse by other bundles (default:
+    /// loc3r-compare-<task>; created if missing).
+    #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
     out: Option<PathBuf>,
-    max_new_tokens: usize,
+    /// Print the report as JSON instead of the table.
+    #[arg(long)]
     json: bool,
 }
 
@@ -582,8 +545,9 @@ fn bundle_identity(flag: &str, bundle: &Path) -> Result<(BundleIdentity, usize)>
 }
 
 fn compare_command(c: CompareArgs) -> Result<()> {
-    check_frames_and_scenes(c.frames, &c.scenes)?;
-    let family = match c.task {
+    let q = &c.bench;
+    check_frames_and_scenes(q.frames, &q.scenes)?;
+    let family = match q.task {
         RunTaskArg::Scanqa => Family::ScanQa(c.protocol.unwrap_or(Protocol::Video3dllm)),
         RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc | RunTaskArg::Vsibench if c.protocol.is_some() => {
             return Err(InputError("--protocol applies to --task scanqa only".into()).into())
@@ -591,7 +555,7 @@ fn compare_command(c: CompareArgs) -> Result<()> {
         RunTaskArg::Sqa3d | RunTaskArg::Sqa3dLoc => Family::Sqa3d,
         RunTaskArg::Vsibench => Family::VsiBench,
     };
-    check_gate_keys(&c.gates, family, c.task.name()).map_err(InputError)?;
+    check_gate_keys(&c.gates, family, q.task.name()).map_err(InputError)?;
     let meteor_jar = meteor::jar_from_env();
     if meteor_jar.is_none() && c.gates.iter().any(|g| g.key == "meteor") {
         return Err(InputError("--max-delta meteor: METEOR needs Java and meteor-1.5.jar; set LOC3R_METEOR_JAR (docs/evaluation.md)".into()).into());
@@ -599,24 +563,24 @@ fn compare_command(c: CompareArgs) -> Result<()> {
     // Both bundles are checked before either is run.
     let (id_a, frames_a) = bundle_identity("--a", &c.a)?;
     let (id_b, _) = bundle_identity("--b", &c.b)?;
-    let frames = c.frames.unwrap_or(frames_a);
-    let (truth, task) = read_benchmark(c.task, &c.annotations, c.questions.as_deref(), c.limit)?;
+    let frames = q.frames.unwrap_or(frames_a);
+    let (truth, task) = read_benchmark(q.task, &q.annotations, q.questions.as_deref(), q.limit)?;
     if let Truth::ScanQa(items) = &truth {
         // Answers are needed to score; a test split fails here rather than after both runs.
-        join(items, Vec::new(), &c.annotations).map_err(input)?;
+        join(items, Vec::new(), &q.annotations).map_err(input)?;
     }
     if let Some(out) = &c.out {
         check_out_parent("--out", out)?;
     }
-    let out_dir = c.out_dir.unwrap_or_else(|| PathBuf::from(format!("loc3r-compare-{}", c.task.name())));
+    let out_dir = c.out_dir.unwrap_or_else(|| PathBuf::from(format!("loc3r-compare-{}", q.task.name())));
     std::fs::create_dir_all(&out_dir).map_err(|e| InputError(format!("--out-dir {}: cannot create it ({e})", out_dir.display())))?;
-    Provenance { frames, max_new_tokens: c.max_new_tokens, a: id_a, b: id_b }.claim(&out_dir)?;
+    Provenance { frames, max_new_tokens: q.max_new_tokens, a: id_a, b: id_b }.claim(&out_dir)?;
 
     let questions = truth.questions();
     let mut sides = Vec::with_capacity(2);
     for (label, bundle, file) in [("A", &c.a, PREDICTIONS_A), ("B", &c.b, PREDICTIONS_B)] {
         let predictions = out_dir.join(file);
-        let run = ask_bundle(bundle, task, &questions, &c.scenes, Some(frames), c.max_new_tokens, &predictions, &format!("{label}: "))?;
+        let run = ask_bundle(bundle, task, &questions, &q.scenes, Some(frames), q.max_new_tokens, &predictions, &format!("{label}: "))?;
         eprintln!("{label}: {}", run_summary(&run, &predictions));
         let scored = score_side(&truth, family, meteor_jar.as_deref(), &predictions)?;
         sides.push((SideReport { bundle: bundle.clone(), predictions, run }, scored));
@@ -629,7 +593,7 @@ fn compare_command(c: CompareArgs) -> Result<()> {
     let mut notes = a_scored.notes;
     notes.extend(b_scored.notes.into_iter().filter(|n| !notes.contains(n)).collect::<Vec<_>>());
     let report = CompareReport {
-        task: c.task.name(),
+        task: q.task.name(),
         protocol: match family {
             Family::ScanQa(p) => Some(p.name()),
             Family::Sqa3d | Family::VsiBench => None,
@@ -665,27 +629,8 @@ fn compare_command(c: CompareArgs) -> Result<()> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Score { task, pred, gt, questions, protocol, out, json } => print_scored(&score(task, &pred, &gt, questions.as_deref(), protocol, out)?, json),
-        Command::Run { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json } => {
-            run_command(RunArgs { bundle, task, annotations, questions, scenes, frames, limit, out, max_new_tokens, json })
-        }
-        Command::Compare { a, b, task, annotations, questions, scenes, frames, limit, protocol, max_delta, out_dir, out, max_new_tokens, json } => {
-            compare_command(CompareArgs {
-                a,
-                b,
-                task,
-                annotations,
-                questions,
-                scenes,
-                frames,
-                limit,
-                protocol,
-                gates: max_delta,
-                out_dir,
-                out,
-                max_new_tokens,
-                json,
-            })
-        }
+        Command::Run(args) => run_command(args),
+        Command::Compare(args) => compare_command(args),
         Command::Synth { bundle, questions, train_questions, frames, limit, show: show_n, no_baselines, max_new_tokens, seed, out, json } => {
             if frames == Some(0) {
                 return Err(InputError("--frames must be at least 1".into()).into());
