@@ -217,3 +217,26 @@ fn quantized_decoder_stays_within_the_stated_error_of_fp32() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn an_already_quantized_checkpoint_is_refused() {
+    let (dir, _) = tiny_checkpoint();
+    let copy = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_file() {
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
+        }
+    }
+    let config_path = copy.path().join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 4});
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = copy.path().join("bundle");
+    let opts = loc3r_export::bundle::BundleOptions { weights: QuantRequest { weights: Some("int4".into()), ..QuantRequest::default() }.resolve().unwrap(), ..Default::default() };
+    let e = loc3r_export::bundle::export_bundle(copy.path(), &out, &opts, |_| {}).unwrap_err();
+    assert_eq!(e.fault(), loc3r_export::Fault::Input);
+    let message = e.to_string();
+    assert!(message.contains("already quantized (gptq)") && message.contains("float checkpoint"), "{message}");
+    assert!(!out.exists(), "nothing is written for a refused checkpoint");
+}
