@@ -222,7 +222,7 @@ fn quantized_decoder_stays_within_the_stated_error_of_fp32() {
 fn an_already_quantized_checkpoint_is_refused() {
     let (dir, _) = tiny_checkpoint();
     let copy = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
+    for entry in std::fs::read_dir(dir.path().join("tiny")).unwrap() {
         let entry = entry.unwrap();
         if entry.path().is_file() {
             std::fs::copy(entry.path(), copy.path().join(entry.file_name())).unwrap();
