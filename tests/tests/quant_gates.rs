@@ -30,7 +30,7 @@ struct Gate {
     max_yaw_deg: f64,
 }
 
-const GATES: [Gate; 7] = [
+const GATES: [Gate; 8] = [
     // fp16, for scale: the error a float export already has.
     Gate { name: "fp16 (no quantization)", args: &["--fp16"], min_agreement: 1.0, max_position_m: 0.01, max_yaw_deg: 0.5 },
     Gate { name: "int8 matmulnbits accuracy_level 0", args: &["--weights", "int8", "--accuracy-level", "0"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
@@ -44,6 +44,7 @@ const GATES: [Gate; 7] = [
         max_position_m: 0.15,
         max_yaw_deg: 5.0,
     },
+    Gate { name: "int8 matmulnbits + lm_head", args: &["--weights", "int8", "--quantize-also", "lm_head"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
     Gate { name: "int4 qdq", args: &["--weights", "int4", "--quant-format", "qdq"], min_agreement: 0.9, max_position_m: 0.15, max_yaw_deg: 5.0 },
 ];
 
@@ -60,6 +61,7 @@ fn request(args: &[&str]) -> QuantRequest {
             "--zero-points" => r.zero_points = true,
             "--accuracy-level" => r.accuracy_level = Some(value().parse().unwrap()),
             "--fp16" => {}
+            "--quantize-also" => r.also = value().split(',').map(|l| l.parse().unwrap()).collect(),
             "--preset" => r.preset = Some(value().parse().unwrap()),
             other => panic!("flag {other} not handled by the test"),
         }
@@ -153,7 +155,7 @@ fn a_quantized_bundle_records_its_settings_and_refuses_tensorrt() {
     let bundle = export(&ckpt, tmp.path().join("cpu"), &["--preset", "cpu"]);
     let manifest = loc3r_bundle::Manifest::read(&bundle).unwrap();
     let q = manifest.quantization.expect("the manifest records the quantization");
-    assert_eq!((q.preset.as_deref(), q.graphs.as_slice()), (Some("cpu"), &["decoder".to_string()][..]));
+    assert_eq!((q.preset.as_deref(), q.graphs.as_slice(), q.layers.as_slice()), (Some("cpu"), &["decoder".to_string()][..], &["decoder".to_string(), "lm_head".to_string()][..]));
     let tensorrt = SessionOptions { device: "tensorrt".parse().unwrap(), ..SessionOptions::default() };
     let e = Loc3r::open(&bundle, &tensorrt).unwrap_err().to_string();
     assert!(e.contains("MatMulNBits") && e.contains("--preset tensorrt-int8"), "{e}");

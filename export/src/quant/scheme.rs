@@ -105,8 +105,9 @@ impl Preset {
     /// The settings the preset stands for.
     pub fn options(self) -> QuantOptions {
         match self {
-            // int4 with block 32 and int8 activation compute: the fastest decode on the CPU; the
-            // gates (tests/tests/quant_gates.rs) hold for it with lm_head kept in float.
+            // int4 with block 32, int8 activation compute and lm_head quantized too: the fastest
+            // decode measured on the CPU (docs/quantization.md §5; lm_head is a third of the
+            // small model's decoder bytes), and it passes the gates (tests/tests/quant_gates.rs).
             Preset::Cpu => QuantOptions {
                 scheme: WeightQuant {
                     bits: WeightBits::Int4,
@@ -115,7 +116,7 @@ impl Preset {
                     symmetric: true,
                     accuracy_level: Some(4),
                 },
-                layers: vec![QuantLayer::Decoder],
+                layers: vec![QuantLayer::Decoder, QuantLayer::LmHead],
                 preset: Some(self),
             },
             Preset::TensorRtInt8 => QuantOptions {
