@@ -72,7 +72,10 @@ fn run_case(c: &Case, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         QuantFormat::Qdq => rtn::dequantize_qdq(&packed, n, k, &c.scheme),
     };
     let matmul = |wt: &[f32]| -> Vec<f32> {
-        (0..m).flat_map(|i| (0..n).map(move |j| (i, j))).map(|(i, j)| (0..k).map(|kk| f64::from(x[i * k + kk]) * f64::from(wt[j * k + kk])).sum::<f64>() as f32).collect()
+        (0..m)
+            .flat_map(|i| (0..n).map(move |j| (i, j)))
+            .map(|(i, j)| (0..k).map(|kk| f64::from(x[i * k + kk]) * f64::from(wt[j * k + kk])).sum::<f64>() as f32)
+            .collect()
     };
     (got, matmul(&deq), matmul(&w))
 }
@@ -233,7 +236,10 @@ fn an_already_quantized_checkpoint_is_refused() {
     config["quantization_config"] = serde_json::json!({"quant_method": "gptq", "bits": 4});
     std::fs::write(&config_path, config.to_string()).unwrap();
     let out = copy.path().join("bundle");
-    let opts = loc3r_export::bundle::BundleOptions { weights: QuantRequest { weights: Some("int4".into()), ..QuantRequest::default() }.resolve().unwrap(), ..Default::default() };
+    let opts = loc3r_export::bundle::BundleOptions {
+        weights: QuantRequest { weights: Some("int4".into()), ..QuantRequest::default() }.resolve().unwrap(),
+        ..Default::default()
+    };
     let e = loc3r_export::bundle::export_bundle(copy.path(), &out, &opts, |_| {}).unwrap_err();
     assert_eq!(e.fault(), loc3r_export::Fault::Input);
     let message = e.to_string();

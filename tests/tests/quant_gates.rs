@@ -33,7 +33,13 @@ struct Gate {
 const GATES: [Gate; 8] = [
     // fp16, for scale: the error a float export already has.
     Gate { name: "fp16 (no quantization)", args: &["--fp16"], min_agreement: 1.0, max_position_m: 0.01, max_yaw_deg: 0.5 },
-    Gate { name: "int8 matmulnbits accuracy_level 0", args: &["--weights", "int8", "--accuracy-level", "0"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
+    Gate {
+        name: "int8 matmulnbits accuracy_level 0",
+        args: &["--weights", "int8", "--accuracy-level", "0"],
+        min_agreement: 1.0,
+        max_position_m: 0.03,
+        max_yaw_deg: 1.0,
+    },
     Gate { name: "int8 matmulnbits", args: &["--weights", "int8"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
     Gate { name: "int8 qdq (preset tensorrt-int8)", args: &["--preset", "tensorrt-int8"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
     Gate { name: "int4 matmulnbits (preset cpu)", args: &["--preset", "cpu"], min_agreement: 0.9, max_position_m: 0.15, max_yaw_deg: 5.0 },
@@ -44,7 +50,13 @@ const GATES: [Gate; 8] = [
         max_position_m: 0.15,
         max_yaw_deg: 5.0,
     },
-    Gate { name: "int8 matmulnbits + lm_head", args: &["--weights", "int8", "--quantize-also", "lm_head"], min_agreement: 1.0, max_position_m: 0.03, max_yaw_deg: 1.0 },
+    Gate {
+        name: "int8 matmulnbits + lm_head",
+        args: &["--weights", "int8", "--quantize-also", "lm_head"],
+        min_agreement: 1.0,
+        max_position_m: 0.03,
+        max_yaw_deg: 1.0,
+    },
     Gate { name: "int4 qdq", args: &["--weights", "int4", "--quant-format", "qdq"], min_agreement: 0.9, max_position_m: 0.15, max_yaw_deg: 5.0 },
 ];
 
@@ -136,7 +148,10 @@ fn quantized_bundles_meet_the_stated_gates_against_fp32() {
             position = position.max(((a.0 - b.0).powi(2) + (a.1 - b.1).powi(2)).sqrt());
             yaw = yaw.max(yaw_error(a.2, b.2));
         }
-        eprintln!("{}: greedy agreement {agree:.3} over {generated} fp32 tokens, worst position error {position:.4} m, worst yaw error {yaw:.3} deg", gate.name);
+        eprintln!(
+            "{}: greedy agreement {agree:.3} over {generated} fp32 tokens, worst position error {position:.4} m, worst yaw error {yaw:.3} deg",
+            gate.name
+        );
         if agree < gate.min_agreement || position > gate.max_position_m || yaw > gate.max_yaw_deg {
             failures.push(format!(
                 "{}: agreement {agree:.3} (min {}), position {position:.4} m (max {}), yaw {yaw:.3} deg (max {})",
@@ -155,7 +170,10 @@ fn a_quantized_bundle_records_its_settings_and_refuses_tensorrt() {
     let bundle = export(&ckpt, tmp.path().join("cpu"), &["--preset", "cpu"]);
     let manifest = loc3r_bundle::Manifest::read(&bundle).unwrap();
     let q = manifest.quantization.expect("the manifest records the quantization");
-    assert_eq!((q.preset.as_deref(), q.graphs.as_slice(), q.layers.as_slice()), (Some("cpu"), &["decoder".to_string()][..], &["decoder".to_string(), "lm_head".to_string()][..]));
+    assert_eq!(
+        (q.preset.as_deref(), q.graphs.as_slice(), q.layers.as_slice()),
+        (Some("cpu"), &["decoder".to_string()][..], &["decoder".to_string(), "lm_head".to_string()][..])
+    );
     let tensorrt = SessionOptions { device: "tensorrt".parse().unwrap(), ..SessionOptions::default() };
     let e = Loc3r::open(&bundle, &tensorrt).unwrap_err().to_string();
     assert!(e.contains("MatMulNBits") && e.contains("--preset tensorrt-int8"), "{e}");

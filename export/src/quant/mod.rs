@@ -77,7 +77,9 @@ pub fn quantized_linear(g: &mut ModelGraph, scheme: &WeightQuant, name: &str, we
         QuantFormat::Qdq => {
             if g.opset() < QDQ_OPSET {
                 let opset = g.opset();
-                g.problem(format!("{path}: QDQ weights need ai.onnx opset {QDQ_OPSET} (blocked DequantizeLinear, int4), the graph is opset {opset} (exporter bug)"));
+                g.problem(format!(
+                    "{path}: QDQ weights need ai.onnx opset {QDQ_OPSET} (blocked DequantizeLinear, int4), the graph is opset {opset} (exporter bug)"
+                ));
             }
             let code_dtype = match scheme.bits {
                 WeightBits::Int4 => DType::I4,

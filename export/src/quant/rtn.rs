@@ -279,7 +279,17 @@ mod tests {
     fn matmulnbits_layout_is_rows_of_blocks_with_low_nibble_first() {
         // One row, K = 20, block 16: two blocks, the second padded with the zero code 8.
         let s = scheme(WeightBits::Int4, QuantFormat::MatMulNBits, Some(16), true);
-        let w: Vec<f32> = (0..20).map(|i| if i == 0 { -7.0 } else if i == 1 { 7.0 } else { 0.0 }).collect();
+        let w: Vec<f32> = (0..20)
+            .map(|i| {
+                if i == 0 {
+                    -7.0
+                } else if i == 1 {
+                    7.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let p = quantize(&w, 1, 20, &s, DType::F32);
         assert_eq!(Layout::new(&s, 20, 1).codes_shape, vec![1, 2, 8]);
         assert_eq!(p.scales, vec![1.0, 0.0]);

@@ -312,7 +312,10 @@ mod tests {
     #[test]
     fn defaults_per_width_and_format() {
         let q = request("int4").resolve().unwrap().unwrap();
-        assert_eq!(q.scheme, WeightQuant { bits: WeightBits::Int4, format: QuantFormat::MatMulNBits, block_size: Some(32), symmetric: true, accuracy_level: Some(4) });
+        assert_eq!(
+            q.scheme,
+            WeightQuant { bits: WeightBits::Int4, format: QuantFormat::MatMulNBits, block_size: Some(32), symmetric: true, accuracy_level: Some(4) }
+        );
         assert_eq!(q.layers, vec![QuantLayer::Decoder]);
         let q = QuantRequest { format: Some(QuantFormat::Qdq), ..request("int8") }.resolve().unwrap().unwrap();
         assert_eq!((q.scheme.block_size, q.scheme.accuracy_level), (None, None));
