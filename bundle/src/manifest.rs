@@ -27,6 +27,9 @@ pub struct Manifest {
     pub producer: String,
     /// Weights and activations (see each I/O's dtype for the boundary).
     pub precision: Precision,
+    /// Weight-only quantization of linear layers (absent: every weight is in `precision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
     /// The checkpoint's config as the exporter understood it: the fields it knows, with
     /// defaults filled in (unknown keys of `config.json` are not copied, so a config padded
     /// with junk cannot bloat every bundle made from it).
@@ -163,6 +166,111 @@ impl fmt::Display for Precision {
     }
 }
 
+/// Weight-only quantization of a bundle's linear layers (docs/quantization.md): which
+/// weights, in which integer form, and how the graphs express it. Activations stay in
+/// the bundle's `precision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// Integer width of the quantized weights.
+    pub weights: WeightBits,
+    /// How the graphs carry them.
+    pub format: QuantFormat,
+    /// Weights per scale along the input (K) axis; `None`: one scale per output channel.
+    pub block_size: Option<usize>,
+    /// `true`: scales only (zero at code 0); `false`: a zero point per block too.
+    pub symmetric: bool,
+    /// `com.microsoft.MatMulNBits`' `accuracy_level` (4: ONNX Runtime may quantize the
+    /// activations to int8 per block and compute in integers); `None` for QDQ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_level: Option<u8>,
+    /// Rounding method: `rtn` (round to nearest, no calibration data).
+    pub method: String,
+    /// Which linear layers: `decoder` (the LLM's q/k/v/o and gate/up/down projections),
+    /// `lm_head`, `siglip` (SigLIP MLPs), `cut3r` (CUT3R MLPs).
+    pub layers: Vec<String>,
+    /// The graphs holding quantized weights.
+    pub graphs: Vec<String>,
+    /// The `--preset` that chose these settings, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+}
+
+/// Integer width of quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightBits {
+    Int4,
+    Int8,
+}
+
+impl WeightBits {
+    pub fn bits(self) -> u32 {
+        match self {
+            WeightBits::Int4 => 4,
+            WeightBits::Int8 => 8,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightBits::Int4 => "int4",
+            WeightBits::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for WeightBits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How quantized weights appear in the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantFormat {
+    /// ONNX Runtime's fused `com.microsoft.MatMulNBits` (CPU and CUDA execution providers).
+    MatMulNBits,
+    /// Standard ONNX: `DequantizeLinear` (opset 21, int8 per channel or int4 blocked) feeding
+    /// a `MatMul`, the explicit-quantization form TensorRT builds INT8/INT4 layers from.
+    Qdq,
+}
+
+impl QuantFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuantFormat::MatMulNBits => "matmulnbits",
+            QuantFormat::Qdq => "qdq",
+        }
+    }
+}
+
+impl fmt::Display for QuantFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Quantization {
+    /// `int4 rtn, block 32, symmetric, matmulnbits (accuracy_level 4): decoder, lm_head`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let blocks = match self.block_size {
+            Some(b) => format!("block {b}"),
+            None => "per channel".to_string(),
+        };
+        let zero = if self.symmetric { "symmetric" } else { "zero points" };
+        write!(f, "{} {}, {blocks}, {zero}, {}", self.weights, self.method, self.format)?;
+        if let Some(level) = self.accuracy_level {
+            write!(f, " (accuracy_level {level})")?;
+        }
+        write!(f, ": {}", self.layers.join(", "))?;
+        if let Some(p) = &self.preset {
+            write!(f, " [preset {p}]")?;
+        }
+        Ok(())
+    }
+}
+
 /// Spatial pooling of the vision grid inside `projector.onnx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -292,6 +400,33 @@ mod tests {
         assert_eq!(serde_json::to_string(&KvCacheLayout::Static).unwrap(), "\"static\"");
         assert_eq!("concat".parse::<KvCacheLayout>(), Ok(KvCacheLayout::Concat));
         assert!("paged".parse::<KvCacheLayout>().unwrap_err().contains("static"));
+        assert_eq!(serde_json::to_string(&QuantFormat::MatMulNBits).unwrap(), "\"matmulnbits\"");
+        assert_eq!(serde_json::to_string(&WeightBits::Int4).unwrap(), "\"int4\"");
+    }
+
+    #[test]
+    fn a_manifest_without_quantization_reads_as_unquantized() {
+        // Bundles written before the field existed have none; absent is what fp bundles write too.
+        let q = Quantization {
+            weights: WeightBits::Int4,
+            format: QuantFormat::MatMulNBits,
+            block_size: Some(32),
+            symmetric: true,
+            accuracy_level: Some(4),
+            method: "rtn".into(),
+            layers: vec!["decoder".into()],
+            graphs: vec!["decoder".into()],
+            preset: None,
+        };
+        assert_eq!(q.to_string(), "int4 rtn, block 32, symmetric, matmulnbits (accuracy_level 4): decoder");
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            quantization: Option<Quantization>,
+        }
+        assert!(serde_json::from_str::<Probe>("{}").unwrap().quantization.is_none());
+        let json = serde_json::to_value(&q).unwrap();
+        assert_eq!(serde_json::from_value::<Quantization>(json).unwrap(), q);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::config::{Config, PoolMode};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, GraphBuilder, Value};
 use crate::models::{self, ExportOptions};
+use crate::quant::QuantOptions;
 use crate::tensor::DType;
 
 /// The CUT3R initial state file (`state_init`, `mem_init`; docs/cut3r.md §3).
@@ -41,6 +42,8 @@ pub struct BundleOptions {
     pub force: bool,
     /// Name map other than the built-in one.
     pub names: Option<PathBuf>,
+    /// Weight-only quantization (`None`: float weights), from [`crate::quant::QuantRequest::resolve`].
+    pub weights: Option<QuantOptions>,
 }
 
 impl Default for BundleOptions {
@@ -54,6 +57,7 @@ impl Default for BundleOptions {
             kv_cache: KvCacheLayout::Static,
             force: false,
             names: None,
+            weights: None,
         }
     }
 }
@@ -79,6 +83,9 @@ pub struct GraphReport {
 pub struct ExportReport {
     pub bundle: PathBuf,
     pub precision: String,
+    /// The weight quantization, as `inspect` shows it (`None`: float weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
     pub graphs: Vec<GraphReport>,
     pub total_bytes: u64,
 }
@@ -126,8 +133,12 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     let precision =
         Precision::from_dtype(opts.precision).ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?;
     let graphs = resolve_graphs(opts)?;
+    if let Some(q) = &opts.weights {
+        q.check_graphs(&graphs, opts.precision)?;
+    }
     let _writing = OutputLock::acquire(out)?;
     check_target(out, opts.force)?;
+    refuse_quantized_checkpoint(checkpoint)?;
     let ckpt = Checkpoint::open(checkpoint, opts.names.as_deref(), Requirements { cut3r_points: opts.cut3r_points })?;
     let cfg = ckpt.config();
     if let Some(size) = opts.cut3r_size {
@@ -139,6 +150,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
         cut3r_size: opts.cut3r_size.unwrap_or((cfg.cut3r.input_size[0], cfg.cut3r.input_size[1])),
         cut3r_points: opts.cut3r_points,
         kv_cache: opts.kv_cache,
+        weights: opts.weights.clone(),
     };
     progress(Event::Plan(graphs.iter().map(|g| g.name().to_string()).collect()));
 
@@ -156,7 +168,8 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
         return Err(e);
     }
     let total_bytes = dir_size(out);
-    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision.to_string(), graphs: reports, total_bytes })
+    let quantization = opts.weights.as_ref().map(|q| q.manifest_entry(&graphs).to_string());
+    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision.to_string(), quantization, graphs: reports, total_bytes })
 }
 
 fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOptions, progress: &mut impl FnMut(Event)) -> Result<Vec<GraphReport>> {
@@ -210,6 +223,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
         producer: format!("loc3r-export {}", env!("CARGO_PKG_VERSION")),
         precision: Precision::from_dtype(opts.precision)
             .ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?,
+        quantization: opts.weights.as_ref().map(|q| q.manifest_entry(graphs)),
         config: config_echo,
         graphs: entries,
         files: hash_files(dir)?,
@@ -219,6 +233,28 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
     let path = dir.join(manifest::MANIFEST_FILE);
     std::fs::write(&path, text).map_err(|e| Error::write(&path, e))?;
     Ok(reports)
+}
+
+/// Weights are quantized once, from float: a checkpoint whose config.json carries a
+/// `quantization_config` (GPTQ, AWQ, bitsandbytes, ...) holds integer weights the exporter
+/// would have to dequantize and round a second time, compounding both errors.
+fn refuse_quantized_checkpoint(checkpoint: &Path) -> Result<()> {
+    let path = checkpoint.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // Checkpoint::open reports a missing or unreadable config with its own message.
+    };
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
+    if let Some(q) = value.get("quantization_config").filter(|q| !q.is_null()) {
+        let method = q.get("quant_method").and_then(|m| m.as_str()).unwrap_or("unknown method");
+        return Err(Error::Config {
+            file: path.display().to_string(),
+            message: format!(
+                "the checkpoint is already quantized ({method}); loc3r-export quantizes float weights only (--weights int8|int4), \
+                 so export it from the float checkpoint it was made from"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `state_init [1,S,Dc]` and `mem_init [1,M,2Dc]`, f32, for the runtime to start a sequence.

@@ -16,6 +16,9 @@ pub struct InspectReport {
     pub precision: String,
     /// KV cache interface of `decoder.onnx` (`static` or `concat`).
     pub kv_cache: String,
+    /// Weight quantization in words (`None`: float weights); the manifest has the fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
     pub graphs: Vec<GraphInfo>,
     pub files_checked: usize,
     /// Empty when the bundle is healthy.
@@ -79,6 +82,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         producer: manifest.producer,
         precision: manifest.precision.to_string(),
         kv_cache: manifest.runtime.llm.kv_cache.as_str().to_string(),
+        quantization: manifest.quantization.as_ref().map(|q| q.to_string()),
         graphs,
         files_checked: manifest.files.len(),
         problems,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod files;
 pub mod models;
 pub mod names;
+pub mod quant;
 pub mod tensorrt;
 pub mod tiny;
 

@@ -113,6 +113,8 @@ enum Command {
         /// A name map other than the built-in models/names.json.
         #[arg(long)]
         names: Option<PathBuf>,
+        #[command(flatten)]
+        quant: QuantArgs,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -205,6 +207,60 @@ enum Command {
     },
 }
 
+/// Weight-only quantization of linear layers (docs/quantization.md).
+#[derive(clap::Args)]
+struct QuantArgs {
+    /// Weights of the LLM decoder's linear layers: fp (as --precision), int8 or int4
+    /// (round to nearest, scales per block or per output channel).
+    #[arg(long, help_heading = "Quantization")]
+    weights: Option<String>,
+    /// Weights per scale along the input axis: 16, 32, 64, 128 or 256 (int4 default 32;
+    /// int8 MatMulNBits default 128; int8 QDQ is per output channel).
+    #[arg(long, help_heading = "Quantization")]
+    block_size: Option<usize>,
+    /// How graphs carry the weights: matmulnbits (ONNX Runtime CPU/CUDA, the default) or qdq
+    /// (DequantizeLinear + MatMul, opset 21, for TensorRT).
+    #[arg(long, value_parser = parse_quant_format, help_heading = "Quantization")]
+    quant_format: Option<loc3r_bundle::QuantFormat>,
+    /// A zero point per block (asymmetric codes; MatMulNBits only). Default: symmetric.
+    #[arg(long, help_heading = "Quantization")]
+    zero_points: bool,
+    /// MatMulNBits accuracy_level: 0 (A's type) .. 4 (int8: ONNX Runtime quantizes the
+    /// activations per block and multiplies in integers; the default).
+    #[arg(long, help_heading = "Quantization")]
+    accuracy_level: Option<u8>,
+    /// More layer groups to quantize with the decoder's, comma-separated: lm_head, siglip
+    /// (SigLIP MLPs), cut3r (CUT3R MLPs).
+    #[arg(long, value_delimiter = ',', help_heading = "Quantization")]
+    quantize_also: Vec<loc3r_export::quant::QuantLayer>,
+    /// A named combination instead of the flags above: cpu (the fastest that passes the
+    /// accuracy gates on the CPU) or tensorrt-int8 (int8 QDQ, per channel).
+    #[arg(long, help_heading = "Quantization")]
+    preset: Option<loc3r_export::quant::Preset>,
+}
+
+impl QuantArgs {
+    fn request(self) -> loc3r_export::quant::QuantRequest {
+        loc3r_export::quant::QuantRequest {
+            weights: self.weights,
+            block_size: self.block_size,
+            format: self.quant_format,
+            zero_points: self.zero_points,
+            accuracy_level: self.accuracy_level,
+            also: self.quantize_also,
+            preset: self.preset,
+        }
+    }
+}
+
+fn parse_quant_format(s: &str) -> Result<loc3r_bundle::QuantFormat, String> {
+    match s {
+        "matmulnbits" => Ok(loc3r_bundle::QuantFormat::MatMulNBits),
+        "qdq" => Ok(loc3r_bundle::QuantFormat::Qdq),
+        other => Err(format!("`{other}` is not one of matmulnbits, qdq")),
+    }
+}
+
 fn parse_dtype(s: &str) -> Result<DType, String> {
     match s {
         "f32" | "fp32" | "float32" => Ok(DType::F32),
@@ -269,7 +325,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, quiet, json } => {
+        Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, quant, quiet, json } => {
+            let weights = quant.request().resolve()?;
             let pooling = match pooling.as_deref() {
                 None => None,
                 Some("bilinear") => Some(PoolMode::Bilinear),
@@ -277,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(other) => anyhow::bail!(loc3r_export::Error::Invalid(format!("--pooling {other}: use bilinear or average"))),
             };
             let cut3r_size = cut3r_size.as_deref().map(parse_size).transpose()?;
-            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names };
+            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, weights };
             let multi = indicatif::MultiProgress::new();
             if quiet || json {
                 multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -307,7 +364,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("bundle {} ({}):", report.bundle.display(), report.precision);
+                match &report.quantization {
+                    Some(q) => println!("bundle {} ({}, weights {q}):", report.bundle.display(), report.precision),
+                    None => println!("bundle {} ({}):", report.bundle.display(), report.precision),
+                }
                 println!("{:<12} {:>14} {:>12} {:>9}", "graph", "parameters", "size", "seconds");
                 for g in &report.graphs {
                     println!("{:<12} {:>14} {:>12} {:>9.2}", g.graph, g.parameters, human_bytes(g.bytes), g.seconds);
@@ -328,6 +388,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.precision,
                     report.kv_cache
                 );
+                match &report.quantization {
+                    Some(q) => println!("weights: {q}"),
+                    None => println!("weights: {} (not quantized)", report.precision),
+                }
                 for g in &report.graphs {
                     let status = match g.loads {
                         Some(true) => "loads in ORT",

@@ -96,7 +96,7 @@ impl Golden {
 }
 
 fn options(precision: DType) -> ExportOptions {
-    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: true, kv_cache: KvCacheLayout::Static }
+    ExportOptions { precision, pooling: PoolMode::Bilinear, cut3r_size: (64, 48), cut3r_points: true, kv_cache: KvCacheLayout::Static, weights: None }
 }
 
 /// The three graphs of a `--cut3r-points` export (the step then also outputs the decoder hooks).

@@ -23,7 +23,14 @@ const FP32_TOL: f32 = 1e-4;
 
 fn options(precision: DType, pooling: PoolMode) -> ExportOptions {
     let cfg = tiny_checkpoint().1.config();
-    ExportOptions { precision, pooling, cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]), cut3r_points: false, kv_cache: KvCacheLayout::Concat }
+    ExportOptions {
+        precision,
+        pooling,
+        cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
+        cut3r_points: false,
+        kv_cache: KvCacheLayout::Concat,
+        weights: None,
+    }
 }
 
 /// Builds and saves one graph family once per (family, precision, pooling).

@@ -54,6 +54,7 @@ impl Bundle {
             }
         }
         let manifest = Manifest::read(dir)?;
+        check_device_takes_weights(manifest.quantization.as_ref(), &opts.device)?;
         for (name, entry) in &manifest.files {
             let path = dir.join(name);
             let len = match crate::files::require_regular(&path, false) {
@@ -163,6 +164,23 @@ fn check_engine_files(found: &EngineDir, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a device that cannot run the bundle's quantized weights, before any session is
+/// built (TensorRT would otherwise fail deep inside engine building, or hand the op back
+/// to a provider the user did not ask for).
+fn check_device_takes_weights(quantization: Option<&loc3r_bundle::Quantization>, device: &crate::session::Device) -> Result<()> {
+    use loc3r_bundle::QuantFormat;
+    let Some(q) = quantization else { return Ok(()) };
+    if q.format == QuantFormat::MatMulNBits && matches!(device, crate::session::Device::TensorRt { .. } | crate::session::Device::TensorRtRtx { .. }) {
+        return Err(Error::Input(format!(
+            "the bundle's {} graph(s) hold {} weights as com.microsoft.MatMulNBits, an ONNX Runtime op TensorRT cannot build; \
+             run it with --device cpu or cuda, or export a TensorRT bundle with --preset tensorrt-int8 (QDQ)",
+            q.graphs.join(", "),
+            q.weights
+        )));
+    }
+    Ok(())
+}
+
 /// What `doctor` reports about a bundle's engines for `device`: the directory it would load,
 /// or why none.
 pub fn describe_engines(dir: &Path, device: &Device) -> String {
@@ -258,6 +276,31 @@ mod tests {
         .unwrap();
         let tokenizer = Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
         Bundle { dir: dir.to_path_buf(), manifest, tokenizer, frame_batch: 8, prefill_chunk: 512, engines, sessions: BTreeMap::new() }
+    }
+
+    #[test]
+    fn tensorrt_is_refused_for_matmulnbits_weights_only() {
+        use crate::session::Device;
+        use loc3r_bundle::{QuantFormat, Quantization, WeightBits};
+        let quantization = |format| Quantization {
+            weights: WeightBits::Int4,
+            format,
+            block_size: Some(32),
+            symmetric: true,
+            accuracy_level: None,
+            method: "rtn".into(),
+            layers: vec!["decoder".into()],
+            graphs: vec!["decoder".into()],
+            preset: None,
+        };
+        let tensorrt: Device = "tensorrt".parse().unwrap();
+        let check = |q: Option<Quantization>, device: &Device| check_device_takes_weights(q.as_ref(), device);
+        let e = check(Some(quantization(QuantFormat::MatMulNBits)), &tensorrt).unwrap_err();
+        assert_eq!(e.fault(), Fault::Input);
+        assert!(e.to_string().contains("decoder") && e.to_string().contains("--preset tensorrt-int8"), "{e}");
+        check(Some(quantization(QuantFormat::MatMulNBits)), &Device::Cpu).unwrap();
+        check(Some(quantization(QuantFormat::Qdq)), &tensorrt).unwrap();
+        check(None, &tensorrt).unwrap();
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub fn export_options(ckpt: &Checkpoint) -> ExportOptions {
         cut3r_size: (cfg.cut3r.input_size[0], cfg.cut3r.input_size[1]),
         cut3r_points: false,
         kv_cache: loc3r_bundle::KvCacheLayout::Concat,
+        // Training updates float weights; quantization is an export-time choice.
+        weights: None,
     }
 }
 

@@ -78,7 +78,7 @@ impl ConstTensor {
     pub fn scalar(dtype: DType, v: f64) -> ConstTensor {
         let values = match dtype {
             DType::F32 | DType::F16 | DType::BF16 => ConstValues::Float(vec![v as f32]),
-            DType::I64 | DType::I32 | DType::U8 => ConstValues::Int(vec![v as i64]),
+            DType::I64 | DType::I32 | DType::U8 | DType::I8 | DType::I4 => ConstValues::Int(vec![v as i64]),
             DType::Bool => ConstValues::Bool(vec![v != 0.0]),
         };
         ConstTensor { dtype, shape: Vec::new(), values }
@@ -194,6 +194,7 @@ impl TensorData for ConstTensor {
                             buf.extend_from_slice(&y.to_le_bytes());
                         }
                         DType::U8 => buf.push(u8::try_from(x).map_err(|_| invalid(format!("{x} does not fit in u8")))?),
+                        DType::I8 => buf.push(i8::try_from(x).map_err(|_| invalid(format!("{x} does not fit in i8")))? as u8),
                         other => return Err(invalid(format!("cannot write integer values as {other}"))),
                     }
                 }

@@ -306,5 +306,7 @@ pub fn onnx_elem_type(dtype: DType) -> i32 {
         DType::I32 => T::Int32,
         DType::U8 => T::Uint8,
         DType::Bool => T::Bool,
+        DType::I8 => T::Int8,
+        DType::I4 => T::Int4,
     }) as i32
 }

@@ -93,7 +93,7 @@ impl GraphBuilder {
         let mut params = 0u64;
         for init in &self.initializers {
             params += init.data.numel() as u64;
-            let bytes = init.data.numel() * init.value.dtype().size();
+            let bytes = init.value.dtype().storage_bytes(init.data.numel());
             let tensor = if init.inline || bytes < opts.inline_limit {
                 inline_tensor(init)?
             } else {
@@ -293,7 +293,7 @@ fn const_tensor_proto(t: &ConstTensor, name: &str) -> Result<proto::TensorProto>
 
 fn inline_tensor(init: &Initializer) -> Result<proto::TensorProto> {
     let (v, dtype) = (&init.value, init.value.dtype());
-    let expected = (init.data.numel() * dtype.size()) as u64;
+    let expected = dtype.storage_bytes(init.data.numel()) as u64;
     let mut raw = Vec::with_capacity(expected as usize);
     init.data.write_as(dtype, &mut raw).map_err(|error| GraphError::TensorWrite { name: v.name().to_string(), dtype, error })?;
     check_size(init, raw.len() as u64)?;
@@ -304,7 +304,7 @@ fn inline_tensor(init: &Initializer) -> Result<proto::TensorProto> {
 
 fn check_size(init: &Initializer, written: u64) -> Result<()> {
     let dtype = init.value.dtype();
-    let expected = (init.data.numel() * dtype.size()) as u64;
+    let expected = dtype.storage_bytes(init.data.numel()) as u64;
     if written == expected {
         Ok(())
     } else {

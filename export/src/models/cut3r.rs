@@ -167,7 +167,7 @@ pub fn check_input_size(patch: usize, width: usize, height: usize) -> Result<()>
 /// with `cut3r.norm_eps`.
 fn model_graph(name: &str, opts: &ExportOptions, c: &Cut3rConfig) -> Result<ModelGraph> {
     match opts.precision {
-        DType::F32 | DType::F16 => Ok(ModelGraph::new(name, opts.precision).with_norm_eps(c.norm_eps)),
+        DType::F32 | DType::F16 => Ok(ModelGraph::new(name, opts.precision).with_norm_eps(c.norm_eps).with_weight_quant(opts.weights.as_ref())),
         other => Err(Error::Invalid(format!("CUT3R graphs are exported in f32 or f16, not {other}"))),
     }
 }

@@ -85,14 +85,26 @@ impl TensorData for TransposedLinear {
 /// ```text
 /// x [.., in] ─MatMul(Wᵀ [in,out])─▶ [.., out] ─Add(b)─▶ y
 /// ```
+///
+/// When the export quantizes this layer ([`ModelGraph::weight_quant_for`]), the MatMul
+/// becomes a quantized one ([`crate::quant::quantized_linear`]); the bias stays float.
 pub fn linear(g: &mut ModelGraph, w: &Weights, x: &Value, in_dim: usize, out_dim: usize, bias: bool) -> Result<Value> {
     let dt = g.compute();
     let t = w.get("weight", &[out_dim, in_dim])?;
-    let name = t.name.clone();
-    let wt = g.initializer(&name, Arc::new(TransposedLinear::new(t)), dt);
+    let path = w.path();
+    let y = match g.weight_quant_for(&path) {
+        Some(scheme) => {
+            let name = t.name.clone();
+            crate::quant::quantized_linear(g, &scheme, &name, Arc::new(t), x, in_dim, out_dim, &path)
+        }
+        None => {
+            let name = t.name.clone();
+            let wt = g.initializer(&name, Arc::new(TransposedLinear::new(t)), dt);
+            g.scope(path.as_str()).matmul("MatMul", x, &wt)
+        }
+    };
     let b = if bias { Some(weight(g, w, "bias", &[out_dim], dt)?) } else { None };
-    let mut s = g.scope(w.path().as_str());
-    let y = s.matmul("MatMul", x, &wt);
+    let mut s = g.scope(path.as_str());
     Ok(match b {
         Some(b) => s.add("Add", &y, &b),
         None => y,

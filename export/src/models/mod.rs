@@ -29,4 +29,6 @@ pub struct ExportOptions {
     pub cut3r_points: bool,
     /// KV cache interface of the decoder.
     pub kv_cache: qwen2::KvCacheLayout,
+    /// Weight-only quantization of selected Linear layers (`None`: float weights).
+    pub weights: Option<crate::quant::QuantOptions>,
 }

@@ -66,7 +66,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let (h, kvh, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim());
     let w = ckpt.weights("decoder")?;
     let layout = opts.kv_cache;
-    let mut g = ModelGraph::new("decoder", opts.precision);
+    let mut g = ModelGraph::new("decoder", opts.precision).with_weight_quant(opts.weights.as_ref());
     let dt = g.compute();
     g.set_doc(match layout {
         KvCacheLayout::Concat => "Qwen2 decoder step with KV cache (prefill and decode), concat cache layout. Linear weights are stored transposed [in, out].",

@@ -22,7 +22,7 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let v = &cfg.vision_config;
     let w = ckpt.weights("siglip")?;
-    let mut g = ModelGraph::new("siglip", opts.precision);
+    let mut g = ModelGraph::new("siglip", opts.precision).with_weight_quant(opts.weights.as_ref());
     let dt = g.compute();
     g.set_doc("SigLIP vision tower (LLaVA: all stored layers, no post_layernorm). Linear weights are stored transposed [in, out].");
     let pixels = g.input(INPUT, DType::F32, [Dim::sym("frames"), 3.into(), v.image_size.into(), v.image_size.into()]);

@@ -16,10 +16,11 @@ pub(crate) fn read(init: &Initializer) -> Result<Tensor, InterpError> {
     let fail = |problem: String| InterpError::Initializer { name: name.to_string(), dtype, problem };
     let shape = init.data.shape().to_vec();
     let numel: usize = shape.iter().product();
-    let mut bytes = Vec::with_capacity(numel * dtype.size());
+    let stored = dtype.storage_bytes(numel);
+    let mut bytes = Vec::with_capacity(stored);
     init.data.write_as(dtype, &mut bytes).map_err(|e| fail(e.to_string()))?;
-    if bytes.len() != numel * dtype.size() {
-        return Err(fail(format!("wrote {} bytes, but {numel} elements need {}", bytes.len(), numel * dtype.size())));
+    if bytes.len() != stored {
+        return Err(fail(format!("wrote {} bytes, but {numel} elements need {stored}", bytes.len())));
     }
     let tensor = match dtype {
         DType::F32 => {
@@ -37,6 +38,12 @@ pub(crate) fn read(init: &Initializer) -> Result<Tensor, InterpError> {
         }
         DType::U8 => Tensor::Int(from_vec(&shape, bytes.iter().map(|&b| i64::from(b)).collect()).map_err(fail)?),
         DType::Bool => Tensor::Bool(from_vec(&shape, bytes.iter().map(|&b| b != 0).collect()).map_err(fail)?),
+        DType::I8 => Tensor::Int(from_vec(&shape, bytes.iter().map(|&b| i64::from(b as i8)).collect()).map_err(fail)?),
+        DType::I4 => {
+            // Two's-complement nibbles, the first element in the low one: shift it to the top, then back with sign.
+            let nibble = |i: usize| i64::from(((bytes[i / 2] >> (4 * (i % 2))) << 4) as i8 >> 4);
+            Tensor::Int(from_vec(&shape, (0..numel).map(nibble).collect()).map_err(fail)?)
+        }
     };
     Ok(tensor)
 }

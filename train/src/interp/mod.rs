@@ -228,7 +228,7 @@ fn run_node<'g>(g: &'g GraphBuilder, node: &'g Node, values: &HashMap<&str, Tens
 fn check_declared(t: &Tensor, dtype: DType, shape: &[Dim]) -> Result<(), String> {
     let kind = match dtype {
         DType::F32 | DType::F16 | DType::BF16 => "float",
-        DType::I64 | DType::I32 | DType::U8 => "integer",
+        DType::I64 | DType::I32 | DType::U8 | DType::I8 | DType::I4 => "integer",
         DType::Bool => "bool",
     };
     if t.kind() != kind {
