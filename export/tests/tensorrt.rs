@@ -83,6 +83,33 @@ fn lint_passes_on_every_exported_bundle_variant() {
     }
 }
 
+/// Weight-quantized bundles: the QDQ form TensorRT consumes (`--preset tensorrt-int8`, and
+/// int4 blocked QDQ) lints clean; ONNX Runtime's MatMulNBits form (`--preset cpu`) fails on
+/// every quantized layer, each named.
+#[test]
+fn qdq_bundles_pass_the_lint_and_matmulnbits_bundles_name_every_contrib_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = checkpoint(tmp.path());
+    for (name, extra) in
+        [("int8-qdq", &["--preset", "tensorrt-int8"][..]), ("int4-qdq", &["--weights", "int4", "--block-size", "32", "--quant-format", "qdq"][..])]
+    {
+        let bundle = tmp.path().join(name);
+        export(&ckpt, &bundle, extra);
+        for target in ["tensorrt", "tensorrt-rtx"] {
+            let (code, report) = lint_json(&bundle, target);
+            assert_eq!(code, Some(0), "{name} {target}: {report:#}");
+        }
+    }
+    let bundle = tmp.path().join("cpu");
+    export(&ckpt, &bundle, &["--preset", "cpu"]);
+    let (code, report) = lint_json(&bundle, "tensorrt");
+    assert_eq!(code, Some(1), "{report:#}");
+    let contrib: Vec<&serde_json::Value> = report["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
+    assert!(!contrib.is_empty());
+    assert!(contrib.iter().all(|f| f["graph"] == "decoder" && f["op_type"] == "MatMulNBits"), "{report:#}");
+    assert!(contrib.iter().any(|f| f["node"].as_str().unwrap_or_default().contains("lm_head")), "{report:#}");
+}
+
 /// One bundle, broken three ways in three graphs: a contrib op, a Loop, an attribute TensorRT
 /// does not implement. Each fails the lint with its graph and node named; the human report
 /// says the same.
