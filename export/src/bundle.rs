@@ -240,8 +240,12 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
 /// would have to dequantize and round a second time, compounding both errors.
 fn refuse_quantized_checkpoint(checkpoint: &Path) -> Result<()> {
     let path = checkpoint.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(()); // Checkpoint::open reports a missing or unreadable config with its own message.
+    // Refuses FIFOs, devices and huge files like every input; a missing config is reported
+    // by Checkpoint::open with its own message.
+    let text = match crate::files::read_input(&path) {
+        Ok(text) => text,
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
     let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(()) };
     if let Some(q) = value.get("quantization_config").filter(|q| !q.is_null()) {
