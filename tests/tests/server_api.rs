@@ -528,7 +528,8 @@ fn hostile_input_is_a_json_4xx_and_the_server_keeps_serving() {
         ("huge body", s.req("POST", &ask, "application/json", &vec![b' '; 3 << 20]), 413),
         ("unknown route", s.get("/v2/everything"), 404),
         // Answered by the HTTP layer before any route: still JSON.
-        ("huge header", s.raw(&format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(500_000)), b""), 431),
+        // (A head over hyper's buffer limit also gets this 431, but whether a given size
+        // crosses the limit depends on how the bytes arrive, so the count is tested.)
         ("too many headers", s.raw(&format!("GET /healthz HTTP/1.1\r\n{}\r\n", (0..200).map(|i| format!("X-{i}: 1\r\n")).collect::<String>()), b""), 431),
         ("malformed head", s.raw("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b""), 400),
         ("long URI", s.raw(&format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), b""), 414),
