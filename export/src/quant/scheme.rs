@@ -166,22 +166,26 @@ pub struct QuantRequest {
 pub const BLOCK_SIZES: [usize; 5] = [16, 32, 64, 128, 256];
 
 impl QuantRequest {
+    /// The flags given that refine a quantization (all but `--weights` and `--preset`).
+    fn detail_flags(&self) -> Vec<&'static str> {
+        [
+            (self.block_size.is_some(), "--block-size"),
+            (self.format.is_some(), "--quant-format"),
+            (self.zero_points, "--zero-points"),
+            (self.accuracy_level.is_some(), "--accuracy-level"),
+            (!self.also.is_empty(), "--quantize-also"),
+        ]
+        .into_iter()
+        .filter_map(|(set, flag)| set.then_some(flag))
+        .collect()
+    }
+
     /// The settings, or `None` for float weights; every contradiction is an input error
     /// that says which flag to drop or change.
     pub fn resolve(&self) -> Result<Option<QuantOptions>> {
         let bad = |m: String| Err(Error::Invalid(m));
         if let Some(preset) = self.preset {
-            let given: Vec<&str> = [
-                (self.weights.is_some(), "--weights"),
-                (self.block_size.is_some(), "--block-size"),
-                (self.format.is_some(), "--quant-format"),
-                (self.zero_points, "--zero-points"),
-                (self.accuracy_level.is_some(), "--accuracy-level"),
-                (!self.also.is_empty(), "--quantize-also"),
-            ]
-            .into_iter()
-            .filter_map(|(set, flag)| set.then_some(flag))
-            .collect();
+            let given: Vec<&str> = self.weights.is_some().then_some("--weights").into_iter().chain(self.detail_flags()).collect();
             if !given.is_empty() {
                 return bad(format!(
                     "--preset {} sets the quantization itself; drop {} (or drop --preset and give every setting)",
@@ -198,16 +202,7 @@ impl QuantRequest {
             Some(other) => return bad(format!("--weights {other}: use fp, int8 or int4")),
         };
         let Some(bits) = bits else {
-            let stray: Vec<&str> = [
-                (self.block_size.is_some(), "--block-size"),
-                (self.format.is_some(), "--quant-format"),
-                (self.zero_points, "--zero-points"),
-                (self.accuracy_level.is_some(), "--accuracy-level"),
-                (!self.also.is_empty(), "--quantize-also"),
-            ]
-            .into_iter()
-            .filter_map(|(set, flag)| set.then_some(flag))
-            .collect();
+            let stray = self.detail_flags();
             if !stray.is_empty() {
                 return bad(format!("{} only apply to quantized weights; add --weights int8 or --weights int4", stray.join(", ")));
             }
