@@ -19,6 +19,7 @@ pub mod model;
 pub mod optim;
 pub mod pose;
 pub mod prepare;
+pub mod recompute;
 pub mod sample;
 pub mod session;
 pub mod trainer;

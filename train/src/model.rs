@@ -241,24 +241,37 @@ pub fn training_graph_for(
     weights: &LossWeights,
     lora: &LoraOptions,
 ) -> Result<TrainingGraph, TrainGraphError> {
+    let opts = crate::graph::export_options(ckpt);
+    let mut g = GraphBuilder::new("loc3r_train");
+    g.set_doc("Loc3R-VLM training graph: projector, embed, decoder and heads as exported, with the paper's losses and gradients");
+    let sequence = front_sequence(&mut g, ckpt, shape, feature_shape)?;
+
+    // 4. The decoder over the whole sequence (no past).
+    let dec = g.absorb(qwen2::graph(ckpt, &opts)?, &[(io::decoder::INPUTS_EMBEDS, &sequence)]);
+    let hidden = dec[io::decoder::HIDDEN_STATES].clone();
+    let (total, named) = top_losses(&mut g, ckpt, shape, &hidden, weights)?;
+    let adapters = if groups.contains(&Group::Lora) { crate::lora::adapt(&mut g, lora)? } else { Vec::new() };
+    let mut tg = finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)?;
+    tg.lora = adapters;
+    Ok(tg)
+}
+
+/// Steps 1–3 of the training graph into `g`: the projector on the encoders' outputs, the text
+/// embeddings, and the splice; returns the decoder's input sequence `[1, S, H]` (h₀).
+pub(crate) fn front_sequence(g: &mut GraphBuilder, ckpt: &Checkpoint, shape: &Shape, feature_shape: (usize, usize)) -> Result<Value, TrainGraphError> {
     let cfg = ckpt.config();
     let grid = cfg.vision_grid();
     let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
     let tokens_per_frame = pooled * (pooled + 1);
-    let (h, v, k) = (cfg.hidden_size, cfg.vocab_size, cfg.loc3r.orientation_bins);
+    let h = cfg.hidden_size;
     let (f, (p, cv)) = (shape.frames, feature_shape);
     let opts = crate::graph::export_options(ckpt);
-    let n = shape.supervised;
-    let t_grid = f * pooled * pooled;
     struct Sizes {
         before: usize,
         after: usize,
         tokens_per_frame: usize,
     }
     let lay = Sizes { before: shape.before, after: shape.after, tokens_per_frame };
-    let mut g = GraphBuilder::new("loc3r_train");
-    g.set_doc("Loc3R-VLM training graph: projector, embed, decoder and heads as exported, with the paper's losses and gradients");
-
     // 1. Projector on the frozen encoders' outputs.
     let feats = g.input(io::projector::IMAGE_FEATURES, DType::F32, [f, p, cv]);
     let cams = g.input(io::projector::CAMERA_TOKENS, DType::F32, [f, cfg.loc3r.camera_token_dim]);
@@ -288,17 +301,34 @@ pub fn training_graph_for(
     let sequence = s.concat("sequence", &refs, 1);
     let sequence = s.refine_shape(&sequence, [Dim::Fixed(1), Dim::sym("sequence"), Dim::Fixed(h)]);
 
-    // 4. The decoder over the whole sequence (no past).
-    let dec = g.absorb(qwen2::graph(ckpt, &opts)?, &[(io::decoder::INPUTS_EMBEDS, &sequence)]);
-    let hidden = dec[io::decoder::HIDDEN_STATES].clone();
-    let lm_weight = lm_head_weight(&g)?;
+    Ok(sequence)
+}
+
+/// Steps 5–6 of the training graph into `g`, on the decoder's (normalised) `hidden` states:
+/// the heads at <Pos>, <Ori> and the grid tokens, the gathered LM head, and the losses. Returns
+/// the weighted total and the named parts. `g` must hold the decoder's `lm_head` MatMul.
+pub(crate) fn top_losses(
+    g: &mut GraphBuilder,
+    ckpt: &Checkpoint,
+    shape: &Shape,
+    hidden: &Value,
+    weights: &LossWeights,
+) -> Result<(Value, Vec<(&'static str, Value)>), TrainGraphError> {
+    let cfg = ckpt.config();
+    let grid = cfg.vision_grid();
+    let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);
+    let (v, k) = (cfg.vocab_size, cfg.loc3r.orientation_bins);
+    let opts = crate::graph::export_options(ckpt);
+    let n = shape.supervised;
+    let t_grid = shape.frames * pooled * pooled;
+    let lm_weight = lm_head_weight(g)?;
 
     // 5. Heads at <Pos>, <Ori> and the grid tokens.
     let pos_index = g.input(inputs::POS_INDEX, DType::I64, [1usize]);
     let ori_index = g.input(inputs::ORI_INDEX, DType::I64, [1usize]);
     let grid_index = g.input(inputs::GRID_INDEX, DType::I64, [t_grid]);
     let mut s = g.scope("taps");
-    let rows = s.squeeze("rows", &hidden, &[0]);
+    let rows = s.squeeze("rows", hidden, &[0]);
     let pos_hidden = s.gather("pos", &rows, &pos_index, 0);
     let ori_hidden = s.gather("ori", &rows, &ori_index, 0);
     let grid_hidden = s.gather("grid", &rows, &grid_index, 0);
@@ -329,23 +359,20 @@ pub fn training_graph_for(
         drop(s);
         let mask = g.input(inputs::LM_MASK, DType::F32, [n]);
         let mask = g.scope("loss/lm/head").unsqueeze("mask_batch", &mask, &[0]);
-        Some(losses::lm_loss(&mut g, &logits, &onehot, &mask))
+        Some(losses::lm_loss(g, &logits, &onehot, &mask))
     } else {
         None
     };
     let parts = LossParts {
         lm,
-        bev: Some(losses::bev_loss(&mut g, &hd[io::heads::BEV], &bev_target, &bev_mask)),
-        pos: Some(losses::position_loss(&mut g, &hd[io::heads::POSITION], &pos_target, &valid)),
-        ori: Some(losses::orientation_loss(&mut g, &hd[io::heads::ORIENTATION_LOGITS], &ori_target, &ori_h, &valid)),
+        bev: Some(losses::bev_loss(g, &hd[io::heads::BEV], &bev_target, &bev_mask)),
+        pos: Some(losses::position_loss(g, &hd[io::heads::POSITION], &pos_target, &valid)),
+        ori: Some(losses::orientation_loss(g, &hd[io::heads::ORIENTATION_LOGITS], &ori_target, &ori_h, &valid)),
     };
-    let total = losses::total(&mut g, &parts, weights);
+    let total = losses::total(g, &parts, weights);
     let named: Vec<(&str, Value)> =
         [("lm", &parts.lm), ("bev", &parts.bev), ("pos", &parts.pos), ("ori", &parts.ori)].into_iter().filter_map(|(n, v)| v.clone().map(|v| (n, v))).collect();
-    let adapters = if groups.contains(&Group::Lora) { crate::lora::adapt(&mut g, lora)? } else { Vec::new() };
-    let mut tg = finish(g, |name| groups.iter().any(|grp| grp.contains(name)), &total, &named)?;
-    tg.lora = adapters;
-    Ok(tg)
+    Ok((total, named))
 }
 
 /// The data feeds of `sample` for a graph of `shape` (which must hold the sample's own shape).

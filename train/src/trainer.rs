@@ -29,6 +29,7 @@ use crate::losses::LossWeights;
 use crate::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use crate::optim::{cosine_with_warmup, AdamW};
 use crate::pose::{self, PoseSequence};
+use crate::recompute::{segmented_graphs, Recompute, SegmentedRunner, StepRunner};
 use crate::sample::Sample;
 use crate::session::{apply_update, host_params, HostParam, Runner};
 
@@ -90,6 +91,10 @@ pub struct TrainOptions {
     pub threads: usize,
     /// Save every this many updates (and at the end).
     pub save_every: u64,
+    /// Whole-graph step or layer-granular recompute (crate::recompute; runs saved before it
+    /// existed are `none`).
+    #[serde(default)]
+    pub recompute: Recompute,
 }
 
 fn default_lora_rank() -> usize {
@@ -384,7 +389,7 @@ fn sample_files(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
 }
 
 /// Mean of every loss term over `samples` at the current parameters (no update).
-fn mean_losses(runners: &mut [Runner], params: &[HostParam], samples: &[Prepared]) -> Result<BTreeMap<String, f64>, TrainError> {
+fn mean_losses(runners: &mut [StepRunner], params: &[HostParam], samples: &[Prepared]) -> Result<BTreeMap<String, f64>, TrainError> {
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     for sample in samples {
         for (name, v) in runners[sample.runner].run(params, &sample.floats, &sample.ids)?.losses {
@@ -395,7 +400,7 @@ fn mean_losses(runners: &mut [Runner], params: &[HostParam], samples: &[Prepared
 }
 
 /// Runners, samples, the trainable tensors, and the LoRA adapters (empty without LoRA).
-type Loaded = (Vec<Runner>, Vec<Prepared>, Vec<HostParam>, Vec<Adapter>);
+type Loaded = (Vec<StepRunner>, Vec<Prepared>, Vec<HostParam>, Vec<Adapter>);
 
 /// Loc3R samples: one training graph per bucketed sample shape.
 fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
@@ -410,6 +415,17 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
         let shape = Shape::of(&sample).bucketed(TEXT_BUCKET, ROW_BUCKET);
         let runner = match by_shape.get(&shape) {
             Some(&k) => k,
+            None if opts.recompute == Recompute::Layers => {
+                let sg = segmented_graphs(ckpt, &shape, sample.feature_shape, &groups, &weights, &lora)?;
+                if params.is_none() {
+                    params = Some(sg.host_params()?);
+                    adapters = sg.lora.clone();
+                }
+                let dir = graphs.join(format!("graph{}", runners.len()));
+                runners.push(StepRunner::Layers(SegmentedRunner::new(&sg, &dir, opts.threads)?));
+                by_shape.insert(shape, runners.len() - 1);
+                runners.len() - 1
+            }
             None => {
                 let tg = training_graph_for(ckpt, &shape, sample.feature_shape, &groups, &weights, &lora)?;
                 if params.is_none() {
@@ -429,6 +445,12 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
 
 /// CUT3R pose sequences: one training graph (every sequence has the same frame count).
 fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
+    if opts.recompute != Recompute::None {
+        return Err(TrainError::Input(format!(
+            "--recompute {} applies to the Loc3R objective's decoder; use --recompute none with --objective cut3r-pose",
+            opts.recompute
+        )));
+    }
     if opts.train != "cut3r" {
         return Err(TrainError::Input(format!("--objective cut3r-pose trains CUT3R only: give --train cut3r (not `{}`)", opts.train)));
     }
@@ -462,10 +484,10 @@ fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, gra
     Ok((runners, prepared, params.expect("at least one sequence"), Vec::new()))
 }
 
-fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize) -> Result<Runner, TrainError> {
+fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize) -> Result<StepRunner, TrainError> {
     let dir = graphs.join(format!("graph{k}"));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    Ok(Runner::new(tg, &dir, threads)?)
+    Ok(StepRunner::Whole(Runner::new(tg, &dir, threads)?))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -179,6 +179,7 @@ fn pose_training_memorises_sequences_and_the_trained_cut3r_exports() {
         seed: 3,
         threads: 1,
         save_every: 1000,
+        recompute: Default::default(),
     };
     let run = dir.path().join("run");
     let log = train(&ck, &data, &run, &opts, None, |_| {}).expect("trains");

@@ -47,6 +47,7 @@ fn options(train: &str, steps: u64, lr: f64) -> TrainOptions {
         seed: 7,
         threads: 1,
         save_every: 1000,
+        recompute: Default::default(),
     }
 }
 

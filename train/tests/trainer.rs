@@ -38,6 +38,7 @@ fn options(steps: u64) -> TrainOptions {
         seed: 7,
         threads: 1,
         save_every: 1000,
+        recompute: Default::default(),
     }
 }
 

@@ -61,9 +61,43 @@ struct StepInputs {
     prefix_end: Option<Value>,
 }
 
+/// Which part of the decoder a graph holds. The exported decoder is [`Part::whole`]; training
+/// with layer-granular recompute builds one graph per layer and one for the head, so that only
+/// the layer inputs are kept between the forward and the backward sweep (docs/training.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// The decoder layers, by their index in the checkpoint (weights keep their
+    /// `model.layers.{i}.…` names, KV inputs and outputs their `….{i}.…` names).
+    pub layers: std::ops::Range<usize>,
+    /// Whether the final RMSNorm and the LM head follow the layers. Without them,
+    /// `hidden_states` is the last layer's output (the residual stream, not normalised) and there
+    /// are no `logits`; with no layers either, `inputs_embeds` is taken as that residual stream
+    /// and `attention_mask`/`position_ids` are not inputs.
+    pub head: bool,
+}
+
+impl Part {
+    /// Every layer and the head: the exported decoder.
+    pub fn whole(cfg: &Config) -> Part {
+        Part { layers: 0..cfg.num_hidden_layers, head: true }
+    }
+}
+
+/// The exported decoder: every layer, the final norm and the LM head.
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    part_graph(ckpt, opts, &Part::whole(ckpt.config()))
+}
+
+/// A part of the decoder ([`Part`]); [`graph`] is the whole.
+pub fn part_graph(ckpt: &Checkpoint, opts: &ExportOptions, part: &Part) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let (h, kvh, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim());
+    if part.layers.end > cfg.num_hidden_layers || part.layers.start > part.layers.end || (part.layers.is_empty() && !part.head) {
+        return Err(Error::Invalid(format!(
+            "decoder part with layers {:?} (of {}) and head {}: give a range of existing layers, the head, or both",
+            part.layers, cfg.num_hidden_layers, part.head
+        )));
+    }
     let w = ckpt.weights("decoder")?;
     let layout = opts.kv_cache;
     let mut g = ModelGraph::new("decoder", opts.precision).with_weight_quant(opts.weights.as_ref());
@@ -83,47 +117,58 @@ pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
         KvCacheLayout::Static => Dim::sym("past_sequence+cache_sequence+sequence"),
     };
     let embeds = g.input(INPUTS_EMBEDS, DType::F32, [batch(), seq(), h.into()]);
-    let mask = g.input(ATTENTION_MASK, DType::I64, [batch(), total()]);
-    let positions = g.input(POSITION_IDS, DType::I64, [batch(), seq()]);
-    let mut kvs = Vec::new();
-    for i in 0..cfg.num_hidden_layers {
-        let past_k = g.input(&past_key(i), dt, [batch(), kvh.into(), past(), d.into()]);
-        let past_v = g.input(&past_value(i), dt, [batch(), kvh.into(), past(), d.into()]);
-        kvs.push(LayerKv { past_k, past_v, cache: None });
-    }
-    if layout == KvCacheLayout::Static {
-        for (i, kv) in kvs.iter_mut().enumerate() {
-            let k = g.input(&cache_key(i), dt, [batch(), kvh.into(), cached(), d.into()]);
-            let v = g.input(&cache_value(i), dt, [batch(), kvh.into(), cached(), d.into()]);
-            kv.cache = Some((k, v));
+    let mut x = if part.layers.is_empty() {
+        cast_to(&mut g, "model", "embeds_to_io", &embeds, dt)
+    } else {
+        let mask = g.input(ATTENTION_MASK, DType::I64, [batch(), total()]);
+        let positions = g.input(POSITION_IDS, DType::I64, [batch(), seq()]);
+        let mut kvs = Vec::new();
+        for i in part.layers.clone() {
+            let past_k = g.input(&past_key(i), dt, [batch(), kvh.into(), past(), d.into()]);
+            let past_v = g.input(&past_value(i), dt, [batch(), kvh.into(), past(), d.into()]);
+            kvs.push((i, LayerKv { past_k, past_v, cache: None }));
         }
-    }
+        if layout == KvCacheLayout::Static {
+            for (i, kv) in kvs.iter_mut() {
+                let k = g.input(&cache_key(*i), dt, [batch(), kvh.into(), cached(), d.into()]);
+                let v = g.input(&cache_value(*i), dt, [batch(), kvh.into(), cached(), d.into()]);
+                kv.cache = Some((k, v));
+            }
+        }
 
-    let (cos, sin) = rotary(&mut g, cfg, &positions);
-    let mask = causal_mask(&mut g, &embeds, &mask, total());
-    let prefix_end = match &kvs[..] {
-        [LayerKv { past_k, cache: Some(_), .. }, ..] => Some(prefix_end(&mut g, past_k)),
-        _ => None,
+        let (cos, sin) = rotary(&mut g, cfg, &positions);
+        let mask = causal_mask(&mut g, &embeds, &mask, total());
+        let prefix_end = match &kvs[..] {
+            [(_, LayerKv { past_k, cache: Some(_), .. }), ..] => Some(prefix_end(&mut g, past_k)),
+            _ => None,
+        };
+        let step = StepInputs { cos, sin, mask, prefix_end };
+
+        let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
+        for (i, kv) in kvs.iter() {
+            let i = *i;
+            let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, kv, &step)?;
+            match layout {
+                KvCacheLayout::Concat => {
+                    g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
+                    g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
+                }
+                KvCacheLayout::Static => {
+                    g.output_with_shape(&present_new_key(i), &k, [batch(), kvh.into(), seq(), d.into()]);
+                    g.output_with_shape(&present_new_value(i), &v, [batch(), kvh.into(), seq(), d.into()]);
+                }
+            }
+            // Name the shape again: inferred symbolic dims would otherwise nest deeper with every layer.
+            x = g.refine_shape(&y, [batch(), seq(), h.into()]);
+        }
+        x
     };
-    let step = StepInputs { cos, sin, mask, prefix_end };
-
-    let mut x = cast_to(&mut g, "model", "embeds_to_io", &embeds, dt);
-    for (i, kv) in kvs.iter().enumerate() {
-        let (y, k, v) = decoder_layer(&mut g, cfg, &w.pp("model").pp("layers").pp(i), &x, kv, &step)?;
-        match layout {
-            KvCacheLayout::Concat => {
-                g.output_with_shape(&present_key(i), &k, [batch(), kvh.into(), total(), d.into()]);
-                g.output_with_shape(&present_value(i), &v, [batch(), kvh.into(), total(), d.into()]);
-            }
-            KvCacheLayout::Static => {
-                g.output_with_shape(&present_new_key(i), &k, [batch(), kvh.into(), seq(), d.into()]);
-                g.output_with_shape(&present_new_value(i), &v, [batch(), kvh.into(), seq(), d.into()]);
-            }
-        }
-        // Name the shape again: inferred symbolic dims would otherwise nest deeper with every layer.
-        x = g.refine_shape(&y, [batch(), seq(), h.into()]);
+    if !part.head {
+        let hidden = cast_to(&mut g, "model", "residual_to_f32", &x, DType::F32);
+        g.output_with_shape(HIDDEN_STATES, &hidden, [batch(), seq(), h.into()]);
+        return Ok(g.into_builder());
     }
-    let x = rms_norm(&mut g, &w.pp("model").pp("norm"), &x, h, cfg.rms_norm_eps)?;
+    x = rms_norm(&mut g, &w.pp("model").pp("norm"), &x, h, cfg.rms_norm_eps)?;
     let hidden = cast_to(&mut g, "model.norm", "hidden_to_f32", &x, DType::F32);
     g.output_with_shape(HIDDEN_STATES, &hidden, [batch(), seq(), h.into()]);
 

@@ -13,9 +13,12 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, TensorToWrite};
 use loc3r_export::DType;
+use loc3r_train::lora::LoraOptions;
 use loc3r_train::losses::LossWeights;
-use loc3r_train::model::{training_graph, Data, Group};
+use loc3r_train::model::{sample_feeds, split_feeds, training_graph, Data, Group, Shape};
 use loc3r_train::prepare::{PrepareError, PrepareOptions};
+use loc3r_train::recompute::Recompute;
+use loc3r_train::recompute::{segmented_graphs, SegmentedRunner};
 use loc3r_train::sample::Sample;
 use loc3r_train::trainer::{train_with_held_out as train_run, HeldOut, Objective, TrainOptions};
 use ort::session::Session;
@@ -265,6 +268,14 @@ struct ModelArgs {
     /// ONNX Runtime intra-op threads (results repeat bit for bit for a fixed count).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// How the step keeps what its backward pass needs: `none`, one graph holding every
+    /// activation (fastest; memory grows with layers × sequence), or `layers`, one graph per
+    /// decoder layer, recomputed in the backward sweep, only the layer inputs kept (bounded
+    /// memory for about one more forward pass of compute; use it when the whole graph does not
+    /// fit, e.g. the 7B model at thousands of tokens). Both give the same losses and gradients to
+    /// f32 rounding. See docs/training.md §6.3.
+    #[arg(long, default_value_t = Recompute::None)]
+    recompute: Recompute,
 }
 
 impl ModelArgs {
@@ -508,6 +519,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 threads: model.threads,
                 save_every,
+                recompute: model.recompute,
             };
             let bar = indicatif::ProgressBar::new(steps);
             bar.set_style(
@@ -554,6 +566,9 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
     let ckpt = Checkpoint::open(&model.checkpoint, None, Requirements::default()).context("opening the checkpoint")?;
     let sample = Sample::read(sample_path)?;
     sample.validate(ckpt.config()).map_err(|e| InputError(format!("{}: {e}", sample_path.display())))?;
+    if model.recompute == Recompute::Layers {
+        return grad_segmented(model, &ckpt, &sample, &groups, &weights, out, json, bench_runs);
+    }
     let (tg, data) = training_graph(&ckpt, &sample, &groups, &weights).context("building the training graph")?;
 
     let work = tempfile::tempdir().context("creating a temporary directory for the training graph")?;
@@ -592,20 +607,68 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
     }
     let outputs = session.run(feeds()?).context("running the training graph")?;
 
+    let mut losses = Vec::new();
+    for v in &tg.loss_outputs {
+        let x = outputs[v.name()].try_extract_array::<f32>()?.iter().next().copied().unwrap_or(f32::NAN);
+        losses.push((v.name().to_string(), x));
+    }
+    let mut grads = Vec::new();
+    for p in &tg.params {
+        let g = outputs[p.grad_output.name()].try_extract_array::<f32>()?;
+        grads.push((p.name.clone(), g.shape().to_vec(), g.iter().copied().collect()));
+    }
+    write_grad_report(out, json, &losses, &grads, &step_ms)
+}
+
+/// `grad --recompute layers`: the same outputs from the segmented step (crate::recompute).
+#[allow(clippy::too_many_arguments)]
+fn grad_segmented(
+    model: &ModelArgs,
+    ckpt: &Checkpoint,
+    sample: &Sample,
+    groups: &std::collections::BTreeSet<Group>,
+    weights: &LossWeights,
+    out: &Path,
+    json: bool,
+    bench_runs: usize,
+) -> Result<()> {
+    let shape = Shape::of(sample);
+    let graphs = segmented_graphs(ckpt, &shape, sample.feature_shape, groups, weights, &LoraOptions::default()).context("building the training graphs")?;
+    let (floats, ids) = split_feeds(sample_feeds(ckpt, sample, &shape).context("building the sample's feeds")?);
+    let work = tempfile::tempdir().context("creating a temporary directory for the training graphs")?;
+    let mut runner = SegmentedRunner::new(&graphs, work.path(), model.threads).context("loading the training graphs in ONNX Runtime")?;
+    let params = graphs.host_params().context("reading the trainable tensors")?;
+    drop(graphs);
+    let mut step_ms = Vec::with_capacity(bench_runs);
+    for k in 0..bench_runs + usize::from(bench_runs > 0) {
+        let t0 = std::time::Instant::now();
+        runner.run(&params, &floats, &ids).context("running the training step")?;
+        if k > 0 {
+            step_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let eval = runner.run(&params, &floats, &ids).context("running the training step")?;
+    let grads: Vec<GradOut> = params.iter().zip(eval.grads).map(|(p, g)| (p.name.clone(), p.shape.clone(), g)).collect();
+    write_grad_report(out, json, &eval.losses, &grads, &step_ms)
+}
+
+/// A gradient to write: the tensor's name, shape (checkpoint layout) and values.
+type GradOut = (String, Vec<usize>, Vec<f32>);
+
+/// Writes `grad`'s safetensors (atomically) and prints its report.
+fn write_grad_report(out: &Path, json: bool, losses: &[(String, f32)], grads: &[GradOut], step_ms: &[f64]) -> Result<()> {
     let mut tensors: Vec<(TensorToWrite, Vec<u8>)> = Vec::new();
     let mut report = serde_json::Map::new();
     let mut norms = serde_json::Map::new();
-    for v in &tg.loss_outputs {
-        let x = outputs[v.name()].try_extract_array::<f32>()?.iter().next().copied().unwrap_or(f32::NAN);
-        report.insert(v.name().to_string(), serde_json::json!(x));
-        tensors.push((TensorToWrite { name: v.name().to_string(), dtype: DType::F32, shape: vec![] }, x.to_le_bytes().to_vec()));
+    for (name, x) in losses {
+        report.insert(name.clone(), serde_json::json!(x));
+        tensors.push((TensorToWrite { name: name.clone(), dtype: DType::F32, shape: vec![] }, x.to_le_bytes().to_vec()));
     }
-    for p in &tg.params {
-        let g = outputs[p.grad_output.name()].try_extract_array::<f32>()?;
+    for (name, shape, g) in grads {
         let norm = g.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-        norms.insert(p.name.clone(), serde_json::json!(norm));
+        norms.insert(name.clone(), serde_json::json!(norm));
         let bytes: Vec<u8> = g.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((TensorToWrite { name: p.grad_output.name().to_string(), dtype: DType::F32, shape: g.shape().to_vec() }, bytes));
+        tensors.push((TensorToWrite { name: format!("grad.{name}"), dtype: DType::F32, shape: shape.clone() }, bytes));
     }
     let specs: Vec<TensorToWrite> = tensors.iter().map(|(t, _)| t.clone()).collect();
     let by_name: HashMap<&str, &[u8]> = tensors.iter().map(|(t, b)| (t.name.as_str(), b.as_slice())).collect();
@@ -616,16 +679,16 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
 
     if json {
         report.insert("grad_norms".into(), serde_json::Value::Object(norms));
-        report.insert("trainable_tensors".into(), serde_json::json!(tg.params.len()));
+        report.insert("trainable_tensors".into(), serde_json::json!(grads.len()));
         if !step_ms.is_empty() {
-            let mut sorted = step_ms.clone();
+            let mut sorted = step_ms.to_vec();
             sorted.sort_by(f64::total_cmp);
             report.insert("step_ms".into(), serde_json::json!({"min": sorted[0], "median": sorted[sorted.len() / 2], "runs": sorted.len()}));
         }
         println!("{}", serde_json::Value::Object(report));
     } else {
-        let losses: Vec<String> = tg.loss_outputs.iter().map(|v| format!("{} {}", v.name(), report[v.name()])).collect();
-        println!("{} | {} trainable tensors -> {}", losses.join(", "), tg.params.len(), out.display());
+        let losses: Vec<String> = losses.iter().map(|(name, _)| format!("{name} {}", report[name.as_str()])).collect();
+        println!("{} | {} trainable tensors -> {}", losses.join(", "), grads.len(), out.display());
     }
     Ok(())
 }
