@@ -304,16 +304,13 @@ pub(crate) fn front_sequence(g: &mut GraphBuilder, ckpt: &Checkpoint, shape: &Sh
     Ok(sequence)
 }
 
+/// The weighted total loss and its named parts (`lm`, `bev`, `pos`, `ori`).
+pub(crate) type TopLosses = (Value, Vec<(&'static str, Value)>);
+
 /// Steps 5–6 of the training graph into `g`, on the decoder's (normalised) `hidden` states:
 /// the heads at <Pos>, <Ori> and the grid tokens, the gathered LM head, and the losses. Returns
 /// the weighted total and the named parts. `g` must hold the decoder's `lm_head` MatMul.
-pub(crate) fn top_losses(
-    g: &mut GraphBuilder,
-    ckpt: &Checkpoint,
-    shape: &Shape,
-    hidden: &Value,
-    weights: &LossWeights,
-) -> Result<(Value, Vec<(&'static str, Value)>), TrainGraphError> {
+pub(crate) fn top_losses(g: &mut GraphBuilder, ckpt: &Checkpoint, shape: &Shape, hidden: &Value, weights: &LossWeights) -> Result<TopLosses, TrainGraphError> {
     let cfg = ckpt.config();
     let grid = cfg.vision_grid();
     let pooled = loc3r_export::config::pooled_side(grid, cfg.mm_spatial_pool_mode, cfg.mm_spatial_pool_stride);

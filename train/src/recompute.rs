@@ -1,4 +1,4 @@
-//! Layer-granular recompute (docs/training.md §6.3): the Loc3R training step as a chain of
+//! Layer-granular recompute (docs/training.md §6.1): the Loc3R training step as a chain of
 //! small graphs instead of one, so that memory no longer grows with layers × sequence.
 //!
 //! ```text
@@ -490,7 +490,7 @@ impl SegmentedRunner {
 /// A training step on ONNX Runtime, whole or segmented ([`Recompute`]): what the trainer runs.
 pub enum StepRunner {
     Whole(crate::session::Runner),
-    Layers(SegmentedRunner),
+    Layers(Box<SegmentedRunner>),
 }
 
 impl StepRunner {

@@ -422,7 +422,7 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
                     adapters = sg.lora.clone();
                 }
                 let dir = graphs.join(format!("graph{}", runners.len()));
-                runners.push(StepRunner::Layers(SegmentedRunner::new(&sg, &dir, opts.threads)?));
+                runners.push(StepRunner::Layers(Box::new(SegmentedRunner::new(&sg, &dir, opts.threads)?)));
                 by_shape.insert(shape, runners.len() - 1);
                 runners.len() - 1
             }

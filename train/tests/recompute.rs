@@ -1,4 +1,4 @@
-//! Layer-granular recompute (docs/training.md §6.3) on the tiny checkpoint: the segmented step's
+//! Layer-granular recompute (docs/training.md §6.1) on the tiny checkpoint: the segmented step's
 //! losses and gradients equal the whole graph's (`--train all`, `lora,heads,projector`, `heads`;
 //! a tied LM head gets the sum of both uses), a few trainer updates end where the whole-graph
 //! run's do, a resumed recompute run is bit for bit an uninterrupted one, and `grad

@@ -273,7 +273,8 @@ struct ModelArgs {
     /// decoder layer, recomputed in the backward sweep, only the layer inputs kept (bounded
     /// memory for about one more forward pass of compute; use it when the whole graph does not
     /// fit, e.g. the 7B model at thousands of tokens). Both give the same losses and gradients to
-    /// f32 rounding. See docs/training.md §6.3.
+    /// f32 rounding. Measured (docs/training.md §6.1): a 12-layer decoder at 1965 tokens peaks at
+    /// 2.6 GB with `none`, 0.56 GB with `layers`, for 10–40% more time per step.
     #[arg(long, default_value_t = Recompute::None)]
     recompute: Recompute,
 }
