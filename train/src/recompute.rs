@@ -321,6 +321,11 @@ fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
     move |e| SessionError::Runtime { context: context.to_string(), message: e.to_string() }
 }
 
+/// A broken invariant of the segmented step (not the caller's fault; exit 1).
+fn bug(message: String) -> SessionError {
+    SessionError::Runtime { context: "the segmented training step (a bug in train/src/recompute.rs)".into(), message }
+}
+
 /// One segment graph loaded in ONNX Runtime.
 struct Segment {
     session: Session,
@@ -332,7 +337,7 @@ struct Segment {
 
 impl Segment {
     fn open(sg: &SegmentGraph, dir: &Path, threads: usize) -> Result<Segment, SessionError> {
-        std::fs::create_dir_all(dir).map_err(|e| SessionError::Input(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|error| SessionError::Save(loc3r_export::graph::GraphError::Io { path: dir.to_path_buf(), error }))?;
         let stats = sg.graph.save(dir)?;
         let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
         // No arena and no memory pattern: an arena keeps a session's peak allocated after its
@@ -438,7 +443,7 @@ impl SegmentedRunner {
             }
         };
         let take = |out: &mut HashMap<String, ArrayD<f32>>, name: &str| {
-            out.remove(name).ok_or_else(|| SessionError::Input(format!("a segment of the training graph has no output `{name}` (builder bug)")))
+            out.remove(name).ok_or_else(|| bug(format!("a segment of the training graph has no output `{name}`")))
         };
 
         // Forward sweep: keep each layer's input.
@@ -462,13 +467,13 @@ impl SegmentedRunner {
         for (l, vjp) in self.layer_vjps.iter_mut().enumerate().rev() {
             let h = hs.pop().expect("one input per layer");
             let Some(vjp) = vjp else { continue };
-            let g = seed.take().ok_or_else(|| SessionError::Input(format!("no gradient reaches layer {l} (builder bug)")))?;
+            let g = seed.take().ok_or_else(|| bug(format!("no gradient reaches layer {l}")))?;
             let mut out = vjp.run(&by_name, floats, ids, &[(names::HIDDEN, &h), (names::HIDDEN_GRAD, &g)])?;
             collect(&mut out, vjp);
             seed = out.remove(names::GRAD_HIDDEN);
         }
         if let Some(vjp) = &mut self.front_vjp {
-            let g = seed.take().ok_or_else(|| SessionError::Input("no gradient reaches the front (builder bug)".into()))?;
+            let g = seed.take().ok_or_else(|| bug("no gradient reaches the front".into()))?;
             let mut out = vjp.run(&by_name, floats, ids, &[(names::HIDDEN_GRAD, &g)])?;
             collect(&mut out, vjp);
         }
