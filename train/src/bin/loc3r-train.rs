@@ -13,12 +13,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, TensorToWrite};
 use loc3r_export::DType;
+use loc3r_train::device::{Device, Placement, Update};
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{training_graph, Data, Group};
 use loc3r_train::prepare::{PrepareError, PrepareOptions};
 use loc3r_train::sample::Sample;
-use loc3r_train::trainer::{train_with_held_out as train_run, HeldOut, Objective, TrainOptions};
-use ort::session::Session;
+use loc3r_train::trainer::{train_on, HeldOut, Objective, TrainOptions};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor};
 
 #[derive(Parser)]
@@ -240,6 +241,13 @@ enum Command {
         eval_samples: Option<PathBuf>,
         #[arg(long, default_value_t = 250)]
         eval_every: u64,
+        /// Where AdamW runs and the trainable state lives between updates: `host` (Rust, the
+        /// reference; every step copies parameters in and gradients out) or `graph` (an ONNX
+        /// optimizer graph on --device; parameters, gradients and moments stay in device
+        /// buffers bound once, only losses and the gradient norm are read back). Default:
+        /// host on the CPU, graph on CUDA. Not part of the run's identity.
+        #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Update>()))]
+        update: Option<Update>,
     },
 }
 
@@ -265,6 +273,11 @@ struct ModelArgs {
     /// ONNX Runtime intra-op threads (results repeat bit for bit for a fixed count).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Where the training graphs run: `cpu`, or `cuda` / `cuda:N` (ONNX Runtime's CUDA
+    /// execution provider, from the onnxruntime-gpu build; a GPU that cannot be used is an
+    /// error naming what is missing, never a fallback to the CPU).
+    #[arg(long, default_value = "cpu", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Device>()))]
+    device: Device,
 }
 
 impl ModelArgs {
@@ -406,6 +419,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
             return 2;
         }
+        if let Some(loc3r_train::session::SessionError::Unavailable { .. }) = cause.downcast_ref() {
+            return 2;
+        }
         if let Some(e) = cause.downcast_ref::<loc3r_train::trainer::TrainError>() {
             return if e.is_input() { 2 } else { 1 };
         }
@@ -490,6 +506,7 @@ fn run(cli: Cli) -> Result<()> {
             objective,
             eval_samples,
             eval_every,
+            update,
         } => {
             // The pose objective trains CUT3R; the default selection names the VLM's groups.
             let train = if objective == Objective::Cut3rPose && model.train == DEFAULT_TRAIN { "cut3r".to_string() } else { model.train.clone() };
@@ -515,7 +532,8 @@ fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let held_out = eval_samples.as_deref().map(|samples| HeldOut { samples, every: eval_every });
-            let log = train_run(&model.checkpoint, &samples, &out, &opts, stop_after, held_out, |s| {
+            let placement = Placement { device: model.device, update };
+            let log = train_on(&model.checkpoint, &samples, &out, &opts, placement, stop_after, held_out, |s| {
                 if let Some(h) = &s.held_out {
                     let parts: Vec<String> = h.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
                     bar.println(format!("update {}: held-out {}", s.step, parts.join(" ")));
@@ -558,10 +576,7 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
 
     let work = tempfile::tempdir().context("creating a temporary directory for the training graph")?;
     let stats = tg.graph.save(work.path()).context("writing the training graph")?;
-    let env = loc3r_bundle::ort_env::environment()?;
-    let mut session = Session::builder(env)
-        .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
-        .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
+    let mut session = loc3r_train::session::open_session(&stats.onnx_path, threads, model.device, GraphOptimizationLevel::Level3)
         .context("loading the training graph in ONNX Runtime")?;
     // Inputs as arrays, turned into ORT values for each run (a run takes its values).
     let mut arrays: Vec<(String, Data)> = data.into_iter().collect();
