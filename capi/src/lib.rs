@@ -396,6 +396,7 @@ impl Loc3rOpenOptions {
             frame_batch: self.frame_batch as usize,
             prefill_chunk: self.prefill_chunk as usize,
             allow_build: false,
+            profile: None,
         })
     }
 }

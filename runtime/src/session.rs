@@ -109,11 +109,16 @@ pub struct SessionOptions {
     /// loading (minutes per graph, implicit profiles that rebuild when calls grow) instead of
     /// refusing. For development only: production runs `loc3r-export compile` first.
     pub allow_build: bool,
+    /// Write ONNX Runtime's per-node profile of every graph under this directory
+    /// (`<graph>_<timestamp>.json`, written when the session closes): the operators, their
+    /// input shapes and times, from which tools/flops counts each stage's arithmetic. Slows
+    /// every call down; for measurements only.
+    pub profile: Option<std::path::PathBuf>,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512, allow_build: false }
+        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512, allow_build: false, profile: None }
     }
 }
 
@@ -204,6 +209,11 @@ fn load_from(path: &Path, opts: &SessionOptions, source: Source, optimization_le
     let mut builder = Session::builder(env).map_err(err)?.with_optimization_level(level).map_err(|e| err(ort::Error::<()>::from(e)))?;
     if opts.intra_threads > 0 {
         builder = builder.with_intra_threads(opts.intra_threads).map_err(|e| err(ort::Error::<()>::from(e)))?;
+    }
+    if let Some(dir) = &opts.profile {
+        std::fs::create_dir_all(dir).map_err(|e| err(ort::Error::new(format!("creating the profile directory {}: {e}", dir.display()))))?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        builder = builder.with_profiling(dir.join(stem)).map_err(|e| err(ort::Error::<()>::from(e)))?;
     }
     // Compiled models live in engines/<key>/; their bundle is two levels up.
     let parent = path.parent().unwrap_or(Path::new("."));

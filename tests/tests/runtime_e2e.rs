@@ -364,3 +364,56 @@ fn cli_refuses_frame_counts_and_pixel_bombs_before_decoding() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("640x480") && err.contains("300000"), "{err}");
 }
+
+/// `--ort-profile DIR` writes ONNX Runtime's profile of every graph the run used, and
+/// tools/flops reads each stage's matrix arithmetic out of it (`make bench` relies on both).
+#[test]
+fn ort_profiles_cover_every_stage_and_tools_flops_counts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let video = synthetic_video(tmp.path(), "room.mp4", 160, 120, 12);
+    let profile = tmp.path().join("profile");
+    let run = tmp.path().join("run.jsonl");
+    let out = Command::new(serve_exe())
+        .args(["run", "--json", "--frames", "3", "--max-new-tokens", "4", "--question", "Where is the chair?", "--ort-profile"])
+        .arg(&profile)
+        .arg("--bundle")
+        .arg(tiny_bundle(1))
+        .arg("--video")
+        .arg(&video)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&run, &out.stdout).unwrap();
+    let mut graphs: Vec<String> = std::fs::read_dir(&profile).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    graphs.sort();
+    for graph in ["cut3r_encoder_", "cut3r_step_", "decoder_", "heads_", "projector_", "siglip_"] {
+        assert!(graphs.iter().any(|g| g.starts_with(graph) && g.ends_with(".json")), "no profile of {graph}: {graphs:?}");
+    }
+    // Hand-made peaks: the fractions are then plain ratios of the achieved rates.
+    let peak = tmp.path().join("peak.json");
+    let k = |g: f64| serde_json::json!({"gflops": g, "weight_gbps": 1.0, "ms": 1.0});
+    std::fs::write(&peak, serde_json::json!({"f32_gemm": k(100.0), "int4_gemm": k(50.0), "f32_gemv": k(10.0), "int4_gemv": k(20.0), "threads": 1}).to_string()).unwrap();
+    let flops = Command::new("python3")
+        .arg(loc3r_e2e::repo_root().join("tools/flops"))
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--timings")
+        .arg(&run)
+        .arg("--peak")
+        .arg(&peak)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(flops.status.success(), "{}", String::from_utf8_lossy(&flops.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&flops.stdout).unwrap();
+    let stages = report["stages"].as_array().unwrap();
+    assert_eq!(stages.iter().map(|s| s["stage"].as_str().unwrap()).collect::<Vec<_>>(), ["cut3r", "siglip", "prefill", "decode/token"]);
+    for s in stages {
+        let (gflop, ms, rate) = (s["gflop"].as_f64().unwrap(), s["ms"].as_f64().unwrap(), s["gflops"].as_f64().unwrap());
+        assert!(gflop > 0.0 && ms > 0.0, "{s}");
+        assert!((rate - gflop / (ms / 1e3)).abs() <= 1e-9 * rate.max(1.0), "{s}");
+        assert!((s["of_gemm"].as_f64().unwrap() - rate / 100.0).abs() < 1e-12, "{s}");
+    }
+    // The prefill is the video plus the question: far more arithmetic than one decoded token.
+    assert!(stages[2]["gflop"].as_f64().unwrap() > 10.0 * stages[3]["gflop"].as_f64().unwrap());
+}

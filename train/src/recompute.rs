@@ -1,4 +1,4 @@
-//! Layer-granular recompute (docs/training.md §6.1): the Loc3R training step as a chain of
+//! Layer-granular recompute (docs/training.md §6.2): the Loc3R training step as a chain of
 //! small graphs instead of one, so that memory no longer grows with layers × sequence.
 //!
 //! ```text
@@ -30,10 +30,12 @@ use loc3r_export::graph::{Dim, GraphBuilder, Value};
 use loc3r_export::models::qwen2;
 use loc3r_export::{DType, TensorData};
 use ndarray::{ArrayD, IxDyn};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
 use crate::autodiff::{differentiate, Seed};
+use crate::device::Device;
 use crate::graph::TrainGraphError;
 use crate::lora::{Adapter, LoraOptions};
 use crate::losses::LossWeights;
@@ -336,20 +338,28 @@ struct Segment {
 }
 
 impl Segment {
-    fn open(sg: &SegmentGraph, dir: &Path, threads: usize) -> Result<Segment, SessionError> {
+    fn open(sg: &SegmentGraph, dir: &Path, threads: usize, device: Device) -> Result<Segment, SessionError> {
         std::fs::create_dir_all(dir).map_err(|error| SessionError::Save(loc3r_export::graph::GraphError::Io { path: dir.to_path_buf(), error }))?;
         let stats = sg.graph.save(dir)?;
+        device.check_available()?;
         let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
-        // No arena and no memory pattern: an arena keeps a session's peak allocated after its
-        // run, and with one session per layer that would add back up to the whole graph's peak.
-        let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
-        let session = Session::builder(env)
+        // No CPU arena and no memory pattern: an arena keeps a session's peak allocated after
+        // its run, and with one session per layer that would add back up to the whole graph's
+        // peak.
+        let builder = Session::builder(env)
             .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
             .and_then(|b| b.with_deterministic_compute(true).map_err(ort::Error::<()>::from))
             .and_then(|b| b.with_memory_pattern(false).map_err(ort::Error::<()>::from))
-            .and_then(|b| b.with_execution_providers([cpu]).map_err(ort::Error::<()>::from))
-            .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
-            .map_err(runtime("loading a segment of the training graph"))?;
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(ort::Error::<()>::from))
+            .map_err(runtime("configuring a segment's session"))?;
+        let mut builder = match device {
+            Device::Cpu => {
+                let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+                builder.with_execution_providers([cpu]).map_err(|e| runtime("configuring a segment's session")(ort::Error::<()>::from(e)))?
+            }
+            Device::Cuda { .. } => device.register(builder)?,
+        };
+        let session = builder.commit_from_file(&stats.onnx_path).map_err(runtime("loading a segment of the training graph"))?;
         let params: Vec<(String, bool)> = sg.params.iter().map(|p| (p.name.clone(), p.transposed)).collect();
         let data_inputs = sg.graph.inputs().iter().map(|v| v.name().to_string()).filter(|n| !params.iter().any(|(p, _)| p == n)).collect();
         Ok(Segment { session, data_inputs, params, outputs: sg.graph.outputs().iter().map(|v| v.name().to_string()).collect() })
@@ -407,7 +417,12 @@ pub struct SegmentedRunner {
 impl SegmentedRunner {
     /// Saves every graph under `dir` and opens each on the CPU with `threads` intra-op threads.
     pub fn new(graphs: &SegmentedGraphs, dir: &Path, threads: usize) -> Result<SegmentedRunner, SessionError> {
-        let open = |sg: &SegmentGraph| Segment::open(sg, &dir.join(sg.graph.name()), threads);
+        SegmentedRunner::open(graphs, dir, threads, Device::Cpu)
+    }
+
+    /// Saves every graph under `dir` and opens each on `device` (CPU threads: `threads`).
+    pub fn open(graphs: &SegmentedGraphs, dir: &Path, threads: usize, device: Device) -> Result<SegmentedRunner, SessionError> {
+        let open = |sg: &SegmentGraph| Segment::open(sg, &dir.join(sg.graph.name()), threads, device);
         Ok(SegmentedRunner {
             front: open(&graphs.front)?,
             front_vjp: graphs.front_vjp.as_ref().map(open).transpose()?,

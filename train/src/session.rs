@@ -13,9 +13,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
+use crate::device::Device;
 use crate::graph::TrainingGraph;
 use crate::optim::{clip_grad_norm, AdamW, Moments};
 
@@ -31,6 +33,10 @@ pub enum SessionError {
     /// Data the caller fed does not fit the graph.
     #[error("{0}")]
     Input(String),
+    /// The requested training device cannot be used on this machine (the user's setup: a
+    /// missing provider library, driver or GPU), never replaced by the CPU silently.
+    #[error("training device `{device}` cannot be used here: {message} (or train with --device cpu)")]
+    Unavailable { device: String, message: String },
 }
 
 fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
@@ -85,22 +91,22 @@ pub struct Evaluated {
 /// A training graph loaded in ONNX Runtime: feeds parameters and data, returns losses and
 /// gradients. Deterministic on one device and thread count (ORT's deterministic compute on).
 pub struct Runner {
-    session: Session,
-    loss_names: Vec<String>,
+    pub(crate) session: Session,
+    pub(crate) loss_names: Vec<String>,
     /// The graph's trainable inputs, in `TrainingGraph::params` order.
-    param_names: Vec<String>,
+    pub(crate) param_names: Vec<String>,
 }
 
 impl Runner {
     /// Saves `tg` under `dir` and opens it on the CPU with `threads` intra-op threads.
     pub fn new(tg: &TrainingGraph, dir: &Path, threads: usize) -> Result<Runner, SessionError> {
+        Runner::open(tg, dir, threads, Device::Cpu)
+    }
+
+    /// Saves `tg` under `dir` and opens it on `device` (CPU threads: `threads`).
+    pub fn open(tg: &TrainingGraph, dir: &Path, threads: usize, device: Device) -> Result<Runner, SessionError> {
         let stats = tg.graph.save(dir)?;
-        let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
-            .and_then(|b| b.with_deterministic_compute(true).map_err(ort::Error::<()>::from))
-            .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
-            .map_err(runtime("loading the training graph"))?;
+        let session = open_session(&stats.onnx_path, threads, device, GraphOptimizationLevel::Level3)?;
         Ok(Runner {
             session,
             loss_names: tg.loss_outputs.iter().map(|v| v.name().to_string()).collect(),
@@ -143,6 +149,20 @@ impl Runner {
         }
         Ok(Evaluated { losses, grads })
     }
+}
+
+/// Opens the ONNX file at `path` on `device` with deterministic compute (a fixed thread
+/// count repeats bit for bit).
+pub fn open_session(path: &Path, threads: usize, device: Device, level: GraphOptimizationLevel) -> Result<Session, SessionError> {
+    device.check_available()?;
+    let env = loc3r_bundle::ort_env::environment().map_err(|e| SessionError::Runtime { context: "loading ONNX Runtime".into(), message: e.to_string() })?;
+    let builder = Session::builder(env)
+        .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
+        .and_then(|b| b.with_deterministic_compute(true).map_err(ort::Error::<()>::from))
+        .and_then(|b| b.with_optimization_level(level).map_err(ort::Error::<()>::from))
+        .map_err(runtime("configuring a session"))?;
+    let mut builder = device.register(builder)?;
+    builder.commit_from_file(path).map_err(runtime("loading the training graph"))
 }
 
 /// The host copies of a training graph's trainable tensors, in the checkpoint's layout,

@@ -24,12 +24,14 @@ use loc3r_export::DType;
 use ndarray::ArrayD;
 
 use crate::checkpoint::{write_trained, TrainedTensor};
+use crate::device::{Device, Placement, Update};
 use crate::lora::{Adapter, LoraOptions};
 use crate::losses::LossWeights;
 use crate::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use crate::optim::{cosine_with_warmup, AdamW};
 use crate::pose::{self, PoseSequence};
 use crate::recompute::{segmented_graphs, Recompute, SegmentedRunner, StepRunner};
+use crate::resident::{Feeds, Resident, UpdateSettings};
 use crate::sample::Sample;
 use crate::session::{apply_update, host_params, HostParam, Runner};
 
@@ -158,6 +160,8 @@ impl TrainError {
     pub fn is_input(&self) -> bool {
         match self {
             TrainError::Input(_) | TrainError::Sample(_) => true,
+            // The machine the user chose cannot run the device they asked for.
+            TrainError::Session(crate::session::SessionError::Unavailable { .. }) => true,
             TrainError::Export(e) => e.fault().exit_code() == 2,
             TrainError::Graph(crate::graph::TrainGraphError::Export(e)) => e.fault().exit_code() == 2,
             TrainError::Graph(crate::graph::TrainGraphError::UnknownParam(..) | crate::graph::TrainGraphError::NothingToTrain(_)) => true,
@@ -257,6 +261,22 @@ pub fn train_with_held_out(
     opts: &TrainOptions,
     stop_after: Option<u64>,
     held_out: Option<HeldOut<'_>>,
+    progress: impl FnMut(&StepLog),
+) -> Result<Vec<StepLog>, TrainError> {
+    train_on(base, samples, run, opts, Placement::default(), stop_after, held_out, progress)
+}
+
+/// [`train_with_held_out`] on a chosen device and update placement (crate::device). The
+/// placement is not part of the run's identity: a run saved on one device resumes on another.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on(
+    base: &Path,
+    samples: &Path,
+    run: &Path,
+    opts: &TrainOptions,
+    placement: Placement,
+    stop_after: Option<u64>,
+    held_out: Option<HeldOut<'_>>,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<Vec<StepLog>, TrainError> {
     if opts.accumulate == 0 || opts.steps == 0 || opts.threads == 0 {
@@ -267,6 +287,7 @@ pub fn train_with_held_out(
         return Err(TrainError::Input(format!("--lr must be positive and --warmup-ratio in [0, 1] (got {} and {})", opts.lr, opts.warmup_ratio)));
     }
     opts.lora().validate().map_err(TrainError::Input)?;
+    placement.device.check_available()?;
     let ckpt = Checkpoint::open(base, None, Requirements::default())?;
     let files = sample_files(samples)?;
     let held_out_files = match held_out {
@@ -279,9 +300,10 @@ pub fn train_with_held_out(
     std::fs::create_dir_all(run).map_err(io(run))?;
     let graphs_dir = tempfile::tempdir().map_err(io(run))?;
     let all: Vec<PathBuf> = files.iter().chain(&held_out_files).cloned().collect();
-    let (mut runners, mut prepared, mut params, adapters) = match opts.objective {
-        Objective::Loc3r => loc3r_samples(&ckpt, &all, opts, graphs_dir.path())?,
-        Objective::Cut3rPose => pose_sequences(&ckpt, &all, opts, graphs_dir.path())?,
+    let device = placement.device;
+    let (runners, mut prepared, mut params, adapters) = match opts.objective {
+        Objective::Loc3r => loc3r_samples(&ckpt, &all, opts, graphs_dir.path(), device)?,
+        Objective::Cut3rPose => pose_sequences(&ckpt, &all, opts, graphs_dir.path(), device)?,
     };
     let scored = prepared.split_off(files.len());
 
@@ -302,32 +324,51 @@ pub fn train_with_held_out(
         step = state.step;
     }
 
+    let mut engine = match placement.update() {
+        Update::Host => Engine::Host(runners),
+        Update::Graph => {
+            let settings = UpdateSettings { optimizer, accumulate: opts.accumulate, max_grad_norm: opts.max_grad_norm, threads: opts.threads };
+            Engine::Resident(Box::new(Resident::new(whole_runners(runners)?, &params, device, &settings, graphs_dir.path())?))
+        }
+    };
+
     let warmup = (opts.warmup_ratio * opts.steps as f64).ceil() as u64;
     let log_path = run.join(LOG_FILE);
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
     let mut ran = Vec::new();
     while step < opts.steps && stop_after.is_none_or(|n| (ran.len() as u64) < n) {
         let lr = cosine_with_warmup(opts.lr, step, warmup, opts.steps);
-        let mut sums: BTreeMap<String, f64> = BTreeMap::new();
-        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
-        for k in 0..opts.accumulate as u64 {
-            let cursor = step * opts.accumulate as u64 + k;
-            let n = prepared.len() as u64;
-            let which = order(prepared.len(), opts.seed, cursor / n)[(cursor % n) as usize];
-            let sample = &prepared[which];
-            let runner = &mut runners[sample.runner];
-            let eval = runner.run(&params, &sample.floats, &sample.ids)?;
-            for (name, v) in eval.losses {
-                *sums.entry(name).or_default() += f64::from(v) / opts.accumulate as f64;
+        let batch: Vec<&Prepared> = (0..opts.accumulate as u64)
+            .map(|k| {
+                let cursor = step * opts.accumulate as u64 + k;
+                let n = prepared.len() as u64;
+                &prepared[order(prepared.len(), opts.seed, cursor / n)[(cursor % n) as usize]]
+            })
+            .collect();
+        let (sums, grad_norm) = match &mut engine {
+            Engine::Host(runners) => {
+                let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+                let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.value.len()]).collect();
+                for sample in &batch {
+                    let eval = runners[sample.runner].run(&params, &sample.floats, &sample.ids)?;
+                    for (name, v) in eval.losses {
+                        *sums.entry(name).or_default() += f64::from(v) / opts.accumulate as f64;
+                    }
+                    let scale = 1.0 / opts.accumulate as f32;
+                    for (acc, g) in grads.iter_mut().zip(&eval.grads) {
+                        acc.iter_mut().zip(g).for_each(|(a, x)| *a += x * scale);
+                    }
+                }
+                (sums, apply_update(&mut params, &mut grads, &optimizer, step + 1, lr, opts.max_grad_norm))
             }
-            let scale = 1.0 / opts.accumulate as f32;
-            for (acc, g) in grads.iter_mut().zip(&eval.grads) {
-                acc.iter_mut().zip(g).for_each(|(a, x)| *a += x * scale);
+            Engine::Resident(resident) => {
+                let feeds: Vec<(usize, Feeds<'_>)> = batch.iter().map(|s| (s.runner, (&s.floats, &s.ids))).collect();
+                let done = resident.update(&feeds, step + 1, lr)?;
+                (done.losses.into_iter().collect(), done.grad_norm)
             }
-        }
-        let grad_norm = apply_update(&mut params, &mut grads, &optimizer, step + 1, lr, opts.max_grad_norm);
+        };
         let score_now = held_out.is_some_and(|h| (step + 1) % h.every == 0 || step + 1 == opts.steps);
-        let held_out = if score_now { Some(mean_losses(&mut runners, &params, &scored)?) } else { None };
+        let held_out = if score_now { Some(mean_losses(&mut engine, &params, &scored)?) } else { None };
         let entry = StepLog { step: step + 1, lr, losses: sums, grad_norm, skipped: !grad_norm.is_finite(), held_out };
         writeln!(log, "{}", serde_json::to_string(&entry).expect("json")).map_err(io(&log_path))?;
         progress(&entry);
@@ -335,6 +376,9 @@ pub fn train_with_held_out(
         step += 1;
         let stopping = step == opts.steps || stop_after.is_some_and(|n| ran.len() as u64 == n);
         if step % opts.save_every.max(1) == 0 || stopping {
+            if let Engine::Resident(resident) = &engine {
+                resident.download(&mut params)?;
+            }
             save_state(run, &params, step, opts, files.len())?;
         }
     }
@@ -388,11 +432,35 @@ fn sample_files(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
     Ok(files)
 }
 
+/// Where the training graphs run and AdamW updates (crate::device).
+enum Engine {
+    /// Parameters on the host, fed to every run; AdamW in Rust.
+    Host(Vec<StepRunner>),
+    /// Parameters, gradients and moments in device buffers; AdamW in an ONNX graph.
+    Resident(Box<Resident>),
+}
+
+/// The single-graph runners the device-resident update binds (crate::resident); the segmented
+/// step (`--recompute layers`) feeds host parameters to each of its graphs and has no such form.
+fn whole_runners(runners: Vec<StepRunner>) -> Result<Vec<Runner>, TrainError> {
+    runners
+        .into_iter()
+        .map(|r| match r {
+            StepRunner::Whole(r) => Ok(r),
+            StepRunner::Layers(_) => Err(TrainError::Input("--recompute layers runs with the host update: add --update host (or use --recompute none)".into())),
+        })
+        .collect()
+}
+
 /// Mean of every loss term over `samples` at the current parameters (no update).
-fn mean_losses(runners: &mut [StepRunner], params: &[HostParam], samples: &[Prepared]) -> Result<BTreeMap<String, f64>, TrainError> {
+fn mean_losses(engine: &mut Engine, params: &[HostParam], samples: &[Prepared]) -> Result<BTreeMap<String, f64>, TrainError> {
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     for sample in samples {
-        for (name, v) in runners[sample.runner].run(params, &sample.floats, &sample.ids)?.losses {
+        let losses = match engine {
+            Engine::Host(runners) => runners[sample.runner].run(params, &sample.floats, &sample.ids)?.losses,
+            Engine::Resident(resident) => resident.losses(sample.runner, (&sample.floats, &sample.ids))?,
+        };
+        for (name, v) in losses {
             *sums.entry(name).or_default() += f64::from(v) / samples.len() as f64;
         }
     }
@@ -403,7 +471,7 @@ fn mean_losses(runners: &mut [StepRunner], params: &[HostParam], samples: &[Prep
 type Loaded = (Vec<StepRunner>, Vec<Prepared>, Vec<HostParam>, Vec<Adapter>);
 
 /// Loc3R samples: one training graph per bucketed sample shape.
-fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
+fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path, device: Device) -> Result<Loaded, TrainError> {
     let groups = Group::parse_list(&opts.train).map_err(|e| TrainError::Input(format!("--train: {e}")))?;
     let weights: LossWeights = opts.loss_weights.into();
     let mut by_shape: HashMap<Shape, usize> = HashMap::new();
@@ -422,7 +490,7 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
                     adapters = sg.lora.clone();
                 }
                 let dir = graphs.join(format!("graph{}", runners.len()));
-                runners.push(StepRunner::Layers(Box::new(SegmentedRunner::new(&sg, &dir, opts.threads)?)));
+                runners.push(StepRunner::Layers(Box::new(SegmentedRunner::open(&sg, &dir, opts.threads, device)?)));
                 by_shape.insert(shape, runners.len() - 1);
                 runners.len() - 1
             }
@@ -432,7 +500,7 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
                     params = Some(host_params(&tg)?);
                     adapters = tg.lora.clone();
                 }
-                runners.push(open_runner(&tg, graphs, runners.len(), opts.threads)?);
+                runners.push(open_runner(&tg, graphs, runners.len(), opts.threads, device)?);
                 by_shape.insert(shape, runners.len() - 1);
                 runners.len() - 1
             }
@@ -444,7 +512,7 @@ fn loc3r_samples(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, grap
 }
 
 /// CUT3R pose sequences: one training graph (every sequence has the same frame count).
-fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path) -> Result<Loaded, TrainError> {
+fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, graphs: &Path, device: Device) -> Result<Loaded, TrainError> {
     if opts.recompute != Recompute::None {
         return Err(TrainError::Input(format!(
             "--recompute {} applies to the Loc3R objective's decoder; use --recompute none with --objective cut3r-pose",
@@ -464,7 +532,7 @@ fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, gra
                 // Point supervision is on when the sequences carry depth (`prepare-poses --points`).
                 let tg = pose::training_graph(ckpt, kind.0, kind.1)?;
                 params = Some(host_params(&tg)?);
-                runners.push(open_runner(&tg, graphs, 0, opts.threads)?);
+                runners.push(open_runner(&tg, graphs, 0, opts.threads, device)?);
                 first = Some(kind);
             }
             Some(f) if f != kind => {
@@ -484,10 +552,10 @@ fn pose_sequences(ckpt: &Checkpoint, files: &[PathBuf], opts: &TrainOptions, gra
     Ok((runners, prepared, params.expect("at least one sequence"), Vec::new()))
 }
 
-fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize) -> Result<StepRunner, TrainError> {
+fn open_runner(tg: &crate::graph::TrainingGraph, graphs: &Path, k: usize, threads: usize, device: Device) -> Result<StepRunner, TrainError> {
     let dir = graphs.join(format!("graph{k}"));
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    Ok(StepRunner::Whole(Runner::new(tg, &dir, threads)?))
+    Ok(StepRunner::Whole(Runner::open(tg, &dir, threads, device)?))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

@@ -84,3 +84,55 @@ fn grad_writes_losses_and_gradients_and_refuses_bad_samples() {
     assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(!bad_out.exists());
 }
+
+#[test]
+fn devices_are_checked_before_any_work_and_the_update_placement_is_a_flag() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ck = dir.path().join("ck");
+    make_tiny(&ck, &TinyOptions { seed: 4, ..TinyOptions::default() }, |_, _| {}).expect("tiny checkpoint");
+    let cfg = Checkpoint::open(&ck, None, Requirements::default()).expect("opens").config().clone();
+    let samples = dir.path().join("samples");
+    std::fs::create_dir_all(&samples).expect("dir");
+    Sample::random_for(&cfg, 2, 9).write(&samples.join("0.safetensors")).expect("writes");
+    let train = |out: &Path, extra: &[&str]| {
+        bin()
+            .arg("train")
+            .arg("--checkpoint")
+            .arg(&ck)
+            .arg("--samples")
+            .arg(&samples)
+            .arg("--out")
+            .arg(out)
+            .args(["--steps", "2", "--train", "heads"])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+
+    // The device-resident path on CPU memory (what CUDA runs) trains from the command line.
+    let run = train(&dir.path().join("graph"), &["--update", "graph"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("graph/log.jsonl")).expect("log").lines().count(), 2);
+
+    // Unknown values name the choices.
+    for (flag, value, hint) in [("--device", "gpu", "cuda:N"), ("--update", "device", "host")] {
+        let run = train(&dir.path().join("bad"), &[flag, value]);
+        assert_eq!(run.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&run.stderr).contains(hint), "{}", String::from_utf8_lossy(&run.stderr));
+    }
+
+    // CUDA where this ONNX Runtime has no CUDA provider: exit 2, one line naming what is
+    // missing, for `train` and for `grad`, and nothing written.
+    if (loc3r_train::device::Device::Cuda { device_id: 0 }).check_available().is_err() {
+        let out = dir.path().join("cuda");
+        let run = train(&out, &["--device", "cuda"]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("cuda:0") && stderr.contains("--device cpu"), "{stderr}");
+        assert!(!out.join("trainer_state.json").exists());
+        let g = dir.path().join("g.safetensors");
+        let run = grad(&ck, &samples.join("0.safetensors"), &g, &["--device", "cuda:0"]);
+        assert_eq!(run.status.code(), Some(2), "{}", String::from_utf8_lossy(&run.stderr));
+        assert!(!g.exists());
+    }
+}

@@ -1,4 +1,4 @@
-//! Layer-granular recompute (docs/training.md §6.1) on the tiny checkpoint: the segmented step's
+//! Layer-granular recompute (docs/training.md §6.2) on the tiny checkpoint: the segmented step's
 //! losses and gradients equal the whole graph's (`--train all`, `lora,heads,projector`, `heads`;
 //! a tied LM head gets the sum of both uses), a few trainer updates end where the whole-graph
 //! run's do, a resumed recompute run is bit for bit an uninterrupted one, and `grad
@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use loc3r_export::checkpoint::{Checkpoint, Requirements};
 use loc3r_export::tiny::{make_tiny, TinyOptions};
+use loc3r_train::device::{Device, Placement, Update};
 use loc3r_train::lora::LoraOptions;
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{sample_feeds, split_feeds, training_graph_for, Group, Shape};
 use loc3r_train::recompute::{segmented_graphs, Recompute, SegmentedRunner};
 use loc3r_train::sample::Sample;
 use loc3r_train::session::{host_params, Evaluated, HostParam, Runner};
-use loc3r_train::trainer::{train, TrainOptions};
+use loc3r_train::trainer::{train, train_on, TrainOptions};
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -237,6 +238,10 @@ fn a_resumed_recompute_run_equals_an_uninterrupted_one_bit_for_bit() {
     for file in ["params.safetensors", "optimizer.safetensors"] {
         assert_eq!(std::fs::read(straight.join(file)).expect("straight"), std::fs::read(halves.join(file)).expect("halves"), "{file} differs after resuming");
     }
+    // The device-resident update binds one graph's parameters: refused with the way out named.
+    let graph_update = Placement { device: Device::Cpu, update: Some(Update::Graph) };
+    let err = train_on(&ck, &data, &dir.path().join("resident"), &opts, graph_update, None, None, |_| {}).unwrap_err();
+    assert!(err.is_input() && err.to_string().contains("--update host"), "{err}");
     // The recompute mode is part of the run: the whole-graph step cannot resume it.
     let err = train(&ck, &data, &halves, &TrainOptions { recompute: Recompute::None, ..opts }, None, |_| {}).unwrap_err();
     assert!(err.is_input() && err.to_string().contains("other options"), "{err}");

@@ -165,6 +165,10 @@ struct WorkLimits {
     /// `loc3r-export compile` first.
     #[arg(long)]
     allow_build: bool,
+    /// Write ONNX Runtime's per-node profile of every graph under DIR (operators, input
+    /// shapes, times; `<graph>_<timestamp>.json`), e.g. for tools/flops. Slows every call.
+    #[arg(long, value_name = "DIR")]
+    ort_profile: Option<PathBuf>,
 }
 
 impl WorkLimits {
@@ -175,6 +179,7 @@ impl WorkLimits {
             frame_batch: self.frame_batch,
             prefill_chunk: self.prefill_chunk,
             allow_build: self.allow_build,
+            profile: self.ort_profile.clone(),
             ..SessionOptions::default()
         }
     }

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use loc3r_export::checkpoint::{write_safetensors, Checkpoint, Requirements, TensorToWrite};
 use loc3r_export::DType;
+use loc3r_train::device::{Device, Placement, Update};
 use loc3r_train::lora::LoraOptions;
 use loc3r_train::losses::LossWeights;
 use loc3r_train::model::{sample_feeds, split_feeds, training_graph, Data, Group, Shape};
@@ -20,8 +21,8 @@ use loc3r_train::prepare::{PrepareError, PrepareOptions};
 use loc3r_train::recompute::Recompute;
 use loc3r_train::recompute::{segmented_graphs, SegmentedRunner};
 use loc3r_train::sample::Sample;
-use loc3r_train::trainer::{train_with_held_out as train_run, HeldOut, Objective, TrainOptions};
-use ort::session::Session;
+use loc3r_train::trainer::{train_on, HeldOut, Objective, TrainOptions};
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, Tensor};
 
 #[derive(Parser)]
@@ -243,6 +244,13 @@ enum Command {
         eval_samples: Option<PathBuf>,
         #[arg(long, default_value_t = 250)]
         eval_every: u64,
+        /// Where AdamW runs and the trainable state lives between updates: `host` (Rust, the
+        /// reference; every step copies parameters in and gradients out) or `graph` (an ONNX
+        /// optimizer graph on --device; parameters, gradients and moments stay in device
+        /// buffers bound once, only losses and the gradient norm are read back). Default:
+        /// host on the CPU, graph on CUDA. Not part of the run's identity.
+        #[arg(long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Update>()))]
+        update: Option<Update>,
     },
 }
 
@@ -273,10 +281,15 @@ struct ModelArgs {
     /// decoder layer, recomputed in the backward sweep, only the layer inputs kept (bounded
     /// memory for about one more forward pass of compute; use it when the whole graph does not
     /// fit, e.g. the 7B model at thousands of tokens). Both give the same losses and gradients to
-    /// f32 rounding. Measured (docs/training.md §6.1): a 12-layer decoder at 1965 tokens peaks at
+    /// f32 rounding. Measured (docs/training.md §6.2): a 12-layer decoder at 1965 tokens peaks at
     /// 2.6 GB with `none`, 0.56 GB with `layers`, for 10–40% more time per step.
     #[arg(long, default_value_t = Recompute::None)]
     recompute: Recompute,
+    /// Where the training graphs run: `cpu`, or `cuda` / `cuda:N` (ONNX Runtime's CUDA
+    /// execution provider, from the onnxruntime-gpu build; a GPU that cannot be used is an
+    /// error naming what is missing, never a fallback to the CPU).
+    #[arg(long, default_value = "cpu", value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<Device>()))]
+    device: Device,
 }
 
 impl ModelArgs {
@@ -418,6 +431,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<InputError>().is_some() || cause.downcast_ref::<loc3r_train::sample::SampleError>().is_some() {
             return 2;
         }
+        if let Some(loc3r_train::session::SessionError::Unavailable { .. }) = cause.downcast_ref() {
+            return 2;
+        }
         if let Some(e) = cause.downcast_ref::<loc3r_train::trainer::TrainError>() {
             return if e.is_input() { 2 } else { 1 };
         }
@@ -502,6 +518,7 @@ fn run(cli: Cli) -> Result<()> {
             objective,
             eval_samples,
             eval_every,
+            update,
         } => {
             // The pose objective trains CUT3R; the default selection names the VLM's groups.
             let train = if objective == Objective::Cut3rPose && model.train == DEFAULT_TRAIN { "cut3r".to_string() } else { model.train.clone() };
@@ -528,7 +545,8 @@ fn run(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let held_out = eval_samples.as_deref().map(|samples| HeldOut { samples, every: eval_every });
-            let log = train_run(&model.checkpoint, &samples, &out, &opts, stop_after, held_out, |s| {
+            let placement = Placement { device: model.device, update };
+            let log = train_on(&model.checkpoint, &samples, &out, &opts, placement, stop_after, held_out, |s| {
                 if let Some(h) = &s.held_out {
                     let parts: Vec<String> = h.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
                     bar.println(format!("update {}: held-out {}", s.step, parts.join(" ")));
@@ -574,10 +592,7 @@ fn grad(model: &ModelArgs, sample_path: &Path, out: &Path, json: bool, bench_run
 
     let work = tempfile::tempdir().context("creating a temporary directory for the training graph")?;
     let stats = tg.graph.save(work.path()).context("writing the training graph")?;
-    let env = loc3r_bundle::ort_env::environment()?;
-    let mut session = Session::builder(env)
-        .and_then(|b| b.with_intra_threads(threads).map_err(ort::Error::<()>::from))
-        .and_then(|mut b| b.commit_from_file(&stats.onnx_path))
+    let mut session = loc3r_train::session::open_session(&stats.onnx_path, threads, model.device, GraphOptimizationLevel::Level3)
         .context("loading the training graph in ONNX Runtime")?;
     // Inputs as arrays, turned into ORT values for each run (a run takes its values).
     let mut arrays: Vec<(String, Data)> = data.into_iter().collect();
@@ -637,7 +652,7 @@ fn grad_segmented(
     let graphs = segmented_graphs(ckpt, &shape, sample.feature_shape, groups, weights, &LoraOptions::default()).context("building the training graphs")?;
     let (floats, ids) = split_feeds(sample_feeds(ckpt, sample, &shape).context("building the sample's feeds")?);
     let work = tempfile::tempdir().context("creating a temporary directory for the training graphs")?;
-    let mut runner = SegmentedRunner::new(&graphs, work.path(), model.threads).context("loading the training graphs in ONNX Runtime")?;
+    let mut runner = SegmentedRunner::open(&graphs, work.path(), model.threads, model.device).context("loading the training graphs in ONNX Runtime")?;
     let params = graphs.host_params().context("reading the trainable tensors")?;
     drop(graphs);
     let mut step_ms = Vec::with_capacity(bench_runs);
