@@ -177,14 +177,33 @@ impl Stats {
     }
 }
 
-/// KL(P‖Q) of two unnormalised histograms of the same length: ∞ where Q has no mass where P has.
+/// Gives every empty bin a small count `ε` taken evenly from the others (MXNet's and TensorRT's
+/// smoothing): a clipped reference has mass (the clipped values) in its last bin where the
+/// quantized histogram may have none, which would make every clip infinitely bad.
+fn smooth(h: &mut [f64]) {
+    const EPS: f64 = 1e-4;
+    let zeros = h.iter().filter(|&&v| v == 0.0).count();
+    let nonzeros = h.len() - zeros;
+    if zeros == 0 || nonzeros == 0 {
+        return;
+    }
+    let take = EPS * zeros as f64 / nonzeros as f64;
+    for v in h.iter_mut() {
+        *v = if *v == 0.0 { EPS } else { (*v - take).max(EPS) };
+    }
+}
+
+/// KL(P‖Q) of two histograms of counts of the same length, both smoothed first.
 fn kl_divergence(p: &[f64], q: &[f64]) -> f64 {
+    let (mut p, mut q) = (p.to_vec(), q.to_vec());
+    smooth(&mut p);
+    smooth(&mut q);
     let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
     if sp == 0.0 || sq == 0.0 {
         return f64::INFINITY;
     }
     let mut kl = 0.0;
-    for (&a, &b) in p.iter().zip(q) {
+    for (&a, &b) in p.iter().zip(&q) {
         if a > 0.0 {
             if b == 0.0 {
                 return f64::INFINITY;
