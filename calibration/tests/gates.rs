@@ -29,6 +29,9 @@ use loc3r_synth::{generate_room, Options as RoomOptions};
 use ndarray::ArrayD;
 use ort::session::SessionInputValue;
 
+/// Named f32 inputs of one graph call.
+type Inputs<'a> = Vec<(&'a str, &'a ArrayD<f32>)>;
+
 /// What is asserted for a checkpoint (every method): the relative RMS error `‖q − f‖ / ‖f‖` of
 /// every output of each quantized encoder graph, and `localize` against fp32 per situation.
 struct Bounds {
@@ -94,7 +97,7 @@ fn graph_errors(float: &Path, quantized: &Path, frames_dir: &Path, level: u8) ->
     let features = run_graph(&f, Graph::Siglip, &[(io::siglip::PIXEL_VALUES, &siglip_in)])[io::siglip::IMAGE_FEATURES].clone();
     let model = Loc3r::open(float, &opts).unwrap();
     let cams = model.frozen_features(&frames).unwrap().camera_tokens.into_dyn();
-    let cases: [(Graph, Vec<(&str, &ArrayD<f32>)>); 3] = [
+    let cases: [(Graph, Inputs<'_>); 3] = [
         (Graph::Siglip, vec![(io::siglip::PIXEL_VALUES, &siglip_in)]),
         (Graph::Cut3rEncoder, vec![(io::cut3r::IMAGE, &cut3r_in)]),
         (Graph::Projector, vec![(io::projector::IMAGE_FEATURES, &features), (io::projector::CAMERA_TOKENS, &cams)]),
