@@ -133,10 +133,12 @@ fn pose_errors(float: &Path, quantized: &Path, frames_dir: &Path, situations: &[
 fn check_names(quantized: &Path, cache: &CalibrationCache) {
     let manifest = Manifest::read(quantized).unwrap();
     let record = manifest.activations.as_ref().expect("the manifest records the activations");
-    let mut pairs = 0;
+    let (mut pairs, mut weights) = (0, 0);
     for graph in &record.graphs {
         let file = loc3r_export::tensorrt::read_graph(graph, &quantized.join(format!("{graph}.onnx"))).unwrap();
         let g = file.model.graph.unwrap();
+        // One int8 weight per Linear whose activation is quantized.
+        weights += g.initializer.iter().filter(|t| t.name().ends_with("/codes")).count();
         for n in g.node.iter().filter(|n| n.op_type() == "QuantizeLinear") {
             assert!(cache.graphs[graph].values.contains_key(&n.input[0]), "{graph}: `{}` is quantized but was not measured", n.input[0]);
             pairs += 1;
@@ -144,6 +146,7 @@ fn check_names(quantized: &Path, cache: &CalibrationCache) {
         assert!(g.node.iter().all(|n| !matches!(n.op_type(), "Softmax" | "LayerNormalization") || !n.input[0].ends_with("DequantizeLinear/output_0")));
     }
     assert!(pairs > 0 && record.linears >= pairs, "{pairs} QDQ pairs for {} Linears", record.linears);
+    assert_eq!(record.linears, weights, "the manifest counts every Linear with int8 weights");
     assert!(!record.graphs.contains(&"cut3r_step".to_string()));
 }
 
