@@ -129,3 +129,27 @@ fn a_cache_of_another_bundle_is_refused_naming_the_graph() {
     let e = ActivationRequest { activations: Some("int8".into()), calibration: None }.resolve(None, &[]).unwrap_err().to_string();
     assert!(e.contains("loc3r-calibrate --bundle"), "{e}");
 }
+
+#[test]
+fn a_directory_of_videos_gives_one_sequence_per_video_and_counts_the_unreadable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let videos = tmp.path().join("videos");
+    std::fs::create_dir(&videos).unwrap();
+    // The ffmpeg that tools/bootstrap installs, as the end-to-end tests use.
+    let encoder = loc3r_synth::video::VideoEncoder::detect().unwrap();
+    for seed in [5, 6] {
+        let opts = RoomOptions { seed, frames: 12, width: 160, height: 120, questions: 1, video: true, ..RoomOptions::default() };
+        let room = generate_room(&opts, 0).unwrap();
+        let out = tmp.path().join(format!("room{seed}"));
+        write_room(&out, &opts, &room, Some(&encoder)).unwrap();
+        std::fs::copy(out.join("scenes").join(&room.scene_id).join("video.mp4"), videos.join(format!("room{seed}.mp4"))).unwrap();
+    }
+    std::fs::write(videos.join("broken.mp4"), b"not a video").unwrap();
+    let got = loc3r_calibrate::frames::collect(std::slice::from_ref(&videos), 6, 256).unwrap();
+    assert_eq!(got.sequences.len(), 2);
+    assert_eq!((got.frames(), got.unreadable), (12, 1));
+    assert!(got.first_unreadable.as_deref().unwrap().contains("broken.mp4"));
+    // The budget keeps whole sequences first, then part of the next.
+    let capped = loc3r_calibrate::frames::collect(&[videos], 6, 9).unwrap();
+    assert_eq!(capped.sequences.iter().map(|(_, f)| f.frames.len()).collect::<Vec<_>>(), vec![6, 3]);
+}
