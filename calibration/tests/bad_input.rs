@@ -153,3 +153,29 @@ fn a_directory_of_videos_gives_one_sequence_per_video_and_counts_the_unreadable(
     let capped = loc3r_calibrate::frames::collect(&[videos], 6, 9).unwrap();
     assert_eq!(capped.sequences.iter().map(|(_, f)| f.frames.len()).collect::<Vec<_>>(), vec![6, 3]);
 }
+
+#[test]
+fn the_tensorrt_preset_with_a_cache_quantizes_weights_and_encoder_activations() {
+    let f = fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = Options::new(f.bundle.clone(), vec![f.frames.clone()]);
+    opts.threads = 1;
+    let path = tmp.path().join("c.json");
+    write_cache(&calibrate(&opts, |_| {}).unwrap(), &path).unwrap();
+    let preset = Some("tensorrt-int8".parse().unwrap());
+    let weights = QuantRequest { preset, ..QuantRequest::default() }.resolve().unwrap();
+    let activations = ActivationRequest { activations: None, calibration: Some(path) }.resolve(preset, &[]).unwrap();
+    assert!(activations.is_some(), "--preset tensorrt-int8 --calibration implies --activations int8");
+    let out = tmp.path().join("trt");
+    export_bundle(&f.ckpt, &out, &BundleOptions { weights, activations, ..BundleOptions::default() }, |_| {}).unwrap();
+    let m = loc3r_bundle::Manifest::read(&out).unwrap();
+    assert_eq!(m.quantization.as_ref().and_then(|q| q.preset.as_deref()), Some("tensorrt-int8"));
+    let a = m.activations.expect("activation record");
+    // The tiny config's Linears: SigLIP 2 layers × (q, k, v, out, fc1, fc2), the projector's two
+    // MLPs × 2, the CUT3R encoder 2 blocks × (qkv, proj, fc1, fc2).
+    assert_eq!((a.graphs.len(), a.linears, a.method.as_str()), (3, 2 * 6 + 2 * 2 + 2 * 4, "entropy"));
+    // The runtime opens it on the CPU and answers.
+    let model = loc3r::Loc3r::open(&out, &loc3r::SessionOptions { intra_threads: 1, ..Default::default() }).unwrap();
+    let pose = model.observe_video(&f.frames, 4).unwrap().localize(None).unwrap();
+    assert!(pose.position.x.is_finite() && pose.yaw_deg.is_finite());
+}
