@@ -44,7 +44,7 @@ struct Bounds {
 /// its random attention is sharper than a trained one's (measured: ≤ 2.2% siglip and
 /// cut3r_encoder, ≤ 7.2% projector, 0.012 m, 1.6°).
 const TINY: Bounds = Bounds { graph: 0.10, position_m: 0.03, yaw_deg: 3.0 };
-/// The trained demo checkpoint (measured: ≤ 1.9% per graph, 0.012 m, 0.47°).
+/// The trained demo checkpoint (measured: ≤ 1.9% per graph, 0.015 m, 0.47°).
 const DEMO: Bounds = Bounds { graph: 0.03, position_m: 0.03, yaw_deg: 1.0 };
 /// ONNX Runtime's basic optimisation level: QDQ pairs run as float arithmetic.
 const QDQ_LEVEL: u8 = 1;
