@@ -60,6 +60,8 @@ pub enum Progress {
     Frames { sequences: usize, frames: usize, unreadable: usize, first_unreadable: Option<String> },
     /// Values measured per graph.
     Plan(Vec<(String, usize)>),
+    /// A sequence starts (its CUT3R recurrence runs first), 1-based, with its source.
+    Sequence { index: usize, count: usize, source: PathBuf, seconds: f64 },
     /// Frames done of the total, seconds so far.
     Done { frames: usize, total: usize, seconds: f64 },
 }
@@ -169,7 +171,8 @@ pub fn calibrate(opts: &Options, mut progress: impl FnMut(Progress)) -> Result<C
     let features_dtype = input_dtype(&manifest, Graph::Projector, io::projector::IMAGE_FEATURES);
     let camera_dtype = input_dtype(&manifest, Graph::Projector, io::projector::CAMERA_TOKENS);
     let mut done = 0;
-    for (_, frames) in &collected.sequences {
+    for (k, (source, frames)) in collected.sequences.iter().enumerate() {
+        progress(Progress::Sequence { index: k + 1, count: collected.sequences.len(), source: source.clone(), seconds: start.elapsed().as_secs_f64() });
         let pixels = preprocess(frames, &spec).map_err(loc3r::Error::from)?;
         let (cameras, _) = cut3r.run(&pixels.cut3r, &init)?;
         for range in batches(frames.frames.len(), opts.frame_batch) {

@@ -110,6 +110,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let list: Vec<String> = graphs.iter().map(|(g, n)| format!("{g} {n}")).collect();
                 eprintln!("activations to measure: {}", list.join(", "));
             }
+            Progress::Sequence { index, count, source, seconds } => {
+                eprintln!("sequence {index}/{count}: {} ({seconds:.1} s)", source.display());
+            }
             Progress::Done { frames, total, seconds } => {
                 // About one line a second on long runs, and the last one.
                 if seconds - last_report >= 1.0 || frames == total {
