@@ -35,4 +35,4 @@ pub mod ort_env;
 
 pub use dtype::DType;
 pub use graph::Graph;
-pub use manifest::{KvCacheLayout, Manifest, ManifestError, Pooling, Precision, QuantFormat, Quantization, WeightBits};
+pub use manifest::{ActivationQuantization, KvCacheLayout, Manifest, ManifestError, Pooling, Precision, QuantFormat, Quantization, WeightBits};

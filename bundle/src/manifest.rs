@@ -30,6 +30,9 @@ pub struct Manifest {
     /// Weight-only quantization of linear layers (absent: every weight is in `precision`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// INT8 activations with calibration in the encoders (absent: float activations everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<ActivationQuantization>,
     /// The checkpoint's config as the exporter understood it: the fields it knows, with
     /// defaults filled in (unknown keys of `config.json` are not copied, so a config padded
     /// with junk cannot bloat every bundle made from it).
@@ -193,6 +196,44 @@ pub struct Quantization {
     /// The `--preset` that chose these settings, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
+}
+
+/// INT8 activations of the encoders (docs/quantization.md §6): a QuantizeLinear/DequantizeLinear
+/// pair (int8, symmetric, one scale per tensor from a calibration cache) on the activation
+/// input of every Linear of `graphs`, whose weights are int8 QDQ with one scale per output
+/// channel. Everything else (norms, softmax, attention products, `cut3r_step`) stays float.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivationQuantization {
+    /// `int8`.
+    pub activations: String,
+    /// `int8` (per output channel, symmetric).
+    pub weights: String,
+    /// `qdq`.
+    pub format: QuantFormat,
+    /// How the calibration chose each range: `minmax`, `percentile` or `entropy`.
+    pub method: String,
+    /// The percentile of `percentile` calibration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentile: Option<f64>,
+    /// Frames the calibration ran over.
+    pub frames: usize,
+    /// sha256 of the calibration cache file.
+    pub calibration_sha256: String,
+    /// The graphs with quantized activations.
+    pub graphs: Vec<String>,
+    /// Linear layers with quantized activations, over all `graphs`.
+    pub linears: usize,
+}
+
+impl fmt::Display for ActivationQuantization {
+    /// `int8 activations (entropy, 24 frames), int8 qdq weights: siglip, cut3r_encoder, projector`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = match self.percentile {
+            Some(p) => format!("{} {p}", self.method),
+            None => self.method.clone(),
+        };
+        write!(f, "{} activations ({method}, {} frames), {} {} weights: {}", self.activations, self.frames, self.weights, self.format, self.graphs.join(", "))
+    }
 }
 
 /// Integer width of quantized weights.

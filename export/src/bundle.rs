@@ -19,7 +19,7 @@ use crate::config::{Config, PoolMode};
 use crate::error::{Error, Result};
 use crate::graph::{Dim, GraphBuilder, Value};
 use crate::models::{self, ExportOptions};
-use crate::quant::QuantOptions;
+use crate::quant::{ActivationQuant, QuantOptions};
 use crate::tensor::DType;
 
 /// The CUT3R initial state file (`state_init`, `mem_init`; docs/cut3r.md §3).
@@ -44,6 +44,8 @@ pub struct BundleOptions {
     pub names: Option<PathBuf>,
     /// Weight-only quantization (`None`: float weights), from [`crate::quant::QuantRequest::resolve`].
     pub weights: Option<QuantOptions>,
+    /// INT8 activations of the encoders (`None`: float), from [`crate::quant::ActivationRequest::resolve`].
+    pub activations: Option<ActivationQuant>,
 }
 
 impl Default for BundleOptions {
@@ -58,6 +60,7 @@ impl Default for BundleOptions {
             force: false,
             names: None,
             weights: None,
+            activations: None,
         }
     }
 }
@@ -86,6 +89,9 @@ pub struct ExportReport {
     /// The weight quantization, as `inspect` shows it (`None`: float weights).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// The activation quantization, as `inspect` shows it (`None`: float activations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activations: Option<String>,
     pub graphs: Vec<GraphReport>,
     pub total_bytes: u64,
 }
@@ -116,13 +122,18 @@ fn resolve_graphs(opts: &BundleOptions) -> Result<Vec<Graph>> {
 
 /// Builds one bundle graph from a checkpoint (the training path builds the same graphs).
 pub fn build_graph(graph: Graph, ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    build_graph_with(graph, ckpt, opts, None)
+}
+
+/// [`build_graph`] with INT8 activations where `activations` covers the graph.
+pub fn build_graph_with(graph: Graph, ckpt: &Checkpoint, opts: &ExportOptions, activations: Option<&ActivationQuant>) -> Result<GraphBuilder> {
     match graph {
-        Graph::Siglip => models::siglip::graph(ckpt, opts),
-        Graph::Projector => models::projector::graph(ckpt, opts),
+        Graph::Siglip => models::siglip::graph_with(ckpt, opts, activations),
+        Graph::Projector => models::projector::graph_with(ckpt, opts, activations),
         Graph::Embed => models::embed::graph(ckpt, opts),
         Graph::Decoder => models::qwen2::graph(ckpt, opts),
         Graph::Heads => models::heads::graph(ckpt, opts),
-        Graph::Cut3rEncoder => models::cut3r::encoder_graph(ckpt, opts),
+        Graph::Cut3rEncoder => models::cut3r::encoder_graph_with(ckpt, opts, activations),
         Graph::Cut3rStep => models::cut3r::step_graph(ckpt, opts),
         Graph::Cut3rPoints => models::cut3r::points_graph(ckpt, opts),
     }
@@ -135,6 +146,9 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     let graphs = resolve_graphs(opts)?;
     if let Some(q) = &opts.weights {
         q.check_graphs(&graphs, opts.precision)?;
+    }
+    if let Some(a) = &opts.activations {
+        a.check_graphs(&graphs, opts.precision)?;
     }
     let _writing = OutputLock::acquire(out)?;
     check_target(out, opts.force)?;
@@ -155,7 +169,7 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     progress(Event::Plan(graphs.iter().map(|g| g.name().to_string()).collect()));
 
     let staging = staging_dir(out)?;
-    let result = write_bundle(&ckpt, &staging, &graphs, &export_opts, &mut progress);
+    let result = write_bundle(&ckpt, &staging, &graphs, &export_opts, opts.activations.as_ref(), &mut progress);
     let reports = match result {
         Ok(r) => r,
         Err(e) => {
@@ -169,17 +183,33 @@ pub fn export_bundle(checkpoint: &Path, out: &Path, opts: &BundleOptions, mut pr
     }
     let total_bytes = dir_size(out);
     let quantization = opts.weights.as_ref().map(|q| q.manifest_entry(&graphs).to_string());
-    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision.to_string(), quantization, graphs: reports, total_bytes })
+    let activations = match &opts.activations {
+        Some(_) => Manifest::read(out).ok().and_then(|m| m.activations).map(|a| a.to_string()),
+        None => None,
+    };
+    Ok(ExportReport { bundle: out.to_path_buf(), precision: precision.to_string(), quantization, activations, graphs: reports, total_bytes })
 }
 
-fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOptions, progress: &mut impl FnMut(Event)) -> Result<Vec<GraphReport>> {
+fn write_bundle(
+    ckpt: &Checkpoint,
+    dir: &Path,
+    graphs: &[Graph],
+    opts: &ExportOptions,
+    activations: Option<&ActivationQuant>,
+    progress: &mut impl FnMut(Event),
+) -> Result<Vec<GraphReport>> {
+    if let Some(a) = activations {
+        check_calibrated_graphs(ckpt, dir, graphs, opts, a)?;
+    }
     let mut entries = BTreeMap::new();
     let mut reports = Vec::new();
+    let mut quantized_linears = 0;
     for &graph in graphs {
         let name = graph.name().to_string();
         progress(Event::Started(name.clone()));
         let start = Instant::now();
-        let g = build_graph(graph, ckpt, opts)?;
+        let g = build_graph_with(graph, ckpt, opts, activations)?;
+        quantized_linears += activation_quantized_linears(&g);
         let stats = g.save(dir)?;
         let file_name = graph.file_name();
         let file = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -224,6 +254,7 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
         precision: Precision::from_dtype(opts.precision)
             .ok_or_else(|| Error::Invalid(format!("precision {} is not supported; use fp32 or fp16", opts.precision)))?,
         quantization: opts.weights.as_ref().map(|q| q.manifest_entry(graphs)),
+        activations: activations.map(|a| a.manifest_entry(graphs, quantized_linears)),
         config: config_echo,
         graphs: entries,
         files: hash_files(dir)?,
@@ -233,6 +264,43 @@ fn write_bundle(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOp
     let path = dir.join(manifest::MANIFEST_FILE);
     std::fs::write(&path, text).map_err(|e| Error::write(&path, e))?;
     Ok(reports)
+}
+
+/// Refuses a calibration cache measured on other graphs than the float graphs of this export:
+/// each calibrated graph is built and saved float (in a scratch directory inside the staging
+/// one) and its sha256 compared with the cache's. The activations' value names are only
+/// meaningful for the very graph the statistics came from.
+fn check_calibrated_graphs(ckpt: &Checkpoint, dir: &Path, graphs: &[Graph], opts: &ExportOptions, activations: &ActivationQuant) -> Result<()> {
+    let scratch = dir.join(".float-graphs");
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::write(&scratch, e))?;
+    let result = (|| {
+        for graph in activations.graphs(graphs) {
+            let stats = build_graph(graph, ckpt, opts)?.save(&scratch)?;
+            let mut files = vec![stats.onnx_path.as_path()];
+            files.extend(stats.data_path.as_deref());
+            let sha = crate::tensorrt::compile::content_hash(&files)?;
+            activations.check_float_graph(graph, &sha)?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// Linears whose activation passes a QuantizeLinear/DequantizeLinear pair: MatMuls whose left
+/// operand is `DequantizeLinear(QuantizeLinear(..))`.
+fn activation_quantized_linears(g: &GraphBuilder) -> usize {
+    let producer: std::collections::HashMap<&str, &str> =
+        g.nodes().iter().flat_map(|n| n.outputs.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+    let input_op = |name: &str| {
+        g.nodes().iter().find(|n| n.outputs.iter().any(|o| o == name)).and_then(|n| n.inputs.first()).and_then(|i| producer.get(i.as_str()).copied())
+    };
+    g.nodes()
+        .iter()
+        .filter(|n| n.op_type == "MatMul")
+        .filter_map(|n| n.inputs.first())
+        .filter(|a| producer.get(a.as_str()) == Some(&"DequantizeLinear") && input_op(a) == Some("QuantizeLinear"))
+        .count()
 }
 
 /// Weights are quantized once, from float: a checkpoint whose config.json carries a

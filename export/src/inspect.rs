@@ -19,6 +19,9 @@ pub struct InspectReport {
     /// Weight quantization in words (`None`: float weights); the manifest has the fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// Activation quantization in words (`None`: float activations).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activations: Option<String>,
     pub graphs: Vec<GraphInfo>,
     pub files_checked: usize,
     /// Empty when the bundle is healthy.
@@ -83,6 +86,7 @@ pub fn inspect(bundle: &Path, load: bool) -> Result<InspectReport> {
         precision: manifest.precision.to_string(),
         kv_cache: manifest.runtime.llm.kv_cache.as_str().to_string(),
         quantization: manifest.quantization.as_ref().map(|q| q.to_string()),
+        activations: manifest.activations.as_ref().map(|a| a.to_string()),
         graphs,
         files_checked: manifest.files.len(),
         problems,

@@ -237,19 +237,32 @@ struct QuantArgs {
     /// accuracy gates on the CPU) or tensorrt-int8 (int8 QDQ, per channel).
     #[arg(long, help_heading = "Quantization")]
     preset: Option<loc3r_export::quant::Preset>,
+    /// Activations of the encoders (siglip, projector, cut3r_encoder): fp (the default) or int8
+    /// (QuantizeLinear/DequantizeLinear at every Linear's input with int8 per-channel weights,
+    /// ranges from --calibration). cut3r_step, norms, softmax and the decoder stay float.
+    #[arg(long, help_heading = "Quantization")]
+    activations: Option<String>,
+    /// The calibration cache of --activations int8 (with --preset tensorrt-int8 it implies
+    /// --activations int8), written by `loc3r-calibrate` on the float bundle of this checkpoint.
+    #[arg(long, help_heading = "Quantization")]
+    calibration: Option<PathBuf>,
 }
 
 impl QuantArgs {
-    fn request(self) -> loc3r_export::quant::QuantRequest {
+    fn request(&self) -> loc3r_export::quant::QuantRequest {
         loc3r_export::quant::QuantRequest {
-            weights: self.weights,
+            weights: self.weights.clone(),
             block_size: self.block_size,
             format: self.quant_format,
             zero_points: self.zero_points,
             accuracy_level: self.accuracy_level,
-            also: self.quantize_also,
+            also: self.quantize_also.clone(),
             preset: self.preset,
         }
+    }
+
+    fn activation_request(&self) -> loc3r_export::quant::ActivationRequest {
+        loc3r_export::quant::ActivationRequest { activations: self.activations.clone(), calibration: self.calibration.clone() }
     }
 }
 
@@ -327,6 +340,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Export { checkpoint, out, precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, quant, quiet, json } => {
             let weights = quant.request().resolve()?;
+            let activations = quant.activation_request().resolve(quant.preset, &quant.quantize_also)?;
             let pooling = match pooling.as_deref() {
                 None => None,
                 Some("bilinear") => Some(PoolMode::Bilinear),
@@ -334,7 +348,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(other) => anyhow::bail!(loc3r_export::Error::Invalid(format!("--pooling {other}: use bilinear or average"))),
             };
             let cut3r_size = cut3r_size.as_deref().map(parse_size).transpose()?;
-            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, weights };
+            let opts = BundleOptions { precision, graphs, pooling, cut3r_size, cut3r_points, kv_cache, force, names, weights, activations };
             let multi = indicatif::MultiProgress::new();
             if quiet || json {
                 multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -368,6 +382,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(q) => println!("bundle {} ({}, weights {q}):", report.bundle.display(), report.precision),
                     None => println!("bundle {} ({}):", report.bundle.display(), report.precision),
                 }
+                if let Some(a) = &report.activations {
+                    println!("activations: {a}");
+                }
                 println!("{:<12} {:>14} {:>12} {:>9}", "graph", "parameters", "size", "seconds");
                 for g in &report.graphs {
                     println!("{:<12} {:>14} {:>12} {:>9.2}", g.graph, g.parameters, human_bytes(g.bytes), g.seconds);
@@ -391,6 +408,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 match &report.quantization {
                     Some(q) => println!("weights: {q}"),
                     None => println!("weights: {} (not quantized)", report.precision),
+                }
+                if let Some(a) = &report.activations {
+                    println!("activations: {a}");
                 }
                 for g in &report.graphs {
                     let status = match g.loads {

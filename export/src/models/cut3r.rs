@@ -191,9 +191,16 @@ fn patch_embed(g: &mut ModelGraph, w: &Weights, image: &Value, d: &Dims) -> Resu
 
 /// `cut3r_encoder`: `image [F,3,H,W]` → `features [F,N,Ce]` (docs/cut3r.md §2).
 pub fn encoder_graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    encoder_graph_with(ckpt, opts, None)
+}
+
+/// [`encoder_graph`] with INT8 activations from a calibration cache (`None`: float
+/// activations). `cut3r_step` has no such variant: the state and memory it carries from
+/// frame to frame stay float.
+pub fn encoder_graph_with(ckpt: &Checkpoint, opts: &ExportOptions, activations: Option<&crate::quant::ActivationQuant>) -> Result<GraphBuilder> {
     let c = &ckpt.config().cut3r;
     let d = Dims::new(c, opts.cut3r_size)?;
-    let mut g = model_graph(ENCODER_GRAPH, opts, c)?;
+    let mut g = model_graph(ENCODER_GRAPH, opts, c)?.with_activation_quant(activations);
     let compute = g.compute();
     let w = ckpt.weights("cut3r")?;
     g.set_doc(format!("CUT3R encoder at {}x{} (WxH): image [F,3,H,W] in [-1,1] -> features [F,N,Ce]", d.width, d.height));

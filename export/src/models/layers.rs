@@ -87,11 +87,14 @@ impl TensorData for TransposedLinear {
 /// ```
 ///
 /// When the export quantizes this layer ([`ModelGraph::weight_quant_for`]), the MatMul
-/// becomes a quantized one ([`crate::quant::quantized_linear`]); the bias stays float.
+/// becomes a quantized one ([`crate::quant::quantized_linear`]); the bias stays float. With
+/// INT8 activations, `x` passes a QuantizeLinear/DequantizeLinear pair first
+/// ([`ModelGraph::activation_input`]).
 pub fn linear(g: &mut ModelGraph, w: &Weights, x: &Value, in_dim: usize, out_dim: usize, bias: bool) -> Result<Value> {
     let dt = g.compute();
     let t = w.get("weight", &[out_dim, in_dim])?;
     let path = w.path();
+    let x = &g.activation_input(x)?;
     let y = match g.weight_quant_for(&path) {
         Some(scheme) => {
             let name = t.name.clone();

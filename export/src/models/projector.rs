@@ -19,16 +19,23 @@ use crate::graph::{Dim, GraphBuilder};
 use crate::models::context::ModelGraph;
 use crate::models::layers::{cast_to, mlp_erf, weight};
 use crate::models::ExportOptions;
+use crate::quant::ActivationQuant;
 use crate::tensor::{DType, F32Tensor};
 
 pub use loc3r_bundle::io::projector::{CAMERA_EMBEDS, CAMERA_TOKENS, IMAGE_FEATURES, VISION_EMBEDS};
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    graph_with(ckpt, opts, None)
+}
+
+/// [`graph`] with INT8 activations from a calibration cache (`None`: float activations); the
+/// pooling MatMul (an exact constant layout times the features) stays float.
+pub fn graph_with(ckpt: &Checkpoint, opts: &ExportOptions, activations: Option<&ActivationQuant>) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let (h, cv, dc) = (cfg.hidden_size, cfg.vision_config.hidden_size, cfg.loc3r.camera_token_dim);
     let grid = cfg.vision_grid();
     let w = ckpt.weights("projector")?;
-    let mut g = ModelGraph::new("projector", opts.precision);
+    let mut g = ModelGraph::new("projector", opts.precision).with_activation_quant(activations);
     let dt = g.compute();
     g.set_doc(format!("LLaVA mlp2x_gelu projector, {:?} pooling with grid newlines, Loc3R camera projector", opts.pooling));
 

@@ -14,15 +14,21 @@ use crate::models::attention::{attention, AttentionOptions, KeyValues, Scale};
 use crate::models::context::ModelGraph;
 use crate::models::layers::{cast_to, gelu_tanh, layer_norm, linear, weight};
 use crate::models::ExportOptions;
+use crate::quant::ActivationQuant;
 use crate::tensor::DType;
 
 pub use loc3r_bundle::io::siglip::{IMAGE_FEATURES as OUTPUT, PIXEL_VALUES as INPUT};
 
 pub fn graph(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<GraphBuilder> {
+    graph_with(ckpt, opts, None)
+}
+
+/// [`graph`] with INT8 activations from a calibration cache (`None`: float activations).
+pub fn graph_with(ckpt: &Checkpoint, opts: &ExportOptions, activations: Option<&ActivationQuant>) -> Result<GraphBuilder> {
     let cfg = ckpt.config();
     let v = &cfg.vision_config;
     let w = ckpt.weights("siglip")?;
-    let mut g = ModelGraph::new("siglip", opts.precision).with_weight_quant(opts.weights.as_ref());
+    let mut g = ModelGraph::new("siglip", opts.precision).with_weight_quant(opts.weights.as_ref()).with_activation_quant(activations);
     let dt = g.compute();
     g.set_doc("SigLIP vision tower (LLaVA: all stored layers, no post_layernorm). Linear weights are stored transposed [in, out].");
     let pixels = g.input(INPUT, DType::F32, [Dim::sym("frames"), 3.into(), v.image_size.into(), v.image_size.into()]);

@@ -13,8 +13,10 @@
 //! initializer), so RAM stays bounded by the largest layer.
 //!
 //! Modules: [`scheme`] (what to quantize and how, validated), [`rtn`] (the arithmetic and
-//! the byte layouts), this file (the graph nodes and the lazily computed initializers).
+//! the byte layouts), [`activations`] (INT8 activations of the encoders from a calibration
+//! cache), this file (the graph nodes and the lazily computed initializers).
 
+pub mod activations;
 pub mod rtn;
 pub mod scheme;
 
@@ -28,6 +30,7 @@ use crate::graph::{Attr, Dim, NodeSpec, OutputSpec, Value};
 use crate::models::context::ModelGraph;
 use crate::tensor::{DType, TensorData};
 
+pub use activations::{ActivationQuant, ActivationRequest, CalibrationCache, Method};
 pub use rtn::{dequantize_matmulnbits, dequantize_qdq, Packed};
 pub use scheme::QuantRequest;
 
