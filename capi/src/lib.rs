@@ -397,6 +397,7 @@ impl Loc3rOpenOptions {
             prefill_chunk: self.prefill_chunk as usize,
             allow_build: false,
             profile: None,
+            int8_kernels: false,
         })
     }
 }

@@ -22,6 +22,7 @@ use loc3r_bundle::{QuantFormat, WeightBits};
 use loc3r_export::models::context::ModelGraph;
 use loc3r_export::quant::{quantized_linear, WeightQuant};
 use loc3r_export::tensor::F32Tensor;
+use loc3r_export::tiny::init_values;
 use loc3r_export::DType;
 use ndarray::{ArrayD, IxDyn};
 use ort::value::Tensor;
@@ -40,18 +41,10 @@ struct Cli {
     json: bool,
 }
 
-/// Deterministic values in [-1, 1) (SplitMix64).
+/// Deterministic values (the tiny checkpoints' initialiser: what matters here is only that
+/// they are not zeros or denormals).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
+    init_values("peak.weight", &[n, 1], seed)
 }
 
 struct Kernel {

@@ -79,7 +79,7 @@ impl Bundle {
             if let Some(entry) = manifest.graphs.get(graph.name()) {
                 let session = match engines.as_ref().and_then(|e| e.model_path(graph.name())) {
                     Some(compiled) => load_compiled(&compiled, opts)?,
-                    None => load(&dir.join(&entry.file), opts)?,
+                    None => load(&dir.join(&entry.file), &graph_options(&manifest, graph, opts))?,
                 };
                 sessions.insert(graph, Mutex::new(session));
             }
@@ -109,6 +109,18 @@ impl Bundle {
     /// The session of a graph, locked for one run.
     pub fn lock(&self, graph: Graph) -> Result<MutexGuard<'_, Session>> {
         lock_session(self.session(graph)?, graph.name())
+    }
+}
+
+/// The session options of one graph: `opts`, except that a graph with INT8 activations runs
+/// on the CPU at optimisation level 1 unless `opts.int8_kernels` (the exact QDQ arithmetic; see
+/// [`SessionOptions::int8_kernels`]).
+fn graph_options(manifest: &Manifest, graph: Graph, opts: &SessionOptions) -> SessionOptions {
+    let quantized = manifest.activations.as_ref().is_some_and(|a| a.graphs.iter().any(|g| g == graph.name()));
+    if quantized && opts.device == Device::Cpu && !opts.int8_kernels && opts.optimization_level > 1 {
+        SessionOptions { optimization_level: 1, ..opts.clone() }
+    } else {
+        opts.clone()
     }
 }
 

@@ -114,11 +114,26 @@ pub struct SessionOptions {
     /// input shapes and times, from which tools/flops counts each stage's arithmetic. Slows
     /// every call down; for measurements only.
     pub profile: Option<std::path::PathBuf>,
+    /// Graphs with INT8 activations (`loc3r-export --activations int8`) on the CPU: run them
+    /// with ONNX Runtime's fused integer kernels (optimisation level 2+) instead of the exact
+    /// QDQ arithmetic of level 1. Faster, but on x86 without VNNI those kernels sum u8·s8 pairs
+    /// in 16 bits, which saturate (docs/quantization.md §6.5 measures 8–14% encoder error), so
+    /// the default keeps the arithmetic TensorRT's int8 kernels compute and the gates measure.
+    pub int8_kernels: bool,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { device: Device::Cpu, intra_threads: 0, optimization_level: 3, frame_batch: 8, prefill_chunk: 512, allow_build: false, profile: None }
+        SessionOptions {
+            device: Device::Cpu,
+            intra_threads: 0,
+            optimization_level: 3,
+            frame_batch: 8,
+            prefill_chunk: 512,
+            allow_build: false,
+            profile: None,
+            int8_kernels: false,
+        }
     }
 }
 

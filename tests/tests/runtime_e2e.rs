@@ -392,7 +392,8 @@ fn ort_profiles_cover_every_stage_and_tools_flops_counts_them() {
     // Hand-made peaks: the fractions are then plain ratios of the achieved rates.
     let peak = tmp.path().join("peak.json");
     let k = |g: f64| serde_json::json!({"gflops": g, "weight_gbps": 1.0, "ms": 1.0});
-    std::fs::write(&peak, serde_json::json!({"f32_gemm": k(100.0), "int4_gemm": k(50.0), "f32_gemv": k(10.0), "int4_gemv": k(20.0), "threads": 1}).to_string()).unwrap();
+    std::fs::write(&peak, serde_json::json!({"f32_gemm": k(100.0), "int4_gemm": k(50.0), "f32_gemv": k(10.0), "int4_gemv": k(20.0), "threads": 1}).to_string())
+        .unwrap();
     let flops = Command::new("python3")
         .arg(loc3r_e2e::repo_root().join("tools/flops"))
         .arg("--profile")

@@ -169,6 +169,11 @@ struct WorkLimits {
     /// shapes, times; `<graph>_<timestamp>.json`), e.g. for tools/flops. Slows every call.
     #[arg(long, value_name = "DIR")]
     ort_profile: Option<PathBuf>,
+    /// Bundles with INT8 activations on the CPU: use ONNX Runtime's fused integer kernels
+    /// (faster; on x86 CPUs without VNNI they saturate and lose accuracy) instead of the exact
+    /// QDQ arithmetic TensorRT computes (docs/quantization.md §6.5).
+    #[arg(long)]
+    int8_kernels: bool,
 }
 
 impl WorkLimits {
@@ -180,6 +185,7 @@ impl WorkLimits {
             prefill_chunk: self.prefill_chunk,
             allow_build: self.allow_build,
             profile: self.ort_profile.clone(),
+            int8_kernels: self.int8_kernels,
             ..SessionOptions::default()
         }
     }
