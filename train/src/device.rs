@@ -20,7 +20,7 @@ use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::{DynTensor, Tensor};
 
-use crate::session::SessionError;
+use crate::session::{runtime, SessionError};
 
 /// The device the training graphs run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,10 +194,6 @@ impl Placement {
     pub fn update(&self) -> Update {
         self.update.unwrap_or(Update::default_for(self.device))
     }
-}
-
-pub(crate) fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
-    move |e| SessionError::Runtime { context: context.to_string(), message: e.to_string() }
 }
 
 #[cfg(test)]

@@ -40,8 +40,7 @@ use crate::graph::TrainGraphError;
 use crate::lora::{Adapter, LoraOptions};
 use crate::losses::LossWeights;
 use crate::model::{front_sequence, top_losses, Group, Shape};
-use crate::optim::Moments;
-use crate::session::{Evaluated, HostParam, SessionError};
+use crate::session::{runtime, Evaluated, HostParam, SessionError};
 
 /// How the training step keeps the activations its backward pass needs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -301,26 +300,10 @@ impl SegmentedGraphs {
             if params.iter().any(|q| q.name == p.name) {
                 continue;
             }
-            let mut bytes = Vec::new();
-            p.initial.write_as(DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
-            let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let stored = ArrayD::from_shape_vec(IxDyn(p.initial.shape()), values).map_err(|e| SessionError::Input(format!("`{}`: {e}", p.name)))?;
-            let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
-            let n = checkpoint.len();
-            params.push(HostParam {
-                name: p.name.clone(),
-                shape: checkpoint.shape().to_vec(),
-                value: checkpoint.into_raw_vec_and_offset().0,
-                transposed: p.transposed,
-                moments: Moments::zeros(n),
-            });
+            params.push(HostParam::initial(&p.name, p.initial.as_ref(), p.transposed)?);
         }
         Ok(params)
     }
-}
-
-fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
-    move |e| SessionError::Runtime { context: context.to_string(), message: e.to_string() }
 }
 
 /// A broken invariant of the segmented step (not the caller's fault; exit 1).

@@ -27,9 +27,9 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensor, Tensor};
 
-use crate::device::{runtime, Device};
+use crate::device::Device;
 use crate::optim::AdamW;
-use crate::session::{open_session, HostParam, Runner, SessionError};
+use crate::session::{open_session, runtime, HostParam, Runner, SessionError};
 
 /// One trainable tensor's place in the device buffers.
 #[derive(Debug, Clone)]

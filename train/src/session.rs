@@ -39,7 +39,7 @@ pub enum SessionError {
     Unavailable { device: String, message: String },
 }
 
-fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
+pub(crate) fn runtime(context: &str) -> impl Fn(ort::Error) -> SessionError + '_ {
     move |e| SessionError::Runtime { context: context.to_string(), message: e.to_string() }
 }
 
@@ -168,20 +168,28 @@ pub fn open_session(path: &Path, threads: usize, device: Device, level: GraphOpt
 /// The host copies of a training graph's trainable tensors, in the checkpoint's layout,
 /// starting from the values the forward graph was built with.
 pub fn host_params(tg: &TrainingGraph) -> Result<Vec<HostParam>, SessionError> {
-    let mut params = Vec::with_capacity(tg.params.len());
-    for p in &tg.params {
-        let stored = p.initial_values().map_err(|e| SessionError::Input(format!("reading `{}`: {e}", p.name)))?;
-        let checkpoint = if p.transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
+    tg.params.iter().map(|p| HostParam::initial(&p.name, p.initial.as_ref(), p.transposed)).collect()
+}
+
+impl HostParam {
+    /// The host copy of trainable tensor `name` from the value a graph was built with
+    /// (`initial`, in the graph input's layout; `transposed`: the input holds Wᵀ), in the
+    /// checkpoint's layout with zero moments.
+    pub fn initial(name: &str, initial: &dyn loc3r_export::TensorData, transposed: bool) -> Result<HostParam, SessionError> {
+        let mut bytes = Vec::new();
+        initial.write_as(loc3r_export::DType::F32, &mut bytes).map_err(|e| SessionError::Input(format!("reading `{name}`: {e}")))?;
+        let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let stored = ArrayD::from_shape_vec(IxDyn(initial.shape()), values).map_err(|e| SessionError::Input(format!("`{name}`: {e}")))?;
+        let checkpoint = if transposed { stored.reversed_axes().as_standard_layout().into_owned() } else { stored };
         let n = checkpoint.len();
-        params.push(HostParam {
-            name: p.name.clone(),
+        Ok(HostParam {
+            name: name.to_string(),
             shape: checkpoint.shape().to_vec(),
             value: checkpoint.into_raw_vec_and_offset().0,
-            transposed: p.transposed,
+            transposed,
             moments: Moments::zeros(n),
-        });
+        })
     }
-    Ok(params)
 }
 
 /// Clips `grads` to a global norm of `max_grad_norm` and applies AdamW at `lr` as update `step`
