@@ -241,6 +241,11 @@ pub fn training_graph_for(
     weights: &LossWeights,
     lora: &LoraOptions,
 ) -> Result<TrainingGraph, TrainGraphError> {
+    if lm_head_is_tied(ckpt)? {
+        return Err(TrainGraphError::Export(loc3r_export::Error::Invalid(
+            "this checkpoint ties the LM head to the token embeddings (it has no lm_head.weight): one training graph cannot hold that tensor both as the embedding table and transposed as the LM head; train it with --recompute layers, which sums both gradients".into(),
+        )));
+    }
     let opts = crate::graph::export_options(ckpt);
     let mut g = GraphBuilder::new("loc3r_train");
     g.set_doc("Loc3R-VLM training graph: projector, embed, decoder and heads as exported, with the paper's losses and gradients");
@@ -419,6 +424,13 @@ pub fn sample_feeds(ckpt: &Checkpoint, sample: &Sample, shape: &Shape) -> Result
     feeds.insert(crate::graph::targets::ORI_TARGET_NEG_ENTROPY.to_string(), f32s(&[1], vec![q_h as f32]));
     feeds.insert(crate::graph::targets::SITUATION_VALID.to_string(), f32s(&[1], vec![sample.situation_valid]));
     Ok(feeds)
+}
+
+/// Whether the checkpoint's LM head is its token embeddings (`lm_head.weight` absent).
+fn lm_head_is_tied(ckpt: &Checkpoint) -> Result<bool, TrainGraphError> {
+    let cfg = ckpt.config();
+    let head = ckpt.weights("decoder")?.get("lm_head.weight", &[cfg.vocab_size, cfg.hidden_size])?;
+    Ok(head.name != "lm_head.weight")
 }
 
 /// The LM head's weight as the decoder graph holds it (`[H, V]`; the embeddings when tied).

@@ -301,3 +301,22 @@ fn grad_with_recompute_matches_and_unknown_modes_are_refused() {
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("everything") && err.contains("none, layers"), "{err}");
 }
+
+/// The single graph cannot take a tied LM head: it says so and names the way that can.
+#[test]
+fn a_tied_checkpoint_in_the_single_graph_is_refused_naming_recompute() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_, tied) = tiny(dir.path(), true);
+    let sample = Sample::random_for(tied.config(), 2, 33);
+    for train in ["all", "heads", "lora,heads"] {
+        let groups = Group::parse_list(train).expect("groups");
+        let e = training_graph_for(&tied, &Shape::of(&sample), sample.feature_shape, &groups, &LossWeights::default(), &LoraOptions::default()).unwrap_err();
+        let line = e.to_string();
+        assert!(line.contains("ties the LM head") && line.contains("--recompute layers"), "{train}: {line}");
+        assert!(loc3r_train::trainer::TrainError::Graph(e).is_input(), "{train}: the user's choice of path, exit 2");
+    }
+    // The untied checkpoint builds as before.
+    let (_, untied) = tiny(dir.path(), false);
+    let groups = Group::parse_list("heads").expect("groups");
+    training_graph_for(&untied, &Shape::of(&sample), sample.feature_shape, &groups, &LossWeights::default(), &LoraOptions::default()).expect("untied builds");
+}
