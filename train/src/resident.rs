@@ -298,21 +298,27 @@ impl Resident {
         let accumulators = if accumulate > 1 { Some((open(&accumulate_graph(&slots, true))?, open(&accumulate_graph(&slots, false))?)) } else { None };
         let allocator = device.allocator(&adamw)?;
         let alloc_like = |shape: &[usize]| device.buffer(&allocator, ArrayD::zeros(IxDyn(shape)));
-        let set = || -> Result<StateSet, SessionError> {
-            Ok(StateSet {
-                params: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
-                exp_avg: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
-                exp_avg_sq: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
-            })
+        // Set 0 starts from `params` (the run's values and moments); set 1 is written by the
+        // first update.
+        let from_host = |slot: &Slot, values: &[f32]| device.buffer(&allocator, slot.to_input_layout(values)?);
+        let first = StateSet {
+            params: slots.iter().zip(params).map(|(s, p)| from_host(s, &p.value)).collect::<Result<_, _>>()?,
+            exp_avg: slots.iter().zip(params).map(|(s, p)| from_host(s, &p.moments.exp_avg)).collect::<Result<_, _>>()?,
+            exp_avg_sq: slots.iter().zip(params).map(|(s, p)| from_host(s, &p.moments.exp_avg_sq)).collect::<Result<_, _>>()?,
         };
-        let sets = [set()?, set()?];
+        let second = StateSet {
+            params: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
+            exp_avg: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
+            exp_avg_sq: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
+        };
+        let sets = [first, second];
         let grads = slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?;
         let acc = if accumulate > 1 {
             [slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?, slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?]
         } else {
             [Vec::new(), Vec::new()]
         };
-        let mut resident = Resident {
+        Ok(Resident {
             device,
             _allocator: allocator,
             host_memory: Device::Cpu.memory_info()?,
@@ -330,27 +336,7 @@ impl Resident {
             adamw_bindings: HashMap::new(),
             accumulators,
             accumulate_bindings: HashMap::new(),
-        };
-        resident.upload(params)?;
-        Ok(resident)
-    }
-
-    /// Writes `params` (values and moments) into the current device buffers, e.g. after a
-    /// resume. The buffers stay the same, so every binding stays valid.
-    pub fn upload(&mut self, params: &[HostParam]) -> Result<(), SessionError> {
-        if params.len() != self.slots.len() {
-            return Err(SessionError::Input(format!("{} parameters for {} device slots", params.len(), self.slots.len())));
-        }
-        let set = &mut self.sets[self.current];
-        for (i, (slot, p)) in self.slots.iter().zip(params).enumerate() {
-            if slot.name != p.name {
-                return Err(SessionError::Input(format!("parameter order changed: `{}` where `{}` was", p.name, slot.name)));
-            }
-            self.device.write(&mut set.params[i], slot.to_input_layout(&p.value)?)?;
-            self.device.write(&mut set.exp_avg[i], slot.to_input_layout(&p.moments.exp_avg)?)?;
-            self.device.write(&mut set.exp_avg_sq[i], slot.to_input_layout(&p.moments.exp_avg_sq)?)?;
-        }
-        Ok(())
+        })
     }
 
     /// Copies the current values and moments back into `params` (checkpoint layout): at
@@ -386,8 +372,9 @@ impl Resident {
         Ok(self.train_bindings.get_mut(&key).expect("inserted above"))
     }
 
-    /// Runs runner `r` on one sample: its losses (gradients land in the device buffers).
-    fn run_sample(&mut self, r: usize, (floats, ids): Feeds<'_>) -> Result<Vec<(String, f32)>, SessionError> {
+    /// Runs runner `r` on one sample at the current parameters: its losses (the gradients land
+    /// in the device buffers; no update).
+    pub fn losses(&mut self, r: usize, (floats, ids): Feeds<'_>) -> Result<Vec<(String, f32)>, SessionError> {
         let binding = self.train_binding(r)?;
         for (name, a) in floats {
             binding.bind_input(name.as_str(), &Tensor::from_array(a.clone()).map_err(runtime("data tensor"))?).map_err(runtime("binding data"))?;
@@ -404,11 +391,6 @@ impl Resident {
             losses.push((name.clone(), v.iter().next().copied().unwrap_or(f32::NAN)));
         }
         Ok(losses)
-    }
-
-    /// Losses of one sample at the current parameters (no update).
-    pub fn losses(&mut self, r: usize, feeds: Feeds<'_>) -> Result<Vec<(String, f32)>, SessionError> {
-        self.run_sample(r, feeds)
     }
 
     /// Adds the gradients just computed into accumulation buffer `into` (the other buffer
@@ -447,7 +429,7 @@ impl Resident {
         }
         let mut sums: Vec<(String, f64)> = Vec::new();
         for (k, (r, feeds)) in samples.iter().enumerate() {
-            for (name, v) in self.run_sample(*r, *feeds)? {
+            for (name, v) in self.losses(*r, *feeds)? {
                 match sums.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, s)) => *s += f64::from(v) / self.accumulate as f64,
                     None => sums.push((name, f64::from(v) / self.accumulate as f64)),
