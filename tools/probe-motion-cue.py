@@ -87,7 +87,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pairs", required=True, help="prepare-poses output directory (longer sequences give their first pair)")
     p.add_argument("--files", default="*.safetensors", help="which files of --pairs, e.g. '*-s0.safetensors' for each video's first pair only")
-    p.add_argument("--blank-first", action="store_true", help="replace frame 0 by zeros (can frame 1 alone tell?)")
+    p.add_argument("--blank", choices=["first", "second"], help="replace that frame by zeros (can the other one alone tell?)")
     p.add_argument("--fusion", choices=["early", "late"], default="early")
     p.add_argument("--grid", default="4x3", help="late fusion: the per-frame feature grid, WxH")
     p.add_argument("--steps", type=int, default=1600)
@@ -106,8 +106,10 @@ def main():
     train = torch.tensor(rooms < cut).nonzero()[:, 0]
     held = torch.tensor(rooms >= cut).nonzero()[:, 0]
     first, second = images[:, 0], images[:, 1]
-    if a.blank_first:
+    if a.blank == "first":
         first = torch.zeros_like(first)
+    elif a.blank == "second":
+        second = torch.zeros_like(second)
     mean_t = target[train, :3].mean(0)
     baseline = (target[held, :3] - mean_t).norm(dim=-1).mean().item()
     if a.fusion == "early":
