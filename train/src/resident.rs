@@ -306,18 +306,14 @@ impl Resident {
             exp_avg: slots.iter().zip(params).map(|(s, p)| from_host(s, &p.moments.exp_avg)).collect::<Result<_, _>>()?,
             exp_avg_sq: slots.iter().zip(params).map(|(s, p)| from_host(s, &p.moments.exp_avg_sq)).collect::<Result<_, _>>()?,
         };
-        let second = StateSet {
-            params: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
-            exp_avg: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
-            exp_avg_sq: slots.iter().map(|s| alloc_like(&s.input_shape())).collect::<Result<_, _>>()?,
+        // One zero-filled buffer per slot, in the graph's input layout or the gradient's.
+        let zeros = |input_layout: bool| {
+            slots.iter().map(|s| alloc_like(if input_layout { s.input_shape() } else { s.shape.clone() }.as_slice())).collect::<Result<Vec<_>, _>>()
         };
+        let second = StateSet { params: zeros(true)?, exp_avg: zeros(true)?, exp_avg_sq: zeros(true)? };
         let sets = [first, second];
-        let grads = slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?;
-        let acc = if accumulate > 1 {
-            [slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?, slots.iter().map(|s| alloc_like(&s.shape)).collect::<Result<_, _>>()?]
-        } else {
-            [Vec::new(), Vec::new()]
-        };
+        let grads = zeros(false)?;
+        let acc = if accumulate > 1 { [zeros(false)?, zeros(false)?] } else { [Vec::new(), Vec::new()] };
         Ok(Resident {
             device,
             _allocator: allocator,
