@@ -25,7 +25,7 @@ use questions::{plain_questions, situated_questions, Qa, SituatedQa};
 use rng::{derive, Rng};
 use scene::{ObjectCount, Room};
 use std::path::PathBuf;
-use trajectory::{camera_poses, Pose};
+use trajectory::{path_poses, CameraPath, Pose};
 
 /// Frames per second of `video.mp4` (and of `scene.json`'s `fps`).
 pub const FPS: u32 = 10;
@@ -66,6 +66,8 @@ pub struct Options {
     pub split: String,
     pub depth_noise: bool,
     pub video: bool,
+    /// The room tour, or turning in place (CUT3R pretraining data).
+    pub path: CameraPath,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
             split: "train".into(),
             depth_noise: false,
             video: true,
+            path: CameraPath::Loop,
         }
     }
 }
@@ -158,7 +161,7 @@ pub fn generate_room(opts: &Options, index: usize) -> Result<GeneratedRoom, Synt
         room = Room::generate(&mut layout, opts.objects);
     }
     let room = room?;
-    let poses = camera_poses(room.width, room.depth, opts.frames, &mut Rng::new(derive(seed, STREAM_TRAJECTORY)));
+    let poses = path_poses(opts.path, room.width, room.depth, opts.frames, &mut Rng::new(derive(seed, STREAM_TRAJECTORY)));
     let bev = BevFrame::from_camera0(&poses[0], UP)?;
     let situated = situated_questions(&room, opts.questions, &mut Rng::new(derive(seed, STREAM_QUESTIONS)));
     let plain = plain_questions(&room);

@@ -164,6 +164,7 @@ fn write_metadata(dir: &Path, opts: &Options, g: &GeneratedRoom, intr: &Intrinsi
         "frames": n,
         "image": { "width": intr.width, "height": intr.height, "fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy },
         "depth_noise": opts.depth_noise,
+        "camera_path": opts.path.name(),
         "objects": g.room.objects,
         "bev": { "origin": g.bev.origin, "right": g.bev.right, "forward": g.bev.forward, "up": g.bev.up },
     });

@@ -4,6 +4,13 @@
 //!
 //! Every quantity is a sum of integer harmonics of the loop parameter, so the path closes on
 //! itself (frame F would equal frame 0).
+//!
+//! A second kind of path, [`CameraPath::Turn`], is not a room tour but pretraining data for
+//! CUT3R's motion features: the camera stands still on the loop and pans to and fro. On the
+//! tour the camera orbits while facing the room centre, so its turn and its travel move the
+//! image in opposite directions and the direction of travel shows only as parallax between
+//! near and far surfaces (docs/demo.md); a pure turn moves the whole image one way, the motion
+//! a network learns first.
 
 use crate::rng::Rng;
 use loc3r_bundle::bev::{cross, normalize, Vec3};
@@ -55,6 +62,75 @@ impl Wiggle {
     }
 }
 
+/// What the hand-held camera does besides going where it goes: its height bobs, it pitches
+/// around 10° down and rolls a little, all smooth and periodic in the path parameter `s`.
+struct Sway {
+    h0: f64,
+    h_amp: f64,
+    height: Wiggle,
+    pitch: Wiggle,
+    roll: Wiggle,
+}
+
+impl Sway {
+    /// The pose at path parameter `s` of a camera standing over `xy`, heading `yaw`.
+    fn pose(&self, xy: [f64; 2], yaw: f64, s: f64) -> Pose {
+        let centre = [xy[0], xy[1], self.h0 + self.h_amp * self.height.at(s)];
+        let pitch = (-10.0 + 8.0 * self.pitch.at(s)).to_radians();
+        let roll = (2.0 * self.roll.at(s)).to_radians();
+        quantize(&look_pose(centre, yaw, pitch, roll))
+    }
+}
+
+/// How the camera moves through the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CameraPath {
+    /// The room tour: round the loop, facing the centre (the layout the questions are about).
+    #[default]
+    Loop,
+    /// Standing at one point of the loop and panning to and fro across the room, with the same
+    /// height, pitch and roll variation as the tour.
+    Turn,
+}
+
+impl CameraPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            CameraPath::Loop => "loop",
+            CameraPath::Turn => "turn",
+        }
+    }
+}
+
+/// The poses of `frames` cameras of a `width × depth` room along `path`.
+pub fn path_poses(path: CameraPath, width: f64, depth: f64, frames: usize, rng: &mut Rng) -> Vec<Pose> {
+    match path {
+        CameraPath::Loop => camera_poses(width, depth, frames, rng),
+        CameraPath::Turn => turn_in_place_poses(width, depth, frames, rng),
+    }
+}
+
+/// A camera standing at a random point of the loop (clear of the furniture, which keeps off the
+/// loop) and panning to and fro across the room: its heading swings smoothly up to 60–100° either
+/// side of the room centre, so the views show the room rather than the wall behind.
+pub fn turn_in_place_poses(width: f64, depth: f64, frames: usize, rng: &mut Rng) -> Vec<Pose> {
+    let path = LoopPath::for_room(width, depth);
+    let p = path.point(rng.range(0.0, TAU));
+    let to_centre = libm::atan2(path.centre[1] - p[1], path.centre[0] - p[0]);
+    let swing = rng.range(60.0, 100.0).to_radians();
+    let swing_phase = rng.range(0.0, TAU);
+    let h0 = rng.range(1.3, 1.6);
+    let h_amp = rng.range(0.0, (h0 - 1.2).min(1.7 - h0));
+    let height = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
+    let sway = Sway { h0, h_amp, height, pitch: Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]), roll: Wiggle::new(rng, &[2.0], &[1.0]) };
+    (0..frames)
+        .map(|i| {
+            let s = i as f64 / frames as f64;
+            sway.pose(p, to_centre + swing * libm::sin(TAU * s + swing_phase), s)
+        })
+        .collect()
+}
+
 /// The poses of `frames` cameras around the loop of a `width × depth` room.
 pub fn camera_poses(width: f64, depth: f64, frames: usize, rng: &mut Rng) -> Vec<Pose> {
     let path = LoopPath::for_room(width, depth);
@@ -68,19 +144,15 @@ pub fn camera_poses(width: f64, depth: f64, frames: usize, rng: &mut Rng) -> Vec
     let height = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
     let yaw_amp = rng.range(10.0, 30.0).to_radians();
     let yaw_offset = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
-    let pitch = Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]);
-    let roll = Wiggle::new(rng, &[2.0], &[1.0]);
+    // Drawn after the yaw offset: the order of draws fixes every committed room.
+    let sway = Sway { h0, h_amp, height, pitch: Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]), roll: Wiggle::new(rng, &[2.0], &[1.0]) };
     (0..frames)
         .map(|i| {
             let s = i as f64 / frames as f64;
             let phi = phase0 + direction * (TAU * s + speed_amp * TAU * libm::sin(TAU * s + speed_phase));
             let p = path.point(phi);
-            let centre = [p[0], p[1], h0 + h_amp * height.at(s)];
             let to_centre = libm::atan2(path.centre[1] - p[1], path.centre[0] - p[0]);
-            let yaw = to_centre + yaw_amp * yaw_offset.at(s);
-            let pitch = (-10.0 + 8.0 * pitch.at(s)).to_radians();
-            let roll = (2.0 * roll.at(s)).to_radians();
-            quantize(&look_pose(centre, yaw, pitch, roll))
+            sway.pose(p, to_centre + yaw_amp * yaw_offset.at(s), s)
         })
         .collect()
 }
@@ -126,6 +198,27 @@ pub fn pose_text(pose: &Pose) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_stands_still_on_the_loop_and_pans_both_ways() {
+        let (width, depth) = (5.0, 4.0);
+        let path = LoopPath::for_room(width, depth);
+        for seed in 0..20 {
+            let poses = turn_in_place_poses(width, depth, 16, &mut Rng::new(seed));
+            let (x, y) = (poses[0][0][3], poses[0][1][3]);
+            let on_loop = ((x - path.centre[0]) / path.semi_axes[0]).powi(2) + ((y - path.centre[1]) / path.semi_axes[1]).powi(2);
+            assert!((on_loop - 1.0).abs() < 1e-6, "{on_loop}");
+            let to_centre = libm::atan2(path.centre[1] - y, path.centre[0] - x);
+            let wrap = |a: f64| (a + 3.0 * std::f64::consts::PI).rem_euclid(TAU) - std::f64::consts::PI;
+            let offsets: Vec<f64> = poses.iter().map(|p| wrap(libm::atan2(p[1][2], p[0][2]) - to_centre)).collect();
+            for (p, off) in poses.iter().zip(&offsets) {
+                assert_eq!((p[0][3], p[1][3]), (x, y), "the camera stays where it stands");
+                assert!(off.abs() <= 100f64.to_radians() + 1e-6, "heading {off} off the centre");
+            }
+            let steps: Vec<f64> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(steps.iter().any(|&d| d > 0.1) && steps.iter().any(|&d| d < -0.1), "pans both ways: {steps:?}");
+        }
+    }
 
     #[test]
     fn poses_stay_on_the_loop_with_bounded_angles() {

@@ -94,3 +94,26 @@ fn seed_0_room_0_is_pinned() {
 }
 
 const PINNED: [u64; 5] = [0x038d_efad_3c35_3744, 0x2b8e_5194_dd1c_243d, 0xd783_384f_2a1a_6ec2, 0xaddb_653f_1165_8657, 0x5039_c4be_cae9_886f];
+
+#[test]
+fn the_turn_path_keeps_the_room_and_moves_only_the_camera() {
+    use loc3r_synth::trajectory::CameraPath;
+    let turn = loc3r_synth::Options { path: CameraPath::Turn, ..small(5) };
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_run(a.path(), &turn, 1);
+    write_run(b.path(), &turn, 1);
+    write_run(c.path(), &small(5), 1);
+    let read = |dir: &Path, f: &str| std::fs::read(dir.join(format!("scenes/synth-s5-r0000/{f}"))).unwrap();
+    assert_eq!(read(a.path(), "color/3.jpg"), read(b.path(), "color/3.jpg"), "same seed, same turn");
+    assert_ne!(read(a.path(), "pose/3.txt"), read(c.path(), "pose/3.txt"), "the turn is not the tour");
+    let scene = |dir: &Path| serde_json::from_slice::<serde_json::Value>(&read(dir, "scene.json")).unwrap();
+    let (turned, toured) = (scene(a.path()), scene(c.path()));
+    assert_eq!(turned["camera_path"], "turn");
+    assert_eq!(toured["camera_path"], "loop");
+    assert_eq!(turned["objects"], toured["objects"], "the camera path must not move the furniture");
+    let position = |dir: &Path, i: usize| -> Vec<String> {
+        let text = String::from_utf8(read(dir, &format!("pose/{i}.txt"))).unwrap();
+        text.lines().take(2).map(|l| l.split_whitespace().nth(3).unwrap().to_string()).collect()
+    };
+    assert_eq!(position(a.path(), 0), position(a.path(), 4), "a turning camera stays where it stands (its height varies as on the tour)");
+}

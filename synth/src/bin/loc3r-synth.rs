@@ -6,6 +6,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use loc3r_synth::output::{write_room, write_run_files};
 use loc3r_synth::scene::ObjectCount;
+use loc3r_synth::trajectory::CameraPath;
 use loc3r_synth::video::VideoEncoder;
 use loc3r_synth::{generate_room, Options, SynthError};
 use std::path::PathBuf;
@@ -64,6 +65,17 @@ struct Cli {
     /// Print a JSON summary (rooms, frames, questions, seconds) on stdout.
     #[arg(long)]
     json: bool,
+    /// How the camera moves: `loop` tours the room on the closed loop facing its centre (what
+    /// the questions are about); `turn` stands at one point of the loop and pans to and fro across
+    /// the room, a pure rotation: pretraining data for CUT3R's motion features (docs/demo.md).
+    #[arg(long, value_enum, default_value = "loop")]
+    camera_path: PathArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PathArg {
+    Loop,
+    Turn,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -98,6 +110,10 @@ fn main() -> anyhow::Result<()> {
         split: cli.split.clone(),
         depth_noise: cli.depth_noise,
         video: !cli.no_video,
+        path: match cli.camera_path {
+            PathArg::Loop => CameraPath::Loop,
+            PathArg::Turn => CameraPath::Turn,
+        },
     };
     if cli.rooms == 0 {
         usage_error("--rooms 0: ask for at least one room");
