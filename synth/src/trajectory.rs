@@ -9,8 +9,8 @@
 //! CUT3R's motion features: the camera stands still on the loop and pans to and fro. On the
 //! tour the camera orbits while facing the room centre, so its turn and its travel move the
 //! image in opposite directions and the direction of travel shows only as parallax between
-//! near and far surfaces (docs/demo.md); a pure turn moves the whole image one way, the motion
-//! a network learns first.
+//! near and far surfaces (docs/demo.md); a pure turn moves the whole image one way, the plainer
+//! motion to learn first (docs/demo.md records which first lessons did and did not teach).
 
 use crate::rng::Rng;
 use loc3r_bundle::bev::{cross, normalize, Vec3};
