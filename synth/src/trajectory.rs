@@ -62,20 +62,39 @@ impl Wiggle {
     }
 }
 
+/// The camera's height: a base of 1.3–1.6 m bobbing smoothly within 1.2–1.7 m.
+struct Height {
+    h0: f64,
+    amp: f64,
+    wiggle: Wiggle,
+}
+
+impl Height {
+    fn draw(rng: &mut Rng) -> Height {
+        let h0 = rng.range(1.3, 1.6);
+        let amp = rng.range(0.0, (h0 - 1.2).min(1.7 - h0));
+        Height { h0, amp, wiggle: Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]) }
+    }
+}
+
 /// What the hand-held camera does besides going where it goes: its height bobs, it pitches
 /// around 10° down and rolls a little, all smooth and periodic in the path parameter `s`.
 struct Sway {
-    h0: f64,
-    h_amp: f64,
-    height: Wiggle,
+    height: Height,
     pitch: Wiggle,
     roll: Wiggle,
 }
 
 impl Sway {
+    /// The pitch and roll are drawn after the height (and, on the tour, after the yaw offset):
+    /// the order of draws fixes every committed room.
+    fn draw(height: Height, rng: &mut Rng) -> Sway {
+        Sway { height, pitch: Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]), roll: Wiggle::new(rng, &[2.0], &[1.0]) }
+    }
+
     /// The pose at path parameter `s` of a camera standing over `xy`, heading `yaw`.
     fn pose(&self, xy: [f64; 2], yaw: f64, s: f64) -> Pose {
-        let centre = [xy[0], xy[1], self.h0 + self.h_amp * self.height.at(s)];
+        let centre = [xy[0], xy[1], self.height.h0 + self.height.amp * self.height.wiggle.at(s)];
         let pitch = (-10.0 + 8.0 * self.pitch.at(s)).to_radians();
         let roll = (2.0 * self.roll.at(s)).to_radians();
         quantize(&look_pose(centre, yaw, pitch, roll))
@@ -119,10 +138,7 @@ pub fn turn_in_place_poses(width: f64, depth: f64, frames: usize, rng: &mut Rng)
     let to_centre = libm::atan2(path.centre[1] - p[1], path.centre[0] - p[0]);
     let swing = rng.range(60.0, 100.0).to_radians();
     let swing_phase = rng.range(0.0, TAU);
-    let h0 = rng.range(1.3, 1.6);
-    let h_amp = rng.range(0.0, (h0 - 1.2).min(1.7 - h0));
-    let height = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
-    let sway = Sway { h0, h_amp, height, pitch: Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]), roll: Wiggle::new(rng, &[2.0], &[1.0]) };
+    let sway = Sway::draw(Height::draw(rng), rng);
     (0..frames)
         .map(|i| {
             let s = i as f64 / frames as f64;
@@ -139,13 +155,10 @@ pub fn camera_poses(width: f64, depth: f64, frames: usize, rng: &mut Rng) -> Vec
     // Speed varies by up to ±35 % around the loop; the warp stays monotone since 0.35 < 1.
     let speed_amp = rng.range(0.1, 0.35) / TAU;
     let speed_phase = rng.range(0.0, TAU);
-    let h0 = rng.range(1.3, 1.6);
-    let h_amp = rng.range(0.0, (h0 - 1.2).min(1.7 - h0));
-    let height = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
+    let height = Height::draw(rng);
     let yaw_amp = rng.range(10.0, 30.0).to_radians();
     let yaw_offset = Wiggle::new(rng, &[1.0, 2.0], &[0.7, 0.3]);
-    // Drawn after the yaw offset: the order of draws fixes every committed room.
-    let sway = Sway { h0, h_amp, height, pitch: Wiggle::new(rng, &[1.0, 3.0], &[0.6, 0.4]), roll: Wiggle::new(rng, &[2.0], &[1.0]) };
+    let sway = Sway::draw(height, rng);
     (0..frames)
         .map(|i| {
             let s = i as f64 / frames as f64;
